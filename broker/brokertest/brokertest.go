@@ -1,0 +1,425 @@
+// Package brokertest is the conformance suite every broker.Broker passes.
+//
+// An implementation's test calls Run with a function that returns the
+// brokers of a fresh, isolated cluster:
+//
+//	func TestConformance(t *testing.T) {
+//		brokertest.Run(t, brokertest.Config{NewCluster: func(t *testing.T, n int) []broker.Broker { ... }})
+//	}
+package brokertest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/OSMeteor/firetower/broker"
+)
+
+// Config describes the implementation under test.
+type Config struct {
+	// NewCluster returns n unstarted brokers that form one cluster, isolated
+	// from every other call's. The suite starts and closes them.
+	NewCluster func(t *testing.T, n int) []broker.Broker
+	// Propagation bounds how long a publish, or a count made on one node,
+	// takes to be visible on another; 2s if zero.
+	Propagation time.Duration
+}
+
+// Run runs the suite as subtests of t.
+func Run(t *testing.T, cfg Config) {
+	if cfg.Propagation == 0 {
+		cfg.Propagation = 2 * time.Second
+	}
+	s := &suite{cfg: cfg}
+	t.Run("DeliversToSubscribedNodesOnly", s.deliversToSubscribedNodesOnly)
+	t.Run("PublisherReceivesOwnTopics", s.publisherReceivesOwnTopics)
+	t.Run("UnsubscribeStopsDelivery", s.unsubscribeStopsDelivery)
+	t.Run("SubscribeIsIdempotent", s.subscribeIsIdempotent)
+	t.Run("PayloadsArriveIntact", s.payloadsArriveIntact)
+	t.Run("TopicsArriveIntact", s.topicsArriveIntact)
+	t.Run("PerPublisherOrder", s.perPublisherOrder)
+	t.Run("ConcurrentPublishers", s.concurrentPublishers)
+	t.Run("CountsSumAcrossNodes", s.countsSumAcrossNodes)
+	t.Run("CountReadsOwnWrites", s.countReadsOwnWrites)
+	t.Run("ClosedNodeStopsCounting", s.closedNodeStopsCounting)
+	t.Run("CloseIsIdempotent", s.closeIsIdempotent)
+	t.Run("TopicLister", s.topicLister)
+}
+
+type suite struct{ cfg Config }
+
+// node is a started broker with the messages it received.
+type node struct {
+	broker.Broker
+	mu   sync.Mutex
+	got  []broker.Message
+	wake chan struct{}
+}
+
+func (n *node) handle(m broker.Message) {
+	// Copy: the suite must see the bytes as delivered even if the broker
+	// reuses its buffers afterwards, which it must not do.
+	m.Data = bytes.Clone(m.Data)
+	n.mu.Lock()
+	n.got = append(n.got, m)
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (n *node) messages() []broker.Message {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]broker.Message(nil), n.got...)
+}
+
+// waitFor waits until the node received at least count messages.
+func (n *node) waitFor(t *testing.T, count int, within time.Duration) []broker.Message {
+	t.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		if got := n.messages(); len(got) >= count {
+			return got
+		}
+		select {
+		case <-n.wake:
+		case <-deadline.C:
+			t.Fatalf("received %d messages, want %d within %v", len(n.messages()), count, within)
+		}
+	}
+}
+
+func (s *suite) cluster(t *testing.T, size int) []*node {
+	t.Helper()
+	bs := s.cfg.NewCluster(t, size)
+	if len(bs) != size {
+		t.Fatalf("NewCluster returned %d brokers, want %d", len(bs), size)
+	}
+	nodes := make([]*node, size)
+	for i, b := range bs {
+		n := &node{Broker: b, wake: make(chan struct{}, 1)}
+		if err := b.Start(n.handle); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		t.Cleanup(func() { b.Close() })
+		nodes[i] = n
+	}
+	return nodes
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func msg(topic, id, data string) broker.Message {
+	return broker.Message{Topic: topic, ID: id, Data: []byte(data)}
+}
+
+func (s *suite) deliversToSubscribedNodesOnly(t *testing.T) {
+	n := s.cluster(t, 3)
+	c := ctx(t)
+	must(t, n[0].Subscribe(c, "a"))
+	must(t, n[1].Subscribe(c, "b"))
+	must(t, n[2].Publish(c, msg("a", "1", `{"x":1}`)))
+	must(t, n[2].Publish(c, msg("b", "2", `"two"`)))
+	got := n[0].waitFor(t, 1, s.cfg.Propagation)
+	if m := got[0]; m.Topic != "a" || m.ID != "1" || string(m.Data) != `{"x":1}` {
+		t.Fatalf("node 0 got %+v", m)
+	}
+	got = n[1].waitFor(t, 1, s.cfg.Propagation)
+	if m := got[0]; m.Topic != "b" || m.ID != "2" || string(m.Data) != `"two"` {
+		t.Fatalf("node 1 got %+v", m)
+	}
+	time.Sleep(s.cfg.Propagation / 4)
+	if got := n[0].messages(); len(got) != 1 {
+		t.Fatalf("node 0 got %d messages, want only its topic's 1", len(got))
+	}
+	if got := n[2].messages(); len(got) != 0 {
+		t.Fatalf("unsubscribed node 2 got %v", got)
+	}
+}
+
+func (s *suite) publisherReceivesOwnTopics(t *testing.T) {
+	n := s.cluster(t, 1)
+	c := ctx(t)
+	must(t, n[0].Subscribe(c, "self"))
+	must(t, n[0].Publish(c, msg("self", "x", `1`)))
+	n[0].waitFor(t, 1, s.cfg.Propagation)
+}
+
+func (s *suite) unsubscribeStopsDelivery(t *testing.T) {
+	n := s.cluster(t, 2)
+	c := ctx(t)
+	must(t, n[0].Subscribe(c, "u"))
+	must(t, n[0].Subscribe(c, "keep"))
+	must(t, n[1].Publish(c, msg("u", "1", `1`)))
+	n[0].waitFor(t, 1, s.cfg.Propagation)
+	must(t, n[0].Unsubscribe(c, "u"))
+	must(t, n[0].Unsubscribe(c, "never-subscribed"))
+	must(t, n[1].Publish(c, msg("u", "2", `2`)))
+	must(t, n[1].Publish(c, msg("keep", "3", `3`)))
+	n[0].waitFor(t, 2, s.cfg.Propagation)
+	time.Sleep(s.cfg.Propagation / 4)
+	for _, m := range n[0].messages()[1:] {
+		if m.Topic == "u" {
+			t.Fatalf("got %+v after unsubscribing", m)
+		}
+	}
+}
+
+func (s *suite) subscribeIsIdempotent(t *testing.T) {
+	n := s.cluster(t, 2)
+	c := ctx(t)
+	must(t, n[0].Subscribe(c, "twice"))
+	must(t, n[0].Subscribe(c, "twice"))
+	must(t, n[1].Publish(c, msg("twice", "1", `1`)))
+	must(t, n[1].Publish(c, msg("twice", "2", `2`)))
+	n[0].waitFor(t, 2, s.cfg.Propagation)
+	time.Sleep(s.cfg.Propagation / 4)
+	if got := n[0].messages(); len(got) != 2 {
+		t.Fatalf("got %d messages, want 2 (each once)", len(got))
+	}
+	// One Unsubscribe withdraws the interest however often it was declared.
+	must(t, n[0].Unsubscribe(c, "twice"))
+	must(t, n[0].Subscribe(c, "marker"))
+	must(t, n[1].Publish(c, msg("twice", "3", `3`)))
+	must(t, n[1].Publish(c, msg("marker", "4", `4`)))
+	n[0].waitFor(t, 3, s.cfg.Propagation)
+	time.Sleep(s.cfg.Propagation / 4)
+	if got := n[0].messages(); len(got) != 3 || got[2].Topic != "marker" {
+		t.Fatalf("after Unsubscribe got %+v", got[2:])
+	}
+}
+
+func (s *suite) payloadsArriveIntact(t *testing.T) {
+	n := s.cluster(t, 2)
+	c := ctx(t)
+	must(t, n[0].Subscribe(c, "p"))
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var sent [][]byte
+	for _, size := range []int{0, 1, 4 << 10, 4<<10 + 1, 64 << 10, 1 << 20} {
+		b := make([]byte, size)
+		for i := range b {
+			b[i] = byte(rnd.UintN(256)) // any byte, NUL and newline included
+		}
+		sent = append(sent, b)
+		must(t, n[1].Publish(c, broker.Message{Topic: "p", ID: fmt.Sprint(size), Data: b}))
+	}
+	got := n[0].waitFor(t, len(sent), 2*s.cfg.Propagation)
+	for i, m := range got {
+		if !bytes.Equal(m.Data, sent[i]) {
+			t.Fatalf("payload %d (%d bytes) arrived as %d different bytes", i, len(sent[i]), len(m.Data))
+		}
+	}
+}
+
+func (s *suite) topicsArriveIntact(t *testing.T) {
+	n := s.cluster(t, 2)
+	c := ctx(t)
+	topics := []string{"/chat/world", "/chat/世界", `quote"back\slash`, "a:b{c}*?[x]", "émoji-🔥"}
+	for _, topic := range topics {
+		must(t, n[0].Subscribe(c, topic))
+	}
+	for i, topic := range topics {
+		must(t, n[1].Publish(c, msg(topic, fmt.Sprint(i), `"`+fmt.Sprint(i)+`"`)))
+	}
+	got := n[0].waitFor(t, len(topics), s.cfg.Propagation)
+	seen := map[string]string{}
+	for _, m := range got {
+		seen[m.Topic] = m.ID
+	}
+	for i, topic := range topics {
+		if seen[topic] != fmt.Sprint(i) {
+			t.Errorf("topic %q: got id %q, want %d (received %v)", topic, seen[topic], i, seen)
+		}
+	}
+}
+
+func (s *suite) perPublisherOrder(t *testing.T) {
+	n := s.cluster(t, 3)
+	c := ctx(t)
+	must(t, n[0].Subscribe(c, "order"))
+	must(t, n[1].Subscribe(c, "order"))
+	const total = 1000
+	for i := range total {
+		must(t, n[2].Publish(c, msg("order", fmt.Sprint(i), fmt.Sprint(i))))
+	}
+	for _, nd := range n[:2] {
+		got := nd.waitFor(t, total, 5*s.cfg.Propagation)
+		for i, m := range got {
+			if m.ID != fmt.Sprint(i) {
+				t.Fatalf("message %d has id %s: out of order", i, m.ID)
+			}
+		}
+	}
+}
+
+func (s *suite) concurrentPublishers(t *testing.T) {
+	n := s.cluster(t, 3)
+	c := ctx(t)
+	must(t, n[0].Subscribe(c, "many"))
+	const publishers, each = 4, 250
+	var wg sync.WaitGroup
+	errs := make(chan error, publishers)
+	for p := range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			from := n[1+p%2]
+			for i := range each {
+				if err := from.Publish(c, msg("many", fmt.Sprintf("%d-%d", p, i), "0")); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got := n[0].waitFor(t, publishers*each, 5*s.cfg.Propagation)
+	next := make([]int, publishers)
+	for _, m := range got {
+		var p, i int
+		if _, err := fmt.Sscanf(m.ID, "%d-%d", &p, &i); err != nil {
+			t.Fatalf("bad id %q", m.ID)
+		}
+		if i != next[p] {
+			t.Fatalf("publisher %d: got message %d, want %d", p, i, next[p])
+		}
+		next[p]++
+	}
+}
+
+// eventually retries check until it returns nil or the propagation bound
+// passes.
+func (s *suite) eventually(t *testing.T, within time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func wantCount(c context.Context, b broker.Broker, topic string, want int) func() error {
+	return func() error {
+		got, err := b.Count(c, topic)
+		if err != nil {
+			return err
+		}
+		if got != want {
+			return fmt.Errorf("Count(%q) = %d, want %d", topic, got, want)
+		}
+		return nil
+	}
+}
+
+func (s *suite) countsSumAcrossNodes(t *testing.T) {
+	n := s.cluster(t, 3)
+	c := ctx(t)
+	n[0].SetCount("room", 2)
+	n[1].SetCount("room", 3)
+	for _, nd := range n {
+		s.eventually(t, s.cfg.Propagation, wantCount(c, nd, "room", 5))
+	}
+	n[1].SetCount("room", 1)
+	s.eventually(t, s.cfg.Propagation, wantCount(c, n[2], "room", 3))
+	n[0].SetCount("room", 0)
+	n[1].SetCount("room", 0)
+	for _, nd := range n {
+		s.eventually(t, s.cfg.Propagation, wantCount(c, nd, "room", 0))
+	}
+	must(t, wantCount(c, n[2], "unknown-topic", 0)())
+}
+
+func (s *suite) countReadsOwnWrites(t *testing.T) {
+	n := s.cluster(t, 2)
+	c := ctx(t)
+	for i := 1; i <= 3; i++ {
+		n[0].SetCount("mine", i)
+		// No waiting: the node that set a count reads it back at once.
+		must(t, wantCount(c, n[0], "mine", i)())
+	}
+	n[0].SetCount("mine", 0)
+	must(t, wantCount(c, n[0], "mine", 0)())
+}
+
+func (s *suite) closedNodeStopsCounting(t *testing.T) {
+	n := s.cluster(t, 2)
+	c := ctx(t)
+	n[0].SetCount("gone", 4)
+	n[1].SetCount("gone", 1)
+	s.eventually(t, s.cfg.Propagation, wantCount(c, n[1], "gone", 5))
+	must(t, n[0].Close())
+	s.eventually(t, s.cfg.Propagation, wantCount(c, n[1], "gone", 1))
+}
+
+func (s *suite) closeIsIdempotent(t *testing.T) {
+	n := s.cluster(t, 1)
+	c := ctx(t)
+	must(t, n[0].Close())
+	must(t, n[0].Close())
+	if err := n[0].Publish(c, msg("x", "1", "1")); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Publish after Close: %v, want ErrClosed", err)
+	}
+	if err := n[0].Subscribe(c, "x"); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Subscribe after Close: %v, want ErrClosed", err)
+	}
+	if _, err := n[0].Count(c, "x"); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Count after Close: %v, want ErrClosed", err)
+	}
+	n[0].SetCount("x", 1) // must not panic
+}
+
+func (s *suite) topicLister(t *testing.T) {
+	n := s.cluster(t, 2)
+	lister, ok := n[0].Broker.(broker.TopicLister)
+	if !ok {
+		t.Skip("the broker does not implement broker.TopicLister (optional)")
+	}
+	c := ctx(t)
+	n[0].SetCount("l1", 2)
+	n[1].SetCount("l1", 1)
+	n[1].SetCount("l2", 7)
+	s.eventually(t, s.cfg.Propagation, func() error {
+		got, err := lister.Topics(c)
+		if err != nil {
+			return err
+		}
+		m := map[string]int{}
+		for _, tc := range got {
+			m[tc.Topic] = tc.Count
+		}
+		if m["l1"] != 3 || m["l2"] != 7 || len(m) != 2 {
+			return fmt.Errorf("Topics() = %v, want l1:3 l2:7", m)
+		}
+		return nil
+	})
+}

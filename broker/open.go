@@ -1,0 +1,72 @@
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Options are the settings a broker URL cannot carry.
+type Options struct {
+	// Token is the shared secret between nodes and a topic service.
+	Token string
+	// Logger receives the broker's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Opener builds a Broker from a parsed URL.
+type Opener func(u *url.URL, opts Options) (Broker, error)
+
+var (
+	openersMu sync.RWMutex
+	openers   = map[string]Opener{}
+)
+
+// Register makes a broker available to Open under a URL scheme. It is
+// called from the init function of the package that implements it, as
+// database/sql drivers do. It panics if the scheme is registered twice.
+func Register(scheme string, open Opener) {
+	openersMu.Lock()
+	defer openersMu.Unlock()
+	if _, dup := openers[scheme]; dup {
+		panic("firetower: broker scheme registered twice: " + scheme)
+	}
+	openers[scheme] = open
+}
+
+// Open returns the broker a URL names, such as topicsvc://127.0.0.1:6666
+// or redis://127.0.0.1:6379/0. The package implementing the scheme must be
+// linked in (firetower links topicsvc; broker/redis needs -tags redis).
+func Open(rawURL string, opts Options) (Broker, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("firetower: broker URL %q: %w", rawURL, err)
+	}
+	if u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("firetower: broker URL %q: want scheme://host:port", rawURL)
+	}
+	openersMu.RLock()
+	open, ok := openers[u.Scheme]
+	openersMu.RUnlock()
+	if !ok {
+		if strings.HasPrefix(u.Scheme, "redis") {
+			return nil, fmt.Errorf("firetower: broker URL %q: the Redis broker is not compiled in; build with -tags redis", rawURL)
+		}
+		return nil, fmt.Errorf("firetower: broker URL %q: unknown scheme %q (known: %s)", rawURL, u.Scheme, strings.Join(schemes(), ", "))
+	}
+	return open(u, opts)
+}
+
+func schemes() []string {
+	openersMu.RLock()
+	defer openersMu.RUnlock()
+	s := make([]string, 0, len(openers))
+	for k := range openers {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return s
+}

@@ -1,0 +1,313 @@
+// Package topicsvc is the firetower topic service: the routing and counting
+// core that connects the nodes of a cluster, and the ways to reach it.
+//
+// The Core runs in-process for a single node (NewEmbedded, the default
+// broker of firetower) or inside a standalone service that nodes reach over
+// gRPC. It tracks, per node, the topics the node listens to and its
+// subscriber counts, routes each publish only to the nodes with
+// subscribers, and sums the counts across nodes.
+package topicsvc
+
+import (
+	"hash/maphash"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/OSMeteor/firetower/broker"
+)
+
+const coreShards = 64
+
+// Core routes messages between the nodes attached to it and counts their
+// subscribers. It is safe for concurrent use.
+type Core struct {
+	seed   maphash.Seed
+	shards [coreShards]coreShard
+
+	mu    sync.Mutex
+	nodes map[string]*Node
+}
+
+type coreShard struct {
+	mu     sync.RWMutex
+	topics map[string]*coreTopic
+}
+
+// coreTopic is one topic's routing and counting state.
+type coreTopic struct {
+	listeners []*Node       // nodes interested in the topic, no duplicates
+	counts    map[*Node]int // per-node subscriber counts, only non-zero ones
+	total     int
+}
+
+// Node is one node attached to a Core. Its methods are safe for concurrent
+// use; after Remove they do nothing.
+type Node struct {
+	id      string
+	core    *Core
+	deliver func(broker.Message)
+
+	mu       sync.Mutex
+	removed  bool
+	listens  map[string]struct{}
+	counts   map[string]int
+	total    int
+	lastSeen atomic.Int64 // Unix milliseconds
+}
+
+// NewCore returns an empty Core.
+func NewCore() *Core {
+	c := &Core{seed: maphash.MakeSeed(), nodes: map[string]*Node{}}
+	for i := range c.shards {
+		c.shards[i].topics = map[string]*coreTopic{}
+	}
+	return c
+}
+
+func (c *Core) shard(topic string) *coreShard {
+	return &c.shards[maphash.String(c.seed, topic)%coreShards]
+}
+
+// AddNode attaches a node. deliver receives the messages of the topics the
+// node listens to; it is called with a shard lock held, so it must not block
+// and must not call back into the Core. A node already attached under the
+// same id (a node that reconnected before its old session was noticed dead)
+// is removed first.
+func (c *Core) AddNode(id string, deliver func(broker.Message)) *Node {
+	n := &Node{id: id, core: c, deliver: deliver, listens: map[string]struct{}{}, counts: map[string]int{}}
+	n.Touch()
+	c.mu.Lock()
+	old := c.nodes[id]
+	c.nodes[id] = n
+	c.mu.Unlock()
+	if old != nil {
+		old.remove()
+	}
+	return n
+}
+
+// Publish delivers m to every node listening to m.Topic and returns how many
+// nodes it reached.
+func (c *Core) Publish(m broker.Message) int {
+	s := c.shard(m.Topic)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t := s.topics[m.Topic]
+	if t == nil {
+		return 0
+	}
+	for _, n := range t.listeners {
+		n.deliver(m)
+	}
+	return len(t.listeners)
+}
+
+// Count returns the sum of all nodes' counts for topic.
+func (c *Core) Count(topic string) int {
+	return c.CountExcept(topic, nil)
+}
+
+// CountExcept returns the sum of the counts for topic of every node but
+// except (nil: of every node). A remote node adds its own, fresher count to
+// it, so that it reads its own writes.
+func (c *Core) CountExcept(topic string, except *Node) int {
+	s := c.shard(topic)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t := s.topics[topic]
+	if t == nil {
+		return 0
+	}
+	return t.total - t.counts[except]
+}
+
+// Topics returns every topic with a non-zero count.
+func (c *Core) Topics() []broker.TopicCount {
+	var out []broker.TopicCount
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.RLock()
+		for name, t := range s.topics {
+			if t.total > 0 {
+				out = append(out, broker.TopicCount{Topic: name, Count: t.total})
+			}
+		}
+		s.mu.RUnlock()
+	}
+	return out
+}
+
+// Nodes describes the attached nodes, sorted by id.
+func (c *Core) Nodes() []broker.NodeInfo {
+	c.mu.Lock()
+	nodes := make([]*Node, 0, len(c.nodes))
+	for _, n := range c.nodes {
+		nodes = append(nodes, n)
+	}
+	c.mu.Unlock()
+	out := make([]broker.NodeInfo, 0, len(nodes))
+	for _, n := range nodes {
+		n.mu.Lock()
+		out = append(out, broker.NodeInfo{ID: n.id, Connections: n.total, Topics: len(n.listens), LastHeartbeat: n.lastSeen.Load()})
+		n.mu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Expire removes the nodes not touched for longer than maxAge and returns
+// their ids.
+func (c *Core) Expire(maxAge time.Duration) []string {
+	limit := time.Now().Add(-maxAge).UnixMilli()
+	var dead []*Node
+	c.mu.Lock()
+	for _, n := range c.nodes {
+		if n.lastSeen.Load() < limit {
+			dead = append(dead, n)
+		}
+	}
+	c.mu.Unlock()
+	ids := make([]string, 0, len(dead))
+	for _, n := range dead {
+		n.Remove()
+		ids = append(ids, n.id)
+	}
+	return ids
+}
+
+// ID returns the node's id.
+func (n *Node) ID() string { return n.id }
+
+// Touch records a sign of life (a heartbeat) from the node.
+func (n *Node) Touch() { n.lastSeen.Store(time.Now().UnixMilli()) }
+
+// Listen routes the messages of topic to the node.
+func (n *Node) Listen(topic string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.removed {
+		return
+	}
+	if _, ok := n.listens[topic]; ok {
+		return
+	}
+	n.listens[topic] = struct{}{}
+	s := n.core.shard(topic)
+	s.mu.Lock()
+	t := s.topic(topic)
+	t.listeners = append(t.listeners, n)
+	s.mu.Unlock()
+}
+
+// Unlisten stops routing the messages of topic to the node.
+func (n *Node) Unlisten(topic string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.listens[topic]; !ok {
+		return
+	}
+	delete(n.listens, topic)
+	n.core.unroute(topic, n)
+}
+
+// SetCount records the node's subscriber count for topic; negative counts
+// are treated as 0.
+func (n *Node) SetCount(topic string, count int) {
+	if count < 0 {
+		count = 0
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.removed || n.counts[topic] == count {
+		return
+	}
+	n.total += count - n.counts[topic]
+	if count == 0 {
+		delete(n.counts, topic)
+	} else {
+		n.counts[topic] = count
+	}
+	s := n.core.shard(topic)
+	s.mu.Lock()
+	t := s.topic(topic)
+	t.total += count - t.counts[n]
+	if count == 0 {
+		delete(t.counts, n)
+	} else {
+		t.counts[n] = count
+	}
+	s.dropIfEmpty(topic, t)
+	s.mu.Unlock()
+}
+
+// Remove detaches the node: its interests and counts vanish.
+func (n *Node) Remove() {
+	n.core.mu.Lock()
+	if n.core.nodes[n.id] == n {
+		delete(n.core.nodes, n.id)
+	}
+	n.core.mu.Unlock()
+	n.remove()
+}
+
+func (n *Node) remove() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.removed {
+		return
+	}
+	n.removed = true
+	for topic := range n.listens {
+		n.core.unroute(topic, n)
+	}
+	for topic, c := range n.counts {
+		s := n.core.shard(topic)
+		s.mu.Lock()
+		if t := s.topics[topic]; t != nil {
+			t.total -= c
+			delete(t.counts, n)
+			s.dropIfEmpty(topic, t)
+		}
+		s.mu.Unlock()
+	}
+	n.listens, n.counts, n.total = map[string]struct{}{}, map[string]int{}, 0
+}
+
+// unroute removes n from the listeners of topic; n.mu must be held.
+func (c *Core) unroute(topic string, n *Node) {
+	s := c.shard(topic)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.topics[topic]
+	if t == nil {
+		return
+	}
+	for i, l := range t.listeners {
+		if l == n {
+			last := len(t.listeners) - 1
+			t.listeners[i] = t.listeners[last]
+			t.listeners[last] = nil
+			t.listeners = t.listeners[:last]
+			break
+		}
+	}
+	s.dropIfEmpty(topic, t)
+}
+
+// topic returns the state of topic, creating it; s.mu must be held.
+func (s *coreShard) topic(name string) *coreTopic {
+	t := s.topics[name]
+	if t == nil {
+		t = &coreTopic{counts: map[*Node]int{}}
+		s.topics[name] = t
+	}
+	return t
+}
+
+func (s *coreShard) dropIfEmpty(name string, t *coreTopic) {
+	if len(t.listeners) == 0 && len(t.counts) == 0 {
+		delete(s.topics, name)
+	}
+}

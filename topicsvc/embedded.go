@@ -1,0 +1,145 @@
+package topicsvc
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/OSMeteor/firetower/broker"
+	"github.com/google/uuid"
+)
+
+// Embedded is a broker.Broker that attaches a node to a Core in the same
+// process: no network and no serialisation. NewEmbedded gives a single node
+// its own Core (firetower's default broker); Core.Embedded attaches several
+// nodes of one process to a shared Core.
+type Embedded struct {
+	core *Core
+
+	mu      sync.RWMutex
+	node    *Node
+	handler broker.Handler
+	closed  bool
+}
+
+var _ broker.Broker = (*Embedded)(nil)
+var _ broker.TopicLister = (*Embedded)(nil)
+var _ broker.NodeLister = (*Embedded)(nil)
+
+// NewEmbedded returns a broker for a node that is its own cluster.
+func NewEmbedded() *Embedded { return NewCore().Embedded() }
+
+// Embedded returns a broker that attaches one more node to c.
+func (c *Core) Embedded() *Embedded { return &Embedded{core: c} }
+
+// Start implements broker.Broker.
+func (e *Embedded) Start(h broker.Handler) error {
+	if h == nil {
+		return fmt.Errorf("firetower: embedded broker: nil handler")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return broker.ErrClosed
+	}
+	if e.node != nil {
+		return fmt.Errorf("firetower: embedded broker: started twice")
+	}
+	e.handler = h
+	e.node = e.core.AddNode(uuid.NewString(), h)
+	return nil
+}
+
+// attached returns the node, or an error if the broker is not started or
+// already closed.
+func (e *Embedded) attached() (*Node, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	switch {
+	case e.closed:
+		return nil, broker.ErrClosed
+	case e.node == nil:
+		return nil, fmt.Errorf("firetower: embedded broker: not started")
+	}
+	return e.node, nil
+}
+
+// Publish implements broker.Broker. The handlers of the subscribed nodes
+// run before it returns.
+func (e *Embedded) Publish(ctx context.Context, m broker.Message) error {
+	if _, err := e.attached(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	e.core.Publish(m)
+	return nil
+}
+
+// Subscribe implements broker.Broker.
+func (e *Embedded) Subscribe(_ context.Context, topic string) error {
+	n, err := e.attached()
+	if err != nil {
+		return err
+	}
+	n.Listen(topic)
+	return nil
+}
+
+// Unsubscribe implements broker.Broker.
+func (e *Embedded) Unsubscribe(_ context.Context, topic string) error {
+	n, err := e.attached()
+	if err != nil {
+		return err
+	}
+	n.Unlisten(topic)
+	return nil
+}
+
+// SetCount implements broker.Broker.
+func (e *Embedded) SetCount(topic string, count int) {
+	if n, err := e.attached(); err == nil {
+		n.SetCount(topic, count)
+	}
+}
+
+// Count implements broker.Broker.
+func (e *Embedded) Count(_ context.Context, topic string) (int, error) {
+	if _, err := e.attached(); err != nil {
+		return 0, err
+	}
+	return e.core.Count(topic), nil
+}
+
+// Topics implements broker.TopicLister.
+func (e *Embedded) Topics(context.Context) ([]broker.TopicCount, error) {
+	if _, err := e.attached(); err != nil {
+		return nil, err
+	}
+	return e.core.Topics(), nil
+}
+
+// Nodes implements broker.NodeLister.
+func (e *Embedded) Nodes(context.Context) ([]broker.NodeInfo, error) {
+	n, err := e.attached()
+	if err != nil {
+		return nil, err
+	}
+	n.Touch() // an in-process node is alive while it can ask
+	return e.core.Nodes(), nil
+}
+
+// Close implements broker.Broker: the node leaves the Core.
+func (e *Embedded) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	if e.node != nil {
+		e.node.Remove()
+	}
+	return nil
+}
