@@ -1,0 +1,163 @@
+// Type declarations for firetower.js (plain script, globalThis.firetower) and
+// firetower.mjs (ES module). Wire protocol v1; see DESIGN.md section 3.
+
+/** Connection state. `connecting` only before the first connection opens;
+ * `reconnecting` covers both waiting out the backoff and dialling again. */
+export type State = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+export interface StateDetail {
+  /** Consecutive failed attempts; 0 once a connection is open. */
+  attempt: number;
+  /** Milliseconds until the next attempt (state `reconnecting`). */
+  delay?: number;
+  /** WebSocket close code of the lost connection; 4000 means no pong came in time. */
+  code?: number;
+  reason?: string;
+}
+
+/** A message on a subscribed topic, as the node sent it. */
+export interface MessageFrame<T = unknown> {
+  type: 'publish';
+  topic: string;
+  data: T;
+  /** The message id the publisher got back. */
+  id?: string;
+}
+
+/** Any frame from the node: a message, a reply, or a custom frame. */
+export interface ServerFrame {
+  type: string;
+  topic?: string | string[];
+  data?: unknown;
+  id?: string | number;
+  code?: string;
+  message?: string;
+  messageId?: string;
+  [key: string]: unknown;
+}
+
+/** What a client may send with `send`. */
+export interface ClientFrame {
+  type: string;
+  topic?: string | string[];
+  data?: unknown;
+  id?: string | number;
+  [key: string]: unknown;
+}
+
+export interface PublishAck {
+  /** The id every subscriber sees on the message. */
+  messageId: string;
+  topic: string[];
+}
+
+export interface Options {
+  /** Ask the node to batch frames (`?batch=1`). Default true. */
+  batch?: boolean;
+  /** Milliseconds between app-level pings while open. Default 25000. */
+  pingInterval?: number;
+  /** Milliseconds without any frame after a ping before the connection is
+   * declared dead and replaced. Default 10000. */
+  pingTimeout?: number;
+  /** Milliseconds before subscribe/publish/unsubscribe reject with code
+   * `timeout`; 0 disables. Default 10000. */
+  requestTimeout?: number;
+  /** First reconnect delay in milliseconds; doubles per failed attempt. Default 500. */
+  reconnectDelay?: number;
+  /** Upper bound of the reconnect delay in milliseconds. Default 30000. */
+  reconnectDelayMax?: number;
+  /** Fraction of the delay taken off at random (0..1). Default 0.5. */
+  jitter?: number;
+  /** WebSocket constructor. Default globalThis.WebSocket. */
+  WebSocket?: new (url: string) => WebSocketLike;
+  /** Timer functions, injectable for tests. Default the global ones. */
+  setTimeout?: (fn: () => void, ms: number) => unknown;
+  clearTimeout?: (handle: unknown) => void;
+  /** Source of randomness in [0, 1) for the jitter. Default Math.random. */
+  random?: () => number;
+  /** Object whose `online` event cuts a reconnect wait short; null to
+   * disable. Default globalThis. */
+  window?: { addEventListener(type: string, fn: () => void): void; removeEventListener(type: string, fn: () => void): void } | null;
+}
+
+/** The part of WebSocket the client uses. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: string }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+}
+
+/** Rejection reason of the client's promises and argument of onError.
+ * `code` is a node error code (`bad_request`, `forbidden`,
+ * `too_many_topics`, `rate_limited`, `unavailable`) or one of the client's:
+ * `disconnected`, `closed`, `timeout`, `bad_frame`, `connect`, `send`. */
+export class FiretowerError extends Error {
+  constructor(code: string, message: string, frame?: ServerFrame);
+  code: string;
+  /** The error frame from the node, when there was one. */
+  frame?: ServerFrame;
+  /** The topics the node named in the error. */
+  topic?: string[];
+}
+
+export class Client {
+  /** The ws(s) URL in use, with `batch=1` when batching. */
+  readonly url: string;
+  readonly state: State;
+
+  /** Subscribe; resolves with the topics once the node confirmed. Survives
+   * reconnects (the client subscribes again); rejects on an error reply (the
+   * refused topics are dropped, the others stay subscribed), close() or the
+   * request timeout. Topics stay wanted across reconnects until unsubscribed. */
+  subscribe(topics: string | string[]): Promise<string[]>;
+  unsubscribe(topics: string | string[]): Promise<string[]>;
+  /** Publish; resolves when the node accepted the message. Rejects with code
+   * `disconnected` when the connection dropped before the ack: delivery is at
+   * most once, so the caller decides whether to send again. Made while not
+   * connected, it is sent when the connection opens (within the timeout). */
+  publish<T = unknown>(topic: string, data: T): Promise<PublishAck>;
+  /** Write a raw frame (e.g. a custom type for the node's ReadHandler);
+   * false if not connected. */
+  send(frame: ClientFrame): boolean;
+  /** Handle messages of a topic; returns a function that removes the handler. */
+  on<T = unknown>(topic: string, fn: (data: T, frame: MessageFrame<T>) => void): () => void;
+  /** Called at once with the current state, then on each change. */
+  onState(fn: (state: State, detail: StateDetail) => void): () => void;
+  /** Errors that belong to no request: refused resubscriptions, frames that
+   * are not JSON, exceptions thrown by handlers. */
+  onError(fn: (err: FiretowerError | Error) => void): () => void;
+  /** Every frame from the node, batches unpacked. */
+  onFrame(fn: (frame: ServerFrame) => void): () => void;
+  /** The topics the client wants, re-subscribed on every reconnect. */
+  topics(): string[];
+  /** Close for good: no reconnect; pending promises reject with `closed`. */
+  close(): void;
+}
+
+/** Connect to a node. `url` may be relative to the page (default `/ws`) or an
+ * http(s)/ws(s) URL. */
+export function connect(url?: string, options?: Options): Client;
+
+export const version: string;
+
+declare const firetower: {
+  connect: typeof connect;
+  Client: typeof Client;
+  FiretowerError: typeof FiretowerError;
+  version: string;
+};
+export default firetower;
+
+declare global {
+  /** Defined by loading firetower.js as a plain script. */
+  var firetower: {
+    connect: typeof connect;
+    Client: typeof Client;
+    FiretowerError: typeof FiretowerError;
+    version: string;
+  };
+}
