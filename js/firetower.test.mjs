@@ -1,0 +1,373 @@
+// Unit tests of firetower.js: framing, request/reply matching, reconnect with
+// backoff, resubscription and ping timeouts. The WebSocket and the clock are
+// fakes injected through connect's options, so time is advanced by hand and
+// nothing here waits on a real timer.
+//
+//   node --test js/
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import firetower, {connect, FiretowerError} from './firetower.mjs';
+
+// A manual clock: timers fire only when the test advances time.
+class Clock {
+  constructor() { this.now = 0; this.seq = 0; this.timers = new Map(); }
+  setTimeout = (fn, ms) => {
+    const id = ++this.seq;
+    this.timers.set(id, {at: this.now + ms, fn});
+    return id;
+  };
+  clearTimeout = (id) => { this.timers.delete(id); };
+  // advance runs every timer due within ms, in time order, including timers
+  // that those timers set.
+  advance(ms) {
+    const end = this.now + ms;
+    for (;;) {
+      let next = null;
+      for (const [id, t] of this.timers) {
+        if (t.at <= end && (next === null || t.at < next[1].at || (t.at === next[1].at && id < next[0]))) next = [id, t];
+      }
+      if (next === null) break;
+      this.timers.delete(next[0]);
+      this.now = next[1].at;
+      next[1].fn();
+    }
+    this.now = end;
+  }
+  pending() { return [...this.timers.values()].map((t) => t.at - this.now).sort((a, b) => a - b); }
+}
+
+// A fake WebSocket that records what the client sends and lets the test play
+// the node's part.
+function fakeSocketClass() {
+  const sockets = [];
+  class FakeWS {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      this.sent = [];
+      this.closed = null;
+      this.onopen = this.onmessage = this.onclose = this.onerror = null;
+      sockets.push(this);
+    }
+    send(s) {
+      if (this.readyState !== 1) throw new Error('not open');
+      this.sent.push(JSON.parse(s));
+    }
+    close(code, reason) { this.closed = {code, reason}; this.readyState = 3; }
+    // test side
+    open() { this.readyState = 1; this.onopen && this.onopen({}); }
+    recv(frame) { this.onmessage && this.onmessage({data: typeof frame === 'string' ? frame : JSON.stringify(frame)}); }
+    drop(code = 1006, reason = '') { this.readyState = 3; this.onclose && this.onclose({code, reason}); }
+    last() { return this.sent[this.sent.length - 1]; }
+  }
+  return {FakeWS, sockets};
+}
+
+function setup(opts = {}) {
+  const clock = new Clock();
+  const {FakeWS, sockets} = fakeSocketClass();
+  const states = [];
+  const errors = [];
+  const ft = connect(opts.url ?? 'ws://node.test/ws', {
+    WebSocket: FakeWS,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    random: () => 0,
+    window: null,
+    ...opts,
+  });
+  ft.onState((s, d) => states.push([s, d]));
+  ft.onError((e) => errors.push(e));
+  return {ft, clock, sockets, states, errors, ws: () => sockets[sockets.length - 1]};
+}
+
+// settled reports a promise's outcome without waiting for it to settle.
+async function settled(p) {
+  const marker = Symbol('pending');
+  const r = await Promise.race([p.then((v) => ({ok: v}), (e) => ({err: e})), Promise.resolve().then(() => marker)]);
+  return r === marker ? 'pending' : r;
+}
+
+test('module and script forms are the same object', () => {
+  assert.equal(globalThis.firetower, firetower);
+  assert.equal(firetower.connect, connect);
+  assert.equal(typeof firetower.version, 'string');
+});
+
+test('url: batch=1 is added unless disabled, http becomes ws', () => {
+  const {FakeWS, sockets} = fakeSocketClass();
+  const o = {WebSocket: FakeWS, window: null};
+  connect('ws://h:1/ws', o).close();
+  connect('https://h/ws?x=1', o).close();
+  connect('http://h/ws', {...o, batch: false}).close();
+  assert.deepEqual(sockets.map((s) => s.url), ['ws://h:1/ws?batch=1', 'wss://h/ws?x=1&batch=1', 'ws://h/ws']);
+});
+
+test('subscribe before open is sent once the connection opens, and resolves on its reply', async () => {
+  const {ft, ws, states} = setup();
+  const p = ft.subscribe('/chat/world');
+  const q = ft.subscribe(['a', 'b']);
+  assert.equal(ws().sent.length, 0);
+  assert.equal(await settled(p), 'pending');
+  ws().open();
+  // Both requests go out as one frame carrying every wanted topic.
+  assert.equal(ws().sent.length, 1);
+  const f = ws().last();
+  assert.equal(f.type, 'subscribe');
+  assert.deepEqual(f.topic, ['/chat/world', 'a', 'b']);
+  ws().recv({type: 'subscribed', topic: f.topic, id: f.id});
+  assert.deepEqual(await p, ['/chat/world']);
+  assert.deepEqual(await q, ['a', 'b']);
+  assert.deepEqual(states.map((s) => s[0]), ['connecting', 'open']);
+});
+
+test('framing: a batched array and a single object dispatch the same way, in order', () => {
+  const {ft, ws} = setup();
+  ws().open();
+  const got = [];
+  ft.on('a', (data, frame) => got.push(['a', data, frame.id]));
+  ft.on('b', (data) => got.push(['b', data]));
+  const frames = [];
+  ft.onFrame((f) => frames.push(f.type));
+  ws().recv([
+    {type: 'publish', topic: 'a', data: {text: 'one'}, id: 'm1'},
+    {type: 'publish', topic: 'b', data: 2},
+    {type: 'publish', topic: 'c', data: 'nobody listens'},
+    {type: 'custom', x: 1},
+  ]);
+  ws().recv({type: 'publish', topic: 'a', data: '<img src=x onerror=alert(1)>', id: 'm2'});
+  assert.deepEqual(got, [['a', {text: 'one'}, 'm1'], ['b', 2], ['a', '<img src=x onerror=alert(1)>', 'm2']]);
+  assert.deepEqual(frames, ['publish', 'publish', 'publish', 'custom', 'publish']);
+});
+
+test('replies settle the request with the matching id, in any order', async () => {
+  const {ft, ws} = setup();
+  ws().open();
+  const p1 = ft.publish('t', {n: 1});
+  const p2 = ft.publish('t', {n: 2});
+  const [f1, f2] = ws().sent;
+  assert.deepEqual([f1.type, f1.topic, f1.data], ['publish', 't', {n: 1}]);
+  assert.notEqual(f1.id, f2.id);
+  // A message whose id equals a request id is a message, not a reply.
+  ws().recv({type: 'publish', topic: 't', data: {}, id: f1.id});
+  assert.equal(await settled(p1), 'pending');
+  ws().recv([{type: 'published', topic: ['t'], id: f2.id, messageId: 'm-2'}, {type: 'published', topic: ['t'], id: f1.id, messageId: 'm-1'}]);
+  assert.deepEqual(await p1, {messageId: 'm-1', topic: ['t']});
+  assert.deepEqual(await p2, {messageId: 'm-2', topic: ['t']});
+});
+
+test('an error reply rejects with the node code; refused topics are dropped, the others asked again', async () => {
+  const {ft, ws, errors} = setup();
+  ws().open();
+  const p = ft.subscribe(['ok1', 'secret', 'ok2']);
+  const f = ws().last();
+  ws().recv({type: 'error', code: 'forbidden', message: 'not allowed', topic: ['secret'], id: f.id});
+  const r = await settled(p);
+  assert.ok(r.err instanceof FiretowerError);
+  assert.equal(r.err.code, 'forbidden');
+  assert.deepEqual(r.err.topic, ['secret']);
+  assert.deepEqual(ft.topics(), ['ok1', 'ok2']);
+  const again = ws().last();
+  assert.equal(again.type, 'subscribe');
+  assert.deepEqual(again.topic, ['ok1', 'ok2']);
+  assert.notEqual(again.id, f.id);
+  // A publish refused by the node rejects too.
+  const pub = ft.publish('ok1', 1);
+  ws().recv({type: 'error', code: 'unavailable', message: 'broker down', id: ws().last().id});
+  assert.equal((await settled(pub)).err.code, 'unavailable');
+  // An error that answers no request goes to onError.
+  ws().recv({type: 'error', code: 'rate_limited', message: 'slow down'});
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].code, 'rate_limited');
+});
+
+test('an error without topics refuses the whole subscribe', async () => {
+  const {ft, ws} = setup();
+  ws().open();
+  const p = ft.subscribe(['x', 'y']);
+  ws().recv({type: 'error', code: 'too_many_topics', message: 'limit 128', id: ws().last().id});
+  assert.equal((await settled(p)).err.code, 'too_many_topics');
+  assert.deepEqual(ft.topics(), []);
+  assert.equal(ws().sent.length, 1);
+});
+
+test('a frame that is not JSON is reported, and the connection goes on', () => {
+  const {ft, ws, errors} = setup();
+  ws().open();
+  const got = [];
+  ft.on('a', (d) => got.push(d));
+  ws().recv('hello, v0 bare data');
+  ws().recv({type: 'publish', topic: 'a', data: 1});
+  assert.equal(errors[0].code, 'bad_frame');
+  assert.deepEqual(got, [1]);
+  assert.equal(ft.state, 'open');
+});
+
+test('reconnect: exponential backoff, capped, with jitter; attempts reset once open', () => {
+  let r = 0;
+  const {ft, ws, sockets, clock, states} = setup({random: () => r, reconnectDelay: 100, reconnectDelayMax: 1000});
+  ws().open();
+  const delays = [];
+  for (let i = 0; i < 6; i++) {
+    ws().drop();
+    const [s, d] = states[states.length - 1];
+    assert.equal(s, 'reconnecting');
+    assert.equal(d.attempt, i + 1);
+    delays.push(d.delay);
+    clock.advance(d.delay - 1);
+    assert.equal(sockets.length, i + 1, 'dialled before the delay passed');
+    clock.advance(1);
+    assert.equal(sockets.length, i + 2, 'did not dial after the delay');
+  }
+  assert.deepEqual(delays, [100, 200, 400, 800, 1000, 1000]);
+  // Jitter takes up to half of the delay off.
+  r = 0.999;
+  ws().drop();
+  const d = states[states.length - 1][1].delay;
+  assert.ok(d >= 500 && d < 502, `delay ${d} with jitter`);
+  clock.advance(d);
+  ws().open();
+  ws().drop();
+  assert.equal(states[states.length - 1][1].attempt, 1);
+  assert.equal(ft.state, 'reconnecting');
+});
+
+test('reconnect re-subscribes every wanted topic; in-flight publishes reject, in-flight subscribes wait', async () => {
+  const {ft, ws, sockets, clock} = setup();
+  ws().open();
+  const s1 = ft.subscribe(['a', 'b']);
+  ws().recv({type: 'subscribed', topic: ['a', 'b'], id: ws().last().id});
+  await s1;
+  const s2 = ft.subscribe('c');
+  const pub = ft.publish('a', 'lost?');
+  const first = ws();
+  first.drop(1001, 'going away');
+  const r = await settled(pub);
+  assert.equal(r.err.code, 'disconnected');
+  assert.equal(await settled(s2), 'pending');
+  // Published while reconnecting: queued, sent after the resubscription.
+  const queued = ft.publish('b', 'later');
+  clock.advance(500);
+  assert.equal(sockets.length, 2);
+  const got = [];
+  ft.on('a', (d) => got.push(d));
+  ws().open();
+  const [sub, pub2] = ws().sent;
+  assert.equal(sub.type, 'subscribe');
+  assert.deepEqual(sub.topic.slice().sort(), ['a', 'b', 'c']);
+  assert.deepEqual([pub2.type, pub2.topic, pub2.data], ['publish', 'b', 'later']);
+  ws().recv([{type: 'subscribed', topic: sub.topic, id: sub.id}, {type: 'published', topic: ['b'], id: pub2.id, messageId: 'm'}, {type: 'publish', topic: 'a', data: 'back'}]);
+  assert.deepEqual(await s2, ['c']);
+  assert.equal((await queued).messageId, 'm');
+  assert.deepEqual(got, ['back']);
+  // The old socket's late events are ignored.
+  first.recv({type: 'publish', topic: 'a', data: 'ghost'});
+  assert.deepEqual(got, ['back']);
+});
+
+test('unsubscribe removes topics from what reconnects ask for', async () => {
+  const {ft, ws, clock} = setup();
+  ws().open();
+  ft.subscribe(['a', 'b']);
+  ws().recv({type: 'subscribed', topic: ['a', 'b'], id: ws().last().id});
+  const u = ft.unsubscribe('a');
+  const f = ws().last();
+  assert.equal(f.type, 'unSubscribe');
+  assert.deepEqual(f.topic, ['a']);
+  ws().recv({type: 'unsubscribed', topic: ['a'], id: f.id});
+  assert.deepEqual(await u, ['a']);
+  ws().drop();
+  // While disconnected, unsubscribe has nothing to ask the node.
+  assert.deepEqual(await ft.unsubscribe('b'), ['b']);
+  ft.subscribe('c');
+  clock.advance(500);
+  ws().open();
+  assert.deepEqual(ws().sent.map((x) => [x.type, x.topic]), [['subscribe', ['c']]]);
+});
+
+test('ping: a silent connection is replaced; any frame keeps it alive', () => {
+  const {ft, ws, sockets, clock, states} = setup({pingInterval: 1000, pingTimeout: 300});
+  ws().open();
+  clock.advance(1000);
+  assert.deepEqual(ws().last(), {type: 'ping'});
+  clock.advance(200);
+  ws().recv({type: 'pong'});
+  clock.advance(800); // t=2000: the second ping
+
+  assert.equal(ft.state, 'open');
+  assert.equal(ws().sent.filter((f) => f.type === 'ping').length, 2);
+  // No answer to the second ping.
+  clock.advance(299);
+  assert.equal(ft.state, 'open');
+  clock.advance(1);
+  assert.equal(ft.state, 'reconnecting');
+  const [, d] = states[states.length - 1];
+  assert.equal(d.code, 4000);
+  assert.deepEqual(sockets[0].closed.code, 4000);
+  clock.advance(d.delay);
+  assert.equal(sockets.length, 2);
+  ws().open();
+  assert.equal(ft.state, 'open');
+});
+
+test('request timeout rejects a publish that never got an answer', async () => {
+  const {ft, ws, clock} = setup({requestTimeout: 2000});
+  const p = ft.publish('t', 1); // queued: not open yet
+  clock.advance(1999);
+  assert.equal(await settled(p), 'pending');
+  clock.advance(1);
+  assert.equal((await settled(p)).err.code, 'timeout');
+  ws().open();
+  // The timed-out publish is not sent late.
+  assert.equal(ws().sent.filter((f) => f.type === 'publish').length, 0);
+});
+
+test('close rejects what is pending, stops reconnecting and is idempotent', async () => {
+  const {ft, ws, sockets, clock, states} = setup();
+  ws().open();
+  const s = ft.subscribe('a');
+  const p = ft.publish('a', 1);
+  ft.close();
+  ft.close();
+  assert.equal((await settled(s)).err.code, 'closed');
+  assert.equal((await settled(p)).err.code, 'closed');
+  assert.equal(sockets[0].closed.code, 1000);
+  clock.advance(60000);
+  assert.equal(sockets.length, 1);
+  assert.deepEqual(states.map((x) => x[0]), ['connecting', 'open', 'closed']);
+  assert.equal(clock.timers.size, 0, 'timers left behind');
+});
+
+test('a handler that throws does not stop the others', () => {
+  const {ft, ws, errors} = setup();
+  ws().open();
+  const got = [];
+  ft.on('a', () => { throw new Error('boom'); });
+  ft.on('a', (d) => got.push(d));
+  const off = ft.on('a', (d) => got.push('x' + d));
+  off();
+  ws().recv([{type: 'publish', topic: 'a', data: 1}, {type: 'publish', topic: 'a', data: 2}]);
+  assert.deepEqual(got, [1, 2]);
+  assert.equal(errors.length, 2);
+  assert.equal(errors[0].message, 'boom');
+});
+
+test('the online event cuts the reconnect wait short', () => {
+  const listeners = {};
+  const win = {
+    addEventListener: (t, fn) => { listeners[t] = fn; },
+    removeEventListener: (t, fn) => { if (listeners[t] === fn) delete listeners[t]; },
+  };
+  const {ft, ws, sockets} = setup({window: win, reconnectDelay: 10000});
+  ws().open();
+  ws().drop();
+  assert.equal(sockets.length, 1);
+  listeners.online();
+  assert.equal(sockets.length, 2);
+  ft.close();
+  assert.equal(listeners.online, undefined);
+});
+
+test('connect before the page has a WebSocket fails loudly', () => {
+  assert.throws(() => connect('ws://h/ws', {WebSocket: null, window: null}), /no WebSocket/);
+});
