@@ -32,6 +32,10 @@
   // so it must never be matched against pending requests.
   var REPLIES = {subscribed: 1, unsubscribed: 1, published: 1, pong: 1, error: 1};
 
+  // Error codes that say "not now" rather than "no": a subscription refused
+  // with one of them is asked for again.
+  var TRANSIENT = {unavailable: 1, rate_limited: 1};
+
   var DEFAULTS = {
     batch: true,
     pingInterval: 25000,
@@ -115,6 +119,9 @@
       this._retryTimer = null;
       this._pingTimer = null;
       this._deadTimer = null;
+      this._subTimer = null;
+      this._subAttempt = 0;
+      this._subWaiting = [];
 
       this._onOnline = this._onOnline.bind(this);
       this._win = o.window !== undefined ? o.window : root;
@@ -284,12 +291,18 @@
       this._retry(code, reason);
     }
 
+    // _backoff is the delay before the attempt-th retry: doubling from
+    // reconnectDelay up to reconnectDelayMax, with "equal jitter" (between
+    // 1-jitter and 1 times that) so that the many clients one server restart
+    // dropped do not all come back at the same moment.
+    _backoff(attempt) {
+      var base = Math.min(this._o.reconnectDelayMax, this._o.reconnectDelay * Math.pow(2, attempt - 1));
+      return Math.round(base * (1 - this._o.jitter * this._random()));
+    }
+
     _retry(code, reason) {
       this._attempt++;
-      var base = Math.min(this._o.reconnectDelayMax, this._o.reconnectDelay * Math.pow(2, this._attempt - 1));
-      // "Equal jitter": between (1-jitter) and 1 times the backoff, so many
-      // clients dropped by one server restart do not all return at once.
-      var delay = Math.round(base * (1 - this._o.jitter * this._random()));
+      var delay = this._backoff(this._attempt);
       this._setState('reconnecting', {attempt: this._attempt, delay: delay, code: code, reason: reason});
       var self = this;
       this._retryTimer = this._setTimeout(function () {
@@ -315,7 +328,13 @@
       }
       this._clearTimer('_pingTimer');
       this._clearTimer('_deadTimer');
+      this._clearTimer('_subTimer');
+      this._subAttempt = 0;
       var pending = this._pending;
+      // Subscriptions waiting out a broker failure fold into the next
+      // connection's subscribe, like those in flight.
+      pending.set(0, {kind: 'subscribe', topics: [], waiters: this._subWaiting});
+      this._subWaiting = [];
       this._pending = new Map();
       var closing = code === 'closed';
       var err = new FiretowerError(code, message);
@@ -418,12 +437,22 @@
         var ack = {messageId: f.messageId, topic: asList(f.topic)};
         p.waiters.forEach(function (w) { w.resolve(ack); });
       } else {
+        if (p.kind === 'subscribe') this._subAttempt = 0;
         p.waiters.forEach(function (w) { w.resolve(w.topics); });
       }
     }
 
     _failed(p, f) {
       var err = new FiretowerError(f.code || 'error', f.message || f.code || 'error', f);
+      if (p.kind === 'subscribe' && TRANSIENT[err.code]) {
+        // The broker is down or the node is shedding load: the topics stay
+        // wanted and the client asks again after a backoff. The promises
+        // wait for that (bounded by requestTimeout) rather than fail at once.
+        p.waiters.forEach(function (w) { w.lastError = err; });
+        this._emitError(err);
+        this._subscribeLater(p.waiters);
+        return;
+      }
       if (p.kind === 'subscribe') {
         // The named topics were refused: stop wanting them, or every
         // reconnect would ask again. Topics the node did not name are asked
@@ -448,6 +477,23 @@
         return;
       }
       p.waiters.forEach(function (w) { w.reject(err); });
+    }
+
+    _subscribeLater(waiters) {
+      var self = this;
+      this._subWaiting = this._subWaiting.concat(waiters);
+      if (this._subTimer !== null) return;
+      this._subAttempt++;
+      var delay = this._backoff(this._subAttempt);
+      this._subTimer = this._setTimeout(function () {
+        self._subTimer = null;
+        if (self.state !== 'open') return;
+        var waiting = self._subWaiting.filter(function (w) { return !w.done; });
+        self._subWaiting = [];
+        var all = Array.from(self._topics);
+        if (all.length > 0) self._sendSubscribe(all, waiting);
+        else waiting.forEach(function (w) { w.resolve(w.topics); });
+      }, delay);
     }
 
     _sendSubscribe(topics, waiters) {
@@ -492,7 +538,7 @@
       };
       if (this._o.requestTimeout > 0) {
         w.timer = this._setTimeout(function () {
-          w.reject(new FiretowerError('timeout', 'no reply within ' + self._o.requestTimeout + ' ms'));
+          w.reject(w.lastError || new FiretowerError('timeout', 'no reply within ' + self._o.requestTimeout + ' ms'));
         }, this._o.requestTimeout);
       }
       return w;

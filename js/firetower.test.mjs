@@ -191,6 +191,32 @@ test('an error without topics refuses the whole subscribe', async () => {
   assert.equal(ws().sent.length, 1);
 });
 
+test('unavailable: the subscription is asked for again after a backoff, and the promise waits for it', async () => {
+  const {ft, ws, clock, errors} = setup({reconnectDelay: 100});
+  ws().open();
+  const p = ft.subscribe(['a', 'b']);
+  ws().recv({type: 'error', code: 'unavailable', message: 'broker down', topic: ['a', 'b'], id: ws().last().id});
+  assert.equal(await settled(p), 'pending');
+  assert.deepEqual(ft.topics(), ['a', 'b']);
+  assert.equal(errors[0].code, 'unavailable');
+  assert.equal(ws().sent.length, 1);
+  clock.advance(100);
+  const again = ws().last();
+  assert.equal(ws().sent.length, 2);
+  assert.deepEqual(again.topic, ['a', 'b']);
+  ws().recv({type: 'error', code: 'unavailable', message: 'still down', topic: ['a', 'b'], id: again.id});
+  clock.advance(199);
+  assert.equal(ws().sent.length, 2, 'the second retry waits twice as long');
+  clock.advance(1);
+  ws().recv({type: 'subscribed', topic: ['a', 'b'], id: ws().last().id});
+  assert.deepEqual(await p, ['a', 'b']);
+  // A request that runs out of time reports the last error, not a bare timeout.
+  const q = ft.subscribe('c');
+  ws().recv({type: 'error', code: 'unavailable', message: 'down again', topic: ['c'], id: ws().last().id});
+  clock.advance(10000);
+  assert.equal((await settled(q)).err.code, 'unavailable');
+});
+
 test('a frame that is not JSON is reported, and the connection goes on', () => {
   const {ft, ws, errors} = setup();
   ws().open();
