@@ -1,0 +1,25 @@
+package firetower
+
+import (
+	"errors"
+
+	"github.com/OSMeteor/firetower/broker"
+)
+
+var (
+	// ErrInvalidTopic reports a topic that breaks DESIGN §3's rule: 1..256
+	// bytes of UTF-8, no comma, no whitespace or control characters.
+	ErrInvalidTopic = errors.New("firetower: invalid topic")
+	// ErrTooManyTopics reports a subscribe that would take a connection
+	// over Config.MaxTopicsPerConn.
+	ErrTooManyTopics = errors.New("firetower: too many topics for one connection")
+	// ErrInvalidConfig reports a Config that New refuses.
+	ErrInvalidConfig = errors.New("firetower: invalid config")
+	// ErrShutdown reports a call on a Tower after Shutdown.
+	ErrShutdown = errors.New("firetower: tower shut down")
+	// ErrConnClosed reports a send on a closed connection.
+	ErrConnClosed = errors.New("firetower: connection closed")
+	// ErrUnavailable reports that the broker cannot reach the cluster now.
+	// It is broker.ErrUnavailable, so errors.Is matches either.
+	ErrUnavailable = broker.ErrUnavailable
+)

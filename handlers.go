@@ -1,0 +1,423 @@
+package firetower
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/OSMeteor/firetower/broker"
+	"github.com/gin-gonic/gin"
+	"github.com/gorilla/websocket"
+	"github.com/olahol/melody"
+)
+
+const connKey = "firetower.conn"
+
+func (t *Tower) newMelody() *melody.Melody {
+	m := melody.New()
+	m.Config.MaxMessageSize = t.cfg.MaxFrameSize
+	m.Config.PongWait = t.cfg.PongTimeout
+	m.Config.WriteWait = t.cfg.WriteTimeout
+	// The Conn's writer owns every data write and sends the pings; melody's
+	// own writer must never write, so its ping never fires and its output
+	// buffer stays unused.
+	m.Config.PingPeriod = time.Duration(1<<63 - 1)
+	m.Config.MessageBufferSize = 1
+	m.Upgrader = &websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 4096,
+		// Buffers are taken only while a write is under way: an idle
+		// connection holds none.
+		WriteBufferPool: &writeBufferPool,
+		// Origins are checked before the upgrade, with a clear answer.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	m.HandleConnect(t.onConnect)
+	m.HandleMessage(t.onMessage)
+	m.HandleMessageBinary(t.onBinary)
+	m.HandleDisconnect(t.onDisconnect)
+	m.HandleError(func(s *melody.Session, err error) {
+		if c := sessionConn(s); c != nil {
+			t.log.Debug("firetower: connection error", "conn", c.id, "user", c.userID, "err", err)
+		}
+	})
+	return m
+}
+
+var writeBufferPool sync.Pool
+
+func sessionConn(s *melody.Session) *Conn {
+	v, _ := s.Get(connKey)
+	c, _ := v.(*Conn)
+	return c
+}
+
+// serveWS authenticates, checks the origin and upgrades.
+func (t *Tower) serveWS(c *gin.Context) {
+	r := c.Request
+	if !t.originAllowed(r) {
+		jsonError(c, http.StatusForbidden, "origin "+r.Header.Get("Origin")+" is not allowed: add its host to Config.AllowedOrigins")
+		return
+	}
+	var userID string
+	if t.cfg.Authenticate != nil {
+		id, err := t.cfg.Authenticate(c)
+		if err != nil {
+			jsonError(c, http.StatusUnauthorized, err.Error())
+			return
+		}
+		userID = id
+	}
+	conn := newConn(t, r, userID)
+	t.mu.Lock()
+	if t.closing {
+		t.mu.Unlock()
+		jsonError(c, http.StatusServiceUnavailable, "firetower: server shutting down")
+		return
+	}
+	t.conns[conn] = struct{}{}
+	t.handlers.Add(1)
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		delete(t.conns, conn)
+		t.mu.Unlock()
+		t.handlers.Done()
+	}()
+	if err := t.melody.HandleRequestWithKeys(c.Writer, r, map[string]any{connKey: conn}); err != nil {
+		t.log.Debug("firetower: upgrade failed", "err", err)
+		conn.cancel()
+	}
+}
+
+// originAllowed implements the same-origin default of DESIGN §3.
+func (t *Tower) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || t.cfg.InsecureSkipOriginCheck {
+		return true // not a browser, or the check is off
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	host := strings.ToLower(u.Host)
+	for _, p := range t.cfg.AllowedOrigins {
+		if ok, _ := path.Match(strings.ToLower(p), host); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Tower) onConnect(s *melody.Session) {
+	c := sessionConn(s)
+	c.start(s)
+	t.log.Debug("firetower: connected", "conn", c.id, "user", c.userID)
+	if t.cfg.OnConnect != nil {
+		t.cfg.OnConnect(c)
+	}
+}
+
+// onDisconnect leaves every topic the connection held, then runs the hooks.
+func (t *Tower) onDisconnect(s *melody.Session) {
+	c := sessionConn(s)
+	c.cleaned.Do(func() {
+		c.shutdown(0, "", false)
+		c.writerWG.Wait()
+		c.cancel()
+		topics := c.Topics()
+		ctx, cancel := context.WithTimeout(context.Background(), t.cfg.BrokerTimeout)
+		defer cancel()
+		for _, topic := range topics {
+			if err := t.hub.unsubscribe(ctx, c, topic); err != nil {
+				t.log.Warn("firetower: broker unsubscribe failed", "topic", topic, "err", err)
+			}
+		}
+		c.mu.Lock()
+		clear(c.topics)
+		c.mu.Unlock()
+		if len(topics) > 0 && t.cfg.UnSubscribeHandler != nil {
+			t.cfg.UnSubscribeHandler(c, topics)
+		}
+		if t.cfg.OnDisconnect != nil {
+			t.cfg.OnDisconnect(c)
+		}
+		t.log.Debug("firetower: disconnected", "conn", c.id, "user", c.userID)
+	})
+}
+
+func (t *Tower) onBinary(s *melody.Session, _ []byte) {
+	c := sessionConn(s)
+	if !c.limiter.allow(time.Now()) {
+		t.rateLimited(c, nil)
+		return
+	}
+	c.reply(errorFrame(badRequest("binary frames are not supported: send JSON text frames"), nil))
+}
+
+func (t *Tower) rateLimited(c *Conn, frame []byte) {
+	t.stats.rateLimited.Add(1)
+	if t.cfg.ReadTimeoutHandler != nil {
+		t.cfg.ReadTimeoutHandler(c, frame)
+	}
+	c.reply(errorFrame(&protocolError{code: CodeRateLimited, message: "frame dropped: more than the allowed frames per second"}, nil))
+}
+
+// reply queues a reply frame; a closed connection drops it.
+func (c *Conn) reply(frame []byte) { c.enqueue(frame) }
+
+// onMessage handles one client text frame, on the connection's read path.
+func (t *Tower) onMessage(s *melody.Session, raw []byte) {
+	c := sessionConn(s)
+	if !c.limiter.allow(time.Now()) {
+		t.rateLimited(c, raw)
+		return
+	}
+	f, perr := parseFrame(raw)
+	if perr != nil {
+		c.reply(errorFrame(perr, f.ID))
+		return
+	}
+	switch f.Type {
+	case TypeSubscribe:
+		t.subscribe(c, f)
+	case TypeUnsubscribe:
+		t.unsubscribe(c, f)
+	case TypePublish:
+		t.clientPublish(c, f)
+	case TypePing:
+		c.reply(encodeReply(replyFrame{Type: TypePong, ID: f.ID}))
+	default:
+		if t.cfg.ReadHandler == nil {
+			c.reply(errorFrame(badRequest("unknown type %q", f.Type), f.ID))
+			return
+		}
+		t.cfg.ReadHandler(c, f)
+	}
+}
+
+func (t *Tower) brokerContext(c *Conn) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(c.ctx, t.cfg.BrokerTimeout)
+}
+
+func (t *Tower) subscribe(c *Conn, f *Frame) {
+	c.mu.Lock()
+	var fresh []string
+	for _, topic := range f.Topics {
+		if _, held := c.topics[topic]; !held {
+			fresh = append(fresh, topic)
+		}
+	}
+	tooMany := len(c.topics)+len(fresh) > t.cfg.MaxTopicsPerConn
+	c.mu.Unlock()
+	if tooMany {
+		c.reply(errorFrame(&protocolError{code: CodeTooManyTopics, message: "a connection holds at most " + itoa(t.cfg.MaxTopicsPerConn) + " topics", topic: f.Topics}, f.ID))
+		return
+	}
+	if len(fresh) > 0 && t.cfg.BeforeSubscribeHandler != nil && !t.cfg.BeforeSubscribeHandler(c, fresh) {
+		c.reply(errorFrame(&protocolError{code: CodeForbidden, message: "subscription refused", topic: fresh}, f.ID))
+		return
+	}
+	ctx, cancel := t.brokerContext(c)
+	defer cancel()
+	c.hold()
+	for i, topic := range fresh {
+		if err := t.hub.subscribe(ctx, c, topic); err != nil {
+			for _, done := range fresh[:i] { // all or nothing
+				t.hub.unsubscribe(ctx, c, done)
+			}
+			c.release(nil)
+			t.log.Warn("firetower: broker subscribe failed", "conn", c.id, "user", c.userID, "topic", topic, "err", err)
+			c.reply(errorFrame(brokerError(err, fresh), f.ID))
+			return
+		}
+	}
+	c.mu.Lock()
+	for _, topic := range fresh {
+		c.topics[topic] = struct{}{}
+	}
+	c.mu.Unlock()
+	var reply []byte
+	if !t.cfg.BareData {
+		reply = encodeReply(replyFrame{Type: TypeSubscribed, Topic: f.Topics, ID: f.ID})
+	}
+	c.release(reply)
+	if len(fresh) > 0 && t.cfg.SubscribeHandler != nil {
+		t.cfg.SubscribeHandler(c, fresh)
+	}
+}
+
+func (t *Tower) unsubscribe(c *Conn, f *Frame) {
+	c.mu.Lock()
+	var held []string
+	for _, topic := range f.Topics {
+		if _, ok := c.topics[topic]; ok {
+			held = append(held, topic)
+			delete(c.topics, topic)
+		}
+	}
+	c.mu.Unlock()
+	ctx, cancel := t.brokerContext(c)
+	defer cancel()
+	for _, topic := range held {
+		if err := t.hub.unsubscribe(ctx, c, topic); err != nil {
+			t.log.Warn("firetower: broker unsubscribe failed", "topic", topic, "err", err)
+		}
+	}
+	if !t.cfg.BareData {
+		c.reply(encodeReply(replyFrame{Type: TypeUnsubscribed, Topic: f.Topics, ID: f.ID}))
+	}
+	if len(held) > 0 && t.cfg.UnSubscribeHandler != nil {
+		t.cfg.UnSubscribeHandler(c, held)
+	}
+}
+
+func (t *Tower) clientPublish(c *Conn, f *Frame) {
+	if t.cfg.ReadHandler == nil {
+		c.reply(errorFrame(&protocolError{code: CodeForbidden, message: "client publishes are disabled: the server sets Config.ReadHandler to allow them", topic: f.Topics}, f.ID))
+		return
+	}
+	if !t.cfg.ReadHandler(c, f) {
+		c.reply(errorFrame(&protocolError{code: CodeForbidden, message: "publish refused", topic: f.Topics}, f.ID))
+		return
+	}
+	ctx, cancel := t.brokerContext(c)
+	defer cancel()
+	id, err := t.publish(ctx, f.Topics, f.Data)
+	if err != nil {
+		c.reply(errorFrame(brokerError(err, f.Topics), f.ID))
+		return
+	}
+	if f.ID != nil {
+		c.reply(encodeReply(replyFrame{Type: TypePublished, Topic: f.Topics, ID: f.ID, MessageID: id}))
+	}
+}
+
+// brokerError turns a broker failure into an error frame.
+func brokerError(err error, topics []string) *protocolError {
+	if errors.Is(err, ErrShutdown) || errors.Is(err, broker.ErrClosed) {
+		return &protocolError{code: CodeUnavailable, message: "the server is shutting down", topic: topics}
+	}
+	return &protocolError{code: CodeUnavailable, message: "the broker is unavailable, retry later", topic: topics}
+}
+
+// REST
+
+func jsonError(c *gin.Context, status int, msg string) {
+	c.AbortWithStatusJSON(status, gin.H{"error": msg})
+}
+
+// authorizeREST applies DESIGN §4: a hook or a bearer token; neither
+// configured answers 403 with how to configure one.
+func (t *Tower) authorizeREST(c *gin.Context) bool {
+	switch {
+	case t.cfg.AuthorizeREST != nil:
+		if err := t.cfg.AuthorizeREST(c); err != nil {
+			jsonError(c, http.StatusUnauthorized, err.Error())
+			return false
+		}
+		return true
+	case t.cfg.APIToken == "":
+		jsonError(c, http.StatusForbidden, "REST publishing is disabled: set Config.APIToken (FIRETOWER_API_TOKEN in the examples) and send Authorization: Bearer <token>, or set Config.AuthorizeREST")
+		return false
+	}
+	got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(t.cfg.APIToken)) != 1 {
+		jsonError(c, http.StatusUnauthorized, "missing or wrong bearer token: send Authorization: Bearer <token>")
+		return false
+	}
+	return true
+}
+
+type publishRequest struct {
+	Topic  *string         `json:"topic"`
+	Topics []string        `json:"topics"`
+	Data   json.RawMessage `json:"data"`
+}
+
+func (t *Tower) servePublish(c *gin.Context) {
+	if !t.authorizeREST(c) {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, t.cfg.MaxBodySize))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			jsonError(c, http.StatusRequestEntityTooLarge, "body larger than "+itoa(int(t.cfg.MaxBodySize))+" bytes")
+			return
+		}
+		jsonError(c, http.StatusBadRequest, "reading the body: "+err.Error())
+		return
+	}
+	var req publishRequest
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || dec.More() {
+		msg := `body must be one JSON object {"topic":"a","data":<JSON>} or {"topics":["a","b"],"data":<JSON>}`
+		if err != nil {
+			msg += ": " + err.Error()
+		}
+		jsonError(c, http.StatusBadRequest, msg)
+		return
+	}
+	topics := req.Topics
+	if req.Topic != nil {
+		topics = append([]string{*req.Topic}, topics...)
+	}
+	if len(topics) == 0 {
+		jsonError(c, http.StatusBadRequest, `missing "topic" or "topics"`)
+		return
+	}
+	for _, topic := range topics {
+		if err := ValidateTopic(topic); err != nil {
+			jsonError(c, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	if len(req.Data) == 0 {
+		jsonError(c, http.StatusBadRequest, `missing "data"`)
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), t.cfg.BrokerTimeout)
+	defer cancel()
+	id, err := t.publish(ctx, topics, req.Data)
+	if err != nil {
+		t.log.Warn("firetower: REST publish failed", "err", err)
+		jsonError(c, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"id": id, "topics": topics})
+}
+
+func (t *Tower) serveCount(c *gin.Context, escaped string) {
+	topic, err := url.PathUnescape(escaped)
+	if err == nil {
+		err = ValidateTopic(topic)
+	}
+	if err != nil {
+		jsonError(c, http.StatusBadRequest, "topic in the path: "+err.Error()+" (percent-encode it: /topics/%2Fchat%2Fworld/count)")
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), t.cfg.BrokerTimeout)
+	defer cancel()
+	n, err := t.broker.Count(ctx, topic)
+	if err != nil {
+		jsonError(c, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"topic": topic, "count": n})
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,155 @@
+package firetower
+
+import (
+	"context"
+	"hash/maphash"
+	"sync"
+
+	"github.com/OSMeteor/firetower/broker"
+)
+
+const (
+	hubShards  = 64
+	topicLocks = 256
+)
+
+// hub is the node's topic index: topic -> connections, sharded by topic
+// so that publishes to different topics do not contend. (Conn.topics holds
+// the other direction.) A publish visits only its topic's subscribers.
+type hub struct {
+	seed   maphash.Seed
+	broker broker.Broker
+	shards [hubShards]hubShard
+	// locks serialise subscribe and unsubscribe of one topic together with
+	// their broker calls, so that "first local subscriber" and "last one
+	// left" are decided once, and a second subscriber never gets its reply
+	// before the broker has the topic.
+	locks [topicLocks]sync.Mutex
+	// bare makes publish frames the bare data (firetower v0.x compatibility).
+	bare bool
+}
+
+type hubShard struct {
+	mu     sync.RWMutex
+	topics map[string]*subscribers
+}
+
+// subscribers of one topic: a slice to iterate fast and positions for O(1)
+// removal.
+type subscribers struct {
+	conns []*Conn
+	pos   map[*Conn]int
+}
+
+func newHub(b broker.Broker, bare bool) *hub {
+	h := &hub{seed: maphash.MakeSeed(), broker: b, bare: bare}
+	for i := range h.shards {
+		h.shards[i].topics = map[string]*subscribers{}
+	}
+	return h
+}
+
+func (h *hub) slot(topic string) uint64 { return maphash.String(h.seed, topic) }
+
+func (h *hub) shard(topic string) *hubShard { return &h.shards[h.slot(topic)%hubShards] }
+
+// subscribe adds c to topic, declaring the node's interest at the broker
+// when c is the topic's first local subscriber.
+func (h *hub) subscribe(ctx context.Context, c *Conn, topic string) error {
+	l := &h.locks[h.slot(topic)%topicLocks]
+	l.Lock()
+	defer l.Unlock()
+	s := h.shard(topic)
+	s.mu.RLock()
+	_, known := s.topics[topic]
+	s.mu.RUnlock()
+	if !known {
+		if err := h.broker.Subscribe(ctx, topic); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	subs := s.topics[topic]
+	if subs == nil {
+		subs = &subscribers{pos: map[*Conn]int{}}
+		s.topics[topic] = subs
+	}
+	if _, dup := subs.pos[c]; !dup {
+		subs.pos[c] = len(subs.conns)
+		subs.conns = append(subs.conns, c)
+	}
+	n := len(subs.conns)
+	s.mu.Unlock()
+	h.broker.SetCount(topic, n)
+	return nil
+}
+
+// unsubscribe removes c from topic and withdraws the node's interest when
+// c was the last local subscriber. Broker errors are returned after the
+// local state changed: the connection is unsubscribed either way.
+func (h *hub) unsubscribe(ctx context.Context, c *Conn, topic string) error {
+	l := &h.locks[h.slot(topic)%topicLocks]
+	l.Lock()
+	defer l.Unlock()
+	s := h.shard(topic)
+	s.mu.Lock()
+	subs := s.topics[topic]
+	if subs == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	i, ok := subs.pos[c]
+	if !ok {
+		s.mu.Unlock()
+		return nil
+	}
+	last := len(subs.conns) - 1
+	moved := subs.conns[last]
+	subs.conns[i] = moved
+	subs.pos[moved] = i
+	subs.conns[last] = nil
+	subs.conns = subs.conns[:last]
+	delete(subs.pos, c)
+	n := len(subs.conns)
+	if n == 0 {
+		delete(s.topics, topic)
+	}
+	s.mu.Unlock()
+	h.broker.SetCount(topic, n)
+	if n == 0 {
+		return h.broker.Unsubscribe(ctx, topic)
+	}
+	return nil
+}
+
+// deliver is the broker.Handler: it encodes m once and queues the same
+// bytes to every local subscriber of its topic.
+func (h *hub) deliver(m broker.Message) {
+	s := h.shard(m.Topic)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	subs := s.topics[m.Topic]
+	if subs == nil {
+		return
+	}
+	var frame []byte
+	if h.bare {
+		frame = m.Data
+	} else {
+		frame = appendPublishFrame(make([]byte, 0, len(m.Data)+len(m.Topic)+len(m.ID)+48), m.Topic, m.ID, m.Data)
+	}
+	for _, c := range subs.conns {
+		c.enqueue(frame)
+	}
+}
+
+// count returns the number of local subscribers of topic.
+func (h *hub) count(topic string) int {
+	s := h.shard(topic)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if subs := s.topics[topic]; subs != nil {
+		return len(subs.conns)
+	}
+	return 0
+}

@@ -1,0 +1,268 @@
+package firetower
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxTopicLen is the longest topic, in bytes.
+const MaxTopicLen = 256
+
+// Frame types of wire protocol v1 (DESIGN §3).
+const (
+	TypeSubscribe    = "subscribe"
+	TypeUnsubscribe  = "unSubscribe"
+	TypePublish      = "publish"
+	TypePing         = "ping"
+	TypePong         = "pong"
+	TypeSubscribed   = "subscribed"
+	TypeUnsubscribed = "unsubscribed"
+	TypePublished    = "published"
+	TypeError        = "error"
+)
+
+// Error codes of error frames.
+const (
+	CodeBadRequest    = "bad_request"
+	CodeForbidden     = "forbidden"
+	CodeTooManyTopics = "too_many_topics"
+	CodeRateLimited   = "rate_limited"
+	CodeUnavailable   = "unavailable"
+)
+
+// Frame is a client frame after parsing. ReadHandler receives it for client
+// publishes and custom types.
+type Frame struct {
+	// Type is the frame's type; "unsubscribe" is normalised to
+	// "unSubscribe".
+	Type string
+	// Topics are the frame's topics, validated, without duplicates.
+	Topics []string
+	// Data is the frame's data as raw JSON (nil if absent).
+	Data json.RawMessage
+	// ID is the client's id for the frame, raw JSON (a string or a
+	// number), nil if absent. Replies carry it back.
+	ID json.RawMessage
+	// Raw is the whole frame as received.
+	Raw []byte
+}
+
+// protocolError is a refused client frame: it becomes an error frame.
+type protocolError struct {
+	code    string
+	message string
+	topic   any // string or []string, omitted if nil
+}
+
+func (e *protocolError) Error() string { return e.code + ": " + e.message }
+
+func badRequest(format string, args ...any) *protocolError {
+	return &protocolError{code: CodeBadRequest, message: fmt.Sprintf(format, args...)}
+}
+
+// wireFrame is the JSON shape of a client frame.
+type wireFrame struct {
+	Type  *string         `json:"type"`
+	Topic json.RawMessage `json:"topic"`
+	Data  json.RawMessage `json:"data"`
+	ID    json.RawMessage `json:"id"`
+}
+
+// parseFrame parses and validates one client frame. The returned Frame
+// holds the id even when err is not nil, so the error reply can carry it.
+func parseFrame(raw []byte) (*Frame, *protocolError) {
+	if !utf8.Valid(raw) {
+		// encoding/json would turn invalid bytes into U+FFFD silently.
+		return &Frame{Raw: raw}, badRequest("a text frame must be valid UTF-8")
+	}
+	var w wireFrame
+	if err := json.Unmarshal(raw, &w); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			return &Frame{Raw: raw}, badRequest("field %q has the wrong type: want %s", ute.Field, wantType(ute.Field))
+		}
+		return &Frame{Raw: raw}, badRequest("malformed JSON: a frame is one JSON object like {\"type\":\"subscribe\",\"topic\":\"a\"}")
+	}
+	f := &Frame{Raw: raw, Data: w.Data}
+	if len(w.ID) > 0 && !bytes.Equal(w.ID, []byte("null")) {
+		if c := w.ID[0]; c != '"' && c != '-' && (c < '0' || c > '9') {
+			return f, badRequest("id must be a string or a number")
+		}
+		f.ID = w.ID
+	}
+	if w.Type == nil || *w.Type == "" {
+		return f, badRequest("missing type")
+	}
+	f.Type = *w.Type
+	if f.Type == "unsubscribe" {
+		f.Type = TypeUnsubscribe
+	}
+	switch f.Type {
+	case TypeSubscribe, TypeUnsubscribe, TypePublish:
+		topics, perr := parseTopics(w.Topic)
+		if perr != nil {
+			return f, perr
+		}
+		f.Topics = topics
+		if f.Type == TypePublish && len(w.Data) == 0 {
+			return f, badRequest("publish needs data")
+		}
+	case TypePing:
+	default:
+		// A custom type: its topic is optional and, if present, validated.
+		if len(w.Topic) > 0 && !bytes.Equal(w.Topic, []byte("null")) {
+			topics, perr := parseTopics(w.Topic)
+			if perr != nil {
+				return f, perr
+			}
+			f.Topics = topics
+		}
+	}
+	return f, nil
+}
+
+func wantType(field string) string {
+	switch field {
+	case "type":
+		return "a string"
+	default:
+		return "another JSON type"
+	}
+}
+
+// parseTopics accepts a comma-separated string or an array of strings.
+// Empty pieces of a string ("a,,b", a trailing comma) are skipped.
+func parseTopics(raw json.RawMessage) ([]string, *protocolError) {
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil, badRequest("missing topic")
+	}
+	var pieces []string
+	switch raw[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, badRequest("topic: %v", err)
+		}
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				pieces = append(pieces, p)
+			}
+		}
+	case '[':
+		if err := json.Unmarshal(raw, &pieces); err != nil {
+			return nil, badRequest("topic must be a string or an array of strings")
+		}
+	default:
+		return nil, badRequest("topic must be a string or an array of strings")
+	}
+	if len(pieces) == 0 {
+		return nil, badRequest("missing topic")
+	}
+	out := pieces[:0]
+	seen := make(map[string]struct{}, len(pieces))
+	for _, t := range pieces {
+		if err := ValidateTopic(t); err != nil {
+			return nil, &protocolError{code: CodeBadRequest, message: err.Error(), topic: t}
+		}
+		if _, dup := seen[t]; !dup {
+			seen[t] = struct{}{}
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// ValidateTopic reports whether topic is valid: 1..256 bytes of UTF-8, no
+// comma, no whitespace or control characters. The error wraps
+// ErrInvalidTopic.
+func ValidateTopic(topic string) error {
+	if topic == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidTopic)
+	}
+	if len(topic) > MaxTopicLen {
+		return fmt.Errorf("%w: %d bytes, at most %d allowed", ErrInvalidTopic, len(topic), MaxTopicLen)
+	}
+	if !utf8.ValidString(topic) {
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidTopic)
+	}
+	for _, r := range topic {
+		switch {
+		case r == ',':
+			return fmt.Errorf("%w: %q contains a comma", ErrInvalidTopic, topic)
+		case unicode.IsSpace(r) || unicode.IsControl(r):
+			return fmt.Errorf("%w: %q contains whitespace or a control character", ErrInvalidTopic, topic)
+		}
+	}
+	return nil
+}
+
+// appendPublishFrame appends the server frame of a publish:
+// {"type":"publish","topic":...,"data":...,"id":...}.
+func appendPublishFrame(b []byte, topic, id string, data []byte) []byte {
+	b = append(b, `{"type":"publish","topic":`...)
+	b = appendString(b, topic)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	b = append(b, `,"id":`...)
+	b = appendString(b, id)
+	return append(b, '}')
+}
+
+// replyFrame is the JSON shape of the node's replies.
+type replyFrame struct {
+	Type      string          `json:"type"`
+	Code      string          `json:"code,omitempty"`
+	Message   string          `json:"message,omitempty"`
+	Topic     any             `json:"topic,omitempty"`
+	ID        json.RawMessage `json:"id,omitempty"`
+	MessageID string          `json:"messageId,omitempty"`
+}
+
+func encodeReply(r replyFrame) []byte {
+	b, err := json.Marshal(r)
+	if err != nil { // only strings and validated raw JSON go in
+		panic("firetower: encoding a reply: " + err.Error())
+	}
+	return b
+}
+
+func errorFrame(e *protocolError, id json.RawMessage) []byte {
+	return encodeReply(replyFrame{Type: TypeError, Code: e.code, Message: e.message, Topic: e.topic, ID: id})
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string. Topics and ids are valid UTF-8
+// (topics are validated, ids are generated), so only quotes, backslashes
+// and control characters need escaping.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
