@@ -1,0 +1,382 @@
+// Command bench measures firetower against its peers on one machine.
+//
+//	cd bench && go run ./cmd/bench -scenario fanout1k -rounds 3
+//
+// runs the scenario against every target in turn, rounds interleaved, each
+// target in a server process of its own and the load from another process,
+// then prints medians and per-round ratios and rewrites the scenario's section
+// of ../BENCHMARKS.md and the chart ../docs/bench.png.
+//
+// The same binary is the server ("bench server -target X") and the load
+// generator ("bench load ..."): the driver starts itself in those roles.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "server":
+			serverMain(os.Args[2:])
+			return
+		case "load":
+			loadMain(os.Args[2:])
+			return
+		}
+	}
+	driverMain(os.Args[1:])
+}
+
+// target is one server under test and how the load generator talks to it.
+type target struct {
+	Name   string
+	WSPath string
+	Proto  string
+	Args   []string // extra server flags
+}
+
+var allTargets = []target{
+	{Name: "firetower", WSPath: "/ws?batch=1", Proto: "ft"},
+	{Name: "centrifuge", WSPath: "/ws", Proto: "cf"},
+	{Name: "melodytopic", WSPath: "/ws", Proto: "ft"},
+	{Name: "naive", WSPath: "/ws", Proto: "ft"},
+	{Name: "wire", WSPath: "/ws?batch=1", Proto: "ft"},
+}
+
+// scenario fixes the load; every target gets the same one.
+type scenario struct {
+	Name     string
+	Title    string
+	Conns    int
+	Topics   int
+	Mode     string
+	Window   int
+	Rate     int
+	Count    int
+	Duration time.Duration
+	Stall    bool // run each target without and with 1% stalled clients
+	// Publishers is the number of concurrent HTTP publishers; a publish
+	// returns once the server has fanned it out, so this bounds how many
+	// publishes are in flight.
+	Publishers int
+	Kind       string
+}
+
+var scenarios = []scenario{
+	{Name: "fanout1k", Title: "1,000 subscribers, 1 topic, 100 B messages", Conns: 1000, Topics: 1, Mode: "window", Window: 32, Duration: 5 * time.Second, Kind: "throughput"},
+	{Name: "topics100", Title: "1,000 subscribers over 100 topics, 100 B messages", Conns: 1000, Topics: 100, Mode: "window", Window: 32, Duration: 5 * time.Second, Kind: "throughput"},
+	{Name: "fanout10k", Title: "10,000 subscribers, 1 topic, 100 B messages", Conns: 10000, Topics: 1, Mode: "window", Window: 32, Duration: 5 * time.Second, Kind: "throughput"},
+	{Name: "idle20k", Title: "19,000 idle subscribed connections (the open-file limit is 20,000), then one broadcast", Conns: 19000, Topics: 1, Mode: "once", Count: 1, Kind: "idle"},
+	{Name: "stalled", Title: "1,000 subscribers, 200 publishes/s for 10 s; 1% of clients stop reading", Conns: 1000, Topics: 1, Mode: "rate", Rate: 200, Duration: 10 * time.Second, Stall: true, Kind: "stalled"},
+	{Name: "connmax", Title: "19,900 subscribed connections (open-file limit 20,000 per process), one broadcast to all", Conns: 19900, Topics: 1, Mode: "once", Count: 1, Kind: "idle"},
+}
+
+// record is one target's run in one round.
+type record struct {
+	Target     string     `json:"target"`
+	Round      int        `json:"round"`
+	Variant    string     `json:"variant,omitempty"`
+	Load       loadResult `json:"load"`
+	RSSBaseKB  int64      `json:"rssBaseKB"`
+	RSSSubKB   int64      `json:"rssSubscribedKB"`
+	HWMKB      int64      `json:"hwmKB"`
+	CPUSeconds float64    `json:"cpuSeconds"`
+	LoadCPU    float64    `json:"loadCPUSeconds"`
+	Err        string     `json:"err,omitempty"`
+}
+
+func driverMain(args []string) {
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	name := fs.String("scenario", "fanout1k", "scenario: "+scenarioNames())
+	rounds := fs.Int("rounds", 3, "rounds; targets are interleaved within each round")
+	only := fs.String("targets", "", "comma-separated subset of targets (default: all)")
+	pin := fs.Bool("pin", true, "pin the server to CPU 0 and the load generator to CPU 1 (taskset)")
+	out := fs.String("out", "..", "directory holding BENCHMARKS.md and docs/")
+	write := fs.Bool("write", true, "rewrite BENCHMARKS.md's section and docs/bench.png")
+	publishers := fs.Int("publishers", 0, "override the scenario's concurrent HTTP publishers")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the firetower server (last round) to this file")
+	_ = fs.Parse(args)
+
+	var sc *scenario
+	for i := range scenarios {
+		if scenarios[i].Name == *name {
+			sc = &scenarios[i]
+		}
+	}
+	if sc == nil {
+		log.Fatalf("unknown scenario %q (have %s)", *name, scenarioNames())
+	}
+	if *publishers > 0 {
+		sc.Publishers = *publishers
+	}
+	if sc.Publishers == 0 {
+		sc.Publishers = 16
+	}
+	targets := allTargets
+	if *only != "" {
+		targets = nil
+		for _, n := range strings.Split(*only, ",") {
+			for _, t := range allTargets {
+				if t.Name == n {
+					targets = append(targets, t)
+				}
+			}
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		log.Fatal(err)
+	}
+	variants := []string{""}
+	if sc.Stall {
+		variants = []string{"", "stalled"}
+	}
+	var recs []record
+	for r := range *rounds {
+		// Rotate the order each round so no target always runs first (on a
+		// cold cache) or last (after the others warmed the machine).
+		for i := range targets {
+			t := targets[(i+r)%len(targets)]
+			for _, v := range variants {
+				prof := ""
+				if *cpuprofile != "" && t.Name == "firetower" && r == *rounds-1 && v == "" {
+					prof, _ = filepath.Abs(*cpuprofile)
+				}
+				rec := runOne(self, *pin, *sc, t, v, prof)
+				rec.Round = r + 1
+				recs = append(recs, rec)
+				printRecord(rec)
+			}
+		}
+	}
+	sum := summarize(*sc, targets, recs, *rounds)
+	fmt.Println()
+	fmt.Print(sum.Markdown)
+	_ = os.MkdirAll("results", 0o755)
+	raw, _ := json.MarshalIndent(recs, "", "  ")
+	_ = os.WriteFile(filepath.Join("results", sc.Name+".json"), raw, 0o644)
+	if *write {
+		if err := writeReport(*out, *sc, sum); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+func scenarioNames() string {
+	var n []string
+	for _, s := range scenarios {
+		n = append(n, s.Name)
+	}
+	return strings.Join(n, ", ")
+}
+
+func printRecord(r record) {
+	l := r.Load
+	v := ""
+	if r.Variant != "" {
+		v = "/" + r.Variant
+	}
+	if r.Err != "" {
+		fmt.Printf("round %d %-12s%s ERROR %s\n", r.Round, r.Target, v, r.Err)
+		return
+	}
+	fmt.Printf("round %d %-12s%s subscribed %d/%d  deliveries/s %10.0f  p50 %7.2f ms  p99 %7.2f ms  lost %d  msgs/frame %.1f  cpu %.2fs (load %.2fs over %.1fs)  rss %d MB (+%d KB for conns)\n",
+		r.Round, r.Target, v, l.Subscribed, l.Conns, l.DeliveriesPS, l.P50us/1e3, l.P99us/1e3, l.Lost,
+		float64(l.Delivered)/max(float64(l.Frames), 1), r.CPUSeconds, r.LoadCPU, l.Seconds, r.RSSSubKB/1024, r.RSSSubKB-r.RSSBaseKB)
+}
+
+// runOne starts the target's server, drives the scenario's load at it from a
+// second process, and stops the server. Every step has a deadline.
+func runOne(self string, pin bool, sc scenario, t target, variant, cpuprofile string) (rec record) {
+	rec = record{Target: t.Name, Variant: variant}
+	srvArgs := append([]string{"server", "-target", t.Name}, t.Args...)
+	if cpuprofile != "" {
+		srvArgs = append(srvArgs, "-cpuprofile", cpuprofile)
+	}
+	srv := command(self, pin, 0, srvArgs)
+	srvOut, _ := srv.StdoutPipe()
+	srv.Stderr = os.Stderr
+	if err := srv.Start(); err != nil {
+		rec.Err = err.Error()
+		return rec
+	}
+	defer stop(srv)
+	lines := lineReader(srvOut)
+	line, ok := waitLine(lines, "LISTEN ", 15*time.Second)
+	if !ok {
+		rec.Err = "server did not start"
+		return rec
+	}
+	addr := "http://" + strings.TrimPrefix(line, "LISTEN ")
+	gc(addr)
+	rec.RSSBaseKB = procStatus(srv.Process.Pid, "VmRSS:")
+
+	loadArgs := []string{"load", "-url", addr, "-ws", t.WSPath, "-proto", t.Proto,
+		"-conns", strconv.Itoa(sc.Conns), "-topics", strconv.Itoa(sc.Topics), "-mode", sc.Mode,
+		"-window", strconv.Itoa(sc.Window), "-rate", strconv.Itoa(sc.Rate), "-count", strconv.Itoa(sc.Count),
+		"-duration", sc.Duration.String(), "-publishers", strconv.Itoa(sc.Publishers), "-wait"}
+	if variant == "stalled" {
+		loadArgs = append(loadArgs, "-stall-every", "100")
+	}
+	ld := command(self, pin, 1, loadArgs)
+	ldIn, _ := ld.StdinPipe()
+	ldOut, _ := ld.StdoutPipe()
+	ld.Stderr = os.Stderr
+	if err := ld.Start(); err != nil {
+		rec.Err = err.Error()
+		return rec
+	}
+	defer stop(ld)
+	ll := lineReader(ldOut)
+	if _, ok := waitLine(ll, "SUBSCRIBED ", 5*time.Minute); !ok {
+		rec.Err = "load generator did not subscribe"
+		return rec
+	}
+	gc(addr)
+	rec.RSSSubKB = procStatus(srv.Process.Pid, "VmRSS:")
+	cpu0, lcpu0 := procCPU(srv.Process.Pid), procCPU(ld.Process.Pid)
+	_, _ = io.WriteString(ldIn, "go\n")
+	res, ok := waitLine(ll, "RESULT ", 3*time.Minute)
+	if !ok {
+		rec.Err = "load generator gave no result"
+		return rec
+	}
+	rec.CPUSeconds = procCPU(srv.Process.Pid) - cpu0
+	rec.LoadCPU = procCPU(ld.Process.Pid) - lcpu0
+	rec.HWMKB = procStatus(srv.Process.Pid, "VmHWM:")
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(res, "RESULT ")), &rec.Load); err != nil {
+		rec.Err = err.Error()
+	}
+	_ = ld.Wait()
+	return rec
+}
+
+func command(self string, pin bool, cpu int, args []string) *exec.Cmd {
+	if pin {
+		return exec.Command("taskset", append([]string{"-c", strconv.Itoa(cpu), self}, args...)...)
+	}
+	return exec.Command(self, args...)
+}
+
+// stop interrupts a child (so a CPU profile is flushed) and kills it if it
+// lingers.
+func stop(c *exec.Cmd) {
+	if c.Process == nil || c.ProcessState != nil {
+		return
+	}
+	_ = c.Process.Signal(syscall.SIGINT)
+	done := make(chan struct{})
+	go func() { _ = c.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = c.Process.Kill()
+		<-done
+	}
+}
+
+func lineReader(r io.Reader) <-chan string {
+	ch := make(chan string, 16)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 1<<16), 1<<20)
+		for sc.Scan() {
+			ch <- sc.Text()
+		}
+	}()
+	return ch
+}
+
+func waitLine(ch <-chan string, prefix string, d time.Duration) (string, bool) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case l, ok := <-ch:
+			if !ok {
+				return "", false
+			}
+			if strings.HasPrefix(l, prefix) {
+				return l, true
+			}
+			fmt.Fprintln(os.Stderr, l)
+		case <-t.C:
+			return "", false
+		}
+	}
+}
+
+func gc(addr string) {
+	c := http.Client{Timeout: 10 * time.Second}
+	if resp, err := c.Get(addr + "/bench/gc"); err == nil {
+		resp.Body.Close()
+	}
+	time.Sleep(300 * time.Millisecond)
+}
+
+// procStatus reads a kB field of /proc/<pid>/status. The server runs under
+// taskset, which execs it, so the pid is the server's own.
+func procStatus(pid int, field string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, field) {
+			f := strings.Fields(l)
+			if len(f) >= 2 {
+				v, _ := strconv.ParseInt(f[1], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
+}
+
+// procCPU is the process's user+system CPU time in seconds.
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		s = s[i+2:]
+	}
+	f := strings.Fields(s)
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / 100 // USER_HZ is 100 on Linux
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
