@@ -1,0 +1,126 @@
+// Command firetower-topicsvc is the firetower topic service: the routing and
+// counting core that the nodes of a firetower cluster share, served over
+// gRPC, and the push API for backends in any language.
+//
+//	FIRETOWER_TOPICSVC_TOKEN=secret firetower-topicsvc -listen 0.0.0.0:6666
+//
+// Flags override the environment:
+//
+//	-listen     FIRETOWER_TOPICSVC_LISTEN    listen address (default 127.0.0.1:6666; port 0 picks one)
+//	-token      FIRETOWER_TOPICSVC_TOKEN     shared secret of nodes and backends (required)
+//	-tls-cert   FIRETOWER_TOPICSVC_TLS_CERT  PEM certificate; with -tls-key the service speaks TLS only
+//	-tls-key    FIRETOWER_TOPICSVC_TLS_KEY   PEM private key
+//
+// It logs with slog to stderr; the line "topic service listening" carries the
+// bound address. SIGTERM or SIGINT stops it gracefully.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/OSMeteor/firetower/topicsvc"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "firetower-topicsvc:", err)
+		os.Exit(1)
+	}
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("firetower-topicsvc", flag.ContinueOnError)
+	listen := fs.String("listen", env("FIRETOWER_TOPICSVC_LISTEN", "127.0.0.1:6666"), "listen address (env FIRETOWER_TOPICSVC_LISTEN)")
+	token := fs.String("token", env("FIRETOWER_TOPICSVC_TOKEN", ""), "shared secret of nodes and backends, required (env FIRETOWER_TOPICSVC_TOKEN)")
+	certFile := fs.String("tls-cert", env("FIRETOWER_TOPICSVC_TLS_CERT", ""), "TLS certificate PEM file (env FIRETOWER_TOPICSVC_TLS_CERT)")
+	keyFile := fs.String("tls-key", env("FIRETOWER_TOPICSVC_TLS_KEY", ""), "TLS private key PEM file (env FIRETOWER_TOPICSVC_TLS_KEY)")
+	heartbeat := fs.Duration("heartbeat-timeout", 5*time.Second, "forget a node silent for this long")
+	queue := fs.Int("queue-size", 16384, "operations queued per node before a slow node is disconnected")
+	maxMsg := fs.Int("max-message-size", topicsvc.DefaultMaxMessageSize, "largest message data in bytes")
+	logJSON := fs.Bool("log-json", false, "log JSON instead of text")
+	debug := fs.Bool("debug", false, "log debug messages")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, hopts)
+	if *logJSON {
+		h = slog.NewJSONHandler(os.Stderr, hopts)
+	}
+	log := slog.New(h)
+
+	if *token == "" {
+		return errors.New("a token is required: set -token or FIRETOWER_TOPICSVC_TOKEN")
+	}
+	var tlsConf *tls.Config
+	if *certFile != "" || *keyFile != "" {
+		if *certFile == "" || *keyFile == "" {
+			return errors.New("-tls-cert and -tls-key go together")
+		}
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			return fmt.Errorf("TLS: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	srv, err := topicsvc.NewServer(topicsvc.ServerConfig{
+		Token:            *token,
+		Logger:           log,
+		TLS:              tlsConf,
+		HeartbeatTimeout: *heartbeat,
+		QueueSize:        *queue,
+		MaxMessageSize:   *maxMsg,
+	})
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	log.Info("topic service listening", "addr", l.Addr().String(), "tls", tlsConf != nil)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("topic service stopping")
+	stopped := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		srv.Stop()
+	}
+	log.Info("topic service stopped")
+	return nil
+}

@@ -1,0 +1,553 @@
+package topicsvc
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/OSMeteor/firetower/broker"
+	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// ServerConfig configures a Server. Zero values mean the documented
+// defaults.
+type ServerConfig struct {
+	// Token is the shared secret every node and backend presents in the
+	// gRPC metadata as "authorization: Bearer <token>". Required.
+	Token string
+	// Logger receives the service's logs; nil discards them.
+	Logger *slog.Logger
+	// Core is the routing and counting core to serve; nil: a new one.
+	Core *Core
+	// TLS, when set, makes the service speak TLS only. Default: plaintext.
+	TLS *tls.Config
+	// HeartbeatTimeout is how long a node may stay silent before the
+	// service forgets it (its interests and counts vanish). Nodes send a
+	// heartbeat every second. Default 5s.
+	HeartbeatTimeout time.Duration
+	// HeartbeatInterval is how often the service tells each node that it is
+	// alive. Default 1s.
+	HeartbeatInterval time.Duration
+	// QueueSize bounds the operations waiting to be sent to one node. A
+	// node whose queue is full when a delivery arrives is disconnected,
+	// rather than stalling the others; it reconnects and re-sends its state.
+	// Default 16384.
+	QueueSize int
+	// QueueBytes bounds the message data waiting to be sent to one node,
+	// with the same policy. Default 64 MiB.
+	QueueBytes int
+	// MaxMessageSize is the largest message data accepted, in bytes; the
+	// gRPC receive limit is set a little above it. Default 4 MiB.
+	MaxMessageSize int
+	// MaxPublishTopics bounds the topics of one push API Publish. Default 1024.
+	MaxPublishTopics int
+}
+
+func (c ServerConfig) withDefaults() (ServerConfig, error) {
+	if c.Token == "" {
+		return c, errors.New("topicsvc: ServerConfig.Token is required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Core == nil {
+		c.Core = NewCore()
+	}
+	if c.HeartbeatTimeout <= 0 {
+		c.HeartbeatTimeout = 5 * time.Second
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = time.Second
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = 16384
+	}
+	if c.QueueBytes <= 0 {
+		c.QueueBytes = 64 << 20
+	}
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.MaxPublishTopics <= 0 {
+		c.MaxPublishTopics = 1024
+	}
+	return c, nil
+}
+
+// Server serves a Core over gRPC: node sessions and the push API.
+type Server struct {
+	pb.UnimplementedTopicServiceServer
+
+	cfg  ServerConfig
+	core *Core
+	log  *slog.Logger
+	grpc *grpc.Server
+	auth []byte
+
+	mu       sync.Mutex
+	stopping bool
+	sessions map[string]*session // by node id
+}
+
+// NewServer returns a Server; Serve starts it.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		core:     cfg.Core,
+		log:      cfg.Logger,
+		auth:     []byte("Bearer " + cfg.Token),
+		sessions: map[string]*session{},
+	}
+	limit := cfg.MaxMessageSize + frameOverhead
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(limit),
+		grpc.MaxSendMsgSize(limit),
+		grpc.UnaryInterceptor(s.unaryAuth),
+		grpc.StreamInterceptor(s.streamAuth),
+		// Nodes heartbeat on their stream; transport pings only help to
+		// notice dead connections sooner, so allow them but not floods.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	s.grpc = grpc.NewServer(opts...)
+	pb.RegisterTopicServiceServer(s.grpc, s)
+	return s, nil
+}
+
+// Core returns the core the server serves.
+func (s *Server) Core() *Core { return s.core }
+
+// Serve accepts connections on l until Stop or GracefulStop.
+func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
+
+// Stop closes every connection at once.
+func (s *Server) Stop() {
+	s.endSessions()
+	s.grpc.Stop()
+}
+
+// GracefulStop ends the node sessions (nodes reconnect elsewhere or later),
+// lets the push API calls in flight finish, then stops.
+func (s *Server) GracefulStop() {
+	s.endSessions()
+	s.grpc.GracefulStop()
+}
+
+func (s *Server) endSessions() {
+	s.mu.Lock()
+	s.stopping = true
+	ss := make([]*session, 0, len(s.sessions))
+	for _, ss1 := range s.sessions {
+		ss = append(ss, ss1)
+	}
+	s.mu.Unlock()
+	for _, ss1 := range ss {
+		ss1.end(status.Error(codes.Unavailable, "topic service stopping"))
+	}
+}
+
+func (s *Server) authorized(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if subtle.ConstantTimeCompare([]byte(v), s.auth) == 1 {
+			return nil
+		}
+	}
+	return status.Error(codes.Unauthenticated, "topicsvc: missing or wrong token (want metadata authorization: Bearer <token>)")
+}
+
+func (s *Server) unaryAuth(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := s.authorized(ctx); err != nil {
+		s.log.Warn("push call refused", "peer", peerAddr(ctx), "err", err)
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (s *Server) streamAuth(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := s.authorized(ss.Context()); err != nil {
+		s.log.Warn("node refused", "peer", peerAddr(ss.Context()), "err", err)
+		return err
+	}
+	return h(srv, ss)
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}
+
+func invalid(err error) error { return status.Error(codes.InvalidArgument, err.Error()) }
+
+// Publish implements the push API.
+func (s *Server) Publish(_ context.Context, req *pb.PublishRequest) (*pb.PublishResponse, error) {
+	topics := req.GetTopics()
+	if req.GetTopic() != "" {
+		topics = append([]string{req.GetTopic()}, topics...)
+	}
+	if len(topics) == 0 {
+		return nil, invalid(errors.New("topicsvc: publish needs topic or topics"))
+	}
+	if len(topics) > s.cfg.MaxPublishTopics {
+		return nil, invalid(fmt.Errorf("topicsvc: publish to %d topics, the limit is %d", len(topics), s.cfg.MaxPublishTopics))
+	}
+	data := []byte(req.GetData())
+	if len(data) > s.cfg.MaxMessageSize {
+		return nil, invalid(fmt.Errorf("topicsvc: data of %d bytes, the limit is %d", len(data), s.cfg.MaxMessageSize))
+	}
+	// Nodes embed the data in their websocket frames as raw JSON, so
+	// anything else would corrupt their clients' streams.
+	if !json.Valid(data) {
+		return nil, invalid(errors.New("topicsvc: data must be a JSON text, such as {\"text\":\"hi\"} or \"hi\""))
+	}
+	id := req.GetId()
+	if id == "" {
+		id = uuid.NewString()
+	}
+	seen := make(map[string]struct{}, len(topics))
+	uniq := topics[:0:0]
+	for _, t := range topics {
+		if err := validMessage(t, id, len(data), s.cfg.MaxMessageSize); err != nil {
+			return nil, invalid(err)
+		}
+		if _, dup := seen[t]; !dup {
+			seen[t] = struct{}{}
+			uniq = append(uniq, t)
+		}
+	}
+	var nodes int
+	for _, t := range uniq {
+		nodes += s.core.Publish(broker.Message{Topic: t, ID: id, Data: data})
+	}
+	return &pb.PublishResponse{Id: id, Topics: uniq, Nodes: int64(nodes)}, nil
+}
+
+// Count implements the push API.
+func (s *Server) Count(_ context.Context, req *pb.CountRequest) (*pb.CountResponse, error) {
+	if err := validTopic(req.GetTopic()); err != nil {
+		return nil, invalid(err)
+	}
+	return &pb.CountResponse{Topic: req.GetTopic(), Count: int64(s.core.Count(req.GetTopic()))}, nil
+}
+
+// Topics implements the push API.
+func (s *Server) Topics(context.Context, *pb.TopicsRequest) (*pb.TopicsResponse, error) {
+	tcs := s.core.Topics()
+	sort.Slice(tcs, func(i, j int) bool { return tcs[i].Topic < tcs[j].Topic })
+	out := make([]*pb.TopicCount, len(tcs))
+	for i, tc := range tcs {
+		out[i] = &pb.TopicCount{Topic: tc.Topic, Count: int64(tc.Count)}
+	}
+	return &pb.TopicsResponse{Topics: out}, nil
+}
+
+// Nodes implements the push API.
+func (s *Server) Nodes(context.Context, *pb.NodesRequest) (*pb.NodesResponse, error) {
+	ns := s.core.Nodes()
+	out := make([]*pb.NodeInfo, len(ns))
+	for i, n := range ns {
+		out[i] = &pb.NodeInfo{Id: n.ID, Connections: int64(n.Connections), Topics: int64(n.Topics), LastHeartbeat: n.LastHeartbeat}
+	}
+	return &pb.NodesResponse{Nodes: out}, nil
+}
+
+// session is one node's stream. Its receive goroutine applies the node's
+// operations to the Core; its send goroutine drains the bounded queue that
+// the Core's deliveries fill, several operations per stream message.
+type session struct {
+	srv    *Server
+	stream pb.TopicService_SessionServer
+	id     string
+	peer   string
+	node   *Node
+
+	queue    chan *pb.ServiceOp
+	queued   atomic.Int64 // data bytes in queue
+	lastSeen atomic.Int64 // Unix nanoseconds of the last frame received
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// errNodeLeft is the cause of a session the node closed itself.
+var errNodeLeft = errors.New("node closed its session")
+
+// Session implements the node stream.
+func (s *Server) Session(stream pb.TopicService_SessionServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	ops := first.GetOps()
+	if len(ops) == 0 || ops[0].GetHello() == nil {
+		return invalid(errors.New("topicsvc: the first frame of a session must start with a hello"))
+	}
+	id := ops[0].GetHello().GetNodeId()
+	if id == "" || len(id) > maxNodeIDLen {
+		return invalid(fmt.Errorf("topicsvc: node id must be 1..%d bytes", maxNodeIDLen))
+	}
+	ss := &session{
+		srv:    s,
+		stream: stream,
+		id:     id,
+		peer:   peerAddr(stream.Context()),
+		queue:  make(chan *pb.ServiceOp, s.cfg.QueueSize),
+	}
+	ss.ctx, ss.cancel = context.WithCancelCause(stream.Context())
+	ss.lastSeen.Store(time.Now().UnixNano())
+	ss.push(&pb.ServiceOp{Op: &pb.ServiceOp_Welcome{Welcome: &pb.Welcome{MaxMessageSize: uint64(s.cfg.MaxMessageSize)}}}, 0)
+
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return status.Error(codes.Unavailable, "topic service stopping")
+	}
+	old := s.sessions[id]
+	s.sessions[id] = ss
+	ss.node = s.core.AddNode(id, ss.deliver) // removes old's node
+	s.mu.Unlock()
+	if old != nil {
+		old.end(errors.New("replaced by a new session of the same node"))
+	}
+	s.log.Info("node connected", "node", id, "peer", ss.peer)
+
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		ss.sendLoop()
+	}()
+	go ss.recvLoop(ops[1:])
+
+	<-ss.ctx.Done()
+	ss.node.Remove()
+	s.mu.Lock()
+	if s.sessions[id] == ss {
+		delete(s.sessions, id)
+	}
+	s.mu.Unlock()
+
+	cause := context.Cause(ss.ctx)
+	if errors.Is(cause, errNodeLeft) {
+		s.log.Info("node left", "node", id, "peer", ss.peer)
+	} else {
+		s.log.Warn("node disconnected", "node", id, "peer", ss.peer, "cause", cause)
+	}
+	// The sender stops at once unless it is blocked in Send on a node that
+	// does not read; that Send only returns once this handler has returned.
+	select {
+	case <-sent:
+	case <-time.After(100 * time.Millisecond):
+	}
+	if _, ok := status.FromError(cause); ok {
+		return cause
+	}
+	if errors.Is(cause, errNodeLeft) {
+		return nil
+	}
+	return status.Error(codes.Aborted, cause.Error())
+}
+
+func (ss *session) end(cause error) { ss.cancel(cause) }
+
+// deliver is called by the Core with a shard lock held: it never blocks.
+func (ss *session) deliver(m broker.Message) {
+	ss.push(&pb.ServiceOp{Op: &pb.ServiceOp_Deliver{Deliver: &pb.Message{Topic: m.Topic, Id: m.ID, Data: m.Data}}}, len(m.Data))
+}
+
+// push queues op for the node, or disconnects the node if its queue is
+// full: a node that does not keep up must not stall the others.
+func (ss *session) push(op *pb.ServiceOp, size int) {
+	if ss.queued.Add(int64(size)) > int64(ss.srv.cfg.QueueBytes) {
+		ss.queued.Add(-int64(size))
+		ss.slow()
+		return
+	}
+	select {
+	case ss.queue <- op:
+	default:
+		ss.queued.Add(-int64(size))
+		ss.slow()
+	}
+}
+
+func (ss *session) slow() {
+	if ss.ctx.Err() == nil {
+		ss.end(status.Error(codes.ResourceExhausted, "topicsvc: node too slow, its outgoing queue is full"))
+	}
+}
+
+func (ss *session) recvLoop(ops []*pb.NodeOp) {
+	for {
+		for _, op := range ops {
+			ss.apply(op)
+		}
+		frame, err := ss.stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errNodeLeft
+			}
+			ss.end(err)
+			return
+		}
+		if ss.ctx.Err() != nil {
+			return
+		}
+		ss.lastSeen.Store(time.Now().UnixNano())
+		ops = frame.GetOps()
+	}
+}
+
+func (ss *session) ack(seq uint64, count int, err error) {
+	a := &pb.Ack{Seq: seq, Count: int64(count)}
+	if err != nil {
+		a.Error = err.Error()
+	}
+	ss.push(&pb.ServiceOp{Op: &pb.ServiceOp_Ack{Ack: a}}, 0)
+}
+
+func (ss *session) notice(err error) {
+	ss.srv.log.Warn("node operation refused", "node", ss.id, "err", err)
+	ss.push(&pb.ServiceOp{Op: &pb.ServiceOp_Notice{Notice: &pb.Notice{Error: err.Error()}}}, 0)
+}
+
+// apply carries out one operation of the node. Invalid operations are
+// refused one by one; the session goes on.
+func (ss *session) apply(op *pb.NodeOp) {
+	switch o := op.GetOp().(type) {
+	case *pb.NodeOp_Publish:
+		m := o.Publish
+		if err := validMessage(m.GetTopic(), m.GetId(), len(m.GetData()), ss.srv.cfg.MaxMessageSize); err != nil {
+			ss.notice(err)
+			return
+		}
+		ss.srv.core.Publish(broker.Message{Topic: m.GetTopic(), ID: m.GetId(), Data: m.GetData()})
+	case *pb.NodeOp_Subscribe:
+		if err := validTopic(o.Subscribe.GetTopic()); err != nil {
+			ss.ack(o.Subscribe.GetSeq(), 0, err)
+			return
+		}
+		ss.node.Listen(o.Subscribe.GetTopic())
+		ss.ack(o.Subscribe.GetSeq(), 0, nil)
+	case *pb.NodeOp_Unsubscribe:
+		ss.node.Unlisten(o.Unsubscribe.GetTopic())
+	case *pb.NodeOp_Count:
+		for _, tc := range o.Count.GetCounts() {
+			if err := validTopic(tc.GetTopic()); err != nil {
+				ss.notice(err)
+				continue
+			}
+			n := tc.GetCount()
+			if n > 1<<31 {
+				n = 1 << 31
+			}
+			ss.node.SetCount(tc.GetTopic(), int(n))
+		}
+	case *pb.NodeOp_CountQuery:
+		q := o.CountQuery
+		if err := validTopic(q.GetTopic()); err != nil {
+			ss.ack(q.GetSeq(), 0, err)
+			return
+		}
+		ss.ack(q.GetSeq(), ss.srv.core.CountExcept(q.GetTopic(), ss.node), nil)
+	case *pb.NodeOp_Heartbeat:
+		ss.node.Touch()
+	case *pb.NodeOp_Hello:
+		ss.notice(errors.New("topicsvc: hello is only valid as the first operation of a session"))
+	default:
+		ss.notice(fmt.Errorf("topicsvc: unknown operation %T", o))
+	}
+}
+
+func (ss *session) sendLoop() {
+	tick := time.NewTicker(ss.srv.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	var carry *pb.ServiceOp
+	for {
+		var batch []*pb.ServiceOp
+		var size int
+		if carry != nil {
+			batch, size, carry = append(batch, carry), opSize(carry), nil
+		} else {
+			select {
+			case <-ss.ctx.Done():
+				return
+			case op := <-ss.queue:
+				batch, size = append(batch, op), opSize(op)
+			case <-tick.C:
+				if silent := time.Since(time.Unix(0, ss.lastSeen.Load())); silent > ss.srv.cfg.HeartbeatTimeout {
+					ss.end(status.Errorf(codes.DeadlineExceeded, "topicsvc: no heartbeat from the node for %v", silent.Round(time.Millisecond)))
+					return
+				}
+				batch = append(batch, &pb.ServiceOp{Op: &pb.ServiceOp_Heartbeat{Heartbeat: &pb.Heartbeat{}}})
+			}
+		}
+	drain:
+		for len(batch) < batchOps && size < batchBytes {
+			select {
+			case op := <-ss.queue:
+				if n := opSize(op); size+n > batchBytes {
+					carry = op
+					break drain
+				} else {
+					batch, size = append(batch, op), size+n
+				}
+			default:
+				break drain
+			}
+		}
+		if err := ss.stream.Send(&pb.ServiceFrame{Ops: batch}); err != nil {
+			ss.end(err)
+			return
+		}
+		ss.queued.Add(-int64(queuedSize(batch)))
+	}
+}
+
+// opSize approximates the bytes an operation takes in a batch.
+func opSize(op *pb.ServiceOp) int {
+	if d := op.GetDeliver(); d != nil {
+		return len(d.GetData()) + len(d.GetTopic()) + len(d.GetId()) + 16
+	}
+	return 16
+}
+
+// queuedSize is what the ops counted against QueueBytes when queued.
+func queuedSize(ops []*pb.ServiceOp) int {
+	n := 0
+	for _, op := range ops {
+		if d := op.GetDeliver(); d != nil {
+			n += len(d.GetData())
+		}
+	}
+	return n
+}
+
+// bearer returns the metadata value carrying token.
+func bearer(token string) string { return "Bearer " + strings.TrimSpace(token) }

@@ -1,0 +1,62 @@
+package topicsvc
+
+import (
+	"fmt"
+	"unicode/utf8"
+)
+
+// Limits shared by the service and its client.
+const (
+	// MaxTopicLen is the longest topic, in bytes.
+	MaxTopicLen = 256
+	// DefaultMaxMessageSize is the largest message data the service accepts
+	// by default, in bytes.
+	DefaultMaxMessageSize = 4 << 20
+	maxIDLen              = 256
+	maxNodeIDLen          = 128
+	// frameOverhead is what a gRPC message may carry on top of its largest
+	// data: the topic, the id and the protobuf framing of a batch.
+	frameOverhead = 64 << 10
+	// batchBytes bounds the data put in one stream message; a single larger
+	// message travels alone.
+	batchBytes = 1 << 20
+	batchOps   = 1024
+)
+
+// validTopic reports why topic cannot travel through the service, or nil.
+// The service carries any UTF-8 topic of 1..256 bytes (spaces included);
+// firetower nodes apply their stricter rules before it gets here.
+func validTopic(topic string) error {
+	switch {
+	case topic == "":
+		return fmt.Errorf("topicsvc: empty topic")
+	case len(topic) > MaxTopicLen:
+		return fmt.Errorf("topicsvc: topic of %d bytes, the limit is %d", len(topic), MaxTopicLen)
+	case !utf8.ValidString(topic):
+		return fmt.Errorf("topicsvc: topic %q is not valid UTF-8", topic)
+	}
+	return nil
+}
+
+func validID(id string) error {
+	switch {
+	case len(id) > maxIDLen:
+		return fmt.Errorf("topicsvc: message id of %d bytes, the limit is %d", len(id), maxIDLen)
+	case !utf8.ValidString(id):
+		return fmt.Errorf("topicsvc: message id %q is not valid UTF-8", id)
+	}
+	return nil
+}
+
+func validMessage(topic, id string, size, maxSize int) error {
+	if err := validTopic(topic); err != nil {
+		return err
+	}
+	if err := validID(id); err != nil {
+		return err
+	}
+	if size > maxSize {
+		return fmt.Errorf("topicsvc: message data of %d bytes, the limit is %d", size, maxSize)
+	}
+	return nil
+}
