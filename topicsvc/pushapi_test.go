@@ -1,0 +1,201 @@
+package topicsvc_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/topicsvc"
+	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// pushClient is a plain gRPC client, as a backend in any language would use.
+func pushClient(t *testing.T, addr string) pb.TopicServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20)))
+	must(t, err)
+	t.Cleanup(func() { conn.Close() })
+	return pb.NewTopicServiceClient(conn)
+}
+
+func withToken(ctx context.Context, token string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+}
+
+func wantCode(t *testing.T, err error, code codes.Code, what string) {
+	t.Helper()
+	if status.Code(err) != code {
+		t.Fatalf("%s: %v, want %v", what, err, code)
+	}
+	if code != codes.OK && status.Convert(err).Message() == "" {
+		t.Fatalf("%s: no message in %v", what, err)
+	}
+}
+
+func TestPushAPI(t *testing.T) {
+	svc := startService(t, "127.0.0.1:0")
+	nd := dialNode(t, svc.addr, topicsvc.ClientOptions{})
+	other := dialNode(t, svc.addr, topicsvc.ClientOptions{})
+	ctx := testCtx(t)
+	must(t, nd.Subscribe(ctx, "/chat/world"))
+	must(t, nd.Subscribe(ctx, "/chat/other"))
+	nd.SetCount("/chat/world", 2)
+	other.SetCount("/chat/world", 1)
+	other.SetCount("/chat/other", 5)
+	api := pushClient(t, svc.addr)
+	authed := withToken(ctx, testToken)
+
+	// Without a token, or with a wrong one, every call is refused.
+	_, err := api.Publish(ctx, &pb.PublishRequest{Topic: "/chat/world", Data: `1`})
+	wantCode(t, err, codes.Unauthenticated, "Publish without a token")
+	_, err = api.Count(withToken(ctx, "wrong"), &pb.CountRequest{Topic: "/chat/world"})
+	wantCode(t, err, codes.Unauthenticated, "Count with a wrong token")
+	_, err = api.Topics(ctx, &pb.TopicsRequest{})
+	wantCode(t, err, codes.Unauthenticated, "Topics without a token")
+	stream, err := api.Session(ctx)
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	wantCode(t, err, codes.Unauthenticated, "Session without a token")
+
+	r, err := api.Publish(authed, &pb.PublishRequest{Topic: "/chat/world", Data: `{"text":"from a backend","n":12345678901234567890}`})
+	must(t, err)
+	if r.GetId() == "" || len(r.GetTopics()) != 1 || r.GetNodes() != 1 {
+		t.Fatalf("Publish answered %v", r)
+	}
+	got := nd.rec.waitN(t, 1, 2*time.Second)
+	if m := got[0]; m.ID != r.GetId() || m.Topic != "/chat/world" || string(m.Data) != `{"text":"from a backend","n":12345678901234567890}` {
+		t.Fatalf("node got %+v", m)
+	}
+	r, err = api.Publish(authed, &pb.PublishRequest{Topics: []string{"/chat/world", "/chat/other", "/chat/world"}, Data: `"both"`, Id: "my-id"})
+	must(t, err)
+	if r.GetId() != "my-id" || strings.Join(r.GetTopics(), ",") != "/chat/world,/chat/other" {
+		t.Fatalf("Publish to several topics answered %v", r)
+	}
+	got = nd.rec.waitN(t, 3, 2*time.Second)
+	for _, m := range got[1:] {
+		if m.ID != "my-id" || string(m.Data) != `"both"` {
+			t.Fatalf("node got %+v", m)
+		}
+	}
+
+	eventually(t, 2*time.Second, func() error {
+		c, err := api.Count(authed, &pb.CountRequest{Topic: "/chat/world"})
+		if err != nil {
+			return err
+		}
+		if c.GetCount() != 3 {
+			return status.Errorf(codes.Unknown, "Count = %d, want 3", c.GetCount())
+		}
+		return nil
+	})
+	c, err := api.Count(authed, &pb.CountRequest{Topic: "/nobody/here"})
+	must(t, err)
+	if c.GetCount() != 0 {
+		t.Fatalf("unknown topic counts %d", c.GetCount())
+	}
+	tr, err := api.Topics(authed, &pb.TopicsRequest{})
+	must(t, err)
+	if len(tr.GetTopics()) != 2 || tr.GetTopics()[0].GetTopic() != "/chat/other" || tr.GetTopics()[0].GetCount() != 5 || tr.GetTopics()[1].GetCount() != 3 {
+		t.Fatalf("Topics = %v", tr.GetTopics())
+	}
+	nr, err := api.Nodes(authed, &pb.NodesRequest{})
+	must(t, err)
+	if len(nr.GetNodes()) != 2 {
+		t.Fatalf("Nodes = %v", nr.GetNodes())
+	}
+
+	// Invalid input gets a clear InvalidArgument, and the service goes on.
+	for what, req := range map[string]*pb.PublishRequest{
+		"no topic":        {Data: `1`},
+		"empty topic":     {Topics: []string{""}, Data: `1`},
+		"long topic":      {Topic: strings.Repeat("t", 257), Data: `1`},
+		"not JSON":        {Topic: "a", Data: `{"text":`},
+		"empty data":      {Topic: "a"},
+		"data too large":  {Topic: "a", Data: `"` + strings.Repeat("x", 4<<20) + `"`},
+		"id too long":     {Topic: "a", Data: `1`, Id: strings.Repeat("i", 300)},
+		"too many topics": {Topics: make([]string, 2000), Data: `1`},
+	} {
+		_, err := api.Publish(authed, req)
+		wantCode(t, err, codes.InvalidArgument, "Publish with "+what)
+	}
+	_, err = api.Count(authed, &pb.CountRequest{})
+	wantCode(t, err, codes.InvalidArgument, "Count without a topic")
+	// Beyond the gRPC message limit.
+	_, err = api.Publish(authed, &pb.PublishRequest{Topic: "a", Data: `"` + strings.Repeat("x", 8<<20) + `"`})
+	wantCode(t, err, codes.ResourceExhausted, "Publish of 8 MiB")
+
+	// A 1 MiB JSON payload passes.
+	big := `"` + strings.Repeat("y", 1<<20) + `"`
+	_, err = api.Publish(authed, &pb.PublishRequest{Topic: "/chat/world", Data: big})
+	must(t, err)
+	got = nd.rec.waitN(t, 4, 5*time.Second)
+	if string(got[3].Data) != big {
+		t.Fatalf("1 MiB payload arrived as %d bytes", len(got[3].Data))
+	}
+
+	// A session that does not start with hello is refused.
+	stream, err = api.Session(authed)
+	must(t, err)
+	must(t, stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Heartbeat{Heartbeat: &pb.Heartbeat{}}}}}))
+	_, err = stream.Recv()
+	wantCode(t, err, codes.InvalidArgument, "Session without hello")
+
+	// The nodes were not disturbed.
+	must(t, other.Publish(ctx, broker.Message{Topic: "/chat/other", ID: "last", Data: []byte(`1`)}))
+	got = nd.rec.waitN(t, 5, 2*time.Second)
+	if got[4].ID != "last" {
+		t.Fatalf("last message %+v", got[4])
+	}
+}
+
+// TestSessionRefusesBadOperations speaks the session protocol directly, as
+// a buggy node might: bad operations are refused one by one, the session
+// goes on.
+func TestSessionRefusesBadOperations(t *testing.T) {
+	svc := startService(t, "127.0.0.1:0")
+	api := pushClient(t, svc.addr)
+	ctx := withToken(testCtx(t), testToken)
+	stream, err := api.Session(ctx)
+	must(t, err)
+	op := func(o *pb.NodeOp) *pb.NodeOp { return o }
+	must(t, stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{
+		op(&pb.NodeOp{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "raw"}}}),
+		op(&pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: 1, Topic: ""}}}),
+		op(&pb.NodeOp{Op: &pb.NodeOp_Publish{Publish: &pb.Message{Topic: strings.Repeat("x", 300), Id: "1"}}}),
+		op(&pb.NodeOp{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "again"}}}),
+		{},
+		op(&pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: 2, Topic: "ok"}}}),
+		op(&pb.NodeOp{Op: &pb.NodeOp_Publish{Publish: &pb.Message{Topic: "ok", Id: "m", Data: []byte("1")}}}),
+	}}))
+	var acks, notices []string
+	delivered := false
+	for !delivered {
+		f, err := stream.Recv()
+		must(t, err)
+		for _, o := range f.GetOps() {
+			switch {
+			case o.GetAck() != nil:
+				acks = append(acks, o.GetAck().GetError())
+			case o.GetNotice() != nil:
+				notices = append(notices, o.GetNotice().GetError())
+			case o.GetDeliver() != nil:
+				delivered = o.GetDeliver().GetId() == "m"
+			}
+		}
+	}
+	if len(acks) != 2 || !strings.Contains(acks[0], "empty topic") || acks[1] != "" {
+		t.Fatalf("acks %q", acks)
+	}
+	if len(notices) != 3 {
+		t.Fatalf("notices %q", notices)
+	}
+}
