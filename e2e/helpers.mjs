@@ -1,0 +1,119 @@
+// Shared parts of the browser tests: building and running the Go servers,
+// and launching the system's Chromium. Servers listen on 127.0.0.1 at ports
+// picked here; every process started is stopped by stopAll.
+import {spawn, execFileSync} from 'node:child_process';
+import {existsSync, mkdirSync} from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import {fileURLToPath} from 'node:url';
+import {chromium} from 'playwright-core';
+
+export const E2E = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = path.resolve(E2E, '..');
+export const ARTIFACTS = path.join(E2E, 'artifacts');
+const BIN = path.join(E2E, '.bin');
+
+// The Debian package's browser, never a downloaded one.
+export const CHROMIUM = process.env.FIRETOWER_CHROMIUM || '/usr/bin/chromium';
+
+const procs = new Set();
+
+// build compiles a main package of the module into e2e/.bin and returns the
+// binary's path. FIRETOWER_E2E_<NAME>_BIN names a prebuilt binary instead.
+export function build(pkg, name) {
+  const given = process.env[`FIRETOWER_E2E_${name.toUpperCase().replace(/-/g, '_')}_BIN`];
+  if (given) return given;
+  mkdirSync(BIN, {recursive: true});
+  const out = path.join(BIN, name);
+  try {
+    execFileSync('go', ['build', '-o', out, pkg], {cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe']});
+  } catch (e) {
+    throw new Error(`go build ${pkg} failed:\n${e.stderr || e.message}`);
+  }
+  return out;
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const {port} = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+// start runs a server binary and resolves once ready() passes. Its output
+// is kept for the failure message.
+export async function start(bin, env, ready, label) {
+  const p = spawn(bin, [], {env: {...process.env, ...env}, stdio: ['ignore', 'pipe', 'pipe']});
+  const proc = {p, label, log: '', exited: null};
+  p.stdout.on('data', (d) => { proc.log += d; });
+  p.stderr.on('data', (d) => { proc.log += d; });
+  proc.done = new Promise((resolve) => p.on('exit', (code, sig) => { proc.exited = {code, sig}; procs.delete(proc); resolve(); }));
+  procs.add(proc);
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    if (proc.exited) throw new Error(`${label} exited (${JSON.stringify(proc.exited)}) before it was ready:\n${proc.log}`);
+    if (await ready().catch(() => false)) return proc;
+    if (Date.now() > deadline) {
+      await stop(proc);
+      throw new Error(`${label} not ready within 20 s:\n${proc.log}`);
+    }
+    await sleep(100);
+  }
+}
+
+export async function stop(proc) {
+  if (!proc || proc.exited) return;
+  proc.p.kill('SIGTERM');
+  const t = setTimeout(() => proc.p.kill('SIGKILL'), 5000);
+  await proc.done;
+  clearTimeout(t);
+}
+
+export async function stopAll() {
+  await Promise.all([...procs].map(stop));
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export function httpReady(url) {
+  return async () => (await fetch(url)).ok;
+}
+
+export function tcpReady(port) {
+  return () => new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('connect', () => { s.end(); resolve(true); });
+    s.on('error', () => resolve(false));
+  });
+}
+
+// launch starts headless Chromium with a fresh profile (playwright-core
+// makes a new temporary user data dir for every launch and removes it on
+// close). A missing browser fails the tests; it is never skipped.
+export async function launch() {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`Chromium not found at ${CHROMIUM}: install the Debian package (apt-get install chromium) or set FIRETOWER_CHROMIUM`);
+  }
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
+  });
+}
+
+export function artifacts() {
+  mkdirSync(ARTIFACTS, {recursive: true});
+  return ARTIFACTS;
+}
