@@ -15,7 +15,9 @@ const el = (tag, cls, text) => {
 };
 const topicOf = (room) => '/chat/' + room;
 
-const ft = connect('/ws');
+// A message that cannot be sent within 5 s is marked as not sent, with a
+// retry button, rather than left spinning.
+const ft = connect('/ws', {requestTimeout: 5000});
 // For a console session and for the browser tests.
 window.chat = {ft};
 
@@ -98,7 +100,9 @@ async function join(name) {
   try {
     await ft.subscribe(topicOf(name));
   } catch (err) {
-    if (room === name) system(`could not join #${name}: ${err.message}`);
+    // While the connection is down the room stays wanted and is joined as
+    // soon as it is back; only a refusal is worth telling.
+    if (room === name && err.code !== 'timeout' && err.code !== 'closed') system(`could not join #${name}: ${err.message}`);
     return;
   }
   if (room !== name) return;
