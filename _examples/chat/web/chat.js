@@ -136,9 +136,11 @@ const mine = new Map();
 
 function receive(name, data, frame) {
   if (!data || typeof data !== 'object') return;
-  // The server's presence updates: {"type":"online","count":N}.
-  if (data.type === 'online' || data.type === 'count') {
-    if (name === room && typeof data.count === 'number') setOnline(name, data.count);
+  // The server's presence updates: {"type":"online","count":N}, or the
+  // firetower v0.x chat's {"type":"onSubscribe"|"onUnsubscribe","data":N}.
+  if (data.type === 'online' || data.type === 'onSubscribe' || data.type === 'onUnsubscribe') {
+    const n = typeof data.count === 'number' ? data.count : data.data;
+    if (name === room && typeof n === 'number') setOnline(name, n);
     return;
   }
   if (typeof data.text !== 'string') return;
