@@ -209,8 +209,15 @@ func (c *Conn) shutdown(code int, reason string, flush bool) {
 	if !flush {
 		c.queue = nil
 	}
+	ws := c.ws
 	c.qmu.Unlock()
 	close(c.done)
+	if !flush && code != 0 && ws != nil {
+		// The writer may be stuck in a write to a client that reads
+		// nothing: fail that write now instead of after WriteTimeout
+		// (net.Conn deadlines are safe to set from any goroutine).
+		ws.NetConn().SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	}
 }
 
 // start runs the writer once the WebSocket is open.

@@ -1,0 +1,159 @@
+package firetower
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/gin-gonic/gin"
+)
+
+func TestRESTPassesOtherRequestsThrough(t *testing.T) {
+	s := newServer(t, Config{Prefix: "/rt"})
+	resp, err := http.Get(s.URL + "/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, 64)
+	n, _ := resp.Body.Read(body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body[:n]) != "app:true" {
+		t.Fatalf("app route: %d %q", resp.StatusCode, body[:n])
+	}
+	for _, p := range []string{"/nope", "/ws", "/publish", "/rt/other", "/rt/topics/a"} {
+		resp, err := http.Get(s.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want the app's 404", p, resp.StatusCode)
+		}
+	}
+	if code, body := get(t, s, "/topics/a/count"); code != 200 || body["count"] != float64(0) {
+		t.Fatalf("count under the prefix: %d %v", code, body)
+	}
+}
+
+func TestRESTAuthorization(t *testing.T) {
+	none := newServer(t, Config{})
+	code, body := post(t, none, "/publish", "anything", `{"topic":"a","data":1}`)
+	if code != http.StatusForbidden || !strings.Contains(body["error"].(string), "APIToken") {
+		t.Fatalf("no token configured: %d %v", code, body)
+	}
+	s := newServer(t, Config{APIToken: testToken})
+	for _, tok := range []string{"", "wrong", testToken + "x"} {
+		if code, body := post(t, s, "/publish", tok, `{"topic":"a","data":1}`); code != http.StatusUnauthorized {
+			t.Fatalf("token %q: %d %v", tok, code, body)
+		}
+	}
+	if code, body := post(t, s, "/publish", testToken, `{"topic":"a","data":1}`); code != http.StatusOK {
+		t.Fatalf("right token: %d %v", code, body)
+	}
+	hook := newServer(t, Config{AuthorizeREST: func(c *gin.Context) error {
+		if c.GetHeader("X-Key") != "k" {
+			return errors.New("missing X-Key")
+		}
+		return nil
+	}})
+	if code, body := post(t, hook, "/publish", "", `{"topic":"a","data":1}`); code != http.StatusUnauthorized || body["error"] != "missing X-Key" {
+		t.Fatalf("hook refusing: %d %v", code, body)
+	}
+	req, _ := http.NewRequest(http.MethodPost, hook.URL+"/publish", strings.NewReader(`{"topic":"a","data":1}`))
+	req.Header.Set("X-Key", "k")
+	if code, body := do(t, req); code != http.StatusOK {
+		t.Fatalf("hook allowing: %d %v", code, body)
+	}
+}
+
+func TestRESTErrors(t *testing.T) {
+	s := newServer(t, Config{APIToken: testToken, MaxBodySize: 1024})
+	for _, tc := range []struct {
+		body string
+		code int
+	}{
+		{`not json`, 400},
+		{`{"topic":"a","data":1} trailing`, 400},
+		{`{"topic":"a"}`, 400},
+		{`{"data":1}`, 400},
+		{`{"topic":"a b","data":1}`, 400},
+		{`{"topics":["ok","bad,topic"],"data":1}`, 400},
+		{`{"topic":"a","data":1,"extra":true}`, 400},
+		{`{"topic":"a","data":{"broken":}`, 400},
+		{`{"topic":"a","data":"` + strings.Repeat("x", 2000) + `"}`, 413},
+	} {
+		code, body := post(t, s, "/publish", testToken, tc.body)
+		if code != tc.code || body["error"] == "" {
+			t.Errorf("body %.40q: %d %v, want %d with an error", tc.body, code, body, tc.code)
+		}
+	}
+	if code, _ := get(t, s, "/publish"); code != http.StatusMethodNotAllowed {
+		t.Errorf("GET /publish: %d", code)
+	}
+	if code, body := get(t, s, "/topics/a%20b/count"); code != 400 {
+		t.Errorf("invalid topic in the path: %d %v", code, body)
+	}
+}
+
+func TestRESTCountPercentEncoded(t *testing.T) {
+	s := newServer(t, Config{})
+	c := dial(t, s, "", nil)
+	c.subscribe("/chat/world")
+	for _, p := range []string{"/topics/%2Fchat%2Fworld/count", "/topics//chat/world/count"} {
+		code, body := get(t, s, p)
+		if code != 200 || body["topic"] != "/chat/world" || body["count"] != float64(1) {
+			t.Errorf("GET %s: %d %v", p, code, body)
+		}
+	}
+}
+
+// fakeBroker is a broker whose behaviour each test sets; methods left nil
+// fall through to an embedded topic service.
+type fakeBroker struct {
+	*topicsvc.Embedded
+	publish   func(context.Context, broker.Message) error
+	subscribe func(context.Context, string) error
+}
+
+func (f *fakeBroker) Publish(ctx context.Context, m broker.Message) error {
+	if f.publish != nil {
+		return f.publish(ctx, m)
+	}
+	return f.Embedded.Publish(ctx, m)
+}
+
+func (f *fakeBroker) Subscribe(ctx context.Context, topic string) error {
+	if f.subscribe != nil {
+		return f.subscribe(ctx, topic)
+	}
+	return f.Embedded.Subscribe(ctx, topic)
+}
+
+func TestBrokerUnavailable(t *testing.T) {
+	down := func(context.Context, broker.Message) error { return broker.ErrUnavailable }
+	b := &fakeBroker{Embedded: topicsvc.NewEmbedded(), publish: down}
+	b.subscribe = func(ctx context.Context, topic string) error {
+		if topic == "down" {
+			return broker.ErrUnavailable
+		}
+		return b.Embedded.Subscribe(ctx, topic)
+	}
+	s := newServer(t, Config{APIToken: testToken, Broker: b, ReadHandler: func(*Conn, *Frame) bool { return true }})
+	code, body := post(t, s, "/publish", testToken, `{"topic":"a","data":1}`)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body["error"].(string), "unavailable") {
+		t.Fatalf("publish with the broker down: %d %v", code, body)
+	}
+	c := dial(t, s, "", nil)
+	c.send(`{"type":"subscribe","topic":"up,down","id":1}`)
+	c.expectError(CodeUnavailable)
+	if n := s.tower.LocalConnectNum("up"); n != 0 {
+		t.Fatalf("a failed subscribe left %d subscribers of up", n)
+	}
+	c.send(`{"type":"publish","topic":"a","data":1,"id":2}`)
+	c.expectError(CodeUnavailable)
+	c.subscribe("up")
+}
