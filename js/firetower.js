@@ -60,6 +60,10 @@
     }
   }
 
+  function closedError() {
+    return new FiretowerError('closed', 'the client was closed');
+  }
+
   function asList(topics) {
     if (Array.isArray(topics)) return topics.slice();
     if (typeof topics === 'string') return topics.split(',').filter(function (t) { return t !== ''; });
@@ -135,9 +139,10 @@
     // confirmed. It survives a reconnect (the client subscribes again on the
     // new connection) and rejects on an error reply, close() or the timeout.
     subscribe(topics) {
-      var list = checkTopics(topics);
       var self = this;
       return new Promise(function (resolve, reject) {
+        var list = checkTopics(topics);
+        if (self.state === 'closed') throw closedError();
         list.forEach(function (t) { self._topics.add(t); });
         var w = self._waiter(resolve, reject, list);
         if (self.state === 'open') {
@@ -149,15 +154,16 @@
     }
 
     unsubscribe(topics) {
-      var list = checkTopics(topics);
       var self = this;
-      list.forEach(function (t) { self._topics.delete(t); });
-      if (this.state !== 'open') {
-        // No connection holds the subscription, and the next one will not
-        // ask for these topics.
-        return Promise.resolve(list);
-      }
       return new Promise(function (resolve, reject) {
+        var list = checkTopics(topics);
+        list.forEach(function (t) { self._topics.delete(t); });
+        if (self.state !== 'open') {
+          // No connection holds the subscription, and the next one will
+          // not ask for these topics.
+          resolve(list);
+          return;
+        }
         var w = self._waiter(resolve, reject, list);
         self._request({type: 'unSubscribe', topic: list}, 'unsubscribe', list, [w]);
       });
@@ -167,12 +173,13 @@
     // message. It rejects when the connection drops before the ack: delivery
     // is at most once, so the caller decides whether to send again.
     publish(topic, data) {
-      if (typeof topic !== 'string' || topic === '') {
-        throw new TypeError('firetower: a topic must be a non-empty string');
-      }
       var self = this;
       var frame = {type: 'publish', topic: topic, data: data === undefined ? null : data};
       return new Promise(function (resolve, reject) {
+        if (typeof topic !== 'string' || topic === '') {
+          throw new TypeError('firetower: a topic must be a non-empty string');
+        }
+        if (self.state === 'closed') throw closedError();
         var w = self._waiter(resolve, reject, [topic]);
         if (self.state === 'open') {
           self._request(frame, 'publish', [topic], [w]);

@@ -362,6 +362,18 @@ test('close rejects what is pending, stops reconnecting and is idempotent', asyn
   assert.equal(sockets.length, 1);
   assert.deepEqual(states.map((x) => x[0]), ['connecting', 'open', 'closed']);
   assert.equal(clock.timers.size, 0, 'timers left behind');
+  // After close, requests fail at once rather than wait for a timeout.
+  assert.equal((await settled(ft.subscribe('b'))).err.code, 'closed');
+  assert.equal((await settled(ft.publish('b', 1))).err.code, 'closed');
+});
+
+test('misuse rejects with a TypeError', async () => {
+  const {ft} = setup();
+  for (const p of [ft.subscribe([]), ft.subscribe(['']), ft.subscribe(7), ft.unsubscribe(''), ft.publish('', 1), ft.publish(null, 1)]) {
+    const r = await settled(p);
+    assert.ok(r.err instanceof TypeError, String(r.err));
+  }
+  assert.deepEqual(ft.topics(), []);
 });
 
 test('a handler that throws does not stop the others', () => {
