@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -26,6 +27,7 @@ import (
 // loadConfig is one load generator run: connect, subscribe, publish, count.
 type loadConfig struct {
 	URL        string // http://host:port of the target
+	PubURL     string // http://host:port publishes go to (cluster: another node); default URL
 	WSPath     string // path and query of the websocket route
 	Proto      string // "ft": firetower frames; "cf": Centrifuge JSON protocol
 	Conns      int
@@ -80,6 +82,7 @@ func loadMain(args []string) {
 	var c loadConfig
 	fs := flag.NewFlagSet("load", flag.ExitOnError)
 	fs.StringVar(&c.URL, "url", "", "http://host:port of the target")
+	fs.StringVar(&c.PubURL, "pub-url", "", "http://host:port to publish to (default: -url)")
 	fs.StringVar(&c.WSPath, "ws", "/ws", "websocket path and query")
 	fs.StringVar(&c.Proto, "proto", "ft", "ft | cf")
 	fs.IntVar(&c.Conns, "conns", 1000, "connections")
@@ -367,7 +370,7 @@ func newPublisher(c loadConfig, subs []int64, expected *atomic.Int64) *publisher
 	padLen := max(c.Size-len(`{"ts":1700000000000000000,"seq":100000,"p":""}`), 0)
 	return &publisher{
 		cfg: c, subs: subs, expected: expected,
-		url: c.URL + "/publish",
+		url: cmp.Or(c.PubURL, c.URL) + "/publish",
 		pad: strings.Repeat("x", padLen),
 		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 			MaxIdleConnsPerHost: c.Publishers, MaxConnsPerHost: c.Publishers, DisableCompression: true,

@@ -84,6 +84,7 @@ var scenarios = []scenario{
 	{Name: "fanout10k", Title: "10,000 subscribers, 1 topic, 100 B messages", Conns: 10000, Topics: 1, Mode: "window", Window: 32, Duration: 5 * time.Second, Kind: "throughput"},
 	{Name: "idle20k", Title: "19,000 idle subscribed connections (the open-file limit is 20,000), then one broadcast", Conns: 19000, Topics: 1, Mode: "once", Count: 1, Kind: "idle"},
 	{Name: "stalled", Title: "1,000 subscribers, 200 publishes/s for 10 s; 1% of clients stop reading", Conns: 1000, Topics: 1, Mode: "rate", Rate: 200, Duration: 10 * time.Second, Stall: true, Kind: "stalled"},
+	{Name: "cluster", Title: "1,000 subscribers on one node, publishes sent to another: topic service, Redis, and one node alone for reference", Conns: 1000, Topics: 1, Mode: "window", Window: 32, Duration: 5 * time.Second, Kind: "cluster"},
 	{Name: "connmax", Title: "19,900 subscribed connections (open-file limit 20,000 per process), one broadcast to all", Conns: 19900, Topics: 1, Mode: "once", Count: 1, Kind: "idle"},
 }
 
@@ -148,7 +149,29 @@ func driverMain(args []string) {
 		variants = []string{"", "stalled"}
 	}
 	var recs []record
+	if sc.Kind == "cluster" {
+		tsvcBin, err := buildTopicsvc(*out, os.TempDir())
+		if err != nil {
+			log.Print(err)
+		}
+		targets = nil
+		for _, v := range clusterVariants {
+			targets = append(targets, target{Name: v})
+		}
+		for r := range *rounds {
+			for i := range clusterVariants {
+				v := clusterVariants[(i+r)%len(clusterVariants)]
+				rec := runCluster(self, *sc, v, tsvcBin)
+				rec.Round = r + 1
+				recs = append(recs, rec)
+				printRecord(rec)
+			}
+		}
+	}
 	for r := range *rounds {
+		if sc.Kind == "cluster" {
+			break
+		}
 		// Rotate the order each round so no target always runs first (on a
 		// cold cache) or last (after the others warmed the machine).
 		for i := range targets {
@@ -203,31 +226,43 @@ func printRecord(r record) {
 
 // runOne starts the target's server, drives the scenario's load at it from a
 // second process, and stops the server. Every step has a deadline.
-func runOne(self string, pin bool, sc scenario, t target, variant, cpuprofile string) (rec record) {
-	rec = record{Target: t.Name, Variant: variant}
+func runOne(self string, pin bool, sc scenario, t target, variant, cpuprofile string) record {
+	rec := record{Target: t.Name, Variant: variant}
 	srvArgs := append([]string{"server", "-target", t.Name}, t.Args...)
 	if cpuprofile != "" {
 		srvArgs = append(srvArgs, "-cpuprofile", cpuprofile)
 	}
-	srv := command(self, pin, 0, srvArgs)
-	srvOut, _ := srv.StdoutPipe()
-	srv.Stderr = os.Stderr
-	if err := srv.Start(); err != nil {
+	srv, addr, err := startServer(command(self, pin, 0, srvArgs))
+	if err != nil {
 		rec.Err = err.Error()
 		return rec
 	}
 	defer stop(srv)
-	lines := lineReader(srvOut)
-	line, ok := waitLine(lines, "LISTEN ", 15*time.Second)
-	if !ok {
-		rec.Err = "server did not start"
-		return rec
-	}
-	addr := "http://" + strings.TrimPrefix(line, "LISTEN ")
-	gc(addr)
-	rec.RSSBaseKB = procStatus(srv.Process.Pid, "VmRSS:")
+	drive(&rec, self, pin, sc, t, variant, addr, addr, srv.Process.Pid)
+	return rec
+}
 
-	loadArgs := []string{"load", "-url", addr, "-ws", t.WSPath, "-proto", t.Proto,
+// startServer starts a server process and waits for its LISTEN line.
+func startServer(srv *exec.Cmd) (*exec.Cmd, string, error) {
+	out, _ := srv.StdoutPipe()
+	srv.Stderr = os.Stderr
+	if err := srv.Start(); err != nil {
+		return nil, "", err
+	}
+	line, ok := waitLine(lineReader(out), "LISTEN ", 15*time.Second)
+	if !ok {
+		stop(srv)
+		return nil, "", fmt.Errorf("server %v did not start", srv.Args)
+	}
+	return srv, "http://" + strings.TrimPrefix(line, "LISTEN "), nil
+}
+
+// drive runs the load generator: subscribers on addr, publishes to pubAddr;
+// RSS and CPU are read from the server process pid (the subscribers' one).
+func drive(rec *record, self string, pin bool, sc scenario, t target, variant, addr, pubAddr string, pid int) {
+	gc(addr)
+	rec.RSSBaseKB = procStatus(pid, "VmRSS:")
+	loadArgs := []string{"load", "-url", addr, "-pub-url", pubAddr, "-ws", t.WSPath, "-proto", t.Proto,
 		"-conns", strconv.Itoa(sc.Conns), "-topics", strconv.Itoa(sc.Topics), "-mode", sc.Mode,
 		"-window", strconv.Itoa(sc.Window), "-rate", strconv.Itoa(sc.Rate), "-count", strconv.Itoa(sc.Count),
 		"-duration", sc.Duration.String(), "-publishers", strconv.Itoa(sc.Publishers), "-wait"}
@@ -240,31 +275,30 @@ func runOne(self string, pin bool, sc scenario, t target, variant, cpuprofile st
 	ld.Stderr = os.Stderr
 	if err := ld.Start(); err != nil {
 		rec.Err = err.Error()
-		return rec
+		return
 	}
 	defer stop(ld)
 	ll := lineReader(ldOut)
 	if _, ok := waitLine(ll, "SUBSCRIBED ", 5*time.Minute); !ok {
 		rec.Err = "load generator did not subscribe"
-		return rec
+		return
 	}
 	gc(addr)
-	rec.RSSSubKB = procStatus(srv.Process.Pid, "VmRSS:")
-	cpu0, lcpu0 := procCPU(srv.Process.Pid), procCPU(ld.Process.Pid)
+	rec.RSSSubKB = procStatus(pid, "VmRSS:")
+	cpu0, lcpu0 := procCPU(pid), procCPU(ld.Process.Pid)
 	_, _ = io.WriteString(ldIn, "go\n")
 	res, ok := waitLine(ll, "RESULT ", 3*time.Minute)
 	if !ok {
 		rec.Err = "load generator gave no result"
-		return rec
+		return
 	}
-	rec.CPUSeconds = procCPU(srv.Process.Pid) - cpu0
+	rec.CPUSeconds = procCPU(pid) - cpu0
 	rec.LoadCPU = procCPU(ld.Process.Pid) - lcpu0
-	rec.HWMKB = procStatus(srv.Process.Pid, "VmHWM:")
+	rec.HWMKB = procStatus(pid, "VmHWM:")
 	if err := json.Unmarshal([]byte(strings.TrimPrefix(res, "RESULT ")), &rec.Load); err != nil {
 		rec.Err = err.Error()
 	}
 	_ = ld.Wait()
-	return rec
 }
 
 func command(self string, pin bool, cpu int, args []string) *exec.Cmd {

@@ -131,6 +131,47 @@ func summarize(sc scenario, targets []target, recs []record, rounds int) summary
 			cd.Targets = append(cd.Targets, t.Name)
 			cd.Values = append(cd.Values, k)
 		}
+	case "cluster":
+		cd.Metric = "deliveries/s"
+		b.WriteString("| setup | deliveries/s | p50 ms | p99 ms | lost | ÷ single node, deliveries/s per round |\n|---|---|---|---|---|---|\n")
+		for _, t := range targets {
+			rs := by(t.Name, "")
+			if len(rs) == 0 {
+				fmt.Fprintf(&b, "| %s | failed | | | | |\n", t.Name)
+				continue
+			}
+			var lost int64
+			for _, r := range rs {
+				lost = max(lost, r.Load.Lost)
+			}
+			d := med(rs, dps)
+			ratio := "—"
+			if t.Name != "single" {
+				var ratios []float64
+				var parts []string
+				for r := 1; r <= rounds; r++ {
+					var one, other float64
+					for _, x := range recs {
+						if x.Round == r && x.Err == "" && x.Target == "single" {
+							one = dps(x)
+						} else if x.Round == r && x.Err == "" && x.Target == t.Name {
+							other = dps(x)
+						}
+					}
+					if one == 0 || other == 0 {
+						parts = append(parts, "n/a")
+						continue
+					}
+					ratios = append(ratios, other/one)
+					parts = append(parts, fmt.Sprintf("%.2f", other/one))
+				}
+				ratio = fmt.Sprintf("%s → **%.2f**", strings.Join(parts, ", "), median(ratios))
+			}
+			fmt.Fprintf(&b, "| %s | %.0f | %.2f | %.2f | %d | %s |\n", t.Name, d,
+				med(rs, func(r record) float64 { return r.Load.P50us })/1e3, med(rs, p99)/1e3, lost, ratio)
+			cd.Targets = append(cd.Targets, t.Name)
+			cd.Values = append(cd.Values, d)
+		}
 	case "stalled":
 		cd.Metric = "p99 with stalled ÷ without"
 		b.WriteString("| target | p99 ms, no stalled | p99 ms, 1% stalled | ratio | lost (reading clients) | disconnects (reading clients) | firetower ÷ target, p99 with stalled |\n|---|---|---|---|---|---|---|\n")
