@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -315,6 +316,11 @@ func (c *Client) connect() (*clientSession, error) {
 	stream, err := c.rpc.Session(ctx)
 	if err == nil {
 		err = stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: c.opts.NodeID}}}}})
+		if errors.Is(err, io.EOF) {
+			// The service ended the stream (a refused token, say); Recv
+			// tells why.
+			err = nil
+		}
 	}
 	var welcome *pb.Welcome
 	if err == nil {
@@ -638,8 +644,10 @@ func (c *Client) Subscribe(ctx context.Context, topic string) error {
 	return err
 }
 
-// Unsubscribe implements broker.Broker. While the service is unreachable
-// it only forgets the interest, which the next session then lacks.
+// Unsubscribe implements broker.Broker: it returns once the service no
+// longer routes the topic to this node, so no message of it is delivered
+// afterwards. While the service is unreachable it only forgets the
+// interest, which the next session then lacks.
 func (c *Client) Unsubscribe(ctx context.Context, topic string) error {
 	if err := validTopic(topic); err != nil {
 		return err
@@ -656,10 +664,13 @@ func (c *Client) Unsubscribe(ctx context.Context, topic string) error {
 	if !had || s == nil {
 		return nil
 	}
-	if err := c.enqueue(ctx, s, &pb.NodeOp{Op: &pb.NodeOp_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Topic: topic}}}); err != nil && !errors.Is(err, broker.ErrUnavailable) {
-		return err
+	_, err := c.request(ctx, s, func(seq uint64) *pb.NodeOp {
+		return &pb.NodeOp{Op: &pb.NodeOp_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Seq: seq, Topic: topic}}}
+	})
+	if errors.Is(err, broker.ErrUnavailable) {
+		return nil // the next session does not have the interest
 	}
-	return nil
+	return err
 }
 
 // SetCount implements broker.Broker. It never blocks: changed counts are

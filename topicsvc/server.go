@@ -457,6 +457,9 @@ func (ss *session) apply(op *pb.NodeOp) {
 		ss.ack(o.Subscribe.GetSeq(), 0, nil)
 	case *pb.NodeOp_Unsubscribe:
 		ss.node.Unlisten(o.Unsubscribe.GetTopic())
+		if seq := o.Unsubscribe.GetSeq(); seq != 0 {
+			ss.ack(seq, 0, nil)
+		}
 	case *pb.NodeOp_Count:
 		for _, tc := range o.Count.GetCounts() {
 			if err := validTopic(tc.GetTopic()); err != nil {

@@ -401,9 +401,13 @@ func (x *Subscribe) GetTopic() string {
 	return ""
 }
 
+// Unsubscribe stops routing the topic to the node. With a non-zero seq the
+// service answers with an Ack once the route is gone: deliveries queued
+// before it arrive before the Ack, none after.
 type Unsubscribe struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -443,6 +447,13 @@ func (x *Unsubscribe) GetTopic() string {
 		return x.Topic
 	}
 	return ""
+}
+
+func (x *Unsubscribe) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 // CountUpdate sets the node's local subscriber counts (0 forgets a topic).
@@ -800,7 +811,7 @@ func (x *Welcome) GetMaxMessageSize() uint64 {
 	return 0
 }
 
-// Ack answers a Subscribe or a CountQuery. error is empty on success.
+// Ack answers a Subscribe, an Unsubscribe or a CountQuery. error is empty on success.
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
@@ -1440,9 +1451,10 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"3\n" +
 	"\tSubscribe\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
-	"\x05topic\x18\x02 \x01(\tR\x05topic\"#\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\"5\n" +
 	"\vUnsubscribe\x12\x14\n" +
-	"\x05topic\x18\x01 \x01(\tR\x05topic\"H\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"H\n" +
 	"\vCountUpdate\x129\n" +
 	"\x06counts\x18\x01 \x03(\v2!.firetower.topicsvc.v1.TopicCountR\x06counts\"4\n" +
 	"\n" +
