@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -474,5 +475,38 @@ func TestBinary(t *testing.T) {
 	}
 	if !strings.Contains(svc.logs(), "topic service stopped") {
 		t.Fatalf("no stop logged:\n%s", svc.logs())
+	}
+}
+
+// TestSilentNodeForgotten: a node process that stops (SIGSTOP: its
+// connection stays open, its heartbeats stop) is forgotten after the
+// heartbeat timeout, and its count vanishes.
+func TestSilentNodeForgotten(t *testing.T) {
+	svc := startService(t, "127.0.0.1:0", "-heartbeat-timeout", "2s")
+	nd := dialNode(t, svc.addr, topicsvc.ClientOptions{})
+	ctx := testCtx(t)
+	const topic = "silent"
+	nd.SetCount(topic, 1)
+	helper := exec.Command(os.Args[0], "-test.run=^$")
+	helper.Env = append(os.Environ(), helperEnv+"=1", "TOPICSVC_TEST_ADDR="+svc.addr, "TOPICSVC_TEST_TOPIC="+topic, "TOPICSVC_TEST_COUNT=6")
+	out, err := helper.StdoutPipe()
+	must(t, err)
+	must(t, helper.Start())
+	defer func() { helper.Process.Kill(); helper.Wait() }()
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if strings.TrimSpace(line) != "ready" {
+		t.Fatalf("helper node: %q", line)
+	}
+	eventually(t, 2*time.Second, countIs(ctx, nd, topic, 7))
+	must(t, helper.Process.Signal(syscall.SIGSTOP))
+	stopped := time.Now()
+	eventually(t, 5*time.Second, countIs(ctx, nd, topic, 1))
+	t.Logf("the silent node was forgotten %v after it stopped (heartbeat timeout 2s)", time.Since(stopped).Round(time.Millisecond))
+	if !strings.Contains(svc.logs(), "no heartbeat") {
+		t.Fatalf("no heartbeat timeout logged:\n%s", svc.logs())
+	}
+	// The node in good health was not forgotten meanwhile.
+	if !nd.Connected() || strings.Count(svc.logs(), "node connected") != 2 {
+		t.Fatalf("the healthy node lost its session:\n%s", svc.logs())
 	}
 }
