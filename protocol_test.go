@@ -1,0 +1,75 @@
+package firetower
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func FuzzParseFrame(f *testing.F) {
+	for _, seed := range []string{
+		`{"type":"subscribe","topic":"a,b","data":""}`,
+		`{"type":"subscribe","topic":["/chat/world"],"id":1}`,
+		`{"type":"unsubscribe","topic":"a"}`,
+		`{"type":"publish","topic":"a","data":{"x":[1,2,{"y":null}]},"id":"p"}`,
+		`{"type":"ping","id":-1.5e3}`,
+		`{"type":"custom","topic":null}`,
+		`{"type":"subscribe","topic":"a\u0000"}`,
+		`[]`, `null`, `{`, "\xff",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		fr, perr := parseFrame(raw)
+		if fr == nil {
+			t.Fatal("nil frame")
+		}
+		if perr != nil {
+			if perr.code != CodeBadRequest || perr.message == "" {
+				t.Fatalf("error %+v", perr)
+			}
+			// The error frame is always valid JSON, whatever the input.
+			if !json.Valid(errorFrame(perr, fr.ID)) {
+				t.Fatalf("invalid error frame for %q", raw)
+			}
+			return
+		}
+		if fr.Type == "" || !utf8.Valid(raw) {
+			t.Fatalf("accepted %q as %+v", raw, fr)
+		}
+		seen := map[string]bool{}
+		for _, topic := range fr.Topics {
+			if ValidateTopic(topic) != nil || strings.Contains(topic, ",") || seen[topic] {
+				t.Fatalf("accepted topic %q of %q", topic, raw)
+			}
+			seen[topic] = true
+		}
+		if fr.ID != nil && !json.Valid(fr.ID) {
+			t.Fatalf("id %q is not JSON", fr.ID)
+		}
+		switch fr.Type {
+		case TypeSubscribe, TypeUnsubscribe:
+			if len(fr.Topics) == 0 {
+				t.Fatalf("%s without topics accepted: %q", fr.Type, raw)
+			}
+		case TypePublish:
+			if len(fr.Topics) == 0 || !json.Valid(fr.Data) {
+				t.Fatalf("publish accepted: %q", raw)
+			}
+			// The frame the node sends for it is valid JSON.
+			if out := appendPublishFrame(nil, fr.Topics[0], "id", fr.Data); !json.Valid(out) {
+				t.Fatalf("publish frame %q is not JSON", out)
+			}
+		}
+	})
+}
+
+func TestAppendString(t *testing.T) {
+	for _, s := range []string{"", "/chat/world", `q"b\s`, "ctl\x01\x1f\n\r\t", "世界🔥", "\u2028"} {
+		var back string
+		if err := json.Unmarshal(appendString(nil, s), &back); err != nil || back != s {
+			t.Errorf("appendString(%q) = %s: %v", s, appendString(nil, s), err)
+		}
+	}
+}
