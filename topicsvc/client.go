@@ -177,7 +177,7 @@ func Dial(addr string, opts ClientOptions) (*Client, error) {
 	limit := DefaultMaxMessageSize + frameOverhead
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(creds),
-		grpc.WithPerRPCCredentials(tokenCreds{bearer(opts.Token), opts.TLS != nil}),
+		grpc.WithPerRPCCredentials(tokenCreds{"Bearer " + opts.Token, opts.TLS != nil}),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: opts.MinBackoff, Multiplier: 2, Jitter: 0.2, MaxDelay: opts.MaxBackoff},
 			MinConnectTimeout: opts.ConnectTimeout,

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -551,6 +550,3 @@ func queuedSize(ops []*pb.ServiceOp) int {
 	}
 	return n
 }
-
-// bearer returns the metadata value carrying token.
-func bearer(token string) string { return "Bearer " + strings.TrimSpace(token) }
