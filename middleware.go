@@ -22,7 +22,8 @@ func Middleware(cfg Config) gin.HandlerFunc {
 }
 
 // Middleware returns gin middleware that serves the Tower's routes —
-// GET {prefix}/ws, POST {prefix}/publish, GET {prefix}/topics/:topic/count —
+// GET {prefix}/ws, POST {prefix}/publish, GET {prefix}/topics/:topic/count,
+// GET {prefix}/firetower.js (and .mjs, .d.ts) —
 // and passes every other request on to the app untouched. Install it with
 // r.Use before the app's routes so FromContext works in their handlers;
 // firetower's own routes work wherever it is installed, since gin runs
@@ -49,6 +50,10 @@ func (t *Tower) Middleware() gin.HandlerFunc {
 			}
 			t.servePublish(c)
 			c.Abort()
+			return
+		}
+		if f, ok := clientAssets[p[len(t.routes.prefix):]]; ok && c.Request.Method == http.MethodGet {
+			serveClient(c, f)
 			return
 		}
 		if topic, ok := t.routes.countTopic(c.Request.URL.EscapedPath()); ok {

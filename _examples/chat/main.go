@@ -1,0 +1,142 @@
+// Command chat is firetower's chat room demo: a gin app with firetower's
+// middleware, a web page at / and rooms as topics (/chat/world, /chat/2).
+//
+//	go run ./_examples/chat
+//
+// It is configured by environment variables or the flags of the same
+// names (DESIGN.md §6): FIRETOWER_ADDR (-addr), FIRETOWER_API_TOKEN
+// (-api-token), FIRETOWER_BROKER (-broker), FIRETOWER_TOPICSVC_TOKEN
+// (-topicsvc-token), and FIRETOWER_BARE_DATA=1 (-bare-data) for pages
+// written for firetower v0.x.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/OSMeteor/firetower"
+	"github.com/gin-gonic/gin"
+)
+
+//go:embed web
+var web embed.FS
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func main() {
+	addr := flag.String("addr", env("FIRETOWER_ADDR", ":9999"), "listen address")
+	apiToken := flag.String("api-token", env("FIRETOWER_API_TOKEN", ""), "bearer token for POST /publish (generated if empty)")
+	brokerURL := flag.String("broker", env("FIRETOWER_BROKER", ""), "broker URL: empty for the embedded topic service, topicsvc://host:port, redis://host:port/db")
+	svcToken := flag.String("topicsvc-token", env("FIRETOWER_TOPICSVC_TOKEN", ""), "shared secret with the topic service")
+	bare := flag.Bool("bare-data", env("FIRETOWER_BARE_DATA", "") == "1", "send bare data frames, as firetower v0.x did")
+	flag.Parse()
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if *apiToken == "" {
+		b := make([]byte, 16)
+		rand.Read(b)
+		*apiToken = hex.EncodeToString(b)
+		log.Info("generated an API token for POST /publish; set FIRETOWER_API_TOKEN to choose one", "token", *apiToken)
+	}
+
+	// Whenever someone joins or leaves a room, tell the room how many are
+	// in it now.
+	announce := func(c *firetower.Conn, rooms []string) {
+		for _, room := range rooms {
+			n, err := c.Tower().GetConnectNum(c.Context(), room)
+			if err != nil {
+				continue
+			}
+			c.Tower().Publish(context.Background(), room, map[string]any{"type": "online", "count": n})
+		}
+	}
+	tower, err := firetower.New(firetower.Config{
+		APIToken:    *apiToken,
+		BrokerURL:   *brokerURL,
+		BrokerToken: *svcToken,
+		BareData:    *bare,
+		Logger:      log,
+		BeforeSubscribeHandler: func(_ *firetower.Conn, topics []string) bool {
+			for _, t := range topics {
+				if !strings.HasPrefix(t, "/chat/") {
+					return false
+				}
+			}
+			return true
+		},
+		SubscribeHandler:   announce,
+		UnSubscribeHandler: announce,
+		ReadHandler:        allowChatMessage,
+	})
+	if err != nil {
+		log.Error("starting firetower", "err", err)
+		os.Exit(1)
+	}
+
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.Use(gin.Recovery(), tower.Middleware())
+	page, _ := fs.Sub(web, "web")
+	r.GET("/", func(c *gin.Context) { c.FileFromFS("/", http.FS(page)) })
+	for _, name := range []string{"chat.js", "chat.css"} {
+		r.GET("/"+name, func(c *gin.Context) { c.FileFromFS(name, http.FS(page)) })
+	}
+
+	srv := &http.Server{Addr: *addr, Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		log.Info("chat demo listening", "addr", *addr, "broker", brokerName(*brokerURL))
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("listening", "err", err)
+			os.Exit(1)
+		}
+	}()
+
+	stop, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	<-stop.Done()
+	ctx, done := context.WithTimeout(context.Background(), 10*time.Second)
+	defer done()
+	tower.Shutdown(ctx)
+	srv.Shutdown(ctx)
+}
+
+// allowChatMessage lets a page publish chat lines to a room: a JSON object
+// with a short text.
+func allowChatMessage(_ *firetower.Conn, f *firetower.Frame) bool {
+	if f.Type != firetower.TypePublish || len(f.Topics) != 1 || !strings.HasPrefix(f.Topics[0], "/chat/") {
+		return false
+	}
+	var msg struct {
+		Text string `json:"text"`
+	}
+	if json.Unmarshal(f.Data, &msg) != nil {
+		return false
+	}
+	return msg.Text != "" && utf8.RuneCountInString(msg.Text) <= 2000
+}
+
+func brokerName(u string) string {
+	if u == "" {
+		return "embedded topic service"
+	}
+	return u
+}
