@@ -43,7 +43,9 @@ type Conn struct {
 	spare    [][]byte // the writer's last batch, reused as the next queue
 	held     bool     // a subscribe is in progress: the writer waits
 	holdAt   int      // where the subscribed reply goes when the hold ends
+	queuedAt time.Time // when the oldest frame in queue was queued
 	closing  bool
+	reason   DisconnectReason
 	closeMsg []byte // close frame the writer sends, nil if the peer left
 	wake     chan struct{}
 	done     chan struct{}
@@ -123,7 +125,7 @@ func (c *Conn) Send(v any) error {
 	if err != nil {
 		return err
 	}
-	if !c.enqueue(b) {
+	if !c.enqueue(b, time.Now()) {
 		return ErrConnClosed
 	}
 	return nil
@@ -132,26 +134,32 @@ func (c *Conn) Send(v any) error {
 // Close closes the connection with a normal closure. The disconnect hooks
 // run once it is gone.
 func (c *Conn) Close() error {
-	c.shutdown(websocket.CloseNormalClosure, "", true)
+	c.shutdown(DisconnectServer, websocket.CloseNormalClosure, "", true)
 	return nil
 }
 
-// enqueue queues one encoded frame and reports whether it was queued. A
+// enqueue queues one encoded frame, made at now, and reports whether it
+// was queued. A
 // full queue closes the connection: the policy of DESIGN §3 (a publish
 // never waits for a slow client; that client loses the connection, not
 // messages in the middle of a stream it goes on reading).
-func (c *Conn) enqueue(frame []byte) bool {
+func (c *Conn) enqueue(frame []byte, now time.Time) bool {
 	c.qmu.Lock()
 	if c.closing {
 		c.qmu.Unlock()
 		return false
 	}
 	if len(c.queue) >= c.tower.cfg.SendQueueSize {
+		dropped := len(c.queue) + 1
 		c.qmu.Unlock()
 		c.tower.stats.slowClosed.Add(1)
-		c.tower.log.Warn("firetower: closing a connection that reads too slowly", "conn", c.id, "user", c.userID, "queued", c.tower.cfg.SendQueueSize)
-		c.shutdown(websocket.ClosePolicyViolation, "firetower: send queue full: the client reads too slowly", false)
+		c.tower.stats.droppedQueueFull.Add(int64(dropped))
+		c.tower.log.Warn("firetower: closing a connection that reads too slowly", "conn", c.id, "user", c.userID, "dropped", dropped)
+		c.shutdown(DisconnectSlow, websocket.ClosePolicyViolation, "firetower: send queue full: the client reads too slowly", false)
 		return false
+	}
+	if len(c.queue) == 0 {
+		c.queuedAt = now
 	}
 	c.queue = append(c.queue, frame)
 	signal := len(c.queue) == 1 && !c.held
@@ -181,6 +189,9 @@ func (c *Conn) release(reply []byte) {
 	c.held = false
 	if reply != nil && !c.closing {
 		at := min(c.holdAt, len(c.queue))
+		if len(c.queue) == 0 {
+			c.queuedAt = time.Now()
+		}
 		c.queue = slices.Insert(c.queue, at, reply)
 	}
 	signal := len(c.queue) > 0
@@ -196,13 +207,14 @@ func (c *Conn) release(reply []byte) {
 // shutdown closes the connection once. With code != 0 the writer sends a
 // close frame (after what is queued, if flush) and closes the socket; the
 // read side then ends and the disconnect hooks run.
-func (c *Conn) shutdown(code int, reason string, flush bool) {
+func (c *Conn) shutdown(why DisconnectReason, code int, reason string, flush bool) {
 	c.qmu.Lock()
 	if c.closing {
 		c.qmu.Unlock()
 		return
 	}
 	c.closing = true
+	c.reason = why
 	if code != 0 {
 		c.closeMsg = websocket.FormatCloseMessage(code, reason)
 	}
@@ -238,7 +250,7 @@ func (c *Conn) abort() {
 	if ws != nil {
 		ws.Close()
 	}
-	c.shutdown(0, "", false)
+	c.shutdown(DisconnectShutdown, 0, "", false)
 }
 
 func (c *Conn) writeLoop() {
@@ -251,13 +263,13 @@ func (c *Conn) writeLoop() {
 		case <-c.wake:
 			if err := c.flush(); err != nil {
 				c.ws.Close()
-				c.shutdown(0, "", false)
+				c.shutdown(DisconnectError, 0, "", false)
 				return
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
 				c.ws.Close()
-				c.shutdown(0, "", false)
+				c.shutdown(DisconnectError, 0, "", false)
 				return
 			}
 		case <-c.done:
@@ -282,11 +294,17 @@ func (c *Conn) flush() error {
 			c.qmu.Unlock()
 			return nil
 		}
-		batch := c.queue
+		batch, queuedAt := c.queue, c.queuedAt
 		c.queue, c.spare = c.spare[:0], nil
 		c.qmu.Unlock()
 
-		err := c.write(batch)
+		n, err := c.write(batch)
+		if err == nil {
+			st := &c.tower.stats
+			st.writes.Add(int64(n))
+			st.framesOut.Add(int64(len(batch)))
+			st.latency.observe(time.Since(queuedAt))
+		}
 		clear(batch) // let the frames go
 		c.qmu.Lock()
 		c.spare = batch[:0]
@@ -303,29 +321,38 @@ var (
 	batchClose = []byte{']'}
 )
 
-func (c *Conn) write(batch [][]byte) error {
+// write writes a batch and returns how many WebSocket frames that took.
+func (c *Conn) write(batch [][]byte) (int, error) {
+	st := &c.tower.stats
 	c.ws.SetWriteDeadline(time.Now().Add(c.tower.cfg.WriteTimeout))
 	if !c.batch {
 		for _, f := range batch {
 			if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
-				return err
+				return 0, err
 			}
+			st.bytesOut.Add(int64(len(f)))
 		}
-		return nil
+		return len(batch), nil
 	}
 	w, err := c.ws.NextWriter(websocket.TextMessage)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	size := len(batch) + 1 // brackets and commas
 	w.Write(batchOpen)
 	for i, f := range batch {
 		if i > 0 {
 			w.Write(batchComma)
 		}
 		w.Write(f)
+		size += len(f)
 	}
 	w.Write(batchClose)
-	return w.Close()
+	if err := w.Close(); err != nil {
+		return 0, err
+	}
+	st.bytesOut.Add(int64(size))
+	return 1, nil
 }
 
 // tokenBucket limits inbound frames: rate per second, up to burst at once.

@@ -8,7 +8,6 @@ import (
 	"path"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
@@ -206,10 +205,6 @@ type Tower struct {
 	stats stats
 }
 
-type stats struct {
-	slowClosed  atomic.Int64
-	rateLimited atomic.Int64
-}
 
 // New returns a Tower for cfg, or an error wrapping ErrInvalidConfig, or
 // the broker's error if it cannot be opened.
@@ -232,11 +227,11 @@ func New(cfg Config) (*Tower, error) {
 		cfg:          cfg,
 		log:          cfg.Logger,
 		broker:       b,
-		hub:          newHub(b, cfg.BareData),
 		routes:       newRoutes(cfg.Prefix),
 		conns:        map[*Conn]struct{}{},
 		shutdownDone: make(chan struct{}),
 	}
+	t.hub = newHub(b, cfg.BareData, &t.stats)
 	if err := b.Start(t.hub.deliver); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("firetower: starting the broker: %w", err)
@@ -278,8 +273,10 @@ func (t *Tower) publish(ctx context.Context, topics []string, raw []byte) (strin
 	id := newID()
 	for _, topic := range topics {
 		if err := t.broker.Publish(ctx, broker.Message{Topic: topic, ID: id, Data: raw}); err != nil {
+			t.stats.brokerErrors.Add(1)
 			return "", fmt.Errorf("firetower: publishing to %q: %w", topic, err)
 		}
+		t.stats.published.Add(1)
 	}
 	return id, nil
 }
@@ -323,7 +320,7 @@ func (t *Tower) Shutdown(ctx context.Context) error {
 		}
 		t.mu.Unlock()
 		for _, c := range conns {
-			c.shutdown(1001, "firetower: server shutting down", true)
+			c.shutdown(DisconnectShutdown, 1001, "firetower: server shutting down", true)
 		}
 		go func() {
 			t.handlers.Wait()

@@ -123,6 +123,8 @@ func (t *Tower) originAllowed(r *http.Request) bool {
 
 func (t *Tower) onConnect(s *melody.Session) {
 	c := sessionConn(s)
+	t.stats.connections.Add(1)
+	t.stats.connectionsTotal.Add(1)
 	c.start(s)
 	t.log.Debug("firetower: connected", "conn", c.id, "user", c.userID)
 	if t.cfg.OnConnect != nil {
@@ -134,7 +136,7 @@ func (t *Tower) onConnect(s *melody.Session) {
 func (t *Tower) onDisconnect(s *melody.Session) {
 	c := sessionConn(s)
 	c.cleaned.Do(func() {
-		c.shutdown(0, "", false)
+		c.shutdown(DisconnectClient, 0, "", false)
 		c.writerWG.Wait()
 		c.cancel()
 		topics := c.Topics()
@@ -142,9 +144,15 @@ func (t *Tower) onDisconnect(s *melody.Session) {
 		defer cancel()
 		for _, topic := range topics {
 			if err := t.hub.unsubscribe(ctx, c, topic); err != nil {
-				t.log.Warn("firetower: broker unsubscribe failed", "topic", topic, "err", err)
+				t.stats.brokerErrors.Add(1)
+				t.log.Warn("firetower: broker unsubscribe failed", "conn", c.id, "user", c.userID, "topic", topic, "err", err)
 			}
 		}
+		c.qmu.Lock()
+		why := c.reason
+		c.qmu.Unlock()
+		t.stats.disconnects[why].Add(1)
+		t.stats.connections.Add(-1)
 		c.mu.Lock()
 		clear(c.topics)
 		c.mu.Unlock()
@@ -154,12 +162,13 @@ func (t *Tower) onDisconnect(s *melody.Session) {
 		if t.cfg.OnDisconnect != nil {
 			t.cfg.OnDisconnect(c)
 		}
-		t.log.Debug("firetower: disconnected", "conn", c.id, "user", c.userID)
+		t.log.Debug("firetower: disconnected", "conn", c.id, "user", c.userID, "reason", why.String())
 	})
 }
 
 func (t *Tower) onBinary(s *melody.Session, _ []byte) {
 	c := sessionConn(s)
+	t.stats.framesIn.Add(1)
 	if !c.limiter.allow(time.Now()) {
 		t.rateLimited(c, nil)
 		return
@@ -176,11 +185,12 @@ func (t *Tower) rateLimited(c *Conn, frame []byte) {
 }
 
 // reply queues a reply frame; a closed connection drops it.
-func (c *Conn) reply(frame []byte) { c.enqueue(frame) }
+func (c *Conn) reply(frame []byte) { c.enqueue(frame, time.Now()) }
 
 // onMessage handles one client text frame, on the connection's read path.
 func (t *Tower) onMessage(s *melody.Session, raw []byte) {
 	c := sessionConn(s)
+	t.stats.framesIn.Add(1)
 	if !c.limiter.allow(time.Now()) {
 		t.rateLimited(c, raw)
 		return
@@ -239,6 +249,7 @@ func (t *Tower) subscribe(c *Conn, f *Frame) {
 				t.hub.unsubscribe(ctx, c, done)
 			}
 			c.release(nil)
+			t.stats.brokerErrors.Add(1)
 			t.log.Warn("firetower: broker subscribe failed", "conn", c.id, "user", c.userID, "topic", topic, "err", err)
 			c.reply(errorFrame(brokerError(err, fresh), f.ID))
 			return
@@ -273,7 +284,8 @@ func (t *Tower) unsubscribe(c *Conn, f *Frame) {
 	defer cancel()
 	for _, topic := range held {
 		if err := t.hub.unsubscribe(ctx, c, topic); err != nil {
-			t.log.Warn("firetower: broker unsubscribe failed", "topic", topic, "err", err)
+			t.stats.brokerErrors.Add(1)
+			t.log.Warn("firetower: broker unsubscribe failed", "conn", c.id, "user", c.userID, "topic", topic, "err", err)
 		}
 	}
 	if !t.cfg.BareData {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/maphash"
 	"sync"
+	"time"
 
 	"github.com/OSMeteor/firetower/broker"
 )
@@ -26,7 +27,8 @@ type hub struct {
 	// before the broker has the topic.
 	locks [topicLocks]sync.Mutex
 	// bare makes publish frames the bare data (firetower v0.x compatibility).
-	bare bool
+	bare  bool
+	stats *stats
 }
 
 type hubShard struct {
@@ -41,8 +43,8 @@ type subscribers struct {
 	pos   map[*Conn]int
 }
 
-func newHub(b broker.Broker, bare bool) *hub {
-	h := &hub{seed: maphash.MakeSeed(), broker: b, bare: bare}
+func newHub(b broker.Broker, bare bool, st *stats) *hub {
+	h := &hub{seed: maphash.MakeSeed(), broker: b, bare: bare, stats: st}
 	for i := range h.shards {
 		h.shards[i].topics = map[string]*subscribers{}
 	}
@@ -73,10 +75,12 @@ func (h *hub) subscribe(ctx context.Context, c *Conn, topic string) error {
 	if subs == nil {
 		subs = &subscribers{pos: map[*Conn]int{}}
 		s.topics[topic] = subs
+		h.stats.topics.Add(1)
 	}
 	if _, dup := subs.pos[c]; !dup {
 		subs.pos[c] = len(subs.conns)
 		subs.conns = append(subs.conns, c)
+		h.stats.subscriptions.Add(1)
 	}
 	n := len(subs.conns)
 	s.mu.Unlock()
@@ -110,9 +114,11 @@ func (h *hub) unsubscribe(ctx context.Context, c *Conn, topic string) error {
 	subs.conns[last] = nil
 	subs.conns = subs.conns[:last]
 	delete(subs.pos, c)
+	h.stats.subscriptions.Add(-1)
 	n := len(subs.conns)
 	if n == 0 {
 		delete(s.topics, topic)
+		h.stats.topics.Add(-1)
 	}
 	s.mu.Unlock()
 	h.broker.SetCount(topic, n)
@@ -138,9 +144,11 @@ func (h *hub) deliver(m broker.Message) {
 	} else {
 		frame = appendPublishFrame(make([]byte, 0, len(m.Data)+len(m.Topic)+len(m.ID)+48), m.Topic, m.ID, m.Data)
 	}
+	now := time.Now()
 	for _, c := range subs.conns {
-		c.enqueue(frame)
+		c.enqueue(frame, now)
 	}
+	h.stats.delivered.Add(int64(len(subs.conns)))
 }
 
 // count returns the number of local subscribers of topic.

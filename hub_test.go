@@ -79,7 +79,7 @@ func BenchmarkPublishEmbedded(b *testing.B) {
 	defer tower.broker.Close()
 	for range 100 {
 		c := newConn(tower, httptest.NewRequest("GET", "/ws", nil), "")
-		c.shutdown(0, "", false) // queued frames are dropped at once
+		c.shutdown(DisconnectServer, 0, "", false) // queued frames are dropped at once
 		tower.hub.subscribe(b.Context(), c, "bench")
 		defer c.cancel()
 	}

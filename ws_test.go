@@ -401,7 +401,7 @@ func TestOriginCheck(t *testing.T) {
 // TestSubscribedPrecedesMessages subscribes while the topic is being
 // published to without pause: the first frame must be the reply.
 func TestSubscribedPrecedesMessages(t *testing.T) {
-	s := newServer(t, Config{})
+	s := newServer(t, Config{SendQueueSize: 1 << 20}) // the flood outruns the readers
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)

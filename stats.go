@@ -1,0 +1,131 @@
+package firetower
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// stats are the node's live figures: plain atomic counters bumped on the
+// paths where things happen (never once per subscriber of a publish), read
+// by Stats and by metrics collectors at scrape time.
+type stats struct {
+	connections      atomic.Int64 // open now
+	connectionsTotal atomic.Int64
+	subscriptions    atomic.Int64 // (connection, topic) pairs now
+	topics           atomic.Int64 // topics with local subscribers now
+	framesIn         atomic.Int64 // client frames read
+	published        atomic.Int64 // messages this node published (REST, client, Tower.Publish), per topic
+	delivered        atomic.Int64 // frames queued to subscribers
+	framesOut        atomic.Int64 // server frames written (replies included)
+	writes           atomic.Int64 // WebSocket frames written (a batch is one)
+	bytesOut         atomic.Int64 // payload bytes written
+	slowClosed       atomic.Int64 // connections closed because their queue was full
+	droppedQueueFull atomic.Int64 // frames lost with them
+	rateLimited      atomic.Int64 // client frames dropped by the inbound rate limit
+	brokerErrors     atomic.Int64
+
+	disconnects [numDisconnectReasons]atomic.Int64
+	latency     histogram // from a frame's queueing to its write, per batch
+}
+
+// DisconnectReason says why a connection ended.
+type DisconnectReason int
+
+const (
+	DisconnectClient   DisconnectReason = iota // the client closed or went away
+	DisconnectSlow                             // its send queue was full
+	DisconnectShutdown                         // the Tower shut down
+	DisconnectServer                           // Conn.Close
+	DisconnectError                            // a write failed or timed out
+	numDisconnectReasons
+)
+
+func (r DisconnectReason) String() string {
+	return [...]string{"client", "slow", "shutdown", "server", "write_error"}[r]
+}
+
+// Stats is a snapshot of a node's figures since it started. Counters only
+// grow; the "now" figures are gauges.
+type Stats struct {
+	Connections      int64 `json:"connections"`      // open now
+	ConnectionsTotal int64 `json:"connectionsTotal"` // opened since start
+	Subscriptions    int64 `json:"subscriptions"`    // connection-topic pairs now
+	Topics           int64 `json:"topics"`           // topics with local subscribers now
+	FramesIn         int64 `json:"framesIn"`         // client frames read
+	Published        int64 `json:"published"`        // messages published through this node, one per topic
+	Delivered        int64 `json:"delivered"`        // messages queued to local subscribers
+	FramesOut        int64 `json:"framesOut"`        // server frames written, replies included
+	Writes           int64 `json:"writes"`           // WebSocket frames written (a batch counts once)
+	BytesOut         int64 `json:"bytesOut"`         // bytes of server frames written
+	SlowClosed       int64 `json:"slowClosed"`       // connections closed for a full send queue
+	DroppedQueueFull int64 `json:"droppedQueueFull"` // frames dropped with them
+	RateLimited      int64 `json:"rateLimited"`      // client frames dropped by the rate limit
+	BrokerErrors     int64 `json:"brokerErrors"`     // failed broker calls
+
+	Disconnects map[string]int64 `json:"disconnects"` // by reason
+
+	// Latency from queueing a frame to finishing its write, observed once
+	// per write: bucket upper bounds in seconds, cumulative counts.
+	LatencyBuckets []float64 `json:"latencyBuckets"`
+	LatencyCounts  []uint64  `json:"latencyCounts"`
+	LatencyCount   uint64    `json:"latencyCount"`
+	LatencySum     float64   `json:"latencySum"` // seconds
+}
+
+// Stats returns the node's figures now.
+func (t *Tower) Stats() Stats {
+	s := &t.stats
+	out := Stats{
+		Connections:      s.connections.Load(),
+		ConnectionsTotal: s.connectionsTotal.Load(),
+		Subscriptions:    s.subscriptions.Load(),
+		Topics:           s.topics.Load(),
+		FramesIn:         s.framesIn.Load(),
+		Published:        s.published.Load(),
+		Delivered:        s.delivered.Load(),
+		FramesOut:        s.framesOut.Load(),
+		Writes:           s.writes.Load(),
+		BytesOut:         s.bytesOut.Load(),
+		SlowClosed:       s.slowClosed.Load(),
+		DroppedQueueFull: s.droppedQueueFull.Load(),
+		RateLimited:      s.rateLimited.Load(),
+		BrokerErrors:     s.brokerErrors.Load(),
+		Disconnects:      map[string]int64{},
+	}
+	for r := range numDisconnectReasons {
+		out.Disconnects[r.String()] = s.disconnects[r].Load()
+	}
+	out.LatencyBuckets, out.LatencyCounts, out.LatencyCount, out.LatencySum = s.latency.snapshot()
+	return out
+}
+
+// latencyBuckets are upper bounds in seconds, from 50µs to 5s.
+var latencyBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+
+// histogram is a fixed-bucket histogram safe for concurrent use.
+type histogram struct {
+	counts [17]atomic.Uint64 // one per bucket, and +Inf
+	sumNs  atomic.Int64
+}
+
+func (h *histogram) observe(d time.Duration) {
+	sec := d.Seconds()
+	i := 0
+	for i < len(latencyBuckets) && sec > latencyBuckets[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sumNs.Add(int64(d))
+}
+
+// snapshot returns cumulative counts per bucket, the total and the sum.
+func (h *histogram) snapshot() (bounds []float64, cumulative []uint64, count uint64, sum float64) {
+	cumulative = make([]uint64, len(latencyBuckets))
+	var running uint64
+	for i := range latencyBuckets {
+		running += h.counts[i].Load()
+		cumulative[i] = running
+	}
+	count = running + h.counts[len(latencyBuckets)].Load()
+	return append([]float64(nil), latencyBuckets...), cumulative, count, float64(h.sumNs.Load()) / 1e9
+}
