@@ -40,9 +40,9 @@ type Conn struct {
 	// network; the writer goroutine takes everything queued at once.
 	qmu      sync.Mutex
 	queue    [][]byte
-	spare    [][]byte // the writer's last batch, reused as the next queue
-	held     bool     // a subscribe is in progress: the writer waits
-	holdAt   int      // where the subscribed reply goes when the hold ends
+	spare    [][]byte  // the writer's last batch, reused as the next queue
+	held     bool      // a subscribe is in progress: the writer waits
+	holdAt   int       // where the subscribed reply goes when the hold ends
 	queuedAt time.Time // when the oldest frame in queue was queued
 	closing  bool
 	reason   DisconnectReason

@@ -205,7 +205,6 @@ type Tower struct {
 	stats stats
 }
 
-
 // New returns a Tower for cfg, or an error wrapping ErrInvalidConfig, or
 // the broker's error if it cannot be opened.
 func New(cfg Config) (*Tower, error) {
