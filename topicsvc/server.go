@@ -409,7 +409,8 @@ func (ss *session) recvLoop(ops []*pb.NodeOp) {
 		}
 		frame, err := ss.stream.Recv()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			// A node that closes its broker cancels its stream.
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
 				err = errNodeLeft
 			}
 			ss.end(err)
