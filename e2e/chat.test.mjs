@@ -253,7 +253,7 @@ test('firetower.js works as a plain script and firetower.mjs as a module; a REST
   const problems = [];
   page.on('pageerror', (e) => problems.push(e.message));
   // A document of the node's origin that is not the chat page.
-  await page.goto(node.base + '/firetower.d.ts');
+  await page.goto(node.base + '/topics/blank/count');
   const urls = await page.evaluate(async () => {
     const s = document.createElement('script');
     s.src = '/firetower.js';
@@ -266,14 +266,14 @@ test('firetower.js works as a plain script and firetower.mjs as a module; a REST
     window.clients = [asScript, asModule];
     // Only the backend's message: the chat server also publishes counts.
     const keep = (who) => (d, f) => { if (d && d.text) window.received.push([who, d, typeof f.id]); };
-    asScript.on('/e2e/rest', keep('script'));
-    asModule.on('/e2e/rest', keep('module'));
-    await Promise.all([asScript.subscribe('/e2e/rest'), asModule.subscribe('/e2e/rest')]);
+    asScript.on('/chat/e2e-rest', keep('script'));
+    asModule.on('/chat/e2e-rest', keep('module'));
+    await Promise.all([asScript.subscribe('/chat/e2e-rest'), asModule.subscribe('/chat/e2e-rest')]);
     return [asScript.url, asModule.url];
   });
   assert.deepEqual(urls, [`ws://127.0.0.1:${node.port}/ws?batch=1`, `ws://127.0.0.1:${node.port}/ws`]);
 
-  const body = `{"topic":"/e2e/rest","data":{"text":"pushed by a backend","n":42,"s":"żółw"}}`;
+  const body = `{"topic":"/chat/e2e-rest","data":{"text":"pushed by a backend","n":42,"s":"żółw"}}`;
   const noAuth = await fetch(node.base + '/publish', {method: 'POST', body});
   assert.equal(noAuth.status, 401);
   const res = await fetch(node.base + '/publish', {method: 'POST', body, headers: {Authorization: 'Bearer ' + API_TOKEN}});

@@ -39,7 +39,7 @@ function v0Client() {
 async function v0Page(base) {
   const ctx = await browser.newContext();
   const page = await ctx.newPage();
-  await page.goto(base + '/firetower.d.ts'); // any document of the node's origin
+  await page.goto(base + '/topics/blank/count'); // any document of the node's origin
   await page.evaluate(v0Client);
   return {page, ctx};
 }

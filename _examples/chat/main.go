@@ -59,14 +59,27 @@ func main() {
 	}
 
 	// Whenever someone joins or leaves a room, tell the room how many are
-	// in it now.
-	announce := func(c *firetower.Conn, rooms []string) {
-		for _, room := range rooms {
-			n, err := c.Tower().GetConnectNum(c.Context(), room)
-			if err != nil {
-				continue
+	// in it now. Not with c.Context(): on a disconnect it is already
+	// cancelled, and a remote broker would refuse the count. With bare data
+	// the frames take the v0.x chat's shape, so its pages show the count.
+	announce := func(kind string) func(*firetower.Conn, []string) {
+		return func(c *firetower.Conn, rooms []string) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			for _, room := range rooms {
+				n, err := c.Tower().GetConnectNum(ctx, room)
+				if err != nil {
+					log.Warn("counting a room", "room", room, "err", err)
+					continue
+				}
+				msg := map[string]any{"type": "online", "count": n}
+				if *bare {
+					msg = map[string]any{"type": kind, "data": n}
+				}
+				if _, err := c.Tower().Publish(ctx, room, msg); err != nil {
+					log.Warn("announcing a room's count", "room", room, "err", err)
+				}
 			}
-			c.Tower().Publish(context.Background(), room, map[string]any{"type": "online", "count": n})
 		}
 	}
 	tower, err := firetower.New(firetower.Config{
@@ -83,8 +96,8 @@ func main() {
 			}
 			return true
 		},
-		SubscribeHandler:   announce,
-		UnSubscribeHandler: announce,
+		SubscribeHandler:   announce("onSubscribe"),
+		UnSubscribeHandler: announce("onUnsubscribe"),
 		ReadHandler:        allowChatMessage,
 	})
 	if err != nil {
@@ -120,18 +133,24 @@ func main() {
 }
 
 // allowChatMessage lets a page publish chat lines to a room: a JSON object
-// with a short text.
+// with a short text, {"text":"hi",...}, or the v0.x chat's
+// {"from":"1234","data":"hi","type":"publish"}.
 func allowChatMessage(_ *firetower.Conn, f *firetower.Frame) bool {
 	if f.Type != firetower.TypePublish || len(f.Topics) != 1 || !strings.HasPrefix(f.Topics[0], "/chat/") {
 		return false
 	}
 	var msg struct {
 		Text string `json:"text"`
+		Data any    `json:"data"`
 	}
 	if json.Unmarshal(f.Data, &msg) != nil {
 		return false
 	}
-	return msg.Text != "" && utf8.RuneCountInString(msg.Text) <= 2000
+	text := msg.Text
+	if v0, ok := msg.Data.(string); ok && text == "" {
+		text = v0
+	}
+	return text != "" && utf8.RuneCountInString(text) <= 2000
 }
 
 func brokerName(u string) string {
