@@ -46,7 +46,7 @@ async function startChat({port, broker = ''} = {}) {
 // openChat opens the chat in a context of its own (its own storage, so its
 // own nickname) and waits until it is in the room.
 async function openChat(base, nick, room = 'world') {
-  const ctx = await browser.newContext({viewport: {width: 1100, height: 640}});
+  const ctx = await browser.newContext({viewport: {width: 1100, height: 540}});
   const page = await ctx.newPage();
   const problems = [];
   page.on('pageerror', (e) => problems.push('page error: ' + e.message));
