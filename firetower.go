@@ -15,6 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 	"github.com/olahol/melody"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures a Tower. Zero values mean the documented defaults;
@@ -124,6 +125,19 @@ type Config struct {
 	// request makes. Default: 5s.
 	BrokerTimeout time.Duration
 
+	// Dashboard serves the live operations page at {prefix}/dashboard.
+	// The page itself holds no data; its figures come from
+	// {prefix}/dashboard/events, authorized like REST publish (see
+	// (*Tower).Middleware). GET {prefix}/topics and {prefix}/stats are
+	// served either way. Default: false.
+	Dashboard bool
+	// Metrics, if set, receives a collector of the node's figures
+	// (firetower_connections, firetower_messages_delivered_total, ...),
+	// read at scrape time at no cost per message; Shutdown unregisters it.
+	// Wrap it with prometheus.WrapRegistererWith to label the node.
+	// Default: nil (no metrics; nothing is registered globally).
+	Metrics prometheus.Registerer
+
 	// Logger receives firetower's logs. Default: nil (discarded).
 	Logger *slog.Logger
 }
@@ -203,6 +217,7 @@ type Tower struct {
 	shutdownErr  error
 
 	stats stats
+	ops   *ops // the operations routes and metrics (ops.go)
 }
 
 // New returns a Tower for cfg, or an error wrapping ErrInvalidConfig, or
@@ -231,7 +246,12 @@ func New(cfg Config) (*Tower, error) {
 		shutdownDone: make(chan struct{}),
 	}
 	t.hub = newHub(b, cfg.BareData, &t.stats)
+	if err := t.startOps(); err != nil {
+		b.Close()
+		return nil, err
+	}
 	if err := b.Start(t.hub.deliver); err != nil {
+		t.stopOps()
 		b.Close()
 		return nil, fmt.Errorf("firetower: starting the broker: %w", err)
 	}
@@ -323,6 +343,7 @@ func (t *Tower) Shutdown(ctx context.Context) error {
 		}
 		go func() {
 			t.handlers.Wait()
+			t.stopOps()
 			t.shutdownErr = t.broker.Close()
 			close(t.shutdownDone)
 		}()

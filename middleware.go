@@ -23,7 +23,9 @@ func Middleware(cfg Config) gin.HandlerFunc {
 
 // Middleware returns gin middleware that serves the Tower's routes —
 // GET {prefix}/ws, POST {prefix}/publish, GET {prefix}/topics/:topic/count,
-// GET {prefix}/firetower.js (and .mjs, .d.ts) —
+// GET {prefix}/firetower.js (and .mjs, .d.ts), the operations routes
+// GET {prefix}/topics and {prefix}/stats, and with Config.Dashboard
+// {prefix}/dashboard (ops.go explains how the page is authorized) —
 // and passes every other request on to the app untouched. Install it with
 // r.Use before the app's routes so FromContext works in their handlers;
 // firetower's own routes work wherever it is installed, since gin runs
@@ -54,6 +56,10 @@ func (t *Tower) Middleware() gin.HandlerFunc {
 		}
 		if f, ok := clientAssets[p[len(t.routes.prefix):]]; ok && c.Request.Method == http.MethodGet {
 			serveClient(c, f)
+			return
+		}
+		if t.serveOps(c, p) {
+			c.Abort()
 			return
 		}
 		if topic, ok := t.routes.countTopic(c.Request.URL.EscapedPath()); ok {

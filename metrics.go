@@ -1,0 +1,104 @@
+package firetower
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// collector exposes a Tower's figures to Prometheus. It reads Tower.Stats
+// at scrape time, so the hot path pays nothing for metrics beyond the
+// atomic counters it keeps anyway.
+type collector struct {
+	t *Tower
+
+	connections, connectionsOpened, subscriptions, topics           *prometheus.Desc
+	framesIn, published, delivered, framesOut, writes, bytesOut     *prometheus.Desc
+	dropped, disconnects, latency, brokerErrors, brokerUp, brokerRe *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*collector)(nil)
+
+// brokerConnectivity is implemented by brokers that hold a session to a
+// remote service (topicsvc.Client): whether it is up now.
+type brokerConnectivity interface{ Connected() bool }
+
+// brokerReconnects is implemented by brokers that count how often their
+// session was re-established.
+type brokerReconnects interface{ Reconnects() int64 }
+
+func newCollector(t *Tower) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("firetower_"+name, help, labels, nil)
+	}
+	return &collector{
+		t:                 t,
+		connections:       d("connections", "WebSocket connections open now."),
+		connectionsOpened: d("connections_opened_total", "WebSocket connections opened since the node started."),
+		subscriptions:     d("subscriptions", "Subscriptions (connection and topic pairs) now."),
+		topics:            d("topics", "Topics with at least one subscriber on this node now."),
+		framesIn:          d("frames_received_total", "Client frames read."),
+		published:         d("messages_published_total", "Messages published through this node (REST, client, Tower.Publish), one per topic."),
+		delivered:         d("messages_delivered_total", "Messages queued to this node's subscribers, one per subscriber."),
+		framesOut:         d("frames_sent_total", "Server frames written to connections, replies included."),
+		writes:            d("websocket_writes_total", "WebSocket frames written (a batch of server frames counts once)."),
+		bytesOut:          d("bytes_out_total", "Bytes of server frames written to connections."),
+		dropped:           d("dropped_messages_total", "Frames dropped: queue_full (with a connection closed for reading too slowly), rate_limited (client frames over the inbound rate).", "reason"),
+		disconnects:       d("disconnects_total", "Connections ended, by reason: client, slow, shutdown, server, write_error.", "reason"),
+		latency:           d("delivery_latency_seconds", "Time from queueing a frame to finishing its write, observed once per write."),
+		brokerErrors:      d("broker_errors_total", "Failed broker calls."),
+		brokerUp:          d("broker_connected", "1 while the node's session with its remote broker is up, 0 while it reconnects."),
+		brokerRe:          d("broker_reconnects_total", "Times the node's session with its remote broker was re-established."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		m.connections, m.connectionsOpened, m.subscriptions, m.topics,
+		m.framesIn, m.published, m.delivered, m.framesOut, m.writes, m.bytesOut,
+		m.dropped, m.disconnects, m.latency, m.brokerErrors, m.brokerUp, m.brokerRe,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *collector) Collect(ch chan<- prometheus.Metric) {
+	s := m.t.Stats()
+	gauge := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(m.connections, s.Connections)
+	counter(m.connectionsOpened, s.ConnectionsTotal)
+	gauge(m.subscriptions, s.Subscriptions)
+	gauge(m.topics, s.Topics)
+	counter(m.framesIn, s.FramesIn)
+	counter(m.published, s.Published)
+	counter(m.delivered, s.Delivered)
+	counter(m.framesOut, s.FramesOut)
+	counter(m.writes, s.Writes)
+	counter(m.bytesOut, s.BytesOut)
+	counter(m.dropped, s.DroppedQueueFull, "queue_full")
+	counter(m.dropped, s.RateLimited, "rate_limited")
+	for reason, n := range s.Disconnects {
+		counter(m.disconnects, n, reason)
+	}
+	buckets := make(map[float64]uint64, len(s.LatencyBuckets))
+	for i, b := range s.LatencyBuckets {
+		buckets[b] = s.LatencyCounts[i]
+	}
+	ch <- prometheus.MustNewConstHistogram(m.latency, s.LatencyCount, s.LatencySum, buckets)
+	counter(m.brokerErrors, s.BrokerErrors)
+	if b, ok := m.t.broker.(brokerConnectivity); ok {
+		up := int64(0)
+		if b.Connected() {
+			up = 1
+		}
+		gauge(m.brokerUp, up)
+	}
+	if b, ok := m.t.broker.(brokerReconnects); ok {
+		counter(m.brokerRe, b.Reconnects())
+	}
+}
