@@ -112,7 +112,14 @@ func driverMain(args []string) {
 	write := fs.Bool("write", true, "rewrite BENCHMARKS.md's section and docs/bench.png")
 	publishers := fs.Int("publishers", 0, "override the scenario's concurrent HTTP publishers")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the firetower server (last round) to this file")
+	chartOnly := fs.Bool("chart-only", false, "only redraw docs/bench.png from BENCHMARKS.md")
 	_ = fs.Parse(args)
+	if *chartOnly {
+		if err := redrawChart(*out); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 
 	var sc *scenario
 	for i := range scenarios {

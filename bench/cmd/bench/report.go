@@ -173,7 +173,7 @@ func summarize(sc scenario, targets []target, recs []record, rounds int) summary
 			cd.Values = append(cd.Values, d)
 		}
 	case "stalled":
-		cd.Metric = "p99 with stalled ÷ without"
+		cd.Metric = "p99 stalled / clean"
 		b.WriteString("| target | p99 ms, no stalled | p99 ms, 1% stalled | ratio | lost (reading clients) | disconnects (reading clients) | firetower ÷ target, p99 with stalled |\n|---|---|---|---|---|---|---|\n")
 		for _, t := range targets {
 			clean, st := by(t.Name, ""), by(t.Name, "stalled")
@@ -226,6 +226,17 @@ func writeReport(dir string, sc scenario, sum summary) error {
 	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
 		return err
 	}
+	return redrawChart(dir)
+}
+
+// redrawChart draws docs/bench.png from the data of every scenario section
+// of BENCHMARKS.md.
+func redrawChart(dir string) error {
+	raw, err := os.ReadFile(filepath.Join(dir, "BENCHMARKS.md"))
+	if err != nil {
+		return err
+	}
+	doc := string(raw)
 	var charts []chartData
 	for _, s := range scenarios {
 		for _, m := range dataRe.FindAllStringSubmatch(doc, -1) {
