@@ -4,7 +4,7 @@
 // must work unchanged.
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
-import {build, freePort, httpReady, launch, start, stop, stopAll} from './helpers.mjs';
+import {build, freePort, httpReady, launch, start, stop, stopAll, tcpReady} from './helpers.mjs';
 
 const API_TOKEN = 'e2e-api-token';
 let browser;
@@ -94,4 +94,46 @@ test('a firetower v0.x page works unchanged against a node with bare data', asyn
   await a.ctx.close();
   await b.ctx.close();
   await stop(node);
+});
+
+test('migration: a v0.x page on a bare-data node and a firetower.js page on a v1 node share one cluster', async () => {
+  const svcBin = build('./cmd/firetower-topicsvc', 'firetower-topicsvc');
+  const svcPort = await freePort();
+  const svc = await start(svcBin, {FIRETOWER_TOPICSVC_LISTEN: `127.0.0.1:${svcPort}`, FIRETOWER_TOPICSVC_TOKEN: 'e2e'}, tcpReady(svcPort), 'topic service');
+  const nodes = [];
+  for (const bare of ['1', '']) {
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    const env = {FIRETOWER_ADDR: `127.0.0.1:${port}`, FIRETOWER_BARE_DATA: bare, FIRETOWER_BROKER: `topicsvc://127.0.0.1:${svcPort}`, FIRETOWER_TOPICSVC_TOKEN: 'e2e'};
+    nodes.push({base, proc: await start(chatBin, env, httpReady(base + '/'), `chat node (bare data: ${bare || 'off'})`)});
+  }
+  const old = await v0Page(nodes[0].base);
+  await old.page.evaluate(() => window.v0.subscribe(['/chat/mixed']));
+  await waitFrames(old, (f) => f.some((x) => x.type === 'onSubscribe'), 'the subscription');
+
+  const ctx = await browser.newContext();
+  const page = await ctx.newPage();
+  await page.goto(nodes[1].base + '/topics/blank/count');
+  await page.evaluate(async () => {
+    await import('/firetower.mjs');
+    const ft = window.firetower.connect('/ws');
+    window.got = [];
+    ft.on('/chat/mixed', (d) => { if (d.text || d.from) window.got.push(d); });
+    await ft.subscribe('/chat/mixed');
+    window.ft = ft;
+  });
+  // v1 page -> v0 page: the v0 page gets the bare data.
+  const ack = await page.evaluate(() => window.ft.publish('/chat/mixed', {nick: 'new', text: 'from firetower.js'}));
+  assert.equal(typeof ack.messageId, 'string');
+  await waitFrames(old, (f) => f.some((x) => x.text === 'from firetower.js'), 'the firetower.js message');
+  // v0 page -> v1 page: the firetower.js page gets the envelope.
+  await old.page.evaluate(() => window.v0.publish('/chat/mixed', {from: 'old', data: 'from a v0 page', type: 'publish'}));
+  await page.waitForFunction(() => window.got.some((d) => d.data === 'from a v0 page'), null, {timeout: 10000});
+  assert.deepEqual(await page.evaluate(() => window.got), [{nick: 'new', text: 'from firetower.js'}, {from: 'old', data: 'from a v0 page', type: 'publish'}]);
+
+  await page.evaluate(() => window.ft.close());
+  await ctx.close();
+  await old.ctx.close();
+  for (const n of nodes) await stop(n.proc);
+  await stop(svc);
 });
