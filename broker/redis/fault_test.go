@@ -1,0 +1,216 @@
+//go:build redis
+
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/OSMeteor/firetower/broker"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// redisServer is a redis-server process the test owns, so that it can kill
+// it and start it again at the same address.
+type redisServer struct {
+	t    *testing.T
+	addr string
+	dir  string
+	cmd  *exec.Cmd
+}
+
+func newRedisServer(t *testing.T) *redisServer {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redis-server is not installed (apt-get install redis-server; scripts/redis-up.sh needs it too): %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	addr := l.Addr().String()
+	l.Close()
+	s := &redisServer{t: t, addr: addr, dir: t.TempDir()}
+	s.start()
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *redisServer) start() {
+	s.t.Helper()
+	_, port, _ := net.SplitHostPort(s.addr)
+	log, err := os.OpenFile(filepath.Join(s.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	must(s.t, err)
+	defer log.Close()
+	// No persistence: a restarted server is empty, as after losing its
+	// data, the hardest case for the counts.
+	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir)
+	s.cmd.Stdout, s.cmd.Stderr = log, log
+	must(s.t, s.cmd.Start())
+	c := goredis.NewClient(&goredis.Options{Addr: s.addr, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			logs, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			s.t.Fatalf("redis-server did not start on %s:\n%s", s.addr, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *redisServer) kill() {
+	if s.cmd != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+// TestRedisRestart kills Redis under two nodes and starts it again: while
+// it is down the nodes answer ErrUnavailable quickly and nothing blocks;
+// once it is back, the nodes resubscribe, delivery resumes in order and the
+// counts are written again, without help.
+func TestRedisRestart(t *testing.T) {
+	srv := newRedisServer(t)
+	url := "redis://" + srv.addr + "/0?prefix=" + uniquePrefix()
+	open := func() broker.Broker {
+		b, err := broker.Open(url, broker.Options{})
+		must(t, err)
+		return b
+	}
+	a, b := open(), open()
+	rec := newRecorder(10000)
+	start(t, a, func(broker.Message) {})
+	start(t, b, rec.handle)
+	ctx := ctxFor(t, 2*time.Minute)
+	must(t, b.Subscribe(ctx, "stream"))
+	a.SetCount("stream", 1)
+	b.SetCount("stream", 2)
+	eventually(t, 2*time.Second, countIs(ctx, a, "stream", 3))
+
+	for i := range 100 {
+		must(t, a.Publish(ctx, broker.Message{Topic: "stream", ID: "before-" + strconv.Itoa(i), Data: []byte(strconv.Itoa(i))}))
+	}
+	for i := range 100 {
+		if m := rec.next(t, 5*time.Second); m.ID != "before-"+strconv.Itoa(i) {
+			t.Fatalf("got %s, want before-%d", m.ID, i)
+		}
+	}
+
+	srv.kill()
+	// Down: every call fails with ErrUnavailable within the broker's
+	// Timeout (2 s), even many at once; none blocks.
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for p := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				began := time.Now()
+				err := a.Publish(ctx, broker.Message{Topic: "stream", ID: fmt.Sprintf("down-%d-%d", p, i), Data: []byte("0")})
+				if !isUnavailable(err) {
+					errs <- fmt.Errorf("Publish while Redis is down: %v, want ErrUnavailable", err)
+				} else if d := time.Since(began); d > 3*time.Second {
+					errs <- fmt.Errorf("Publish while Redis is down took %v", d)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if _, err := a.Count(ctx, "stream"); !isUnavailable(err) {
+		t.Errorf("Count while Redis is down: %v, want ErrUnavailable", err)
+	}
+	if err := b.Subscribe(ctx, "other"); !isUnavailable(err) {
+		t.Errorf("Subscribe while Redis is down: %v, want ErrUnavailable", err)
+	}
+	a.SetCount("stream", 4) // recorded now, written once Redis is back
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	srv.start()
+	// Delivery resumes by itself: publish until one arrives.
+	resumed := time.Now()
+	deadline := resumed.Add(15 * time.Second)
+	for i := 0; ; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("delivery did not resume within 15s of Redis restarting")
+		}
+		a.Publish(ctx, broker.Message{Topic: "stream", ID: "probe", Data: []byte("0")})
+		select {
+		case m := <-rec.got:
+			if m.ID != "probe" {
+				t.Fatalf("after the restart got %+v first", m)
+			}
+		case <-time.After(100 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	t.Logf("delivery resumed %v after Redis restarted", time.Since(resumed).Round(10*time.Millisecond))
+	// Drain the other probes, then check order again.
+	time.Sleep(200 * time.Millisecond)
+	for len(rec.got) > 0 {
+		if m := <-rec.got; m.ID != "probe" {
+			t.Fatalf("got %+v among the probes", m)
+		}
+	}
+	for i := range 100 {
+		must(t, a.Publish(ctx, broker.Message{Topic: "stream", ID: "after-" + strconv.Itoa(i), Data: []byte(strconv.Itoa(i))}))
+	}
+	for i := range 100 {
+		if m := rec.next(t, 5*time.Second); m.ID != "after-"+strconv.Itoa(i) {
+			t.Fatalf("got %s, want after-%d", m.ID, i)
+		}
+	}
+	// The restarted Redis was empty: the nodes wrote their counts again,
+	// including the one set while it was down.
+	eventually(t, 10*time.Second, countIs(ctx, b, "stream", 6))
+	eventually(t, 10*time.Second, countIs(ctx, a, "stream", 6))
+	must(t, b.Subscribe(ctx, "other"))
+}
+
+// TestOpenedClientTimeouts: a broker opened from a URL whose server is
+// not there fails fast with ErrUnavailable.
+func TestNoServerIsUnavailable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	b, err := broker.Open("redis://"+addr+"/0", broker.Options{})
+	must(t, err)
+	start(t, b, func(broker.Message) {})
+	ctx := ctxFor(t, 30*time.Second)
+	for name, call := range map[string]func() error{
+		"Publish":   func() error { return b.Publish(ctx, broker.Message{Topic: "x", ID: "1", Data: []byte("1")}) },
+		"Subscribe": func() error { return b.Subscribe(ctx, "x") },
+		"Count":     func() error { _, err := b.Count(ctx, "x"); return err },
+	} {
+		began := time.Now()
+		err := call()
+		if !isUnavailable(err) {
+			t.Errorf("%s: %v, want ErrUnavailable", name, err)
+		}
+		if !strings.Contains(fmt.Sprint(err), "firetower") {
+			t.Errorf("%s: %v does not say whose error it is", name, err)
+		}
+		d := time.Since(began)
+		if d > 3*time.Second {
+			t.Errorf("%s took %v", name, d)
+		}
+		t.Logf("%s failed after %v: %v", name, d.Round(time.Millisecond), err)
+	}
+}

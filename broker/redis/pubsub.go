@@ -1,0 +1,511 @@
+//go:build redis
+
+package redis
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/OSMeteor/firetower/broker"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// reader owns one pub/sub connection and the channels it carries: all of
+// them on one server, one group of hash-tagged channels on Redis Cluster.
+// Its goroutine reads the connection and calls the node's handler, so the
+// handler sees one topic's messages in order.
+type reader struct {
+	b      *Broker
+	prefix string // of the channels of this reader
+
+	// ctl serialises the commands that change the subscriptions, which are
+	// network writes; a channel rather than a mutex so that a caller can
+	// give up waiting.
+	ctl  chan struct{}
+	wake chan struct{} // ps became non-nil
+
+	mu     sync.RWMutex
+	ps     *goredis.PubSub // nil until the first subscription
+	closed bool
+	subs   map[string]*sub // channel -> the topic the node wants
+	// unsubs counts the node's own unsubscribes not yet confirmed, to
+	// tell them from the unsubscribes Redis Cluster sends when a slot
+	// moves to another master.
+	unsubs map[string]int
+	down   bool // the connection failed and has not delivered since
+
+	lastRecv atomic.Int64 // Unix ns of the last frame read, pongs included
+
+	// deliveries decouples reading from the handler, so that a slow
+	// handler never delays the subscription confirmations, which arrive on
+	// the same connection. Bounded in messages (by its capacity) and in
+	// bytes (queued); see enqueue for the policy when full.
+	deliveries chan delivery
+	queued     atomic.Int64 // bytes of data in deliveries
+	maxQueued  int64
+	dropped    atomic.Int64 // since the last warning
+	lastWarn   atomic.Int64 // Unix ns
+}
+
+type delivery struct {
+	channel string
+	msg     broker.Message
+}
+
+// sub is one wanted channel.
+type sub struct {
+	topic     string
+	confirmed bool          // Redis acknowledged the subscription on the current connection
+	ready     chan struct{} // closed when confirmed
+}
+
+// unconfirm marks the subscription as lost with its connection.
+func (s *sub) unconfirm() {
+	if s.confirmed {
+		s.confirmed = false
+		s.ready = make(chan struct{})
+	}
+}
+
+func newReader(b *Broker, prefix string, queue int, queueBytes int64) *reader {
+	return &reader{
+		b:          b,
+		prefix:     prefix,
+		ctl:        make(chan struct{}, 1),
+		wake:       make(chan struct{}, 1),
+		subs:       map[string]*sub{},
+		unsubs:     map[string]int{},
+		deliveries: make(chan delivery, queue),
+		maxQueued:  queueBytes,
+	}
+}
+
+func (r *reader) lock(ctx context.Context) error {
+	select {
+	case r.ctl <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.b.done:
+		return broker.ErrClosed
+	}
+}
+
+func (r *reader) unlock() { <-r.ctl }
+
+func (b *Broker) newPubSub(ctx context.Context) *goredis.PubSub {
+	// Without channels neither call connects: the connection is made by
+	// the first subscribe, which on Redis Cluster picks the master of the
+	// channel's slot.
+	if b.sharded {
+		return b.client.SSubscribe(ctx)
+	}
+	return b.client.Subscribe(ctx)
+}
+
+func (b *Broker) subscribeCmd(ctx context.Context, ps *goredis.PubSub, channels ...string) error {
+	if b.sharded {
+		return ps.SSubscribe(ctx, channels...)
+	}
+	return ps.Subscribe(ctx, channels...)
+}
+
+func (b *Broker) unsubscribeCmd(ctx context.Context, ps *goredis.PubSub, channels ...string) error {
+	if b.sharded {
+		return ps.SUnsubscribe(ctx, channels...)
+	}
+	return ps.Unsubscribe(ctx, channels...)
+}
+
+// Subscribe implements broker.Broker. It returns once Redis confirmed the
+// subscription, so a message published anywhere afterwards reaches the
+// node.
+func (b *Broker) Subscribe(ctx context.Context, topic string) error {
+	if err := b.ready(); err != nil {
+		return err
+	}
+	opCtx, cancel := b.opCtx(ctx)
+	defer cancel()
+	r, ch := b.route(topic)
+	if err := r.subscribe(opCtx, topic, ch); err != nil {
+		return b.fail(ctx, "subscribe", err)
+	}
+	return nil
+}
+
+func (r *reader) subscribe(ctx context.Context, topic, ch string) error {
+	if err := r.lock(ctx); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		r.unlock()
+		return broker.ErrClosed
+	}
+	s, existed := r.subs[ch]
+	if !existed {
+		s = &sub{topic: topic, ready: make(chan struct{})}
+		r.subs[ch] = s
+	}
+	ready := s.ready
+	ps, fresh := r.ps, r.ps == nil
+	if fresh {
+		ps = r.b.newPubSub(ctx)
+		r.ps = ps
+		r.lastRecv.Store(time.Now().UnixNano())
+	}
+	r.mu.Unlock()
+	var err error
+	if !existed {
+		err = r.b.subscribeCmd(ctx, ps, ch)
+	}
+	if fresh {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	}
+	r.unlock()
+
+	if err == nil {
+		select {
+		case <-ready:
+			return nil
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-r.b.done:
+			return broker.ErrClosed
+		}
+	}
+	if !existed {
+		// The interest was never confirmed, so it is not the node's:
+		// take it back, or the next connection would subscribe again.
+		rb, cancel := context.WithTimeout(context.Background(), r.b.opts.Timeout)
+		r.unsubscribe(rb, ch, s)
+		cancel()
+	}
+	return err
+}
+
+// Unsubscribe implements broker.Broker. The interest is withdrawn at once
+// on the node, which drops any message of the topic still in flight, even if
+// Redis cannot be told now (it forgets the subscription with the
+// connection anyway).
+func (b *Broker) Unsubscribe(ctx context.Context, topic string) error {
+	if err := b.ready(); err != nil {
+		return err
+	}
+	opCtx, cancel := b.opCtx(ctx)
+	defer cancel()
+	r, ch := b.route(topic)
+	if err := r.unsubscribe(opCtx, ch, nil); err != nil {
+		return b.fail(ctx, "unsubscribe", err)
+	}
+	return nil
+}
+
+// unsubscribe withdraws the interest in ch, or only the subscription only if
+// that is not nil.
+func (r *reader) unsubscribe(ctx context.Context, ch string, only *sub) error {
+	if err := r.lock(ctx); err != nil {
+		return err
+	}
+	defer r.unlock()
+	r.mu.Lock()
+	s, ok := r.subs[ch]
+	if !ok || (only != nil && s != only) {
+		r.mu.Unlock()
+		return nil
+	}
+	delete(r.subs, ch)
+	ps := r.ps
+	if ps != nil {
+		r.unsubs[ch]++
+	}
+	r.mu.Unlock()
+	if ps == nil {
+		return nil
+	}
+	if err := r.b.unsubscribeCmd(ctx, ps, ch); err != nil {
+		// go-redis dropped the channel from its list already and replaces
+		// a connection that failed a write; no confirmation will come.
+		r.mu.Lock()
+		if r.unsubs[ch]--; r.unsubs[ch] <= 0 {
+			delete(r.unsubs, ch)
+		}
+		r.mu.Unlock()
+		r.b.log.Debug("unsubscribe not sent; the connection forgets it", "channel", ch, "err", err)
+	}
+	return nil
+}
+
+// current returns the connection to read, waiting for the first
+// subscription; nil after Close.
+func (r *reader) current() *goredis.PubSub {
+	for {
+		r.mu.RLock()
+		ps, closed := r.ps, r.closed
+		r.mu.RUnlock()
+		if closed {
+			return nil
+		}
+		if ps != nil {
+			return ps
+		}
+		select {
+		case <-r.wake:
+		case <-r.b.done:
+			return nil
+		}
+	}
+}
+
+func (r *reader) run() {
+	defer r.b.wg.Done()
+	const minBackoff, maxBackoff = 20 * time.Millisecond, time.Second
+	backoff := minBackoff
+	for {
+		ps := r.current()
+		if ps == nil {
+			return
+		}
+		// Receive reconnects a failed connection and subscribes it again
+		// to every channel go-redis knows, which are the wanted ones.
+		msg, err := ps.Receive(r.b.ctx)
+		if err != nil {
+			if r.b.closed.Load() {
+				return
+			}
+			r.mu.RLock()
+			replaced := r.ps != ps
+			r.mu.RUnlock()
+			if replaced {
+				continue
+			}
+			r.lost(err)
+			var rerr goredis.Error
+			if errors.As(err, &rerr) {
+				// A refusal such as MOVED: the connection reached a master
+				// that does not serve the channels' slot any more.
+				r.reset(ps, "redis refused: "+err.Error())
+			}
+			if !r.b.sleep(backoff) {
+				return
+			}
+			backoff = min(2*backoff, maxBackoff)
+			continue
+		}
+		backoff = minBackoff
+		r.lastRecv.Store(time.Now().UnixNano())
+		switch m := msg.(type) {
+		case *goredis.Message:
+			r.deliver(m)
+		case *goredis.Subscription:
+			r.confirm(ps, m)
+		}
+	}
+}
+
+// lost records that the connection failed: every subscription waits for
+// the reconnection's confirmation again, and the counts are written again
+// in full in case Redis restarted without them.
+func (r *reader) lost(err error) {
+	r.mu.Lock()
+	for _, s := range r.subs {
+		s.unconfirm()
+	}
+	clear(r.unsubs)
+	wasDown := r.down
+	r.down = true
+	r.mu.Unlock()
+	r.b.counts.markResync()
+	if !wasDown {
+		r.b.log.Warn("pub/sub connection lost; reconnecting", "err", err)
+	}
+}
+
+func (r *reader) deliver(m *goredis.Message) {
+	r.mu.RLock()
+	s := r.subs[m.Channel]
+	r.mu.RUnlock()
+	if s == nil {
+		return // withdrawn while the message was in flight
+	}
+	id, data, err := decode(m.Payload)
+	if err != nil {
+		r.b.log.Warn("dropped a message that is not firetower's", "channel", m.Channel, "err", err)
+		return
+	}
+	r.enqueue(delivery{channel: m.Channel, msg: broker.Message{Topic: s.topic, ID: id, Data: data}})
+}
+
+// enqueue hands a message to the delivery goroutine. When the handler is so
+// far behind that the queue is full, the message is dropped and counted
+// (delivery is at most once): the reader must keep reading, or Redis would
+// disconnect the node anyway once its output buffer for the node overflows.
+func (r *reader) enqueue(d delivery) {
+	n := int64(len(d.msg.Data))
+	if r.queued.Add(n) > r.maxQueued {
+		r.queued.Add(-n)
+		r.drop()
+		return
+	}
+	select {
+	case r.deliveries <- d:
+	default:
+		r.queued.Add(-n)
+		r.drop()
+	}
+}
+
+func (r *reader) drop() {
+	r.dropped.Add(1)
+	now := time.Now().UnixNano()
+	if last := r.lastWarn.Load(); now-last > int64(time.Second) && r.lastWarn.CompareAndSwap(last, now) {
+		r.b.log.Warn("the message handler is too slow; dropped messages", "count", r.dropped.Swap(0))
+	}
+}
+
+// deliverLoop calls the handler, one message at a time, in the order read.
+func (r *reader) deliverLoop() {
+	defer r.b.wg.Done()
+	for {
+		select {
+		case d := <-r.deliveries:
+			r.queued.Add(-int64(len(d.msg.Data)))
+			r.mu.RLock()
+			_, wanted := r.subs[d.channel]
+			r.mu.RUnlock()
+			if wanted {
+				r.b.handler(d.msg)
+			}
+		case <-r.b.done:
+			return
+		}
+	}
+}
+
+func (r *reader) confirm(ps *goredis.PubSub, m *goredis.Subscription) {
+	migrated := false
+	r.mu.Lock()
+	switch m.Kind {
+	case "subscribe", "ssubscribe":
+		if s := r.subs[m.Channel]; s != nil && !s.confirmed {
+			s.confirmed = true
+			close(s.ready)
+		}
+		if r.down {
+			r.down = false
+			r.b.log.Info("pub/sub connection restored")
+		}
+	case "unsubscribe", "sunsubscribe":
+		if r.unsubs[m.Channel] > 0 {
+			if r.unsubs[m.Channel]--; r.unsubs[m.Channel] == 0 {
+				delete(r.unsubs, m.Channel)
+			}
+		} else if _, wanted := r.subs[m.Channel]; wanted {
+			migrated = true
+		}
+	}
+	r.mu.Unlock()
+	if migrated {
+		// Redis Cluster unsubscribes a connection from a slot that moved
+		// to another master: reconnect to the slot's new master.
+		r.reset(ps, "slot moved: "+m.Channel)
+	}
+}
+
+// reset replaces the connection old with a new one subscribed to every
+// wanted channel, for failures go-redis does not repair by itself.
+func (r *reader) reset(old *goredis.PubSub, why string) {
+	ctx, cancel := context.WithTimeout(r.b.ctx, r.b.opts.Timeout)
+	defer cancel()
+	if r.lock(ctx) != nil {
+		return
+	}
+	defer r.unlock()
+	r.mu.Lock()
+	if r.closed || r.ps != old {
+		r.mu.Unlock()
+		return
+	}
+	channels := make([]string, 0, len(r.subs))
+	for ch, s := range r.subs {
+		channels = append(channels, ch)
+		s.unconfirm()
+	}
+	clear(r.unsubs)
+	var ps *goredis.PubSub
+	if len(channels) > 0 {
+		ps = r.b.newPubSub(ctx)
+		r.lastRecv.Store(time.Now().UnixNano())
+	}
+	r.ps = ps
+	r.mu.Unlock()
+	r.b.log.Warn("pub/sub connection replaced", "reason", why, "channels", len(channels))
+	_ = old.Close()
+	if ps == nil {
+		return
+	}
+	if err := r.b.subscribeCmd(ctx, ps, channels...); err != nil {
+		// The reader retries when it next receives.
+		r.b.log.Debug("subscribing the new connection failed", "err", err)
+	}
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// check pings the connection, and replaces it when nothing, not even a
+// pong, came back for a while: a connection can die without an error, for
+// example behind a failed network path.
+func (r *reader) check(interval time.Duration) {
+	r.mu.RLock()
+	ps := r.ps
+	r.mu.RUnlock()
+	if ps == nil {
+		return
+	}
+	if time.Since(time.Unix(0, r.lastRecv.Load())) > 3*interval {
+		r.reset(ps, "no answer to pings")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.b.ctx, r.b.opts.Timeout)
+	defer cancel()
+	_ = ps.Ping(ctx)
+}
+
+// watchReaders checks the pub/sub connections at every heartbeat.
+func (b *Broker) watchReaders() {
+	defer b.wg.Done()
+	interval := b.opts.NodeTTL / 5
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			for _, r := range b.readers {
+				r.check(interval)
+			}
+		case <-b.done:
+			return
+		}
+	}
+}
+
+// close stops the reader for Close.
+func (r *reader) close() {
+	r.mu.Lock()
+	r.closed = true
+	ps := r.ps
+	r.ps = nil
+	r.mu.Unlock()
+	if ps != nil {
+		_ = ps.Close()
+	}
+}

@@ -1,0 +1,400 @@
+//go:build redis
+
+// Package redis is a firetower broker on Redis, for clusters of nodes that
+// share a Redis they already operate (one server, Sentinel, or Redis
+// Cluster). It is compiled only with -tags redis.
+//
+// # Choosing it
+//
+// Pick Redis over the firetower topic service when you already run a highly
+// available Redis (Sentinel or Cluster) and want no extra service to deploy,
+// or when the message rate outgrows one topic service process: on Redis
+// Cluster the channels are spread over the masters with sharded pub/sub.
+// Stay with the topic service (the default) for a single node (it runs
+// in-process, with no network hop), when you have no Redis, or when nodes
+// must learn of a dead peer within 5 s instead of 10 s.
+//
+// # URLs
+//
+// The package registers these schemes with broker.Open (and so with
+// FIRETOWER_BROKER):
+//
+//	redis://[user:password@]host:port/db         one server
+//	rediss://...                                 the same over TLS
+//	redis+cluster://host1:port1?addr=host2:port2&addr=host3:port3
+//	                                             Redis Cluster (sharded pub/sub)
+//	rediss+cluster://...                         the same over TLS
+//	redis+sentinel://host1:26379?addr=host2:26379&master_name=mymaster
+//	                                             Sentinel (rediss+sentinel too)
+//
+// Besides go-redis's own query parameters (dial_timeout, read_timeout,
+// pool_size, ...), the query may carry prefix=NAME (Options.Prefix). Clients
+// opened from a URL get short timeouts unless the URL sets them (1 s to
+// dial, 2 s to read or write, one retry) so that a Redis outage is reported
+// quickly.
+//
+// # Layout in Redis
+//
+// With the default prefix "firetower":
+//
+//	firetower:t:TOPIC            pub/sub channel of TOPIC (one server, Sentinel)
+//	firetower:t:{N}:TOPIC        sharded channel of TOPIC on Redis Cluster; N is a
+//	                             hash of TOPIC modulo Options.Shards, so each node
+//	                             needs at most Shards pub/sub connections
+//	{firetower}:n:NODE           hash TOPIC -> count of NODE's subscribers, expires
+//	                             NodeTTL after NODE's last heartbeat
+//	{firetower}:hb:NODE          NODE's last heartbeat (Unix ms), same expiry
+//	{firetower}:nodes            sorted set of node ids, scored by heartbeat time
+//
+// The count keys share the hash tag {PREFIX}, so on Redis Cluster they live
+// on one master and a count is one pipeline; the pub/sub traffic, which is
+// the load, is spread over all masters.
+//
+// A message is published as one binary-safe string: a version byte (1), the
+// length of the message id as a uvarint, the id, then the data bytes as
+// published.
+//
+// # Guarantees
+//
+// Subscribe returns once Redis confirmed the subscription. Publishes queued
+// while a pipeline is in flight go out together in the next one, in order,
+// so one publisher's messages to one topic arrive in order. Counts set on a
+// node are written within FlushInterval (250 ms by default) and read back at
+// once on that node; a node that dies without Close stops counting within
+// NodeTTL (10 s by default) and leaves the node list then. When Redis
+// restarts, the node reconnects, subscribes again to every topic it still
+// wants and writes its counts again, by itself. While Redis is down,
+// Publish, Subscribe and Count fail within Timeout with errors wrapping
+// broker.ErrUnavailable. Messages published while a node was disconnected
+// are lost for it (delivery is at most once). The pub/sub connections are
+// read by their own goroutines into a bounded queue in front of the node's
+// handler: a handler that falls behind by more than Options.DeliveryQueue
+// loses the newest messages (logged), and never delays subscriptions,
+// publishes or counts.
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/OSMeteor/firetower/broker"
+	"github.com/google/uuid"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Options configure a Broker. Zero values mean the documented defaults.
+type Options struct {
+	// Prefix namespaces every key and channel the broker uses, so that
+	// several applications can share one Redis. It must not contain '{',
+	// '}' or whitespace. Default "firetower".
+	Prefix string
+	// NodeID names this node in Redis; it must be unique in the cluster.
+	// Default: a random UUID.
+	NodeID string
+	// Logger receives the broker's logs; nil discards them.
+	Logger *slog.Logger
+	// NodeTTL is how long the counts of a node that stopped heartbeating
+	// keep counting. The node heartbeats every NodeTTL/5. At most 15 s.
+	// Default 10 s.
+	NodeTTL time.Duration
+	// FlushInterval is how often changed counts are written to Redis. At
+	// most 1 s. Default 250 ms.
+	FlushInterval time.Duration
+	// Timeout bounds each Redis round trip made for a caller (Publish,
+	// Subscribe, Count, Topics, Nodes) and for the broker's own writes.
+	// Default 2 s.
+	Timeout time.Duration
+	// Shards is, on Redis Cluster, the number of groups the topics' sharded
+	// channels are hashed into; each group lives on one master and costs
+	// the node at most one pub/sub connection. All nodes of a cluster must
+	// use the same value. Ignored elsewhere. Default 16.
+	Shards int
+	// QueueSize is how many publishes may wait for the sender before
+	// Publish waits for room. Default 4096.
+	QueueSize int
+	// DeliveryQueue is how many received messages may wait for the node's
+	// handler, and DeliveryQueueBytes how many bytes of data. A message
+	// that finds the queue full is dropped and the drop is logged: a slow
+	// handler loses messages rather than stalling the subscriptions.
+	// Defaults 16384 messages and 64 MiB.
+	DeliveryQueue      int
+	DeliveryQueueBytes int64
+}
+
+const (
+	maxNodeTTL       = 15 * time.Second
+	maxFlushInterval = time.Second
+	// A pipeline carries at most this many publishes or about this many
+	// payload bytes, so one huge batch cannot hold up the next for long.
+	maxBatch      = 512
+	maxBatchBytes = 4 << 20
+)
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Prefix == "" {
+		o.Prefix = "firetower"
+	}
+	if strings.ContainsAny(o.Prefix, "{} \t\r\n") {
+		return o, fmt.Errorf("firetower: redis broker: prefix %q must not contain braces or whitespace", o.Prefix)
+	}
+	if o.NodeID == "" {
+		o.NodeID = uuid.NewString()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.NodeTTL == 0 {
+		o.NodeTTL = 10 * time.Second
+	}
+	if o.NodeTTL < 500*time.Millisecond || o.NodeTTL > maxNodeTTL {
+		return o, fmt.Errorf("firetower: redis broker: NodeTTL %v out of range [500ms, %v]", o.NodeTTL, maxNodeTTL)
+	}
+	if o.FlushInterval == 0 {
+		o.FlushInterval = 250 * time.Millisecond
+	}
+	if o.FlushInterval < 0 || o.FlushInterval > maxFlushInterval {
+		return o, fmt.Errorf("firetower: redis broker: FlushInterval %v out of range (0, %v]", o.FlushInterval, maxFlushInterval)
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 2 * time.Second
+	}
+	if o.Timeout < 0 {
+		return o, fmt.Errorf("firetower: redis broker: negative Timeout %v", o.Timeout)
+	}
+	if o.Shards == 0 {
+		o.Shards = 16
+	}
+	if o.Shards < 0 || o.Shards > 1024 {
+		return o, fmt.Errorf("firetower: redis broker: Shards %d out of range [1, 1024]", o.Shards)
+	}
+	if o.QueueSize == 0 {
+		o.QueueSize = 4096
+	}
+	if o.QueueSize < 0 {
+		return o, fmt.Errorf("firetower: redis broker: negative QueueSize %d", o.QueueSize)
+	}
+	if o.DeliveryQueue == 0 {
+		o.DeliveryQueue = 16384
+	}
+	if o.DeliveryQueueBytes == 0 {
+		o.DeliveryQueueBytes = 64 << 20
+	}
+	if o.DeliveryQueue < 0 || o.DeliveryQueueBytes < 0 {
+		return o, fmt.Errorf("firetower: redis broker: negative DeliveryQueue %d or DeliveryQueueBytes %d", o.DeliveryQueue, o.DeliveryQueueBytes)
+	}
+	return o, nil
+}
+
+// Broker is a broker.Broker on Redis. Create it with New or broker.Open.
+type Broker struct {
+	client     goredis.UniversalClient
+	ownsClient bool
+	opts       Options
+	log        *slog.Logger
+	// sharded selects SSUBSCRIBE/SPUBLISH, for Redis Cluster.
+	sharded bool
+
+	chanPrefix string // PREFIX + ":t:"
+	nodesKey   string
+	countsKey  string // this node's
+	hbKey      string // this node's
+
+	readers []*reader
+	queue   chan *pubReq
+	counts  counts
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	done   chan struct{} // closed by Close
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	handler broker.Handler
+	closed  atomic.Bool
+	lastHB  atomic.Int64 // Unix ms of the last successful heartbeat
+}
+
+var (
+	_ broker.Broker      = (*Broker)(nil)
+	_ broker.TopicLister = (*Broker)(nil)
+	_ broker.NodeLister  = (*Broker)(nil)
+)
+
+// New returns a broker that uses client, which may be a *goredis.Client
+// (one server or Sentinel, see goredis.NewFailoverClient) or a
+// *goredis.ClusterClient (sharded pub/sub). The caller keeps ownership of
+// client: Close leaves it open. The client's settings bound how quickly an
+// outage is reported: set ContextTimeoutEnabled so that Options.Timeout
+// applies to every command, and DialerRetries and MaxRetries to 1, or a
+// refused connection is retried with backoff for seconds (clients opened
+// from a URL get these settings).
+func New(client goredis.UniversalClient, opts Options) (*Broker, error) {
+	if client == nil {
+		return nil, errors.New("firetower: redis broker: nil client")
+	}
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	_, sharded := client.(*goredis.ClusterClient)
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Broker{
+		client:     client,
+		opts:       o,
+		log:        o.Logger.With("broker", "redis", "node", o.NodeID),
+		sharded:    sharded,
+		chanPrefix: o.Prefix + ":t:",
+		nodesKey:   "{" + o.Prefix + "}:nodes",
+		countsKey:  countsKey(o.Prefix, o.NodeID),
+		hbKey:      hbKey(o.Prefix, o.NodeID),
+		queue:      make(chan *pubReq, o.QueueSize),
+		ctx:        ctx,
+		cancel:     cancel,
+		done:       make(chan struct{}),
+	}
+	b.counts.init()
+	n := 1
+	if sharded {
+		n = o.Shards
+	}
+	b.readers = make([]*reader, n)
+	for i := range b.readers {
+		prefix := b.chanPrefix
+		if sharded {
+			// The hash tag puts every channel of the group in one slot,
+			// so the group's channels share one connection to one master.
+			prefix = fmt.Sprintf("%s{%d}:", b.chanPrefix, i)
+		}
+		// The delivery budget is shared out among the readers, so that
+		// it does not grow with Shards.
+		b.readers[i] = newReader(b, prefix, max(o.DeliveryQueue/n, 256), max(o.DeliveryQueueBytes/int64(n), 2<<20))
+	}
+	return b, nil
+}
+
+func countsKey(prefix, node string) string { return "{" + prefix + "}:n:" + node }
+func hbKey(prefix, node string) string     { return "{" + prefix + "}:hb:" + node }
+
+// NodeID returns the id under which the node appears in Redis.
+func (b *Broker) NodeID() string { return b.opts.NodeID }
+
+// route returns the reader that carries topic and the topic's channel.
+func (b *Broker) route(topic string) (*reader, string) {
+	r := b.readers[0]
+	if len(b.readers) > 1 {
+		// FNV rather than a seeded hash: every node must pick the same
+		// group for a topic.
+		h := fnv.New32a()
+		h.Write([]byte(topic))
+		r = b.readers[h.Sum32()%uint32(len(b.readers))]
+	}
+	return r, r.prefix + topic
+}
+
+// Start implements broker.Broker.
+func (b *Broker) Start(h broker.Handler) error {
+	if h == nil {
+		return errors.New("firetower: redis broker: nil handler")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Load() {
+		return broker.ErrClosed
+	}
+	if b.handler != nil {
+		return errors.New("firetower: redis broker: started twice")
+	}
+	b.handler = h
+	for _, r := range b.readers {
+		b.wg.Add(2)
+		go r.run()
+		go r.deliverLoop()
+	}
+	b.wg.Add(3)
+	go b.sender()
+	go b.maintain()
+	go b.watchReaders()
+	return nil
+}
+
+// ready reports whether the broker can take calls.
+func (b *Broker) ready() error {
+	if b.closed.Load() {
+		return broker.ErrClosed
+	}
+	b.mu.Lock()
+	started := b.handler != nil
+	b.mu.Unlock()
+	if !started {
+		return errors.New("firetower: redis broker: not started")
+	}
+	return nil
+}
+
+// opCtx bounds a caller's operation by Options.Timeout.
+func (b *Broker) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, b.opts.Timeout)
+}
+
+// fail turns the error of a Redis operation made for a caller into the
+// broker's errors: ErrClosed after Close, the caller's own context error if
+// the caller gave up, and otherwise ErrUnavailable.
+func (b *Broker) fail(caller context.Context, op string, err error) error {
+	switch {
+	case b.closed.Load():
+		return fmt.Errorf("firetower: redis broker: %s: %w", op, broker.ErrClosed)
+	case caller.Err() != nil:
+		return fmt.Errorf("firetower: redis broker: %s: %w", op, caller.Err())
+	}
+	return fmt.Errorf("%w: redis %s: %w", broker.ErrUnavailable, op, err)
+}
+
+// Close implements broker.Broker. It withdraws the node's counts from Redis
+// at once, so other nodes stop counting them, and closes the client if the
+// broker opened it from a URL. It waits for a handler call in progress to
+// return; no call starts after Close returns.
+func (b *Broker) Close() error {
+	if !b.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(b.done)
+	for _, r := range b.readers {
+		r.close()
+	}
+	b.cancel()
+	b.wg.Wait()
+
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
+	defer cancel()
+	tx := b.client.TxPipeline()
+	tx.Del(ctx, b.countsKey, b.hbKey)
+	tx.ZRem(ctx, b.nodesKey, b.opts.NodeID)
+	_, err := tx.Exec(ctx)
+	if err != nil {
+		// Not an error of Close: the keys expire by themselves.
+		b.log.Warn("could not withdraw the node's counts; they expire by themselves", "after", b.opts.NodeTTL, "err", err)
+	}
+	if b.ownsClient {
+		return b.client.Close()
+	}
+	return nil
+}
+
+// sleep waits d or until Close; it reports whether the broker is still open.
+func (b *Broker) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-b.done:
+		return false
+	}
+}

@@ -1,0 +1,270 @@
+//go:build redis
+
+package redis_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/broker/brokertest"
+	fredis "github.com/OSMeteor/firetower/broker/redis"
+	"github.com/google/uuid"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// The tests need a standalone Redis and a Redis Cluster; scripts/redis-up.sh
+// starts both and prints these variables.
+const (
+	envAddr         = "FIRETOWER_TEST_REDIS_ADDR"
+	envClusterAddrs = "FIRETOWER_TEST_REDIS_CLUSTER_ADDRS"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envHelper) != "" {
+		os.Exit(helperNode())
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := checkLeaks(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// checkLeaks fails when goroutines of the broker outlive the tests: every
+// broker was closed, so none may remain.
+func checkLeaks() error {
+	var stacks string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		buf := make([]byte, 1<<20)
+		stacks = string(buf[:runtime.Stack(buf, true)])
+		if !strings.Contains(stacks, "broker/redis.(*") {
+			return nil
+		}
+	}
+	var leaked []string
+	for _, g := range strings.Split(stacks, "\n\n") {
+		if strings.Contains(g, "broker/redis.(*") {
+			leaked = append(leaked, g)
+		}
+	}
+	return fmt.Errorf("leaked goroutines of the Redis broker:\n%s", strings.Join(leaked, "\n\n"))
+}
+
+func needEnv(t testing.TB, name string) string {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		t.Fatalf("%s is not set: start Redis with eval \"$(scripts/redis-up.sh DIR)\" before go test -tags redis", name)
+	}
+	return v
+}
+
+func standaloneAddr(t testing.TB) string { return needEnv(t, envAddr) }
+
+func clusterAddrs(t testing.TB) []string {
+	return strings.Split(needEnv(t, envClusterAddrs), ",")
+}
+
+// newClient returns a client of the standalone Redis, closed when the test
+// ends (after the brokers, whose cleanups run first).
+func newClient(t testing.TB, addr string) *goredis.Client {
+	t.Helper()
+	c := goredis.NewClient(&goredis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, DialerRetries: 1, MaxRetries: 1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func newClusterClient(t testing.TB) *goredis.ClusterClient {
+	t.Helper()
+	c := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: clusterAddrs(t), DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, DialerRetries: 1, MaxRetries: 1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// uniquePrefix isolates one test's keys and channels from every other's.
+func uniquePrefix() string { return "ftt-" + uuid.NewString()[:8] }
+
+func newBroker(t testing.TB, client goredis.UniversalClient, opts fredis.Options) *fredis.Broker {
+	t.Helper()
+	b, err := fredis.New(client, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestConformanceStandalone(t *testing.T) {
+	addr := standaloneAddr(t)
+	brokertest.Run(t, brokertest.Config{NewCluster: func(t *testing.T, n int) []broker.Broker {
+		prefix := uniquePrefix()
+		bs := make([]broker.Broker, n)
+		for i := range bs {
+			bs[i] = newBroker(t, newClient(t, addr), fredis.Options{Prefix: prefix})
+		}
+		return bs
+	}})
+}
+
+func TestConformanceCluster(t *testing.T) {
+	clusterAddrs(t)
+	brokertest.Run(t, brokertest.Config{NewCluster: func(t *testing.T, n int) []broker.Broker {
+		prefix := uniquePrefix()
+		bs := make([]broker.Broker, n)
+		for i := range bs {
+			bs[i] = newBroker(t, newClusterClient(t), fredis.Options{Prefix: prefix})
+		}
+		return bs
+	}})
+}
+
+// TestConformanceURL runs the suite on brokers opened the way
+// FIRETOWER_BROKER opens them.
+func TestConformanceURL(t *testing.T) {
+	addr := standaloneAddr(t)
+	addrs := clusterAddrs(t)
+	for name, url := range map[string]string{
+		"redis":         "redis://" + addr + "/0",
+		"redis+cluster": "redis+cluster://" + addrs[0] + "?addr=" + strings.Join(addrs[1:], "&addr="),
+	} {
+		t.Run(name, func(t *testing.T) {
+			brokertest.Run(t, brokertest.Config{NewCluster: func(t *testing.T, n int) []broker.Broker {
+				u := url + sep(url) + "prefix=" + uniquePrefix()
+				bs := make([]broker.Broker, n)
+				for i := range bs {
+					b, err := broker.Open(u, broker.Options{})
+					if err != nil {
+						t.Fatalf("Open(%q): %v", u, err)
+					}
+					bs[i] = b
+				}
+				return bs
+			}})
+		})
+	}
+}
+
+func sep(url string) string {
+	if strings.Contains(url, "?") {
+		return "&"
+	}
+	return "?"
+}
+
+func TestOpenURLErrors(t *testing.T) {
+	for _, u := range []string{
+		"redis://127.0.0.1:6379/notanumber",
+		"redis://127.0.0.1:6379/0?no_such_option=1",
+		"redis://127.0.0.1:6379/0?prefix=has{brace}",
+		"redis+cluster://127.0.0.1:7000?bogus=1",
+	} {
+		b, err := broker.Open(u, broker.Options{})
+		if err == nil {
+			b.Close()
+			t.Errorf("Open(%q) succeeded, want an error", u)
+		}
+	}
+}
+
+func TestOptionsValidated(t *testing.T) {
+	c := newClient(t, "127.0.0.1:1")
+	for _, o := range []fredis.Options{
+		{Prefix: "a{b"},
+		{Prefix: "a b"},
+		{NodeTTL: 16 * time.Second},
+		{NodeTTL: time.Millisecond},
+		{FlushInterval: 2 * time.Second},
+		{Shards: -1},
+	} {
+		if _, err := fredis.New(c, o); err == nil {
+			t.Errorf("New(%+v) succeeded, want an error", o)
+		}
+	}
+	if _, err := fredis.New(nil, fredis.Options{}); err == nil {
+		t.Error("New(nil client) succeeded")
+	}
+}
+
+// recorder is a node's handler that keeps what it received.
+type recorder struct {
+	got  chan broker.Message
+	seen atomic.Int64
+}
+
+func newRecorder(size int) *recorder { return &recorder{got: make(chan broker.Message, size)} }
+
+func (r *recorder) handle(m broker.Message) {
+	r.seen.Add(1)
+	select {
+	case r.got <- m:
+	default:
+		panic("recorder overflow")
+	}
+}
+
+// next returns the next message received within d.
+func (r *recorder) next(t testing.TB, d time.Duration) broker.Message {
+	t.Helper()
+	select {
+	case m := <-r.got:
+		return m
+	case <-time.After(d):
+		t.Fatalf("no message within %v", d)
+		return broker.Message{}
+	}
+}
+
+func start(t testing.TB, b broker.Broker, h broker.Handler) {
+	t.Helper()
+	if err := b.Start(h); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+}
+
+func ctxFor(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// eventually retries check every 20ms until it succeeds or d passes.
+func eventually(t testing.TB, d time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func countIs(ctx context.Context, b broker.Broker, topic string, want int) func() error {
+	return func() error {
+		n, err := b.Count(ctx, topic)
+		if err != nil {
+			return err
+		}
+		if n != want {
+			return fmt.Errorf("Count(%q) = %d, want %d", topic, n, want)
+		}
+		return nil
+	}
+}
+
+func isUnavailable(err error) bool { return errors.Is(err, broker.ErrUnavailable) }
