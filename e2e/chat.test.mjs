@@ -246,6 +246,35 @@ test('cluster: pages on two nodes of one topic service talk to each other', asyn
   await stop(svc);
 });
 
+test('a node that stops answering is noticed by the app-level ping, and the client comes back when it answers again', async () => {
+  const node = await startChat();
+  const ctx = await browser.newContext();
+  const page = await ctx.newPage();
+  await page.goto(node.base + '/topics/blank/count');
+  await page.evaluate(async () => {
+    const {connect} = await import('/firetower.mjs');
+    const ft = connect('/ws', {pingInterval: 300, pingTimeout: 300, reconnectDelay: 100, reconnectDelayMax: 500});
+    window.states = [];
+    ft.onState((s, d) => window.states.push([s, d.code || 0]));
+    await ft.subscribe('/chat/ping');
+    window.ft = ft;
+  });
+  // The process is frozen, not gone: its TCP connections stay open and
+  // silent, which only a ping can tell from a quiet room.
+  node.proc.p.kill('SIGSTOP');
+  try {
+    await page.waitForFunction(() => window.ft.state === 'reconnecting', null, {timeout: 5000});
+    assert.deepEqual((await page.evaluate(() => window.states)).find((s) => s[0] === 'reconnecting'), ['reconnecting', 4000]);
+  } finally {
+    node.proc.p.kill('SIGCONT');
+  }
+  await page.waitForFunction(() => window.ft.state === 'open', null, {timeout: 15000});
+  await page.evaluate(() => window.ft.subscribe('/chat/ping')); // confirmed on the new connection
+  await page.evaluate(() => window.ft.close());
+  await ctx.close();
+  await stop(node.proc);
+});
+
 test('firetower.js works as a plain script and firetower.mjs as a module; a REST publish reaches both', async () => {
   const node = await startChat();
   const ctx = await browser.newContext();

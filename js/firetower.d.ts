@@ -92,6 +92,7 @@ export interface WebSocketLike {
 }
 
 /** Rejection reason of the client's promises and argument of onError.
+ * (Misuse, such as an empty topic, rejects with a TypeError instead.)
  * `code` is a node error code (`bad_request`, `forbidden`,
  * `too_many_topics`, `rate_limited`, `unavailable`) or one of the client's:
  * `disconnected`, `closed`, `timeout`, `bad_frame`, `connect`, `send`. */
