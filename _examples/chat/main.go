@@ -6,8 +6,10 @@
 // It is configured by environment variables or the flags of the same
 // names (DESIGN.md §6): FIRETOWER_ADDR (-addr), FIRETOWER_API_TOKEN
 // (-api-token), FIRETOWER_BROKER (-broker), FIRETOWER_TOPICSVC_TOKEN
-// (-topicsvc-token), and FIRETOWER_BARE_DATA=1 (-bare-data) for pages
-// written for firetower v0.x.
+// (-topicsvc-token), FIRETOWER_BARE_DATA=1 (-bare-data) for pages
+// written for firetower v0.x, and FIRETOWER_METRICS=1 (-metrics) to serve
+// Prometheus metrics at /metrics. The operations dashboard is at
+// /dashboard; the log prints a link to it that carries the API token.
 package main
 
 import (
@@ -30,6 +32,9 @@ import (
 
 	"github.com/OSMeteor/firetower"
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 //go:embed web
@@ -48,13 +53,19 @@ func main() {
 	brokerURL := flag.String("broker", env("FIRETOWER_BROKER", ""), "broker URL: empty for the embedded topic service, topicsvc://host:port, redis://host:port/db")
 	svcToken := flag.String("topicsvc-token", env("FIRETOWER_TOPICSVC_TOKEN", ""), "shared secret with the topic service")
 	bare := flag.Bool("bare-data", env("FIRETOWER_BARE_DATA", "") == "1", "send bare data frames, as firetower v0.x did")
+	metrics := flag.Bool("metrics", env("FIRETOWER_METRICS", "") == "1", "serve Prometheus metrics at /metrics")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	dashboardURL := "http://" + localAddr(*addr) + "/dashboard"
 	if *apiToken == "" {
 		b := make([]byte, 16)
 		rand.Read(b)
 		*apiToken = hex.EncodeToString(b)
+		// Printed anyway, so the link may carry it (a chosen token is
+		// not written to the log). The fragment never leaves the
+		// browser: the page moves it to the tab's sessionStorage.
+		dashboardURL += "#token=" + *apiToken
 		log.Info("generated an API token for POST /publish; set FIRETOWER_API_TOKEN to choose one", "token", *apiToken)
 	}
 
@@ -82,7 +93,16 @@ func main() {
 			}
 		}
 	}
+	// A registry of the demo's own, not the global one: the app decides
+	// what it exposes.
+	var reg *prometheus.Registry
+	if *metrics {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
 	tower, err := firetower.New(firetower.Config{
+		Dashboard:   true,
+		Metrics:     registerer(reg),
 		APIToken:    *apiToken,
 		BrokerURL:   *brokerURL,
 		BrokerToken: *svcToken,
@@ -113,10 +133,16 @@ func main() {
 	for _, name := range []string{"chat.js", "chat.css"} {
 		r.GET("/"+name, func(c *gin.Context) { c.FileFromFS(name, http.FS(page)) })
 	}
+	if reg != nil {
+		// Unauthenticated, as Prometheus scrapes usually are: in production
+		// serve it on an internal listener instead.
+		r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	}
 
 	srv := &http.Server{Addr: *addr, Handler: r, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		log.Info("chat demo listening", "addr", *addr, "broker", brokerName(*brokerURL))
+		log.Info("operations dashboard", "url", dashboardURL)
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("listening", "err", err)
 			os.Exit(1)
@@ -151,6 +177,23 @@ func allowChatMessage(_ *firetower.Conn, f *firetower.Frame) bool {
 		text = v0
 	}
 	return text != "" && utf8.RuneCountInString(text) <= 2000
+}
+
+// registerer keeps a nil registry a nil interface (no metrics).
+func registerer(reg *prometheus.Registry) prometheus.Registerer {
+	if reg == nil {
+		return nil
+	}
+	return reg
+}
+
+// localAddr turns a listen address into one a browser on this machine
+// can open.
+func localAddr(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		return "localhost" + addr
+	}
+	return addr
 }
 
 func brokerName(u string) string {
