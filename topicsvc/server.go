@@ -105,6 +105,8 @@ type Server struct {
 	mu       sync.Mutex
 	stopping bool
 	sessions map[string]*session // by node id
+
+	stats serverStats
 }
 
 // NewServer returns a Server; Serve starts it.
@@ -166,7 +168,7 @@ func (s *Server) endSessions() {
 	}
 	s.mu.Unlock()
 	for _, ss1 := range ss {
-		ss1.end(status.Error(codes.Unavailable, "topic service stopping"))
+		ss1.end(reasonShutdown, status.Error(codes.Unavailable, "topic service stopping"))
 	}
 }
 
@@ -180,16 +182,23 @@ func (s *Server) authorized(ctx context.Context) error {
 	return status.Error(codes.Unauthenticated, "topicsvc: missing or wrong token (want metadata authorization: Bearer <token>)")
 }
 
-func (s *Server) unaryAuth(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if err := s.authorized(ctx); err != nil {
+		s.stats.refusedAuth.Add(1)
 		s.log.Warn("push call refused", "peer", peerAddr(ctx), "err", err)
 		return nil, err
 	}
-	return h(ctx, req)
+	s.stats.apiCalled(info.FullMethod)
+	resp, err := h(ctx, req)
+	if status.Code(err) == codes.InvalidArgument {
+		s.stats.refusedInvalid.Add(1)
+	}
+	return resp, err
 }
 
 func (s *Server) streamAuth(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if err := s.authorized(ss.Context()); err != nil {
+		s.stats.refusedAuth.Add(1)
 		s.log.Warn("node refused", "peer", peerAddr(ss.Context()), "err", err)
 		return err
 	}
@@ -245,6 +254,9 @@ func (s *Server) Publish(_ context.Context, req *pb.PublishRequest) (*pb.Publish
 	for _, t := range uniq {
 		nodes += s.core.Publish(broker.Message{Topic: t, ID: id, Data: data})
 	}
+	s.stats.publishedAPI.Add(int64(len(uniq)))
+	s.stats.publishedBytes.Add(int64(len(uniq) * len(data)))
+	s.stats.routed.Add(int64(nodes))
 	return &pb.PublishResponse{Id: id, Topics: uniq, Nodes: int64(nodes)}, nil
 }
 
@@ -293,6 +305,7 @@ type session struct {
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	reason atomic.Pointer[string] // why the session ended; set once, by end
 }
 
 // errNodeLeft is the cause of a session the node closed itself.
@@ -306,10 +319,12 @@ func (s *Server) Session(stream pb.TopicService_SessionServer) error {
 	}
 	ops := first.GetOps()
 	if len(ops) == 0 || ops[0].GetHello() == nil {
+		s.stats.refusedInvalid.Add(1)
 		return invalid(errors.New("topicsvc: the first frame of a session must start with a hello"))
 	}
 	id := ops[0].GetHello().GetNodeId()
 	if id == "" || len(id) > maxNodeIDLen {
+		s.stats.refusedInvalid.Add(1)
 		return invalid(fmt.Errorf("topicsvc: node id must be 1..%d bytes", maxNodeIDLen))
 	}
 	ss := &session{
@@ -333,18 +348,34 @@ func (s *Server) Session(stream pb.TopicService_SessionServer) error {
 	ss.node = s.core.AddNode(id, ss.deliver) // removes old's node
 	s.mu.Unlock()
 	if old != nil {
-		old.end(errors.New("replaced by a new session of the same node"))
+		old.end(reasonReplaced, errors.New("replaced by a new session of the same node"))
 	}
+	s.stats.sessions.Add(1)
+	s.stats.framesIn.Add(1)
 	s.log.Info("node connected", "node", id, "peer", ss.peer)
 
-	sent := make(chan struct{})
+	sent, recvd := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(sent)
 		ss.sendLoop()
 	}()
-	go ss.recvLoop(ops[1:])
+	go func() {
+		defer close(recvd)
+		ss.recvLoop(ops[1:])
+	}()
 
 	<-ss.ctx.Done()
+	if ss.reason.Load() == nil {
+		// The stream itself ended (the node cancelled it or the
+		// connection broke): the receive loop is about to say which.
+		select {
+		case <-recvd:
+		case <-time.After(100 * time.Millisecond):
+		}
+		ss.end(reasonStream, context.Cause(ss.ctx))
+	}
+	reason := *ss.reason.Load()
+	s.stats.disconnected(reason)
 	ss.node.Remove()
 	s.mu.Lock()
 	if s.sessions[id] == ss {
@@ -353,10 +384,10 @@ func (s *Server) Session(stream pb.TopicService_SessionServer) error {
 	s.mu.Unlock()
 
 	cause := context.Cause(ss.ctx)
-	if errors.Is(cause, errNodeLeft) {
+	if reason == reasonLeft {
 		s.log.Info("node left", "node", id, "peer", ss.peer)
 	} else {
-		s.log.Warn("node disconnected", "node", id, "peer", ss.peer, "cause", cause)
+		s.log.Warn("node disconnected", "node", id, "peer", ss.peer, "reason", reason, "cause", cause)
 	}
 	// The sender stops at once unless it is blocked in Send on a node that
 	// does not read; that Send only returns once this handler has returned.
@@ -367,13 +398,22 @@ func (s *Server) Session(stream pb.TopicService_SessionServer) error {
 	if _, ok := status.FromError(cause); ok {
 		return cause
 	}
-	if errors.Is(cause, errNodeLeft) {
+	if reason == reasonLeft {
 		return nil
 	}
 	return status.Error(codes.Aborted, cause.Error())
 }
 
-func (ss *session) end(cause error) { ss.cancel(cause) }
+// end ends the session for reason (one of the reason constants); the first
+// call decides both the reason and the cause.
+func (ss *session) end(reason string, cause error) {
+	if ss.reason.CompareAndSwap(nil, &reason) {
+		ss.cancel(cause)
+	}
+}
+
+// queueLen is how many operations wait to be sent to the node.
+func (ss *session) queueLen() int { return len(ss.queue) }
 
 // deliver is called by the Core with a shard lock held: it never blocks.
 func (ss *session) deliver(m broker.Message) {
@@ -398,48 +438,63 @@ func (ss *session) push(op *pb.ServiceOp, size int) {
 
 func (ss *session) slow() {
 	if ss.ctx.Err() == nil {
-		ss.end(status.Error(codes.ResourceExhausted, "topicsvc: node too slow, its outgoing queue is full"))
+		ss.end(reasonSlow, status.Error(codes.ResourceExhausted, "topicsvc: node too slow, its outgoing queue is full"))
 	}
 }
 
 func (ss *session) recvLoop(ops []*pb.NodeOp) {
+	st := &ss.srv.stats
 	for {
+		var t tally
 		for _, op := range ops {
-			ss.apply(op)
+			ss.apply(op, &t)
+		}
+		if t.published > 0 {
+			st.publishedNode.Add(t.published)
+			st.publishedBytes.Add(t.bytes)
+			st.routed.Add(t.routed)
 		}
 		frame, err := ss.stream.Recv()
 		if err != nil {
 			// A node that closes its broker cancels its stream.
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
-				err = errNodeLeft
+				ss.end(reasonLeft, errNodeLeft)
+			} else {
+				ss.end(reasonStream, err)
 			}
-			ss.end(err)
 			return
 		}
 		if ss.ctx.Err() != nil {
 			return
 		}
+		st.framesIn.Add(1)
 		ss.lastSeen.Store(time.Now().UnixNano())
 		ops = frame.GetOps()
 	}
 }
 
+// tally counts what one frame of a node published, so that the shared
+// counters are updated once per frame.
+type tally struct{ published, bytes, routed int64 }
+
 func (ss *session) ack(seq uint64, count int, err error) {
 	a := &pb.Ack{Seq: seq, Count: int64(count)}
 	if err != nil {
+		ss.srv.stats.refusedInvalid.Add(1)
 		a.Error = err.Error()
 	}
 	ss.push(&pb.ServiceOp{Op: &pb.ServiceOp_Ack{Ack: a}}, 0)
 }
 
 func (ss *session) notice(err error) {
+	ss.srv.stats.refusedInvalid.Add(1)
 	ss.srv.log.Warn("node operation refused", "node", ss.id, "err", err)
 	ss.push(&pb.ServiceOp{Op: &pb.ServiceOp_Notice{Notice: &pb.Notice{Error: err.Error()}}}, 0)
 }
 
 // apply carries out one operation of the node. Invalid operations are
 // refused one by one; the session goes on.
-func (ss *session) apply(op *pb.NodeOp) {
+func (ss *session) apply(op *pb.NodeOp, t *tally) {
 	switch o := op.GetOp().(type) {
 	case *pb.NodeOp_Publish:
 		m := o.Publish
@@ -447,7 +502,9 @@ func (ss *session) apply(op *pb.NodeOp) {
 			ss.notice(err)
 			return
 		}
-		ss.srv.core.Publish(broker.Message{Topic: m.GetTopic(), ID: m.GetId(), Data: m.GetData()})
+		t.routed += int64(ss.srv.core.Publish(broker.Message{Topic: m.GetTopic(), ID: m.GetId(), Data: m.GetData()}))
+		t.published++
+		t.bytes += int64(len(m.GetData()))
 	case *pb.NodeOp_Subscribe:
 		if err := validTopic(o.Subscribe.GetTopic()); err != nil {
 			ss.ack(o.Subscribe.GetSeq(), 0, err)
@@ -505,7 +562,7 @@ func (ss *session) sendLoop() {
 				batch, size = append(batch, op), opSize(op)
 			case <-tick.C:
 				if silent := time.Since(time.Unix(0, ss.lastSeen.Load())); silent > ss.srv.cfg.HeartbeatTimeout {
-					ss.end(status.Errorf(codes.DeadlineExceeded, "topicsvc: no heartbeat from the node for %v", silent.Round(time.Millisecond)))
+					ss.end(reasonHeartbeat, status.Errorf(codes.DeadlineExceeded, "topicsvc: no heartbeat from the node for %v", silent.Round(time.Millisecond)))
 					return
 				}
 				batch = append(batch, &pb.ServiceOp{Op: &pb.ServiceOp_Heartbeat{Heartbeat: &pb.Heartbeat{}}})
@@ -526,10 +583,17 @@ func (ss *session) sendLoop() {
 			}
 		}
 		if err := ss.stream.Send(&pb.ServiceFrame{Ops: batch}); err != nil {
-			ss.end(err)
+			ss.end(reasonStream, err)
 			return
 		}
-		ss.queued.Add(-int64(queuedSize(batch)))
+		n, bytes := deliveries(batch)
+		ss.queued.Add(-bytes)
+		st := &ss.srv.stats
+		st.framesOut.Add(1)
+		if n > 0 {
+			st.delivered.Add(n)
+			st.deliveredBytes.Add(bytes)
+		}
 	}
 }
 
@@ -541,13 +605,14 @@ func opSize(op *pb.ServiceOp) int {
 	return 16
 }
 
-// queuedSize is what the ops counted against QueueBytes when queued.
-func queuedSize(ops []*pb.ServiceOp) int {
-	n := 0
+// deliveries counts the deliveries among ops and their data bytes (what
+// they counted against QueueBytes when queued).
+func deliveries(ops []*pb.ServiceOp) (n, bytes int64) {
 	for _, op := range ops {
 		if d := op.GetDeliver(); d != nil {
-			n += len(d.GetData())
+			n++
+			bytes += int64(len(d.GetData()))
 		}
 	}
-	return n
+	return n, bytes
 }

@@ -339,7 +339,7 @@ func TestDialUnreachable(t *testing.T) {
 // TestSlowNodeIsCutOff: a node that stops reading is disconnected by the
 // service, and the others keep receiving everything.
 func TestSlowNodeIsCutOff(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0", "-queue-size", "256")
+	svc := startService(t, "127.0.0.1:0", "-queue-size", "256", "-metrics-listen", "127.0.0.1:0")
 	fast := dialNode(t, svc.addr, topicsvc.ClientOptions{})
 	pub := dialNode(t, svc.addr, topicsvc.ClientOptions{})
 	block := make(chan struct{})
@@ -391,6 +391,14 @@ func TestSlowNodeIsCutOff(t *testing.T) {
 	}
 	if !strings.Contains(svc.logs(), "node disconnected") {
 		t.Fatalf("no disconnect logged:\n%s", svc.logs())
+	}
+	// The slow node reconnects and may be cut off again meanwhile.
+	m := scrape(t, svc.metricsURL(t))
+	if n := m[`firetower_topicsvc_node_disconnects_total{reason="slow"}`]; n < 1 {
+		t.Fatalf("slow disconnects counted: %v", n)
+	}
+	if n := m[`firetower_topicsvc_node_disconnects_total{reason="heartbeat_timeout"}`]; n != 0 {
+		t.Fatalf("heartbeat timeouts counted: %v", n)
 	}
 }
 
@@ -482,7 +490,7 @@ func TestBinary(t *testing.T) {
 // connection stays open, its heartbeats stop) is forgotten after the
 // heartbeat timeout, and its count vanishes.
 func TestSilentNodeForgotten(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0", "-heartbeat-timeout", "2s")
+	svc := startService(t, "127.0.0.1:0", "-heartbeat-timeout", "2s", "-metrics-listen", "127.0.0.1:0")
 	nd := dialNode(t, svc.addr, topicsvc.ClientOptions{})
 	ctx := testCtx(t)
 	const topic = "silent"
@@ -509,4 +517,9 @@ func TestSilentNodeForgotten(t *testing.T) {
 	if !nd.Connected() || strings.Count(svc.logs(), "node connected") != 2 {
 		t.Fatalf("the healthy node lost its session:\n%s", svc.logs())
 	}
+	must(t, metricsAre(t, svc.metricsURL(t), map[string]float64{
+		`firetower_topicsvc_nodes`: 1,
+		`firetower_topicsvc_node_disconnects_total{reason="heartbeat_timeout"}`: 1,
+		`firetower_topicsvc_node_disconnects_total{reason="stream_error"}`:      0,
+	})())
 }

@@ -10,9 +10,11 @@
 //	-token      FIRETOWER_TOPICSVC_TOKEN     shared secret of nodes and backends (required)
 //	-tls-cert   FIRETOWER_TOPICSVC_TLS_CERT  PEM certificate; with -tls-key the service speaks TLS only
 //	-tls-key    FIRETOWER_TOPICSVC_TLS_KEY   PEM private key
+//	-metrics-listen FIRETOWER_TOPICSVC_METRICS_LISTEN  address of the Prometheus /metrics endpoint (default empty: off)
 //
 // It logs with slog to stderr; the line "topic service listening" carries the
-// bound address. SIGTERM or SIGINT stops it gracefully.
+// bound address, and "metrics listening" the metrics address. SIGTERM or
+// SIGINT stops it gracefully.
 package main
 
 import (
@@ -23,12 +25,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func main() {
@@ -51,6 +57,7 @@ func run(args []string) error {
 	token := fs.String("token", env("FIRETOWER_TOPICSVC_TOKEN", ""), "shared secret of nodes and backends, required (env FIRETOWER_TOPICSVC_TOKEN)")
 	certFile := fs.String("tls-cert", env("FIRETOWER_TOPICSVC_TLS_CERT", ""), "TLS certificate PEM file (env FIRETOWER_TOPICSVC_TLS_CERT)")
 	keyFile := fs.String("tls-key", env("FIRETOWER_TOPICSVC_TLS_KEY", ""), "TLS private key PEM file (env FIRETOWER_TOPICSVC_TLS_KEY)")
+	metricsListen := fs.String("metrics-listen", env("FIRETOWER_TOPICSVC_METRICS_LISTEN", ""), "address of the Prometheus /metrics endpoint, empty: off (env FIRETOWER_TOPICSVC_METRICS_LISTEN)")
 	heartbeat := fs.Duration("heartbeat-timeout", 5*time.Second, "forget a node silent for this long")
 	queue := fs.Int("queue-size", 16384, "operations queued per node before a slow node is disconnected")
 	maxMsg := fs.Int("max-message-size", topicsvc.DefaultMaxMessageSize, "largest message data in bytes")
@@ -100,6 +107,14 @@ func run(args []string) error {
 		return err
 	}
 	log.Info("topic service listening", "addr", l.Addr().String(), "tls", tlsConf != nil)
+	if *metricsListen != "" {
+		stopMetrics, err := serveMetrics(*metricsListen, srv, log)
+		if err != nil {
+			l.Close()
+			return err
+		}
+		defer stopMetrics()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -123,4 +138,21 @@ func run(args []string) error {
 	}
 	log.Info("topic service stopped")
 	return nil
+}
+
+// serveMetrics serves the service's figures, and the Go runtime's and the
+// process's, at /metrics on addr, from a registry of its own.
+func serveMetrics(addr string, srv *topicsvc.Server, log *slog.Logger) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(srv.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(l)
+	log.Info("metrics listening", "addr", l.Addr().String(), "path", "/metrics")
+	return func() { hs.Close() }, nil
 }

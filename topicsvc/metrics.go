@@ -1,0 +1,165 @@
+package topicsvc
+
+import (
+	"strings"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Why a node's session ended, as counted by
+// firetower_topicsvc_node_disconnects_total{reason}.
+const (
+	reasonLeft      = "left"              // the node closed its broker
+	reasonHeartbeat = "heartbeat_timeout" // the node stayed silent too long
+	reasonSlow      = "slow"              // its outgoing queue was full
+	reasonStream    = "stream_error"      // the stream broke (network, a protocol error)
+	reasonReplaced  = "replaced"          // a new session of the same node id arrived
+	reasonShutdown  = "shutdown"          // the service is stopping
+)
+
+var disconnectReasons = [...]string{reasonLeft, reasonHeartbeat, reasonSlow, reasonStream, reasonReplaced, reasonShutdown}
+
+// pushMethods are the unary calls of the push API, as counted by
+// firetower_topicsvc_api_calls_total{method}.
+var pushMethods = [...]string{"Publish", "Count", "Topics", "Nodes"}
+
+// serverStats are the service's counters. The hot path only adds to
+// atomics, most of them once per stream frame rather than per message;
+// the collector reads them at scrape time.
+type serverStats struct {
+	sessions       atomic.Int64 // node sessions accepted
+	publishedNode  atomic.Int64 // messages nodes published
+	publishedAPI   atomic.Int64 // messages the push API published, one per topic
+	publishedBytes atomic.Int64 // their data
+	routed         atomic.Int64 // deliveries queued for nodes
+	delivered      atomic.Int64 // deliveries written to node streams
+	deliveredBytes atomic.Int64 // their data
+	framesIn       atomic.Int64 // stream messages received from nodes
+	framesOut      atomic.Int64 // stream messages sent to nodes
+	refusedAuth    atomic.Int64
+	refusedInvalid atomic.Int64
+	disconnects    [len(disconnectReasons)]atomic.Int64
+	apiCalls       [len(pushMethods)]atomic.Int64
+}
+
+func (st *serverStats) disconnected(reason string) {
+	for i, r := range disconnectReasons {
+		if r == reason {
+			st.disconnects[i].Add(1)
+			return
+		}
+	}
+}
+
+// apiCalled counts a push API call; fullMethod is gRPC's
+// "/package.Service/Method".
+func (st *serverStats) apiCalled(fullMethod string) {
+	name := fullMethod[strings.LastIndexByte(fullMethod, '/')+1:]
+	for i, m := range pushMethods {
+		if m == name {
+			st.apiCalls[i].Add(1)
+			return
+		}
+	}
+}
+
+// Collector returns a prometheus.Collector of the service's figures,
+// computed when scraped (names and meanings in topicsvc/README.md). Register
+// it on a registry of your own; the firetower-topicsvc binary serves it
+// with -metrics-listen.
+func (s *Server) Collector() prometheus.Collector { return &collector{s: s} }
+
+type collector struct{ s *Server }
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("firetower_topicsvc_"+name, help, labels, nil)
+}
+
+var (
+	descNodes          = desc("nodes", "Nodes with a session at the service.")
+	descTopics         = desc("topics", "Topics at least one node listens to.")
+	descSubscriptions  = desc("subscriptions", "Node-topic interests: the (node, topic) pairs the service routes.")
+	descSubscribers    = desc("subscribers", "Subscribed connections as the nodes report them, summed over nodes and topics.")
+	descQueued         = desc("queued_operations", "Operations waiting to be sent to nodes.")
+	descSessions       = desc("node_sessions_total", "Node sessions accepted.")
+	descPublished      = desc("messages_published_total", "Messages published, one per topic, by nodes or through the push API.", "source")
+	descPublishedBytes = desc("published_bytes_total", "Data bytes of the messages published.")
+	descRouted         = desc("messages_routed_total", "Deliveries queued for nodes: one per message and node listening to its topic.")
+	descDelivered      = desc("messages_delivered_total", "Deliveries written to node streams.")
+	descDeliveredBytes = desc("delivered_bytes_total", "Data bytes of the deliveries written to node streams.")
+	descFramesIn       = desc("frames_received_total", "Stream messages received from nodes (each carries one or more operations).")
+	descFramesOut      = desc("frames_sent_total", "Stream messages sent to nodes (each carries one or more operations).")
+	descDisconnects    = desc("node_disconnects_total", "Node sessions ended, by reason: left, heartbeat_timeout, slow, stream_error, replaced, shutdown.", "reason")
+	descRefused        = desc("refused_total", "Requests refused, by reason: auth (missing or wrong token) or invalid (bad input, answered INVALID_ARGUMENT or refused in a session).", "reason")
+	descAPICalls       = desc("api_calls_total", "Authorized push API calls, by method.", "method")
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descNodes, descTopics, descSubscriptions, descSubscribers, descQueued, descSessions,
+		descPublished, descPublishedBytes, descRouted, descDelivered, descDeliveredBytes, descFramesIn, descFramesOut,
+		descDisconnects, descRefused, descAPICalls} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s, st := c.s, &c.s.stats
+	gauge := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+
+	s.mu.Lock()
+	nodes := len(s.sessions)
+	var queued int64
+	for _, ss := range s.sessions {
+		queued += int64(ss.queueLen())
+	}
+	s.mu.Unlock()
+	topics, subscriptions, subscribers := s.core.routeStats()
+
+	gauge(descNodes, int64(nodes))
+	gauge(descTopics, topics)
+	gauge(descSubscriptions, subscriptions)
+	gauge(descSubscribers, subscribers)
+	gauge(descQueued, queued)
+	counter(descSessions, st.sessions.Load())
+	counter(descPublished, st.publishedNode.Load(), "node")
+	counter(descPublished, st.publishedAPI.Load(), "api")
+	counter(descPublishedBytes, st.publishedBytes.Load())
+	counter(descRouted, st.routed.Load())
+	counter(descDelivered, st.delivered.Load())
+	counter(descDeliveredBytes, st.deliveredBytes.Load())
+	counter(descFramesIn, st.framesIn.Load())
+	counter(descFramesOut, st.framesOut.Load())
+	for i, r := range disconnectReasons {
+		counter(descDisconnects, st.disconnects[i].Load(), r)
+	}
+	counter(descRefused, st.refusedAuth.Load(), "auth")
+	counter(descRefused, st.refusedInvalid.Load(), "invalid")
+	for i, m := range pushMethods {
+		counter(descAPICalls, st.apiCalls[i].Load(), m)
+	}
+}
+
+// routeStats counts, shard by shard, the topics some node listens to, the
+// node-topic interests and the subscribers the nodes report. It takes each
+// shard's read lock in turn, so a scrape never stalls routing for long.
+func (c *Core) routeStats() (topics, subscriptions, subscribers int64) {
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.RLock()
+		for _, t := range sh.topics {
+			if len(t.listeners) > 0 {
+				topics++
+				subscriptions += int64(len(t.listeners))
+			}
+			subscribers += int64(t.total)
+		}
+		sh.mu.RUnlock()
+	}
+	return topics, subscriptions, subscribers
+}
