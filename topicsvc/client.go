@@ -153,13 +153,124 @@ type Client struct {
 	interests map[string]struct{}
 	counts    map[string]int
 	dirty     map[string]struct{}
+
+	stats clientStats
 }
 
 var (
-	_ broker.Broker      = (*Client)(nil)
-	_ broker.TopicLister = (*Client)(nil)
-	_ broker.NodeLister  = (*Client)(nil)
+	_ broker.Broker        = (*Client)(nil)
+	_ broker.TopicLister   = (*Client)(nil)
+	_ broker.NodeLister    = (*Client)(nil)
+	_ broker.StatsReporter = (*Client)(nil)
 )
+
+// ClientStats describes a Client's link to the topic service.
+type ClientStats struct {
+	// Connected is true while a session with the service is up.
+	Connected bool
+	// Sessions counts the sessions established, the first one included;
+	// Reconnects those established after a session was lost.
+	Sessions, Reconnects int64
+	// ConnectFailures counts failed attempts to establish a session.
+	ConnectFailures int64
+	// SessionsLost counts sessions that ended other than by Close.
+	SessionsLost int64
+	// Published counts the messages sent to the service; PublishErrors
+	// the Publish calls that failed (the service unreachable, the client
+	// closed, an invalid message, the caller's context done).
+	Published, PublishErrors int64
+	// Received counts the messages delivered to the handler.
+	Received int64
+	// Refused counts the operations the service refused.
+	Refused int64
+	// LastConnect and LastDisconnect are when the last session was
+	// established and lost; zero for never.
+	LastConnect, LastDisconnect time.Time
+	// LastError says why the last session was lost or the last attempt
+	// failed; empty if none was.
+	LastError string
+}
+
+// clientStats are a Client's counters: atomics on the message path, added
+// once per stream frame.
+type clientStats struct {
+	sessions, reconnects, connectFailures, sessionsLost atomic.Int64
+	published, publishErrors, received, refused         atomic.Int64
+	lastConnect, lastDisconnect                         atomic.Int64 // Unix nanoseconds, 0 for never
+
+	mu      sync.Mutex
+	lastErr string
+}
+
+func (st *clientStats) failed(err error) {
+	st.mu.Lock()
+	st.lastErr = err.Error()
+	st.mu.Unlock()
+}
+
+// Stats returns the client's figures now. It is cheap and safe to call
+// from any goroutine, also after Close.
+func (c *Client) Stats() ClientStats {
+	st := &c.stats
+	at := func(ns int64) time.Time {
+		if ns == 0 {
+			return time.Time{}
+		}
+		return time.Unix(0, ns)
+	}
+	st.mu.Lock()
+	lastErr := st.lastErr
+	st.mu.Unlock()
+	return ClientStats{
+		Connected:       c.Connected(),
+		Sessions:        st.sessions.Load(),
+		Reconnects:      st.reconnects.Load(),
+		ConnectFailures: st.connectFailures.Load(),
+		SessionsLost:    st.sessionsLost.Load(),
+		Published:       st.published.Load(),
+		PublishErrors:   st.publishErrors.Load(),
+		Received:        st.received.Load(),
+		Refused:         st.refused.Load(),
+		LastConnect:     at(st.lastConnect.Load()),
+		LastDisconnect:  at(st.lastDisconnect.Load()),
+		LastError:       lastErr,
+	}
+}
+
+// Reconnects returns how many times a lost session was re-established.
+func (c *Client) Reconnects() int64 { return c.stats.reconnects.Load() }
+
+// BrokerStats implements broker.StatsReporter with the figures of Stats:
+// connected, sessions_total, reconnects_total, connect_failures_total,
+// sessions_lost_total, messages_published_total, publish_errors_total,
+// messages_received_total, refused_total, last_connect_timestamp_seconds
+// and last_disconnect_timestamp_seconds.
+func (c *Client) BrokerStats() map[string]int64 {
+	s := c.Stats()
+	up := int64(0)
+	if s.Connected {
+		up = 1
+	}
+	unix := func(t time.Time) int64 {
+		if t.IsZero() {
+			return 0
+		}
+		return t.Unix()
+	}
+	return map[string]int64{
+		"connected":                         up,
+		"sessions_total":                    s.Sessions,
+		"reconnects_total":                  s.Reconnects,
+		"connect_failures_total":            s.ConnectFailures,
+		"sessions_lost_total":               s.SessionsLost,
+		"messages_published_total":          s.Published,
+		"publish_errors_total":              s.PublishErrors,
+		"messages_received_total":           s.Received,
+		"refused_total":                     s.Refused,
+		"last_connect_timestamp_seconds":    unix(s.LastConnect),
+		"last_disconnect_timestamp_seconds": unix(s.LastDisconnect),
+	}
+}
 
 // Dial connects to the topic service at addr (host:port). It waits for the
 // first session up to opts.ConnectTimeout; if the service is unreachable it
@@ -260,6 +371,8 @@ func (c *Client) run() {
 		}
 		if err != nil {
 			failures++
+			c.stats.connectFailures.Add(1)
+			c.stats.failed(err)
 			if failures == 1 || failures%20 == 0 {
 				c.log.Warn("topic service unreachable, retrying", "err", err, "attempts", failures)
 			}
@@ -280,6 +393,11 @@ func (c *Client) run() {
 			c.log.Info("topic service connected")
 		}
 		wait, failures = c.opts.MinBackoff, 0
+		c.stats.sessions.Add(1)
+		if !downSince.IsZero() {
+			c.stats.reconnects.Add(1)
+		}
+		c.stats.lastConnect.Store(time.Now().UnixNano())
 		cause := sess.serve(c)
 		c.mu.Lock()
 		c.sess = nil
@@ -288,6 +406,9 @@ func (c *Client) run() {
 			return
 		}
 		downSince = time.Now()
+		c.stats.sessionsLost.Add(1)
+		c.stats.lastDisconnect.Store(downSince.UnixNano())
+		c.stats.failed(cause)
 		c.log.Warn("topic service session lost", "err", cause)
 	}
 }
@@ -388,12 +509,14 @@ func (s *clientSession) serve(c *Client) error {
 			break
 		}
 		s.lastRecv.Store(time.Now().UnixNano())
+		received := 0
 		for _, op := range f.GetOps() {
 			switch o := op.GetOp().(type) {
 			case *pb.ServiceOp_Deliver:
 				if h := c.handler.Load(); h != nil {
 					m := o.Deliver
 					(*h)(broker.Message{Topic: m.GetTopic(), ID: m.GetId(), Data: m.GetData()})
+					received++
 				}
 			case *pb.ServiceOp_Ack:
 				s.pmu.Lock()
@@ -403,9 +526,16 @@ func (s *clientSession) serve(c *Client) error {
 				if ch != nil {
 					ch <- o.Ack
 				}
+				if o.Ack.GetError() != "" {
+					c.stats.refused.Add(1)
+				}
 			case *pb.ServiceOp_Notice:
+				c.stats.refused.Add(1)
 				c.log.Warn("topic service refused an operation", "err", o.Notice.GetError())
 			}
+		}
+		if received > 0 {
+			c.stats.received.Add(int64(received))
 		}
 	}
 	<-sent
@@ -422,6 +552,15 @@ func (s *clientSession) sendLoop(c *Client) {
 			return false
 		}
 		lastSend = time.Now()
+		n := 0
+		for _, op := range ops {
+			if op.GetPublish() != nil {
+				n++
+			}
+		}
+		if n > 0 {
+			c.stats.published.Add(int64(n))
+		}
 		return true
 	}
 	for len(s.initial) > 0 {
@@ -594,6 +733,14 @@ func (c *Client) Start(h broker.Handler) error {
 // for the service, in order behind the caller's earlier publishes; it waits
 // only while the queue is full.
 func (c *Client) Publish(ctx context.Context, m broker.Message) error {
+	err := c.publish(ctx, m)
+	if err != nil {
+		c.stats.publishErrors.Add(1)
+	}
+	return err
+}
+
+func (c *Client) publish(ctx context.Context, m broker.Message) error {
 	if err := validMessage(m.Topic, m.ID, len(m.Data), int(c.maxMsg.Load())); err != nil {
 		return err
 	}
