@@ -236,7 +236,7 @@ func (t *Tower) serveOps(c *gin.Context, p string) bool {
 }
 
 // dashboardCSP allows only the page's own script, style and requests.
-const dashboardCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+const dashboardCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 func serveDashboardFile(c *gin.Context, f clientFile) {
 	h := c.Writer.Header()

@@ -146,7 +146,7 @@
   }
   function fmtSeconds(sec) {
     if (sec < 0.001) return Math.round(sec * 1e6) + ' µs';
-    if (sec < 1) return (sec * 1000).toFixed(sec < 0.01 ? 2 : 0) + ' ms';
+    if (sec < 1) return Number((sec * 1000).toPrecision(2)) + ' ms';
     return sec.toFixed(1) + ' s';
   }
 
@@ -304,10 +304,12 @@
     }
   }
 
+  // niceMax rounds a chart's top up so that its four gridlines fall on
+  // round numbers.
   function niceMax(v) {
-    if (v <= 4) return 4;
+    if (v <= 40) return Math.max(4, Math.ceil(v / 4) * 4);
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    for (const m of [1, 1.2, 1.6, 2, 2.4, 4, 6, 8, 10]) if (m * p >= v) return m * p;
     return 10 * p;
   }
 
