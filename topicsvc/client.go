@@ -393,11 +393,6 @@ func (c *Client) run() {
 			c.log.Info("topic service connected")
 		}
 		wait, failures = c.opts.MinBackoff, 0
-		c.stats.sessions.Add(1)
-		if !downSince.IsZero() {
-			c.stats.reconnects.Add(1)
-		}
-		c.stats.lastConnect.Store(time.Now().UnixNano())
 		cause := sess.serve(c)
 		c.mu.Lock()
 		c.sess = nil
@@ -416,7 +411,8 @@ func (c *Client) run() {
 // clientSession is one stream to the service.
 type clientSession struct {
 	stream  pb.TopicService_SessionClient
-	queue   chan *pb.NodeOp
+	packed  bool // the service reads NodeFrame.publishes
+	queue   *opQueue[nodeOut]
 	initial []*pb.NodeOp // the state re-sent first
 
 	ctx      context.Context
@@ -436,7 +432,7 @@ func (c *Client) connect() (*clientSession, error) {
 	})
 	stream, err := c.rpc.Session(ctx)
 	if err == nil {
-		err = stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: c.opts.NodeID}}}}})
+		err = stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: c.opts.NodeID, Packed: true}}}}})
 		if errors.Is(err, io.EOF) {
 			// The service ended the stream (a refused token, say); Recv
 			// tells why.
@@ -466,7 +462,14 @@ func (c *Client) connect() (*clientSession, error) {
 	if n := welcome.GetMaxMessageSize(); n > 0 {
 		c.maxMsg.Store(int64(n))
 	}
-	s := &clientSession{stream: stream, queue: make(chan *pb.NodeOp, c.opts.QueueSize), ctx: ctx, cancel: cancel, pending: map[uint64]chan *pb.Ack{}}
+	s := &clientSession{
+		stream:  stream,
+		packed:  welcome.GetPacked(),
+		queue:   newOpQueue[nodeOut](c.opts.QueueSize),
+		ctx:     ctx,
+		cancel:  cancel,
+		pending: map[uint64]chan *pb.Ack{},
+	}
 	s.lastRecv.Store(time.Now().UnixNano())
 
 	c.mu.Lock()
@@ -490,6 +493,12 @@ func (c *Client) connect() (*clientSession, error) {
 	}
 	clear(c.dirty)
 	c.sess = s
+	// Counted with the session under c.mu, so that Stats never shows a
+	// session up that it has not counted.
+	if c.stats.sessions.Add(1) > 1 {
+		c.stats.reconnects.Add(1)
+	}
+	c.stats.lastConnect.Store(time.Now().UnixNano())
 	return s, nil
 }
 
@@ -534,6 +543,12 @@ func (s *clientSession) serve(c *Client) error {
 				c.log.Warn("topic service refused an operation", "err", o.Notice.GetError())
 			}
 		}
+		if h := c.handler.Load(); h != nil {
+			for _, m := range f.GetDeliveries() {
+				(*h)(broker.Message{Topic: m.GetTopic(), ID: m.GetId(), Data: m.GetData()})
+			}
+			received += len(f.GetDeliveries())
+		}
 		if received > 0 {
 			c.stats.received.Add(int64(received))
 		}
@@ -546,81 +561,120 @@ func (s *clientSession) sendLoop(c *Client) {
 	tick := time.NewTicker(min(c.opts.CountFlushInterval, c.opts.HeartbeatInterval))
 	defer tick.Stop()
 	lastSend := time.Now()
-	send := func(ops []*pb.NodeOp) bool {
-		if err := s.stream.Send(&pb.NodeFrame{Ops: ops}); err != nil {
-			s.cancel(err)
-			return false
-		}
-		lastSend = time.Now()
-		n := 0
-		for _, op := range ops {
-			if op.GetPublish() != nil {
-				n++
-			}
-		}
-		if n > 0 {
-			c.stats.published.Add(int64(n))
-		}
-		return true
-	}
 	for len(s.initial) > 0 {
 		n := min(len(s.initial), batchOps)
-		if !send(s.initial[:n]) {
+		if err := s.stream.Send(&pb.NodeFrame{Ops: s.initial[:n]}); err != nil {
+			s.cancel(err)
 			return
 		}
 		s.initial = s.initial[n:]
 	}
-	var carry *pb.NodeOp
 	for {
-		var batch []*pb.NodeOp
-		size := 0
-		if carry != nil {
-			batch, size, carry = append(batch, carry), nodeOpSize(carry), nil
-		} else {
-			select {
-			case <-s.ctx.Done():
+		var first *pb.NodeOp
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.queue.ready:
+		case <-tick.C:
+			if silent := time.Since(time.Unix(0, s.lastRecv.Load())); silent > c.opts.HeartbeatTimeout {
+				s.cancel(fmt.Errorf("%w: no heartbeat from the topic service for %v", broker.ErrUnavailable, silent.Round(time.Millisecond)))
 				return
-			case op := <-s.queue:
-				batch, size = append(batch, op), nodeOpSize(op)
-			case <-tick.C:
-				if silent := time.Since(time.Unix(0, s.lastRecv.Load())); silent > c.opts.HeartbeatTimeout {
-					s.cancel(fmt.Errorf("%w: no heartbeat from the topic service for %v", broker.ErrUnavailable, silent.Round(time.Millisecond)))
-					return
-				}
-				if cu := c.takeDirty(); cu != nil {
-					batch = append(batch, cu)
-				} else if time.Since(lastSend) >= c.opts.HeartbeatInterval {
-					batch = append(batch, &pb.NodeOp{Op: &pb.NodeOp_Heartbeat{Heartbeat: &pb.Heartbeat{}}})
-				} else {
-					continue
-				}
+			}
+			if cu := c.takeDirty(); cu != nil {
+				first = cu
+			} else if time.Since(lastSend) >= c.opts.HeartbeatInterval {
+				first = &pb.NodeOp{Op: &pb.NodeOp_Heartbeat{Heartbeat: &pb.Heartbeat{}}}
+			} else {
+				continue
 			}
 		}
-	drain:
-		for len(batch) < batchOps && size < batchBytes {
-			select {
-			case op := <-s.queue:
-				if n := nodeOpSize(op); size+n > batchBytes {
-					carry = op
-					break drain
-				} else {
-					batch, size = append(batch, op), size+n
-				}
-			default:
-				break drain
-			}
-		}
-		if !send(batch) {
+		items := s.queue.take()
+		if !s.sendBatch(c, first, items) {
 			return
 		}
+		s.queue.recycle(items)
+		lastSend = time.Now()
 	}
 }
 
-func nodeOpSize(op *pb.NodeOp) int {
-	if p := op.GetPublish(); p != nil {
-		return len(p.GetData()) + len(p.GetTopic()) + len(p.GetId()) + 16
+// nodeOut is one operation waiting to be sent to the service: a publish of
+// msg when op is nil, op otherwise. Publishes are queued by value and
+// become protobuf messages only when a batch is sent.
+type nodeOut struct {
+	msg broker.Message
+	op  *pb.NodeOp
+}
+
+// sendBatch sends first (if not nil) and items, in order, in as few frames
+// as batchOps and batchBytes allow. A frame carries its ops before its
+// publishes, so a frame ends where an op follows a publish.
+func (s *clientSession) sendBatch(c *Client, first *pb.NodeOp, items []nodeOut) bool {
+	n := 0
+	for i := range items {
+		if items[i].op == nil {
+			n++
+		}
 	}
-	return 16
+	msgs := make([]pb.Message, n) // one slab for the batch; the frames point into it
+	var ptrs []*pb.Message
+	if s.packed {
+		ptrs = make([]*pb.Message, n)
+	}
+	k, from := 0, 0 // in ptrs: the next publish; the frame's first one
+
+	var ops []*pb.NodeOp
+	if first != nil {
+		ops = append(ops, first)
+	}
+	size, count := 0, 0 // of the frame: its size and publishes
+	flush := func() bool {
+		if len(ops) == 0 && k == from {
+			return true
+		}
+		f := &pb.NodeFrame{Ops: ops}
+		if k > from {
+			f.Publishes = ptrs[from:k:k]
+		}
+		if err := s.stream.Send(f); err != nil {
+			s.cancel(err)
+			return false
+		}
+		if count > 0 {
+			c.stats.published.Add(int64(count))
+		}
+		ops, from, size, count = nil, k, 0, 0
+		return true
+	}
+	j := 0 // the next message of the slab
+	for i := range items {
+		it := &items[i]
+		if it.op != nil {
+			if k > from && !flush() {
+				return false
+			}
+			ops = append(ops, it.op)
+			size += 16
+			continue
+		}
+		m := it.msg
+		mn := len(m.Data) + len(m.Topic) + len(m.ID) + 16
+		if inFrame := len(ops) + k - from; inFrame > 0 && (inFrame >= batchOps || size+mn > batchBytes) && !flush() {
+			return false
+		}
+		pm := &msgs[j]
+		j++
+		pm.Topic, pm.Id, pm.Data = m.Topic, m.ID, m.Data
+		if s.packed {
+			ptrs[k] = pm
+			k++
+		} else {
+			// A service of an earlier release reads publishes as ops only.
+			ops = append(ops, &pb.NodeOp{Op: &pb.NodeOp_Publish{Publish: pm}})
+		}
+		size += mn
+		count++
+	}
+	return flush()
 }
 
 // takeDirty returns the counts changed since the last flush, or nil.
@@ -666,20 +720,18 @@ func (c *Client) lost(s *clientSession) error {
 	return fmt.Errorf("%w: session lost: %v", broker.ErrUnavailable, context.Cause(s.ctx))
 }
 
-func (c *Client) enqueue(ctx context.Context, s *clientSession, op *pb.NodeOp) error {
-	select {
-	case s.queue <- op:
-		return nil
-	default:
+// enqueue queues o for the service, waiting while the queue is full.
+func (c *Client) enqueue(ctx context.Context, s *clientSession, o nodeOut) error {
+	for !s.queue.push(o) {
+		select {
+		case <-s.queue.roomSignal():
+		case <-s.ctx.Done():
+			return c.lost(s)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	select {
-	case s.queue <- op:
-		return nil
-	case <-s.ctx.Done():
-		return c.lost(s)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return nil
 }
 
 // request sends the op mk builds and waits for its Ack.
@@ -694,7 +746,7 @@ func (c *Client) request(ctx context.Context, s *clientSession, mk func(seq uint
 		delete(s.pending, seq)
 		s.pmu.Unlock()
 	}
-	if err := c.enqueue(ctx, s, mk(seq)); err != nil {
+	if err := c.enqueue(ctx, s, nodeOut{op: mk(seq)}); err != nil {
 		forget()
 		return nil, err
 	}
@@ -750,8 +802,8 @@ func (c *Client) publish(ctx context.Context, m broker.Message) error {
 	}
 	// Copy: the message is marshalled later, on the sender goroutine, and
 	// the caller may reuse its buffer once Publish returns.
-	op := &pb.NodeOp{Op: &pb.NodeOp_Publish{Publish: &pb.Message{Topic: m.Topic, Id: m.ID, Data: bytes.Clone(m.Data)}}}
-	return c.enqueue(ctx, s, op)
+	m.Data = bytes.Clone(m.Data)
+	return c.enqueue(ctx, s, nodeOut{msg: m})
 }
 
 // Subscribe implements broker.Broker: it returns once the service routes
@@ -782,10 +834,7 @@ func (c *Client) Subscribe(ctx context.Context, topic string) error {
 		s := c.sess
 		c.mu.Unlock()
 		if s != nil {
-			select {
-			case s.queue <- &pb.NodeOp{Op: &pb.NodeOp_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Topic: topic}}}:
-			default:
-			}
+			s.queue.push(nodeOut{op: &pb.NodeOp{Op: &pb.NodeOp_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Topic: topic}}}})
 		}
 	}
 	return err

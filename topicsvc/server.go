@@ -299,8 +299,9 @@ type session struct {
 	peer   string
 	node   *Node
 
-	queue    chan *pb.ServiceOp
-	queued   atomic.Int64 // data bytes in queue
+	packed   bool // the node reads ServiceFrame.deliveries
+	queue    *opQueue[outOp]
+	queued   atomic.Int64 // data bytes queued or being sent
 	lastSeen atomic.Int64 // Unix nanoseconds of the last frame received
 
 	ctx    context.Context
@@ -332,11 +333,12 @@ func (s *Server) Session(stream pb.TopicService_SessionServer) error {
 		stream: stream,
 		id:     id,
 		peer:   peerAddr(stream.Context()),
-		queue:  make(chan *pb.ServiceOp, s.cfg.QueueSize),
+		packed: ops[0].GetHello().GetPacked(),
+		queue:  newOpQueue[outOp](s.cfg.QueueSize),
 	}
 	ss.ctx, ss.cancel = context.WithCancelCause(stream.Context())
 	ss.lastSeen.Store(time.Now().UnixNano())
-	ss.push(&pb.ServiceOp{Op: &pb.ServiceOp_Welcome{Welcome: &pb.Welcome{MaxMessageSize: uint64(s.cfg.MaxMessageSize)}}}, 0)
+	ss.push(outOp{op: &pb.ServiceOp{Op: &pb.ServiceOp_Welcome{Welcome: &pb.Welcome{MaxMessageSize: uint64(s.cfg.MaxMessageSize), Packed: true}}}}, 0)
 
 	s.mu.Lock()
 	if s.stopping {
@@ -361,7 +363,7 @@ func (s *Server) Session(stream pb.TopicService_SessionServer) error {
 	}()
 	go func() {
 		defer close(recvd)
-		ss.recvLoop(ops[1:])
+		ss.recvLoop(first, 1)
 	}()
 
 	<-ss.ctx.Done()
@@ -413,24 +415,30 @@ func (ss *session) end(reason string, cause error) {
 }
 
 // queueLen is how many operations wait to be sent to the node.
-func (ss *session) queueLen() int { return len(ss.queue) }
+func (ss *session) queueLen() int { return ss.queue.len() }
+
+// outOp is one operation waiting to be sent to a node: a delivery of msg
+// when op is nil, op otherwise. Deliveries are queued by value and become
+// protobuf messages only when a batch is sent, a few allocations per batch.
+type outOp struct {
+	msg broker.Message
+	op  *pb.ServiceOp
+}
 
 // deliver is called by the Core with a shard lock held: it never blocks.
 func (ss *session) deliver(m broker.Message) {
-	ss.push(&pb.ServiceOp{Op: &pb.ServiceOp_Deliver{Deliver: &pb.Message{Topic: m.Topic, Id: m.ID, Data: m.Data}}}, len(m.Data))
+	ss.push(outOp{msg: m}, len(m.Data))
 }
 
-// push queues op for the node, or disconnects the node if its queue is
+// push queues o for the node, or disconnects the node if its queue is
 // full: a node that does not keep up must not stall the others.
-func (ss *session) push(op *pb.ServiceOp, size int) {
+func (ss *session) push(o outOp, size int) {
 	if ss.queued.Add(int64(size)) > int64(ss.srv.cfg.QueueBytes) {
 		ss.queued.Add(-int64(size))
 		ss.slow()
 		return
 	}
-	select {
-	case ss.queue <- op:
-	default:
+	if !ss.queue.push(o) {
 		ss.queued.Add(-int64(size))
 		ss.slow()
 	}
@@ -442,19 +450,26 @@ func (ss *session) slow() {
 	}
 }
 
-func (ss *session) recvLoop(ops []*pb.NodeOp) {
+// recvLoop applies the node's frames, starting with the operations of
+// frame after the first skip ones.
+func (ss *session) recvLoop(frame *pb.NodeFrame, skip int) {
 	st := &ss.srv.stats
 	for {
 		var t tally
-		for _, op := range ops {
+		for _, op := range frame.GetOps()[skip:] {
 			ss.apply(op, &t)
 		}
+		for _, m := range frame.GetPublishes() {
+			ss.publish(m, &t)
+		}
+		skip = 0
 		if t.published > 0 {
 			st.publishedNode.Add(t.published)
 			st.publishedBytes.Add(t.bytes)
 			st.routed.Add(t.routed)
 		}
-		frame, err := ss.stream.Recv()
+		var err error
+		frame, err = ss.stream.Recv()
 		if err != nil {
 			// A node that closes its broker cancels its stream.
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
@@ -469,7 +484,6 @@ func (ss *session) recvLoop(ops []*pb.NodeOp) {
 		}
 		st.framesIn.Add(1)
 		ss.lastSeen.Store(time.Now().UnixNano())
-		ops = frame.GetOps()
 	}
 }
 
@@ -477,19 +491,30 @@ func (ss *session) recvLoop(ops []*pb.NodeOp) {
 // counters are updated once per frame.
 type tally struct{ published, bytes, routed int64 }
 
+// publish routes a message the node published.
+func (ss *session) publish(m *pb.Message, t *tally) {
+	if err := validMessage(m.GetTopic(), m.GetId(), len(m.GetData()), ss.srv.cfg.MaxMessageSize); err != nil {
+		ss.notice(err)
+		return
+	}
+	t.routed += int64(ss.srv.core.Publish(broker.Message{Topic: m.GetTopic(), ID: m.GetId(), Data: m.GetData()}))
+	t.published++
+	t.bytes += int64(len(m.GetData()))
+}
+
 func (ss *session) ack(seq uint64, count int, err error) {
 	a := &pb.Ack{Seq: seq, Count: int64(count)}
 	if err != nil {
 		ss.srv.stats.refusedInvalid.Add(1)
 		a.Error = err.Error()
 	}
-	ss.push(&pb.ServiceOp{Op: &pb.ServiceOp_Ack{Ack: a}}, 0)
+	ss.push(outOp{op: &pb.ServiceOp{Op: &pb.ServiceOp_Ack{Ack: a}}}, 0)
 }
 
 func (ss *session) notice(err error) {
 	ss.srv.stats.refusedInvalid.Add(1)
 	ss.srv.log.Warn("node operation refused", "node", ss.id, "err", err)
-	ss.push(&pb.ServiceOp{Op: &pb.ServiceOp_Notice{Notice: &pb.Notice{Error: err.Error()}}}, 0)
+	ss.push(outOp{op: &pb.ServiceOp{Op: &pb.ServiceOp_Notice{Notice: &pb.Notice{Error: err.Error()}}}}, 0)
 }
 
 // apply carries out one operation of the node. Invalid operations are
@@ -497,14 +522,7 @@ func (ss *session) notice(err error) {
 func (ss *session) apply(op *pb.NodeOp, t *tally) {
 	switch o := op.GetOp().(type) {
 	case *pb.NodeOp_Publish:
-		m := o.Publish
-		if err := validMessage(m.GetTopic(), m.GetId(), len(m.GetData()), ss.srv.cfg.MaxMessageSize); err != nil {
-			ss.notice(err)
-			return
-		}
-		t.routed += int64(ss.srv.core.Publish(broker.Message{Topic: m.GetTopic(), ID: m.GetId(), Data: m.GetData()}))
-		t.published++
-		t.bytes += int64(len(m.GetData()))
+		ss.publish(o.Publish, t)
 	case *pb.NodeOp_Subscribe:
 		if err := validTopic(o.Subscribe.GetTopic()); err != nil {
 			ss.ack(o.Subscribe.GetSeq(), 0, err)
@@ -548,71 +566,102 @@ func (ss *session) apply(op *pb.NodeOp, t *tally) {
 func (ss *session) sendLoop() {
 	tick := time.NewTicker(ss.srv.cfg.HeartbeatInterval)
 	defer tick.Stop()
-	var carry *pb.ServiceOp
 	for {
-		var batch []*pb.ServiceOp
-		var size int
-		if carry != nil {
-			batch, size, carry = append(batch, carry), opSize(carry), nil
-		} else {
-			select {
-			case <-ss.ctx.Done():
+		var heartbeat *pb.ServiceOp
+		select {
+		case <-ss.ctx.Done():
+			return
+		case <-ss.queue.ready:
+		case <-tick.C:
+			if silent := time.Since(time.Unix(0, ss.lastSeen.Load())); silent > ss.srv.cfg.HeartbeatTimeout {
+				ss.end(reasonHeartbeat, status.Errorf(codes.DeadlineExceeded, "topicsvc: no heartbeat from the node for %v", silent.Round(time.Millisecond)))
 				return
-			case op := <-ss.queue:
-				batch, size = append(batch, op), opSize(op)
-			case <-tick.C:
-				if silent := time.Since(time.Unix(0, ss.lastSeen.Load())); silent > ss.srv.cfg.HeartbeatTimeout {
-					ss.end(reasonHeartbeat, status.Errorf(codes.DeadlineExceeded, "topicsvc: no heartbeat from the node for %v", silent.Round(time.Millisecond)))
-					return
-				}
-				batch = append(batch, &pb.ServiceOp{Op: &pb.ServiceOp_Heartbeat{Heartbeat: &pb.Heartbeat{}}})
 			}
+			heartbeat = &pb.ServiceOp{Op: &pb.ServiceOp_Heartbeat{Heartbeat: &pb.Heartbeat{}}}
 		}
-	drain:
-		for len(batch) < batchOps && size < batchBytes {
-			select {
-			case op := <-ss.queue:
-				if n := opSize(op); size+n > batchBytes {
-					carry = op
-					break drain
-				} else {
-					batch, size = append(batch, op), size+n
-				}
-			default:
-				break drain
-			}
-		}
-		if err := ss.stream.Send(&pb.ServiceFrame{Ops: batch}); err != nil {
-			ss.end(reasonStream, err)
+		items := ss.queue.take()
+		if !ss.sendBatch(heartbeat, items) {
 			return
 		}
-		n, bytes := deliveries(batch)
-		ss.queued.Add(-bytes)
-		st := &ss.srv.stats
-		st.framesOut.Add(1)
-		if n > 0 {
-			st.delivered.Add(n)
-			st.deliveredBytes.Add(bytes)
-		}
+		ss.queue.recycle(items)
 	}
 }
 
-// opSize approximates the bytes an operation takes in a batch.
-func opSize(op *pb.ServiceOp) int {
-	if d := op.GetDeliver(); d != nil {
-		return len(d.GetData()) + len(d.GetTopic()) + len(d.GetId()) + 16
-	}
-	return 16
-}
-
-// deliveries counts the deliveries among ops and their data bytes (what
-// they counted against QueueBytes when queued).
-func deliveries(ops []*pb.ServiceOp) (n, bytes int64) {
-	for _, op := range ops {
-		if d := op.GetDeliver(); d != nil {
+// sendBatch sends first (if not nil) and items, in order, in as few frames
+// as batchOps and batchBytes allow. A frame carries its ops before its
+// deliveries, so a frame ends where an op follows a delivery.
+func (ss *session) sendBatch(first *pb.ServiceOp, items []outOp) bool {
+	// One slab of messages for the whole batch, which the frames point
+	// into, rather than three allocations per delivery.
+	n := 0
+	for i := range items {
+		if items[i].op == nil {
 			n++
-			bytes += int64(len(d.GetData()))
 		}
 	}
-	return n, bytes
+	msgs := make([]pb.Message, n)
+	var ptrs []*pb.Message
+	if ss.packed {
+		ptrs = make([]*pb.Message, n)
+	}
+	k, from := 0, 0 // in ptrs: the next delivery; the frame's first one
+
+	var ops []*pb.ServiceOp
+	if first != nil {
+		ops = append(ops, first)
+	}
+	size, count, bytes := 0, 0, 0 // of the frame: its size, deliveries and their data
+	st := &ss.srv.stats
+	flush := func() bool {
+		if len(ops) == 0 && k == from {
+			return true
+		}
+		f := &pb.ServiceFrame{Ops: ops}
+		if k > from {
+			f.Deliveries = ptrs[from:k:k]
+		}
+		if err := ss.stream.Send(f); err != nil {
+			ss.end(reasonStream, err)
+			return false
+		}
+		st.framesOut.Add(1)
+		if count > 0 {
+			ss.queued.Add(-int64(bytes))
+			st.delivered.Add(int64(count))
+			st.deliveredBytes.Add(int64(bytes))
+		}
+		ops, from, size, count, bytes = nil, k, 0, 0, 0
+		return true
+	}
+	j := 0 // the next message of the slab
+	for i := range items {
+		it := &items[i]
+		if it.op != nil {
+			if k > from && !flush() {
+				return false
+			}
+			ops = append(ops, it.op)
+			size += 16
+			continue
+		}
+		m := it.msg
+		mn := len(m.Data) + len(m.Topic) + len(m.ID) + 16
+		if inFrame := len(ops) + k - from; inFrame > 0 && (inFrame >= batchOps || size+mn > batchBytes) && !flush() {
+			return false
+		}
+		pm := &msgs[j]
+		j++
+		pm.Topic, pm.Id, pm.Data = m.Topic, m.ID, m.Data
+		if ss.packed {
+			ptrs[k] = pm
+			k++
+		} else {
+			// A node of an earlier release reads deliveries as ops only.
+			ops = append(ops, &pb.ServiceOp{Op: &pb.ServiceOp_Deliver{Deliver: pm}})
+		}
+		size += mn
+		count++
+		bytes += len(m.Data)
+	}
+	return flush()
 }

@@ -1,0 +1,90 @@
+package topicsvc
+
+import "sync"
+
+// opQueue is the bounded FIFO between the goroutines that produce a
+// stream's operations and the one goroutine that sends them. A producer
+// appends under a mutex, with no channel operation per message; the sender
+// takes everything queued at once and hands the slice back once sent, so
+// batches grow with the load and two slices serve a stream for its life.
+type opQueue[T any] struct {
+	limit int
+	ready chan struct{} // holds a token while items may be queued
+
+	mu    sync.Mutex
+	items []T
+	spare []T
+	room  chan struct{} // closed at the next take; made for producers that wait
+}
+
+func newOpQueue[T any](limit int) *opQueue[T] {
+	return &opQueue[T]{limit: limit, ready: make(chan struct{}, 1)}
+}
+
+// push queues v and reports true, or reports false if limit items wait.
+func (q *opQueue[T]) push(v T) bool {
+	q.mu.Lock()
+	if len(q.items) >= q.limit {
+		q.mu.Unlock()
+		return false
+	}
+	q.items = append(q.items, v)
+	first := len(q.items) == 1
+	q.mu.Unlock()
+	if first {
+		// Only the push that makes the queue non-empty wakes the sender:
+		// whatever follows before it takes the queue goes in the same batch.
+		select {
+		case q.ready <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// roomSignal returns a channel that is closed once a push may succeed
+// again.
+func (q *opQueue[T]) roomSignal() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) < q.limit {
+		return closedChan
+	}
+	if q.room == nil {
+		q.room = make(chan struct{})
+	}
+	return q.room
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// take returns every queued item, oldest first. The sender passes the
+// slice to recycle once it is done with it.
+func (q *opQueue[T]) take() []T {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	items := q.items
+	q.items, q.spare = q.spare, nil
+	if q.room != nil {
+		close(q.room)
+		q.room = nil
+	}
+	return items
+}
+
+// recycle gives back a slice that take returned, for a later batch.
+func (q *opQueue[T]) recycle(items []T) {
+	clear(items) // the messages it refers to may go
+	q.mu.Lock()
+	if q.spare == nil {
+		q.spare = items[:0]
+	}
+	q.mu.Unlock()
+}
+
+// len returns how many items wait.
+func (q *opQueue[T]) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
