@@ -389,14 +389,21 @@ func parseTopicsQuery(c *gin.Context) (topicsQuery, error) {
 	return q, nil
 }
 
-// page applies a query to a listing: one pass over it to filter, no copy
-// of the topics beyond the page.
+// page applies a query to a listing: a slice of it, or one pass over it
+// to filter; no copy of the topics beyond the page.
 func (l *topicList) page(q topicsQuery) TopicsPage {
 	list := l.byCount
 	if q.sort == "name" {
 		list = l.sortedByName()
 	}
 	out := TopicsPage{Topics: []broker.TopicCount{}, Offset: q.offset, Limit: q.limit, Sort: q.sort, Query: q.q, Scope: l.scope, AsOf: l.at.UnixMilli()}
+	if q.q == "" {
+		out.Total = len(list)
+		if q.offset < len(list) {
+			out.Topics = append(out.Topics, list[q.offset:min(len(list), q.offset+q.limit)]...)
+		}
+		list = nil
+	}
 	for _, tc := range list {
 		if q.q != "" && !strings.Contains(tc.Topic, q.q) {
 			continue

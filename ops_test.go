@@ -434,13 +434,20 @@ func BenchmarkTopicsPage(b *testing.B) {
 	}
 	defer tower.Shutdown(context.Background())
 	ctx := context.Background()
+	// A listing that stays fresh for the cached cases.
+	warm := func() {
+		l, _ := tower.ops.topics(ctx)
+		l.at = time.Now().Add(time.Hour)
+	}
 	b.Run("cached", func(b *testing.B) {
+		warm()
 		for b.Loop() {
 			l, _ := tower.ops.topics(ctx)
 			l.page(topicsQuery{limit: 100, sort: "count"})
 		}
 	})
 	b.Run("search", func(b *testing.B) {
+		warm()
 		for b.Loop() {
 			l, _ := tower.ops.topics(ctx)
 			l.page(topicsQuery{limit: 20, sort: "count", q: "/room/0421"})
