@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,9 +138,10 @@ func must(t testing.TB, err error) {
 func TestSlowHandlerDoesNotBlockTheNode(t *testing.T) {
 	clusterKinds(t, func(t *testing.T, newClient func() goredis.UniversalClient) {
 		prefix := uniquePrefix()
-		a := newBroker(t, newClient(), fredis.Options{Prefix: prefix})
+		a := newBroker(t, newClient(), fredis.Options{Prefix: prefix, DeliveryQueue: 16})
 		b := newBroker(t, newClient(), fredis.Options{Prefix: prefix})
 		release := make(chan struct{})
+		var slowHandled atomic.Int64
 		var once sync.Once
 		stuck := make(chan struct{}, 1)
 		afterRelease := newRecorder(10)
@@ -149,6 +151,9 @@ func TestSlowHandlerDoesNotBlockTheNode(t *testing.T) {
 			default:
 			}
 			<-release
+			if m.Topic == "slow" {
+				slowHandled.Add(1)
+			}
 			if m.Topic == "after" {
 				afterRelease.handle(m)
 			}
@@ -184,6 +189,11 @@ func TestSlowHandlerDoesNotBlockTheNode(t *testing.T) {
 		must(t, b.Publish(ctx, broker.Message{Topic: "after", ID: "x", Data: []byte("3")}))
 		if m := afterRelease.next(t, 5*time.Second); m.ID != "x" {
 			t.Fatalf("after the handler recovered got %+v", m)
+		}
+		// The stuck handler held one message; 16 more could wait for it
+		// and the rest of the 50 were dropped.
+		if n := slowHandled.Load(); n < 2 || n > 17 {
+			t.Fatalf("the slow handler got %d of 51 messages, want 2..17 (the queue holds 16)", n)
 		}
 	})
 }

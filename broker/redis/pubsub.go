@@ -39,15 +39,13 @@ type reader struct {
 
 	lastRecv atomic.Int64 // Unix ns of the last frame read, pongs included
 
-	// deliveries decouples reading from the handler, so that a slow
-	// handler never delays the subscription confirmations, which arrive on
-	// the same connection. Bounded in messages (by its capacity) and in
-	// bytes (queued); see enqueue for the policy when full.
-	deliveries chan delivery
-	queued     atomic.Int64 // bytes of data in deliveries
-	maxQueued  int64
-	dropped    atomic.Int64 // since the last warning
-	lastWarn   atomic.Int64 // Unix ns
+	// pending decouples reading from the handler, so that a slow handler
+	// never delays the subscription confirmations, which arrive on the
+	// same connection. The broker bounds all readers' pending messages
+	// together; see enqueue for the policy when full.
+	pendingMu sync.Mutex
+	pending   []delivery
+	woken     chan struct{} // something was added to pending
 }
 
 type delivery struct {
@@ -70,16 +68,15 @@ func (s *sub) unconfirm() {
 	}
 }
 
-func newReader(b *Broker, prefix string, queue int, queueBytes int64) *reader {
+func newReader(b *Broker, prefix string) *reader {
 	return &reader{
-		b:          b,
-		prefix:     prefix,
-		ctl:        make(chan struct{}, 1),
-		wake:       make(chan struct{}, 1),
-		subs:       map[string]*sub{},
-		unsubs:     map[string]int{},
-		deliveries: make(chan delivery, queue),
-		maxQueued:  queueBytes,
+		b:      b,
+		prefix: prefix,
+		ctl:    make(chan struct{}, 1),
+		wake:   make(chan struct{}, 1),
+		subs:   map[string]*sub{},
+		unsubs: map[string]int{},
+		woken:  make(chan struct{}, 1),
 	}
 }
 
@@ -344,48 +341,54 @@ func (r *reader) deliver(m *goredis.Message) {
 }
 
 // enqueue hands a message to the delivery goroutine. When the handler is so
-// far behind that the queue is full, the message is dropped and counted
+// far behind that the broker holds DeliveryQueue messages or
+// DeliveryQueueBytes bytes for it, the message is dropped and counted
 // (delivery is at most once): the reader must keep reading, or Redis would
 // disconnect the node anyway once its output buffer for the node overflows.
 func (r *reader) enqueue(d delivery) {
+	b := r.b
 	n := int64(len(d.msg.Data))
-	if r.queued.Add(n) > r.maxQueued {
-		r.queued.Add(-n)
-		r.drop()
+	if b.pendingMsgs.Add(1) > int64(b.opts.DeliveryQueue) || b.pendingBytes.Add(n) > b.opts.DeliveryQueueBytes {
+		b.pendingMsgs.Add(-1)
+		b.pendingBytes.Add(-n)
+		b.dropped()
 		return
 	}
+	r.pendingMu.Lock()
+	r.pending = append(r.pending, d)
+	r.pendingMu.Unlock()
 	select {
-	case r.deliveries <- d:
+	case r.woken <- struct{}{}:
 	default:
-		r.queued.Add(-n)
-		r.drop()
-	}
-}
-
-func (r *reader) drop() {
-	r.dropped.Add(1)
-	now := time.Now().UnixNano()
-	if last := r.lastWarn.Load(); now-last > int64(time.Second) && r.lastWarn.CompareAndSwap(last, now) {
-		r.b.log.Warn("the message handler is too slow; dropped messages", "count", r.dropped.Swap(0))
 	}
 }
 
 // deliverLoop calls the handler, one message at a time, in the order read.
 func (r *reader) deliverLoop() {
 	defer r.b.wg.Done()
+	var batch []delivery
 	for {
 		select {
-		case d := <-r.deliveries:
-			r.queued.Add(-int64(len(d.msg.Data)))
-			r.mu.RLock()
-			_, wanted := r.subs[d.channel]
-			r.mu.RUnlock()
-			if wanted {
-				r.b.handler(d.msg)
-			}
+		case <-r.woken:
 		case <-r.b.done:
 			return
 		}
+		r.pendingMu.Lock()
+		batch, r.pending = r.pending, batch[:0]
+		r.pendingMu.Unlock()
+		var bytes int64
+		for i, d := range batch {
+			bytes += int64(len(d.msg.Data))
+			r.mu.RLock()
+			_, wanted := r.subs[d.channel]
+			r.mu.RUnlock()
+			if wanted && !r.b.closed.Load() {
+				r.b.handler(d.msg)
+			}
+			batch[i] = delivery{} // let the data go
+		}
+		r.b.pendingMsgs.Add(-int64(len(batch)))
+		r.b.pendingBytes.Add(-bytes)
 	}
 }
 

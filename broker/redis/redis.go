@@ -215,6 +215,12 @@ type Broker struct {
 	done   chan struct{} // closed by Close
 	wg     sync.WaitGroup
 
+	// Messages read and not yet handled, over all readers, and the drops
+	// since the last warning about them.
+	pendingMsgs, pendingBytes atomic.Int64
+	drops                     atomic.Int64
+	lastDropWarn              atomic.Int64 // Unix ns
+
 	mu      sync.Mutex
 	handler broker.Handler
 	closed  atomic.Bool
@@ -272,9 +278,7 @@ func New(client goredis.UniversalClient, opts Options) (*Broker, error) {
 			// so the group's channels share one connection to one master.
 			prefix = fmt.Sprintf("%s{%d}:", b.chanPrefix, i)
 		}
-		// The delivery budget is shared out among the readers, so that
-		// it does not grow with Shards.
-		b.readers[i] = newReader(b, prefix, max(o.DeliveryQueue/n, 256), max(o.DeliveryQueueBytes/int64(n), 2<<20))
+		b.readers[i] = newReader(b, prefix)
 	}
 	return b, nil
 }
@@ -385,6 +389,16 @@ func (b *Broker) Close() error {
 		return b.client.Close()
 	}
 	return nil
+}
+
+// dropped counts a message dropped for a slow handler, and warns at most
+// once a second.
+func (b *Broker) dropped() {
+	b.drops.Add(1)
+	now := time.Now().UnixNano()
+	if last := b.lastDropWarn.Load(); now-last > int64(time.Second) && b.lastDropWarn.CompareAndSwap(last, now) {
+		b.log.Warn("the message handler is too slow; dropped messages", "count", b.drops.Swap(0))
+	}
 }
 
 // sleep waits d or until Close; it reports whether the broker is still open.
