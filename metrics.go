@@ -1,6 +1,12 @@
 package firetower
 
 import (
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/OSMeteor/firetower/broker"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -10,26 +16,24 @@ import (
 type collector struct {
 	t *Tower
 
-	connections, connectionsOpened, subscriptions, topics           *prometheus.Desc
-	framesIn, published, delivered, framesOut, writes, bytesOut     *prometheus.Desc
-	dropped, disconnects, latency, brokerErrors, brokerUp, brokerRe *prometheus.Desc
+	connections, connectionsOpened, subscriptions, topics       *prometheus.Desc
+	framesIn, published, delivered, framesOut, writes, bytesOut *prometheus.Desc
+	dropped, disconnects, latency, brokerErrors                 *prometheus.Desc
+
+	// The broker's own figures (broker.StatsReporter), one metric each,
+	// firetower_broker_<name>.
+	reporter    broker.StatsReporter
+	bmu         sync.Mutex
+	brokerDescs map[string]*prometheus.Desc
 }
 
 var _ prometheus.Collector = (*collector)(nil)
-
-// brokerConnectivity is implemented by brokers that hold a session to a
-// remote service (topicsvc.Client): whether it is up now.
-type brokerConnectivity interface{ Connected() bool }
-
-// brokerReconnects is implemented by brokers that count how often their
-// session was re-established.
-type brokerReconnects interface{ Reconnects() int64 }
 
 func newCollector(t *Tower) *collector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("firetower_"+name, help, labels, nil)
 	}
-	return &collector{
+	m := &collector{
 		t:                 t,
 		connections:       d("connections", "WebSocket connections open now."),
 		connectionsOpened: d("connections_opened_total", "WebSocket connections opened since the node started."),
@@ -45,9 +49,29 @@ func newCollector(t *Tower) *collector {
 		disconnects:       d("disconnects_total", "Connections ended, by reason: client, slow, shutdown, server, write_error.", "reason"),
 		latency:           d("delivery_latency_seconds", "Time from queueing a frame to finishing its write, observed once per write."),
 		brokerErrors:      d("broker_errors_total", "Failed broker calls."),
-		brokerUp:          d("broker_connected", "1 while the node's session with its remote broker is up, 0 while it reconnects."),
-		brokerRe:          d("broker_reconnects_total", "Times the node's session with its remote broker was re-established."),
+		brokerDescs:       map[string]*prometheus.Desc{},
 	}
+	if r, ok := t.broker.(broker.StatsReporter); ok {
+		m.reporter = r
+		// Described up front, so that a registry sees every name; the
+		// names a broker reports do not change.
+		for name := range r.BrokerStats() {
+			m.brokerDesc(name)
+		}
+	}
+	return m
+}
+
+// brokerDesc returns the description of one of the broker's figures.
+func (m *collector) brokerDesc(name string) *prometheus.Desc {
+	m.bmu.Lock()
+	defer m.bmu.Unlock()
+	d := m.brokerDescs[name]
+	if d == nil {
+		d = prometheus.NewDesc("firetower_broker_"+name, "The broker's "+strings.ReplaceAll(name, "_", " ")+", as it reports it.", nil, nil)
+		m.brokerDescs[name] = d
+	}
+	return d
 }
 
 // Describe implements prometheus.Collector.
@@ -55,8 +79,14 @@ func (m *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		m.connections, m.connectionsOpened, m.subscriptions, m.topics,
 		m.framesIn, m.published, m.delivered, m.framesOut, m.writes, m.bytesOut,
-		m.dropped, m.disconnects, m.latency, m.brokerErrors, m.brokerUp, m.brokerRe,
+		m.dropped, m.disconnects, m.latency, m.brokerErrors,
 	} {
+		ch <- d
+	}
+	m.bmu.Lock()
+	descs := slices.Collect(maps.Values(m.brokerDescs))
+	m.bmu.Unlock()
+	for _, d := range descs {
 		ch <- d
 	}
 }
@@ -91,14 +121,13 @@ func (m *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstHistogram(m.latency, s.LatencyCount, s.LatencySum, buckets)
 	counter(m.brokerErrors, s.BrokerErrors)
-	if b, ok := m.t.broker.(brokerConnectivity); ok {
-		up := int64(0)
-		if b.Connected() {
-			up = 1
+	if m.reporter != nil {
+		for name, v := range m.reporter.BrokerStats() {
+			if strings.HasSuffix(name, "_total") {
+				counter(m.brokerDesc(name), v)
+			} else {
+				gauge(m.brokerDesc(name), v)
+			}
 		}
-		gauge(m.brokerUp, up)
-	}
-	if b, ok := m.t.broker.(brokerReconnects); ok {
-		counter(m.brokerRe, b.Reconnects())
 	}
 }

@@ -185,8 +185,10 @@ func TestMetricsAfterWorkload(t *testing.T) {
 		`firetower_disconnects_total{reason="client"}`:            0,
 		"firetower_broker_errors_total":                           0,
 	})
-	if _, ok := fams["firetower_broker_connected"]; ok {
-		t.Error("the embedded broker has no session, yet firetower_broker_connected is exported")
+	for name := range fams {
+		if strings.HasPrefix(name, "firetower_broker_") && name != "firetower_broker_errors_total" {
+			t.Errorf("the embedded broker reports no figures of its own, yet %s is exported", name)
+		}
 	}
 	h := fams["firetower_delivery_latency_seconds"].GetMetric()[0].GetHistogram()
 	if h.GetSampleCount() == 0 || h.GetSampleCount() > uint64(subscribers*(1+publishes)+6) || h.GetSampleSum() <= 0 {
@@ -253,29 +255,50 @@ func TestMetricsRegistration(t *testing.T) {
 	}
 }
 
-// TestMetricsRemoteBroker: with a topic service, the session's state is
-// exported.
+// TestMetricsRemoteBroker: with a topic service, the broker's own
+// figures are exported: its session going down and coming back.
 func TestMetricsRemoteBroker(t *testing.T) {
-	srv, err := topicsvc.NewServer(topicsvc.ServerConfig{Token: "svc"})
-	if err != nil {
-		t.Fatal(err)
+	serve := func(addr string) *topicsvc.Server {
+		t.Helper()
+		srv, err := topicsvc.NewServer(topicsvc.ServerConfig{Token: "svc"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(l)
+		t.Cleanup(srv.Stop)
+		return srv
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(l)
-	defer srv.Stop()
+	addr := l.Addr().String()
+	l.Close()
+	srv := serve(addr)
 	reg := prometheus.NewRegistry()
 	scr := newScraper(t, reg)
-	s := newServer(t, Config{APIToken: testToken, Metrics: reg, BrokerURL: "topicsvc://" + l.Addr().String(), BrokerToken: "svc"})
+	s := newServer(t, Config{APIToken: testToken, Metrics: reg, BrokerURL: "topicsvc://" + addr, BrokerToken: "svc"})
 	dial(t, s, "", nil).subscribe("remote")
-	expectMetrics(t, scr, map[string]float64{"firetower_broker_connected": 1, "firetower_subscriptions": 1})
-	var st OpsStats
-	getAuth(t, s, "/stats", testToken, &st)
-	if len(st.Nodes) != 1 || st.Topics.Scope != "cluster" {
-		t.Fatalf("stats through the service: nodes %+v topics %+v", st.Nodes, st.Topics)
-	}
+	expectMetrics(t, scr, map[string]float64{
+		"firetower_broker_connected":        1,
+		"firetower_broker_reconnects_total": 0,
+		"firetower_subscriptions":           1,
+	})
+	// The node sends its counts to the service within a second.
+	eventually(t, func() error {
+		var st OpsStats
+		getAuth(t, s, "/stats", testToken, &st)
+		if len(st.Nodes) != 1 || st.Nodes[0].Connections != 1 || st.Topics.Scope != "cluster" || st.Topics.Total != 1 {
+			return fmt.Errorf("stats through the service: nodes %+v topics %+v", st.Nodes, st.Topics)
+		}
+		return nil
+	})
 	srv.Stop()
 	expectMetrics(t, scr, map[string]float64{"firetower_broker_connected": 0})
+	serve(addr)
+	expectMetrics(t, scr, map[string]float64{"firetower_broker_connected": 1, "firetower_broker_reconnects_total": 1})
 }
