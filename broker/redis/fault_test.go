@@ -12,10 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	fredis "github.com/OSMeteor/firetower/broker/redis"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -212,5 +214,89 @@ func TestNoServerIsUnavailable(t *testing.T) {
 			t.Errorf("%s took %v", name, d)
 		}
 		t.Logf("%s failed after %v: %v", name, d.Round(time.Millisecond), err)
+	}
+}
+
+// TestClusterConnectionsKilled cuts every client connection of the Cluster
+// masters. A node that still wants its channels reconnects to their slots'
+// masters and delivery resumes; a node whose pub/sub connections had no
+// channels left reconnects them to any master, and must still get its
+// next subscriptions confirmed by the right one (it replaces a connection
+// that Redis answers with MOVED).
+func TestClusterConnectionsKilled(t *testing.T) {
+	admin := newClusterClient(t)
+	prefix := uniquePrefix()
+	a := newBroker(t, newClusterClient(t), fredis.Options{Prefix: prefix})
+	kept := newBroker(t, newClusterClient(t), fredis.Options{Prefix: prefix})
+	emptied := newBroker(t, newClusterClient(t), fredis.Options{Prefix: prefix, Logger: testLogger(t)})
+	recKept, recEmptied := newRecorder(10000), newRecorder(10000)
+	start(t, a, func(broker.Message) {})
+	start(t, kept, recKept.handle)
+	start(t, emptied, recEmptied.handle)
+	ctx := ctxFor(t, time.Minute)
+
+	// 64 topics cover the 16 shard groups several times over.
+	topic := func(set string, i int) string { return fmt.Sprintf("/%s/%d", set, i) }
+	for i := range 64 {
+		must(t, kept.Subscribe(ctx, topic("kept", i)))
+		must(t, emptied.Subscribe(ctx, topic("gone", i)))
+	}
+	for i := range 64 {
+		must(t, emptied.Unsubscribe(ctx, topic("gone", i)))
+	}
+
+	var killed atomic.Int64 // ForEachMaster runs on every master at once
+	must(t, admin.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+		for _, typ := range []string{"pubsub", "normal"} {
+			n, err := c.ClientKillByFilter(ctx, "TYPE", typ).Result()
+			if err != nil {
+				return err
+			}
+			killed.Add(n)
+		}
+		return nil
+	}))
+	if killed.Load() == 0 {
+		t.Fatal("no client connection was killed")
+	}
+
+	// Delivery to the kept subscriptions resumes by itself.
+	pending := map[string]bool{}
+	for i := range 64 {
+		pending[topic("kept", i)] = true
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for len(pending) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 64 topics never delivered again after the connections were killed", len(pending))
+		}
+		for tp := range pending {
+			a.Publish(ctx, broker.Message{Topic: tp, ID: "probe", Data: []byte("0")})
+		}
+		wait := time.After(200 * time.Millisecond)
+	drain:
+		for {
+			select {
+			case m := <-recKept.got:
+				delete(pending, m.Topic)
+			case <-wait:
+				break drain
+			}
+		}
+	}
+
+	// New subscriptions on the emptied node are confirmed and delivered.
+	for i := range 64 {
+		must(t, emptied.Subscribe(ctx, topic("new", i)))
+	}
+	for i := range 64 {
+		must(t, a.Publish(ctx, broker.Message{Topic: topic("new", i), ID: strconv.Itoa(i), Data: []byte("1")}))
+	}
+	got := map[string]bool{}
+	for range 64 {
+		got[recEmptied.next(t, 5*time.Second).Topic] = true
+	}
+	if len(got) != 64 {
+		t.Fatalf("got messages of %d distinct new topics, want 64", len(got))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strings"
@@ -265,6 +266,19 @@ func countIs(ctx context.Context, b broker.Broker, topic string, want int) func(
 		}
 		return nil
 	}
+}
+
+// testLogger logs through t, so that a failing test shows what the broker
+// saw.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }
 
 func isUnavailable(err error) bool { return errors.Is(err, broker.ErrUnavailable) }
