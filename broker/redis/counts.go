@@ -154,11 +154,14 @@ func (b *Broker) heartbeat() {
 	tx.ZRemRangeByScore(ctx, b.nodesKey, "-inf", strconv.FormatInt(now-10*ttl.Milliseconds(), 10))
 	if _, err := tx.Exec(ctx); err != nil {
 		b.counts.markResync()
+		b.stats.heartbeatFailures.Add(1)
+		b.stats.heartbeatFailing.Store(true)
 		if !b.closed.Load() {
 			b.log.Warn("heartbeat failed", "err", err)
 		}
 		return
 	}
+	b.stats.heartbeatFailing.Store(false)
 	b.lastHB.Store(now)
 	c := &b.counts
 	c.mu.Lock()

@@ -107,7 +107,10 @@ func TestRedisRestart(t *testing.T) {
 		}
 	}
 
+	eventually(t, 3*time.Second, statIs(b, "connected", 1))
+
 	srv.kill()
+	eventually(t, 3*time.Second, statIs(b, "connected", 0))
 	// Down: every call fails with ErrUnavailable within the broker's
 	// Timeout (2 s), even many at once; none blocks.
 	var wg sync.WaitGroup
@@ -183,6 +186,24 @@ func TestRedisRestart(t *testing.T) {
 	eventually(t, 10*time.Second, countIs(ctx, b, "stream", 6))
 	eventually(t, 10*time.Second, countIs(ctx, a, "stream", 6))
 	must(t, b.Subscribe(ctx, "other"))
+
+	eventually(t, 5*time.Second, statIs(b, "connected", 1))
+	sb, sa := b.(broker.StatsReporter).BrokerStats(), a.(broker.StatsReporter).BrokerStats()
+	if sb["pubsub_connections_lost_total"] < 1 || sb["pubsub_reconnects_total"] < 1 || sb["messages_received_total"] < 201 {
+		t.Errorf("subscriber's stats %v: want a lost and restored connection and 201+ messages", sb)
+	}
+	if sa["publish_errors_total"] < 1 || sa["messages_published_total"] < 201 || sa["last_heartbeat_timestamp_seconds"] < time.Now().Unix()-10 {
+		t.Errorf("publisher's stats %v: want failed and successful publishes and a recent heartbeat", sa)
+	}
+}
+
+func statIs(b broker.Broker, name string, want int64) func() error {
+	return func() error {
+		if got := b.(broker.StatsReporter).BrokerStats()[name]; got != want {
+			return fmt.Errorf("BrokerStats()[%q] = %d, want %d", name, got, want)
+		}
+		return nil
+	}
 }
 
 // TestOpenedClientTimeouts: a broker opened from a URL whose server is

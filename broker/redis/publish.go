@@ -110,7 +110,13 @@ func (b *Broker) sender() {
 		_, _ = pipe.Exec(ctx) // each command carries its own error
 		cancel()
 		for i, req := range batch {
-			req.done <- cmds[i].Err()
+			err := cmds[i].Err()
+			if err != nil {
+				b.stats.publishErrors.Add(1)
+			} else {
+				b.stats.published.Add(1)
+			}
+			req.done <- err
 		}
 		clear(batch)
 		clear(cmds)

@@ -35,9 +35,9 @@ type reader struct {
 	// tell them from the unsubscribes Redis Cluster sends when a slot
 	// moves to another master.
 	unsubs map[string]int
-	down   bool // the connection failed and has not delivered since
 
 	lastRecv atomic.Int64 // Unix ns of the last frame read, pongs included
+	down     atomic.Bool  // the connection failed and nothing was read since
 
 	// pending decouples reading from the handler, so that a slow handler
 	// never delays the subscription confirmations, which arrive on the
@@ -298,6 +298,11 @@ func (r *reader) run() {
 		}
 		backoff = minBackoff
 		r.lastRecv.Store(time.Now().UnixNano())
+		if r.down.Load() && r.down.CompareAndSwap(true, false) {
+			r.b.stats.reconnects.Add(1)
+			r.b.stats.readersDown.Add(-1)
+			r.b.log.Info("pub/sub connection restored")
+		}
 		switch m := msg.(type) {
 		case *goredis.Message:
 			r.deliver(m)
@@ -316,11 +321,11 @@ func (r *reader) lost(err error) {
 		s.unconfirm()
 	}
 	clear(r.unsubs)
-	wasDown := r.down
-	r.down = true
 	r.mu.Unlock()
 	r.b.counts.markResync()
-	if !wasDown {
+	if !r.down.Swap(true) {
+		r.b.stats.lost.Add(1)
+		r.b.stats.readersDown.Add(1)
 		r.b.log.Warn("pub/sub connection lost; reconnecting", "err", err)
 	}
 }
@@ -337,6 +342,7 @@ func (r *reader) deliver(m *goredis.Message) {
 		r.b.log.Warn("dropped a message that is not firetower's", "channel", m.Channel, "err", err)
 		return
 	}
+	r.b.stats.received.Add(1)
 	r.enqueue(delivery{channel: m.Channel, msg: broker.Message{Topic: s.topic, ID: id, Data: data}})
 }
 
@@ -400,10 +406,6 @@ func (r *reader) confirm(ps *goredis.PubSub, m *goredis.Subscription) {
 		if s := r.subs[m.Channel]; s != nil && !s.confirmed {
 			s.confirmed = true
 			close(s.ready)
-		}
-		if r.down {
-			r.down = false
-			r.b.log.Info("pub/sub connection restored")
 		}
 	case "unsubscribe", "sunsubscribe":
 		if r.unsubs[m.Channel] > 0 {

@@ -225,12 +225,16 @@ type Broker struct {
 	handler broker.Handler
 	closed  atomic.Bool
 	lastHB  atomic.Int64 // Unix ms of the last successful heartbeat
+
+	stats stats
 }
 
 var (
 	_ broker.Broker      = (*Broker)(nil)
 	_ broker.TopicLister = (*Broker)(nil)
 	_ broker.NodeLister  = (*Broker)(nil)
+
+	_ broker.StatsReporter = (*Broker)(nil)
 )
 
 // New returns a broker that uses client, which may be a *goredis.Client
@@ -395,6 +399,7 @@ func (b *Broker) Close() error {
 // once a second.
 func (b *Broker) dropped() {
 	b.drops.Add(1)
+	b.stats.dropped.Add(1)
 	now := time.Now().UnixNano()
 	if last := b.lastDropWarn.Load(); now-last > int64(time.Second) && b.lastDropWarn.CompareAndSwap(last, now) {
 		b.log.Warn("the message handler is too slow; dropped messages", "count", b.drops.Swap(0))
