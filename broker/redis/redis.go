@@ -28,10 +28,10 @@
 //	                                             Sentinel (rediss+sentinel too)
 //
 // Besides go-redis's own query parameters (dial_timeout, read_timeout,
-// pool_size, ...), the query may carry prefix=NAME (Options.Prefix). Clients
-// opened from a URL get short timeouts unless the URL sets them (1 s to
-// dial, 2 s to read or write, one retry) so that a Redis outage is reported
-// quickly.
+// pool_size, ...), the query may carry prefix=NAME (Options.Prefix). Unless
+// the URL says otherwise, clients opened from a URL dial once with a 1 s
+// timeout, read and write with 2 s timeouts and never retry a command, so
+// that a Redis outage is reported quickly and a publish is never sent twice.
 //
 // # Layout in Redis
 //
@@ -242,9 +242,10 @@ var (
 // *goredis.ClusterClient (sharded pub/sub). The caller keeps ownership of
 // client: Close leaves it open. The client's settings bound how quickly an
 // outage is reported: set ContextTimeoutEnabled so that Options.Timeout
-// applies to every command, and DialerRetries and MaxRetries to 1, or a
-// refused connection is retried with backoff for seconds (clients opened
-// from a URL get these settings).
+// applies to every command, and DialerRetries to 1, or a refused
+// connection is retried with backoff for seconds. Set MaxRetries to -1: a
+// retried pipeline of publishes may deliver a message twice. Clients
+// opened from a URL get these settings.
 func New(client goredis.UniversalClient, opts Options) (*Broker, error) {
 	if client == nil {
 		return nil, errors.New("firetower: redis broker: nil client")

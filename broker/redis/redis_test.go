@@ -81,14 +81,14 @@ func clusterAddrs(t testing.TB) []string {
 // ends (after the brokers, whose cleanups run first).
 func newClient(t testing.TB, addr string) *goredis.Client {
 	t.Helper()
-	c := goredis.NewClient(&goredis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, DialerRetries: 1, MaxRetries: 1, ContextTimeoutEnabled: true})
+	c := goredis.NewClient(&goredis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, DialerRetries: 1, MaxRetries: -1, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	return c
 }
 
 func newClusterClient(t testing.TB) *goredis.ClusterClient {
 	t.Helper()
-	c := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: clusterAddrs(t), DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, DialerRetries: 1, MaxRetries: 1, ContextTimeoutEnabled: true})
+	c := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: clusterAddrs(t), DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, DialerRetries: 1, MaxRetries: -1, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	return c
 }

@@ -21,8 +21,9 @@ func init() {
 }
 
 // Timeouts of the clients opened from a URL that does not set them: short,
-// so that an outage turns into ErrUnavailable quickly. Retries are cut to
-// one for the same reason (see orOne).
+// so that an outage turns into ErrUnavailable quickly. Dial attempts are cut
+// to one for the same reason (see orOne), and command retries are off (see
+// noRetries).
 const (
 	urlDialTimeout = time.Second
 	urlIOTimeout   = 2 * time.Second
@@ -52,7 +53,7 @@ func open(u *url.URL, opts broker.Options) (broker.Broker, error) {
 		co.ReadTimeout = orDefault(co.ReadTimeout, urlIOTimeout)
 		co.WriteTimeout = orDefault(co.WriteTimeout, urlIOTimeout)
 		co.DialerRetries = orOne(co.DialerRetries)
-		co.MaxRetries = orOne(co.MaxRetries)
+		co.MaxRetries = noRetries(co.MaxRetries)
 		co.ContextTimeoutEnabled = true
 		client = goredis.NewClient(co)
 	case "cluster":
@@ -64,7 +65,7 @@ func open(u *url.URL, opts broker.Options) (broker.Broker, error) {
 		co.ReadTimeout = orDefault(co.ReadTimeout, urlIOTimeout)
 		co.WriteTimeout = orDefault(co.WriteTimeout, urlIOTimeout)
 		co.DialerRetries = orOne(co.DialerRetries)
-		co.MaxRetries = orOne(co.MaxRetries)
+		co.MaxRetries = noRetries(co.MaxRetries)
 		co.ContextTimeoutEnabled = true
 		client = goredis.NewClusterClient(co)
 	case "sentinel":
@@ -76,7 +77,7 @@ func open(u *url.URL, opts broker.Options) (broker.Broker, error) {
 		co.ReadTimeout = orDefault(co.ReadTimeout, urlIOTimeout)
 		co.WriteTimeout = orDefault(co.WriteTimeout, urlIOTimeout)
 		co.DialerRetries = orOne(co.DialerRetries)
-		co.MaxRetries = orOne(co.MaxRetries)
+		co.MaxRetries = noRetries(co.MaxRetries)
 		co.ContextTimeoutEnabled = true
 		client = goredis.NewFailoverClient(co)
 	default:
@@ -91,12 +92,23 @@ func open(u *url.URL, opts broker.Options) (broker.Broker, error) {
 	return b, nil
 }
 
-// orOne makes go-redis try once more, not its default of several times
-// with backoff: a refused connection should fail the caller within
+// orOne makes go-redis dial once, not its default of five times with
+// backoff: a refused connection should fail the caller within
 // milliseconds.
 func orOne(n int) int {
 	if n == 0 {
 		return 1
+	}
+	return n
+}
+
+// noRetries turns go-redis's command retries off unless the URL asks for
+// them: a pipeline of publishes retried after its connection died may
+// publish twice, and delivery is at most once. The pool checks idle
+// connections before use, so a restart of Redis costs no failed command.
+func noRetries(n int) int {
+	if n == 0 {
+		return -1
 	}
 	return n
 }
