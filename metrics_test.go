@@ -292,8 +292,8 @@ func TestMetricsRemoteBroker(t *testing.T) {
 	eventually(t, func() error {
 		var st OpsStats
 		getAuth(t, s, "/stats", testToken, &st)
-		if len(st.Nodes) != 1 || st.Nodes[0].Connections != 1 || st.Topics.Scope != "cluster" || st.Topics.Total != 1 {
-			return fmt.Errorf("stats through the service: nodes %+v topics %+v", st.Nodes, st.Topics)
+		if len(st.Nodes) != 1 || st.Nodes[0].Connections != 1 || st.Topics.Scope != "cluster" || st.Topics.Total != 1 || st.Broker["connected"] != 1 {
+			return fmt.Errorf("stats through the service: nodes %+v topics %+v broker %v", st.Nodes, st.Topics, st.Broker)
 		}
 		return nil
 	})

@@ -461,6 +461,10 @@ type OpsStats struct {
 	Nodes []broker.NodeInfo `json:"nodes,omitempty"`
 	// NodesError says why the nodes could not be listed.
 	NodesError string `json:"nodesError,omitempty"`
+	// Broker is the broker's report on its link to the cluster
+	// (broker.StatsReporter: "connected", "reconnects_total", ...);
+	// absent when it makes none.
+	Broker map[string]int64 `json:"broker,omitempty"`
 }
 
 // Rates are per-second rates.
@@ -536,6 +540,9 @@ func (t *Tower) opsSnapshot(ctx context.Context) OpsStats {
 		out.Topics = TopicsSummary{Top: []broker.TopicCount{}, Error: err.Error()}
 	} else {
 		out.Topics = TopicsSummary{Total: len(l.byCount), Scope: l.scope, Top: l.byCount[:min(topTopics, len(l.byCount))]}
+	}
+	if r, ok := t.broker.(broker.StatsReporter); ok {
+		out.Broker = r.BrokerStats()
 	}
 	if nl, ok := t.broker.(broker.NodeLister); ok {
 		nodes, err := nl.Nodes(ctx)

@@ -210,6 +210,15 @@
     setWarn('slow', n.slowClosed);
     setWarn('broker-errors', n.brokerErrors);
     setText('uptime', fmtDuration(d.time - d.startedAt));
+    // A remote broker's session (topic service client): up or reconnecting.
+    const br = d.broker;
+    $('broker-card').hidden = !br || !('connected' in br);
+    if (br && 'connected' in br) {
+      const link = $('broker-link');
+      link.textContent = br.connected ? 'connected' : 'reconnecting';
+      link.dataset.nonzero = String(!br.connected);
+      setText('broker-detail', 'reconnects ' + fmtInt(br.reconnects_total || 0));
+    }
     setText('updated', 'updated ' + new Date(d.time).toLocaleTimeString());
 
     drawCharts(d.history);

@@ -176,6 +176,8 @@ test('its figures follow connections, publishes, drops and the cluster; screensh
     const conns = await page.$$eval('#nodes tbody tr td:nth-child(2)', (tds) => tds.map((td) => td.textContent).sort());
     return conns.join() === '12,8' || conns;
   });
+  assert.equal(await text(page, '#broker-link'), 'connected');
+  assert.match(await text(page, '#broker-detail'), /^reconnects 0$/);
   const beats = await page.$$eval('#nodes tbody tr td:nth-child(4)', (tds) => tds.map((td) => td.textContent));
   assert.ok(beats.every((s) => / ago$/.test(s)), beats.join());
 
