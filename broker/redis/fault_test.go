@@ -28,9 +28,17 @@ type redisServer struct {
 	addr string
 	dir  string
 	cmd  *exec.Cmd
+	// monitors, when set, makes the process a Sentinel watching the
+	// master at this address under the name "firetower".
+	monitors string
 }
 
-func newRedisServer(t *testing.T) *redisServer {
+func newRedisServer(t *testing.T) *redisServer { return newRedisProcess(t, "") }
+
+// newSentinel starts a Sentinel that watches master.
+func newSentinel(t *testing.T, master string) *redisServer { return newRedisProcess(t, master) }
+
+func newRedisProcess(t *testing.T, monitors string) *redisServer {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server is not installed (apt-get install redis-server; scripts/redis-up.sh needs it too): %v", err)
@@ -39,7 +47,7 @@ func newRedisServer(t *testing.T) *redisServer {
 	must(t, err)
 	addr := l.Addr().String()
 	l.Close()
-	s := &redisServer{t: t, addr: addr, dir: t.TempDir()}
+	s := &redisServer{t: t, addr: addr, dir: t.TempDir(), monitors: monitors}
 	s.start()
 	t.Cleanup(s.kill)
 	return s
@@ -54,6 +62,13 @@ func (s *redisServer) start() {
 	// No persistence: a restarted server is empty, as after losing its
 	// data, the hardest case for the counts.
 	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir)
+	if s.monitors != "" {
+		// A Sentinel rewrites its configuration file, so it needs one.
+		host, mport, _ := net.SplitHostPort(s.monitors)
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		must(s.t, os.WriteFile(conf, []byte(fmt.Sprintf("port %s\nbind 127.0.0.1\ndir %s\nsentinel monitor firetower %s %s 1\n", port, s.dir, host, mport)), 0o644))
+		s.cmd = exec.Command("redis-server", conf, "--sentinel")
+	}
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	must(s.t, s.cmd.Start())
 	c := goredis.NewClient(&goredis.Options{Addr: s.addr, MaxRetries: -1})

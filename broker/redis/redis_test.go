@@ -155,6 +155,26 @@ func TestConformanceURL(t *testing.T) {
 	}
 }
 
+// TestConformanceSentinel runs the suite through a Sentinel, on a master
+// and a Sentinel the test starts.
+func TestConformanceSentinel(t *testing.T) {
+	master := newRedisServer(t)
+	sentinel := newSentinel(t, master.addr)
+	url := "redis+sentinel://" + sentinel.addr + "?master_name=firetower"
+	brokertest.Run(t, brokertest.Config{NewCluster: func(t *testing.T, n int) []broker.Broker {
+		u := url + "&prefix=" + uniquePrefix()
+		bs := make([]broker.Broker, n)
+		for i := range bs {
+			b, err := broker.Open(u, broker.Options{})
+			if err != nil {
+				t.Fatalf("Open(%q): %v", u, err)
+			}
+			bs[i] = b
+		}
+		return bs
+	}})
+}
+
 func sep(url string) string {
 	if strings.Contains(url, "?") {
 		return "&"
@@ -173,6 +193,27 @@ func TestOpenURLErrors(t *testing.T) {
 		if err == nil {
 			b.Close()
 			t.Errorf("Open(%q) succeeded, want an error", u)
+		}
+	}
+}
+
+// TestOpenTLSSchemes: rediss URLs open clients that speak TLS; against the
+// plain test servers every call fails, as unavailable.
+func TestOpenTLSSchemes(t *testing.T) {
+	addr := standaloneAddr(t)
+	addrs := clusterAddrs(t)
+	for _, u := range []string{
+		"rediss://" + addr + "/0?dial_timeout=300ms",
+		"rediss+cluster://" + addrs[0] + "?dial_timeout=300ms&addr=" + addrs[1],
+	} {
+		b, err := broker.Open(u, broker.Options{})
+		if err != nil {
+			t.Fatalf("Open(%q): %v", u, err)
+		}
+		start(t, b, func(broker.Message) {})
+		err = b.Publish(ctxFor(t, 10*time.Second), broker.Message{Topic: "x", ID: "1", Data: []byte("1")})
+		if !isUnavailable(err) {
+			t.Errorf("%s: Publish over TLS to a plain server: %v, want ErrUnavailable", u, err)
 		}
 	}
 }
