@@ -543,11 +543,14 @@ func (s *clientSession) serve(c *Client) error {
 				c.log.Warn("topic service refused an operation", "err", o.Notice.GetError())
 			}
 		}
-		if h := c.handler.Load(); h != nil {
-			for _, m := range f.GetDeliveries() {
-				(*h)(broker.Message{Topic: m.GetTopic(), ID: m.GetId(), Data: m.GetData()})
+		if b := f.GetDeliveries(); b != nil {
+			if h := c.handler.Load(); h != nil {
+				if err := readBatch(b, *h); err != nil {
+					c.log.Warn("topic service sent a malformed batch", "err", err)
+				} else {
+					received += len(b.GetTopicLens())
+				}
 			}
-			received += len(f.GetDeliveries())
 		}
 		if received > 0 {
 			c.stats.received.Add(int64(received))
@@ -609,31 +612,25 @@ type nodeOut struct {
 // as batchOps and batchBytes allow. A frame carries its ops before its
 // publishes, so a frame ends where an op follows a publish.
 func (s *clientSession) sendBatch(c *Client, first *pb.NodeOp, items []nodeOut) bool {
-	n := 0
-	for i := range items {
-		if items[i].op == nil {
-			n++
-		}
-	}
-	msgs := make([]pb.Message, n) // one slab for the batch; the frames point into it
-	var ptrs []*pb.Message
+	var w batchWriter
 	if s.packed {
-		ptrs = make([]*pb.Message, n)
+		var n, nt, ni, nd int
+		for i := range items {
+			if m := &items[i].msg; items[i].op == nil {
+				n, nt, ni, nd = n+1, nt+len(m.Topic), ni+len(m.ID), nd+len(m.Data)
+			}
+		}
+		w.reset(n, nt, ni, nd)
 	}
-	k, from := 0, 0 // in ptrs: the next publish; the frame's first one
-
 	var ops []*pb.NodeOp
 	if first != nil {
 		ops = append(ops, first)
 	}
 	size, count := 0, 0 // of the frame: its size and publishes
 	flush := func() bool {
-		if len(ops) == 0 && k == from {
+		f := &pb.NodeFrame{Ops: ops, Publishes: w.cut()}
+		if len(f.Ops) == 0 && f.Publishes == nil {
 			return true
-		}
-		f := &pb.NodeFrame{Ops: ops}
-		if k > from {
-			f.Publishes = ptrs[from:k:k]
 		}
 		if err := s.stream.Send(f); err != nil {
 			s.cancel(err)
@@ -642,14 +639,13 @@ func (s *clientSession) sendBatch(c *Client, first *pb.NodeOp, items []nodeOut) 
 		if count > 0 {
 			c.stats.published.Add(int64(count))
 		}
-		ops, from, size, count = nil, k, 0, 0
+		ops, size, count = nil, 0, 0
 		return true
 	}
-	j := 0 // the next message of the slab
 	for i := range items {
 		it := &items[i]
 		if it.op != nil {
-			if k > from && !flush() {
+			if w.len() > 0 && !flush() {
 				return false
 			}
 			ops = append(ops, it.op)
@@ -657,19 +653,15 @@ func (s *clientSession) sendBatch(c *Client, first *pb.NodeOp, items []nodeOut) 
 			continue
 		}
 		m := it.msg
-		mn := len(m.Data) + len(m.Topic) + len(m.ID) + 16
-		if inFrame := len(ops) + k - from; inFrame > 0 && (inFrame >= batchOps || size+mn > batchBytes) && !flush() {
+		mn := messageSize(m)
+		if inFrame := len(ops) + w.len(); inFrame > 0 && (inFrame >= batchOps || size+mn > batchBytes) && !flush() {
 			return false
 		}
-		pm := &msgs[j]
-		j++
-		pm.Topic, pm.Id, pm.Data = m.Topic, m.ID, m.Data
 		if s.packed {
-			ptrs[k] = pm
-			k++
+			w.add(m)
 		} else {
 			// A service of an earlier release reads publishes as ops only.
-			ops = append(ops, &pb.NodeOp{Op: &pb.NodeOp_Publish{Publish: pm}})
+			ops = append(ops, &pb.NodeOp{Op: &pb.NodeOp_Publish{Publish: &pb.Message{Topic: m.Topic, Id: m.ID, Data: m.Data}}})
 		}
 		size += mn
 		count++

@@ -459,8 +459,10 @@ func (ss *session) recvLoop(frame *pb.NodeFrame, skip int) {
 		for _, op := range frame.GetOps()[skip:] {
 			ss.apply(op, &t)
 		}
-		for _, m := range frame.GetPublishes() {
-			ss.publish(m, &t)
+		if b := frame.GetPublishes(); b != nil {
+			if err := readBatch(b, func(m broker.Message) { ss.publish(m, &t) }); err != nil {
+				ss.notice(err)
+			}
 		}
 		skip = 0
 		if t.published > 0 {
@@ -492,14 +494,14 @@ func (ss *session) recvLoop(frame *pb.NodeFrame, skip int) {
 type tally struct{ published, bytes, routed int64 }
 
 // publish routes a message the node published.
-func (ss *session) publish(m *pb.Message, t *tally) {
-	if err := validMessage(m.GetTopic(), m.GetId(), len(m.GetData()), ss.srv.cfg.MaxMessageSize); err != nil {
+func (ss *session) publish(m broker.Message, t *tally) {
+	if err := validMessage(m.Topic, m.ID, len(m.Data), ss.srv.cfg.MaxMessageSize); err != nil {
 		ss.notice(err)
 		return
 	}
-	t.routed += int64(ss.srv.core.Publish(broker.Message{Topic: m.GetTopic(), ID: m.GetId(), Data: m.GetData()}))
+	t.routed += int64(ss.srv.core.Publish(m))
 	t.published++
-	t.bytes += int64(len(m.GetData()))
+	t.bytes += int64(len(m.Data))
 }
 
 func (ss *session) ack(seq uint64, count int, err error) {
@@ -522,7 +524,8 @@ func (ss *session) notice(err error) {
 func (ss *session) apply(op *pb.NodeOp, t *tally) {
 	switch o := op.GetOp().(type) {
 	case *pb.NodeOp_Publish:
-		ss.publish(o.Publish, t)
+		m := o.Publish
+		ss.publish(broker.Message{Topic: m.GetTopic(), ID: m.GetId(), Data: m.GetData()}, t)
 	case *pb.NodeOp_Subscribe:
 		if err := validTopic(o.Subscribe.GetTopic()); err != nil {
 			ss.ack(o.Subscribe.GetSeq(), 0, err)
@@ -591,21 +594,16 @@ func (ss *session) sendLoop() {
 // as batchOps and batchBytes allow. A frame carries its ops before its
 // deliveries, so a frame ends where an op follows a delivery.
 func (ss *session) sendBatch(first *pb.ServiceOp, items []outOp) bool {
-	// One slab of messages for the whole batch, which the frames point
-	// into, rather than three allocations per delivery.
-	n := 0
-	for i := range items {
-		if items[i].op == nil {
-			n++
-		}
-	}
-	msgs := make([]pb.Message, n)
-	var ptrs []*pb.Message
+	var w batchWriter
 	if ss.packed {
-		ptrs = make([]*pb.Message, n)
+		var n, nt, ni, nd int
+		for i := range items {
+			if m := &items[i].msg; items[i].op == nil {
+				n, nt, ni, nd = n+1, nt+len(m.Topic), ni+len(m.ID), nd+len(m.Data)
+			}
+		}
+		w.reset(n, nt, ni, nd)
 	}
-	k, from := 0, 0 // in ptrs: the next delivery; the frame's first one
-
 	var ops []*pb.ServiceOp
 	if first != nil {
 		ops = append(ops, first)
@@ -613,12 +611,9 @@ func (ss *session) sendBatch(first *pb.ServiceOp, items []outOp) bool {
 	size, count, bytes := 0, 0, 0 // of the frame: its size, deliveries and their data
 	st := &ss.srv.stats
 	flush := func() bool {
-		if len(ops) == 0 && k == from {
+		f := &pb.ServiceFrame{Ops: ops, Deliveries: w.cut()}
+		if len(f.Ops) == 0 && f.Deliveries == nil {
 			return true
-		}
-		f := &pb.ServiceFrame{Ops: ops}
-		if k > from {
-			f.Deliveries = ptrs[from:k:k]
 		}
 		if err := ss.stream.Send(f); err != nil {
 			ss.end(reasonStream, err)
@@ -630,14 +625,13 @@ func (ss *session) sendBatch(first *pb.ServiceOp, items []outOp) bool {
 			st.delivered.Add(int64(count))
 			st.deliveredBytes.Add(int64(bytes))
 		}
-		ops, from, size, count, bytes = nil, k, 0, 0, 0
+		ops, size, count, bytes = nil, 0, 0, 0
 		return true
 	}
-	j := 0 // the next message of the slab
 	for i := range items {
 		it := &items[i]
 		if it.op != nil {
-			if k > from && !flush() {
+			if w.len() > 0 && !flush() {
 				return false
 			}
 			ops = append(ops, it.op)
@@ -645,19 +639,15 @@ func (ss *session) sendBatch(first *pb.ServiceOp, items []outOp) bool {
 			continue
 		}
 		m := it.msg
-		mn := len(m.Data) + len(m.Topic) + len(m.ID) + 16
-		if inFrame := len(ops) + k - from; inFrame > 0 && (inFrame >= batchOps || size+mn > batchBytes) && !flush() {
+		mn := messageSize(m)
+		if inFrame := len(ops) + w.len(); inFrame > 0 && (inFrame >= batchOps || size+mn > batchBytes) && !flush() {
 			return false
 		}
-		pm := &msgs[j]
-		j++
-		pm.Topic, pm.Id, pm.Data = m.Topic, m.ID, m.Data
 		if ss.packed {
-			ptrs[k] = pm
-			k++
+			w.add(m)
 		} else {
 			// A node of an earlier release reads deliveries as ops only.
-			ops = append(ops, &pb.ServiceOp{Op: &pb.ServiceOp_Deliver{Deliver: pm}})
+			ops = append(ops, &pb.ServiceOp{Op: &pb.ServiceOp_Deliver{Deliver: &pb.Message{Topic: m.Topic, Id: m.ID, Data: m.Data}}})
 		}
 		size += mn
 		count++

@@ -1,0 +1,117 @@
+package topicsvc
+
+import (
+	"errors"
+	"unsafe"
+
+	"github.com/OSMeteor/firetower/broker"
+	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
+)
+
+// batchWriter lays out the messages of consecutive frames as pb.Batch
+// columns in buffers sized once for everything a sender took from its
+// queue: a handful of allocations per take instead of several per message
+// (the largest cost in the CPU profile of cross-node delivery).
+type batchWriter struct {
+	topics, ids, data           []byte
+	topicLens, idLens, dataLens []uint32
+	from, fromT, fromI, fromD   int // where the current frame starts
+	frameBytes, frameDataBytes  int // of the current frame
+}
+
+// reset sizes the buffers for n messages with the given total lengths.
+func (w *batchWriter) reset(n, topicBytes, idBytes, dataBytes int) {
+	*w = batchWriter{
+		topics:    make([]byte, 0, topicBytes),
+		ids:       make([]byte, 0, idBytes),
+		data:      make([]byte, 0, dataBytes),
+		topicLens: make([]uint32, 0, n),
+		idLens:    make([]uint32, 0, n),
+		dataLens:  make([]uint32, 0, n),
+	}
+}
+
+// add appends m to the current frame.
+func (w *batchWriter) add(m broker.Message) {
+	w.topics = append(w.topics, m.Topic...)
+	w.ids = append(w.ids, m.ID...)
+	w.data = append(w.data, m.Data...)
+	w.topicLens = append(w.topicLens, uint32(len(m.Topic)))
+	w.idLens = append(w.idLens, uint32(len(m.ID)))
+	w.dataLens = append(w.dataLens, uint32(len(m.Data)))
+	w.frameBytes += messageSize(m)
+	w.frameDataBytes += len(m.Data)
+}
+
+// messageSize approximates the bytes m takes in a frame.
+func messageSize(m broker.Message) int { return len(m.Topic) + len(m.ID) + len(m.Data) + 8 }
+
+// len is the number of messages in the current frame.
+func (w *batchWriter) len() int { return len(w.topicLens) - w.from }
+
+// cut returns the current frame's batch (nil if it has no message) and
+// starts the next frame. The batch shares the writer's buffers, each
+// capped at its end, so later frames never write into it.
+func (w *batchWriter) cut() *pb.Batch {
+	if w.len() == 0 {
+		return nil
+	}
+	b := &pb.Batch{
+		Topics:    w.topics[w.fromT:len(w.topics):len(w.topics)],
+		TopicLens: w.topicLens[w.from:len(w.topicLens):len(w.topicLens)],
+		Ids:       w.ids[w.fromI:len(w.ids):len(w.ids)],
+		IdLens:    w.idLens[w.from:len(w.idLens):len(w.idLens)],
+		Data:      w.data[w.fromD:len(w.data):len(w.data)],
+		DataLens:  w.dataLens[w.from:len(w.dataLens):len(w.dataLens)],
+	}
+	w.from, w.fromT, w.fromI, w.fromD = len(w.topicLens), len(w.topics), len(w.ids), len(w.data)
+	w.frameBytes, w.frameDataBytes = 0, 0
+	return b
+}
+
+var errBadBatch = errors.New("topicsvc: malformed batch: its lengths do not match its columns")
+
+// readBatch calls each with the messages of b, in order. Every message
+// gets one buffer of its own that holds its topic, id and data (so a
+// message kept by a receiver keeps nothing else alive); its Topic and ID
+// are strings over that buffer, which nothing writes to afterwards. A
+// malformed batch is refused whole, before any message is handed on.
+func readBatch(b *pb.Batch, each func(broker.Message)) error {
+	tl, il, dl := b.GetTopicLens(), b.GetIdLens(), b.GetDataLens()
+	if len(il) != len(tl) || len(dl) != len(tl) {
+		return errBadBatch
+	}
+	var st, si, sd uint64
+	for i := range tl {
+		st += uint64(tl[i])
+		si += uint64(il[i])
+		sd += uint64(dl[i])
+	}
+	topics, ids, data := b.GetTopics(), b.GetIds(), b.GetData()
+	if st != uint64(len(topics)) || si != uint64(len(ids)) || sd != uint64(len(data)) {
+		return errBadBatch
+	}
+	for i := range tl {
+		nt, ni, nd := int(tl[i]), int(il[i]), int(dl[i])
+		buf := make([]byte, nt+ni+nd)
+		copy(buf, topics[:nt])
+		copy(buf[nt:], ids[:ni])
+		copy(buf[nt+ni:], data[:nd])
+		topics, ids, data = topics[nt:], ids[ni:], data[nd:]
+		each(broker.Message{
+			Topic: bytesString(buf[:nt]),
+			ID:    bytesString(buf[nt : nt+ni]),
+			Data:  buf[nt+ni : nt+ni+nd : nt+ni+nd],
+		})
+	}
+	return nil
+}
+
+// bytesString returns b as a string without copying; b must never change
+// afterwards.
+func bytesString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
