@@ -37,19 +37,27 @@ type Conn struct {
 	limiter tokenBucket // read path only
 
 	// The send queue. A publish appends under qmu and never waits for the
-	// network; the writer goroutine takes everything queued at once.
+	// network. A writer goroutine runs only while there is something to
+	// write: the first frame queued starts one, and it ends when the queue
+	// is empty, so an idle connection holds no writer and no buffer.
 	qmu      sync.Mutex
 	queue    [][]byte
 	spare    [][]byte  // the writer's last batch, reused as the next queue
 	held     bool      // a subscribe is in progress: the writer waits
 	holdAt   int       // where the subscribed reply goes when the hold ends
 	queuedAt time.Time // when the oldest frame in queue was queued
+	writing  bool      // a writer goroutine is running
+	parked   bool      // the running writer waits on wake for more
+	wake     chan struct{}
+	linger   *time.Timer // ends a parked writer; the writer's own
+	pingDue  bool        // the writer sends a ping first
 	closing  bool
 	reason   DisconnectReason
 	closeMsg []byte // close frame the writer sends, nil if the peer left
-	wake     chan struct{}
-	done     chan struct{}
-	writerWG sync.WaitGroup
+	writers  sync.WaitGroup
+	// sink writes a batch to the client and returns how many WebSocket
+	// frames that took (Conn.write; benchmarks replace it).
+	sink func(batch [][]byte) (int, error)
 	cleaned  sync.Once
 }
 
@@ -66,8 +74,8 @@ func newConn(t *Tower, r *http.Request, userID string) *Conn {
 		topics:  map[string]struct{}{},
 		limiter: tokenBucket{rate: t.cfg.InboundRate, burst: float64(t.cfg.InboundBurst), tokens: float64(t.cfg.InboundBurst), last: time.Now()},
 		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
 	}
+	c.sink = c.write
 	return c
 }
 
@@ -162,14 +170,37 @@ func (c *Conn) enqueue(frame []byte, now time.Time) bool {
 		c.queuedAt = now
 	}
 	c.queue = append(c.queue, frame)
-	signal := len(c.queue) == 1 && !c.held
+	start := c.needWriter()
 	c.qmu.Unlock()
-	if signal {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+	if start {
+		go c.writer()
 	}
+	return true
+}
+
+// writerLinger is how long a writer that emptied its queue waits for more
+// before it ends. Under steady traffic the writer stays (a wake costs less
+// than a new goroutine); an idle connection holds none.
+const writerLinger = time.Second
+
+// needWriter reports whether a writer must be started for what is queued,
+// and if so counts it as running; qmu must be held.
+func (c *Conn) needWriter() bool {
+	if c.held || (len(c.queue) == 0 && !c.pingDue) {
+		return false
+	}
+	if c.writing {
+		if c.parked {
+			c.parked = false
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+		}
+		return false
+	}
+	c.writing = true
+	c.writers.Add(1)
 	return true
 }
 
@@ -194,13 +225,25 @@ func (c *Conn) release(reply []byte) {
 		}
 		c.queue = slices.Insert(c.queue, at, reply)
 	}
-	signal := len(c.queue) > 0
+	start := c.needWriter()
 	c.qmu.Unlock()
-	if signal {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+	if start {
+		go c.writer()
+	}
+}
+
+// ping has the writer send a WebSocket ping.
+func (c *Conn) ping() {
+	c.qmu.Lock()
+	if c.closing || c.ws == nil {
+		c.qmu.Unlock()
+		return
+	}
+	c.pingDue = true
+	start := c.needWriter()
+	c.qmu.Unlock()
+	if start {
+		go c.writer()
 	}
 }
 
@@ -222,8 +265,23 @@ func (c *Conn) shutdown(why DisconnectReason, code int, reason string, flush boo
 		c.queue = nil
 	}
 	ws := c.ws
+	// A close frame needs a writer even if nothing is queued.
+	start := c.closeMsg != nil && ws != nil && !c.writing
+	if start {
+		c.writing = true
+		c.writers.Add(1)
+	}
+	if c.parked { // let the writer see the close now
+		c.parked = false
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
 	c.qmu.Unlock()
-	close(c.done)
+	if start {
+		go c.writer()
+	}
 	if !flush && code != 0 && ws != nil {
 		// The writer may be stuck in a write to a client that reads
 		// nothing: fail that write now instead of after WriteTimeout
@@ -232,14 +290,12 @@ func (c *Conn) shutdown(why DisconnectReason, code int, reason string, flush boo
 	}
 }
 
-// start runs the writer once the WebSocket is open.
+// start attaches the open WebSocket.
 func (c *Conn) start(s *melody.Session) {
 	c.qmu.Lock()
 	c.sess = s
 	c.ws = s.WebsocketConnection()
 	c.qmu.Unlock()
-	c.writerWG.Add(1)
-	go c.writeLoop()
 }
 
 // abort cuts the connection without a close handshake.
@@ -253,73 +309,95 @@ func (c *Conn) abort() {
 	c.shutdown(DisconnectShutdown, 0, "", false)
 }
 
-func (c *Conn) writeLoop() {
-	defer c.writerWG.Done()
-	cfg := &c.tower.cfg
-	ping := time.NewTicker(cfg.PingInterval)
-	defer ping.Stop()
+// writer writes until the queue is empty, then ends. At most one runs
+// per connection (c.writing), so frames go out in queue order.
+func (c *Conn) writer() {
+	defer c.writers.Done()
+	var done [][]byte // the last batch written, handed back as spare
+	lingered := 0     // 1 once a park ended without a wake: then end
 	for {
-		select {
-		case <-c.wake:
-			if err := c.flush(); err != nil {
-				c.ws.Close()
-				c.shutdown(DisconnectError, 0, "", false)
-				return
-			}
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				c.ws.Close()
-				c.shutdown(DisconnectError, 0, "", false)
-				return
-			}
-		case <-c.done:
-			c.qmu.Lock()
-			msg := c.closeMsg
+		c.qmu.Lock()
+		if done != nil {
+			c.spare = done[:0]
+			done = nil
+		}
+		ping := c.pingDue
+		c.pingDue = false
+		if !ping && (c.held || len(c.queue) == 0) && !c.closing && lingered == 0 {
+			// Park for a while before ending: more is likely to come.
+			c.parked = true
 			c.qmu.Unlock()
-			if msg != nil {
-				c.flush()
-				c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+			if c.linger == nil {
+				c.linger = time.NewTimer(writerLinger)
+			} else {
+				c.linger.Reset(writerLinger)
+			}
+			select {
+			case <-c.wake:
+				lingered = 0
+			case <-c.linger.C:
+				lingered++
+			}
+			c.linger.Stop()
+			c.qmu.Lock()
+			c.parked = false
+			c.qmu.Unlock()
+			continue
+		}
+		if !ping && (c.held || len(c.queue) == 0) {
+			c.writing = false
+			closeMsg := c.closeMsg
+			if c.closing {
+				c.closeMsg = nil // sent once
+			}
+			c.qmu.Unlock()
+			if closeMsg != nil {
+				c.ws.WriteControl(websocket.CloseMessage, closeMsg, time.Now().Add(time.Second))
 				c.ws.Close()
 			}
 			return
 		}
-	}
-}
-
-// flush writes everything queued. It returns on the first write error.
-func (c *Conn) flush() error {
-	for {
-		c.qmu.Lock()
-		if c.held || len(c.queue) == 0 {
-			c.qmu.Unlock()
-			return nil
+		var batch [][]byte
+		var queuedAt time.Time
+		if !c.held && len(c.queue) > 0 {
+			batch, queuedAt = c.queue, c.queuedAt
+			c.queue, c.spare = c.spare[:0], nil
 		}
-		batch, queuedAt := c.queue, c.queuedAt
-		c.queue, c.spare = c.spare[:0], nil
 		c.qmu.Unlock()
 
-		n, err := c.write(batch)
-		if err == nil {
-			st := &c.tower.stats
-			st.writes.Add(int64(n))
-			st.framesOut.Add(int64(len(batch)))
-			st.latency.observe(time.Since(queuedAt))
+		if ping {
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.tower.cfg.WriteTimeout)); err != nil {
+				c.fail()
+				return
+			}
 		}
-		clear(batch) // let the frames go
-		c.qmu.Lock()
-		c.spare = batch[:0]
-		c.qmu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		n, err := c.sink(batch)
 		if err != nil {
-			return err
+			c.fail()
+			return
 		}
+		st := &c.tower.stats
+		st.writes.Add(int64(n))
+		st.framesOut.Add(int64(len(batch)))
+		st.latency.observe(time.Since(queuedAt))
+		clear(batch) // let the frames go
+		done = batch
+		lingered = 0
 	}
 }
 
-var (
-	batchOpen  = []byte{'['}
-	batchComma = []byte{','}
-	batchClose = []byte{']'}
-)
+// fail ends the connection after a failed write; the read side then ends
+// and the disconnect hooks run.
+func (c *Conn) fail() {
+	c.ws.Close()
+	c.qmu.Lock()
+	c.writing = false
+	c.qmu.Unlock()
+	c.shutdown(DisconnectError, 0, "", false)
+}
 
 // write writes a batch and returns how many WebSocket frames that took.
 func (c *Conn) write(batch [][]byte) (int, error) {
@@ -334,26 +412,29 @@ func (c *Conn) write(batch [][]byte) (int, error) {
 		}
 		return len(batch), nil
 	}
-	w, err := c.ws.NextWriter(websocket.TextMessage)
+	// One buffer, one WebSocket frame, one syscall for the whole batch.
+	bp := batchBuffers.Get().(*[]byte)
+	b := append((*bp)[:0], '[')
+	for i, f := range batch {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, f...)
+	}
+	b = append(b, ']')
+	err := c.ws.WriteMessage(websocket.TextMessage, b)
+	if cap(b) <= 1<<20 { // do not keep buffers of rare huge batches
+		*bp = b
+		batchBuffers.Put(bp)
+	}
 	if err != nil {
 		return 0, err
 	}
-	size := len(batch) + 1 // brackets and commas
-	w.Write(batchOpen)
-	for i, f := range batch {
-		if i > 0 {
-			w.Write(batchComma)
-		}
-		w.Write(f)
-		size += len(f)
-	}
-	w.Write(batchClose)
-	if err := w.Close(); err != nil {
-		return 0, err
-	}
-	st.bytesOut.Add(int64(size))
+	st.bytesOut.Add(int64(len(b)))
 	return 1, nil
 }
+
+var batchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 // tokenBucket limits inbound frames: rate per second, up to burst at once.
 type tokenBucket struct {

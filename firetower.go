@@ -218,6 +218,9 @@ type Tower struct {
 
 	stats stats
 	ops   *ops // the operations routes and metrics (ops.go)
+
+	pinger    sync.Once     // starts pingLoop with the first connection
+	stopPings chan struct{} // closed by Shutdown
 }
 
 // New returns a Tower for cfg, or an error wrapping ErrInvalidConfig, or
@@ -244,6 +247,7 @@ func New(cfg Config) (*Tower, error) {
 		routes:       newRoutes(cfg.Prefix),
 		conns:        map[*Conn]struct{}{},
 		shutdownDone: make(chan struct{}),
+		stopPings:    make(chan struct{}),
 	}
 	t.hub = newHub(b, cfg.BareData, &t.stats)
 	if err := t.startOps(); err != nil {
@@ -333,6 +337,7 @@ func (t *Tower) Shutdown(ctx context.Context) error {
 	t.shutdownOnce.Do(func() {
 		t.mu.Lock()
 		t.closing = true
+		close(t.stopPings)
 		conns := make([]*Conn, 0, len(t.conns))
 		for c := range t.conns {
 			conns = append(conns, c)

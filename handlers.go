@@ -87,6 +87,7 @@ func (t *Tower) serveWS(c *gin.Context) {
 	t.conns[conn] = struct{}{}
 	t.handlers.Add(1)
 	t.mu.Unlock()
+	t.pinger.Do(func() { go t.pingLoop() })
 	defer func() {
 		t.mu.Lock()
 		delete(t.conns, conn)
@@ -137,8 +138,8 @@ func (t *Tower) onDisconnect(s *melody.Session) {
 	c := sessionConn(s)
 	c.cleaned.Do(func() {
 		c.shutdown(DisconnectClient, 0, "", false)
-		c.writerWG.Wait()
-		c.cancel()
+		c.writers.Wait()
+		defer c.cancel() // after the hooks, which may still use c.Context()
 		topics := c.Topics()
 		ctx, cancel := context.WithTimeout(context.Background(), t.cfg.BrokerTimeout)
 		defer cancel()

@@ -1,6 +1,7 @@
 package firetower
 
 import (
+	"context"
 	"fmt"
 	"net/http/httptest"
 	"testing"
@@ -9,11 +10,23 @@ import (
 	"github.com/OSMeteor/firetower/topicsvc"
 )
 
+// benchConn is a subscriber whose writer runs as usual but drops the
+// frames instead of writing them to a socket.
+func benchConn(b *testing.B, tower *Tower) *Conn {
+	c := newConn(tower, httptest.NewRequest("GET", "/ws", nil), "")
+	c.sink = func(batch [][]byte) (int, error) { return 1, nil }
+	b.Cleanup(func() {
+		c.shutdown(DisconnectServer, 0, "", false)
+		c.writers.Wait()
+		c.cancel()
+	})
+	return c
+}
+
 // BenchmarkHubFanout measures the node's part of a publish: encoding the
-// frame once and queueing it to every local subscriber. Each connection's
-// queue is drained by a goroutine that drops the frames, standing in for
-// its writer. ns/op divided by subscribers is the cost per delivery;
-// allocs/op must not grow with subscribers.
+// frame once, queueing it to every local subscriber and running their
+// writers (which drop the frames here). ns/delivery is the cost per
+// subscriber; allocs/op must not grow with subscribers.
 func BenchmarkHubFanout(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
@@ -21,34 +34,11 @@ func BenchmarkHubFanout(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer tower.broker.Close()
-			conns := make([]*Conn, n)
-			stop := make(chan struct{})
-			done := make(chan struct{})
-			for i := range conns {
-				c := newConn(tower, httptest.NewRequest("GET", "/ws", nil), "")
-				conns[i] = c
-				if err := tower.hub.subscribe(b.Context(), c, "bench"); err != nil {
+			b.Cleanup(func() { tower.Shutdown(context.Background()) })
+			for range n {
+				if err := tower.hub.subscribe(b.Context(), benchConn(b, tower), "bench"); err != nil {
 					b.Fatal(err)
 				}
-				go func() { // the stand-in writer
-					defer func() { done <- struct{}{} }()
-					for {
-						select {
-						case <-c.wake:
-							c.qmu.Lock()
-							batch := c.queue
-							c.queue, c.spare = c.spare[:0], nil
-							c.qmu.Unlock()
-							clear(batch)
-							c.qmu.Lock()
-							c.spare = batch[:0]
-							c.qmu.Unlock()
-						case <-stop:
-							return
-						}
-					}
-				}()
 			}
 			m := broker.Message{Topic: "bench", ID: "5b3f8a4e-8c1d-4a53-9e0b-0d6f6f0e2c11", Data: []byte(`{"text":"a message of about a hundred bytes, as a chat line or a price tick would be"}`)}
 			b.ReportAllocs()
@@ -58,13 +48,6 @@ func BenchmarkHubFanout(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/delivery")
-			close(stop)
-			for range conns {
-				<-done
-			}
-			for _, c := range conns {
-				c.cancel()
-			}
 		})
 	}
 }
@@ -76,12 +59,9 @@ func BenchmarkPublishEmbedded(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer tower.broker.Close()
+	b.Cleanup(func() { tower.Shutdown(context.Background()) })
 	for range 100 {
-		c := newConn(tower, httptest.NewRequest("GET", "/ws", nil), "")
-		c.shutdown(DisconnectServer, 0, "", false) // queued frames are dropped at once
-		tower.hub.subscribe(b.Context(), c, "bench")
-		defer c.cancel()
+		tower.hub.subscribe(b.Context(), benchConn(b, tower), "bench")
 	}
 	b.ReportAllocs()
 	for range b.N {
