@@ -57,8 +57,8 @@ type Conn struct {
 	writers  sync.WaitGroup
 	// sink writes a batch to the client and returns how many WebSocket
 	// frames that took (Conn.write; benchmarks replace it).
-	sink func(batch [][]byte) (int, error)
-	cleaned  sync.Once
+	sink    func(batch [][]byte) (int, error)
+	cleaned sync.Once
 }
 
 func newConn(t *Tower, r *http.Request, userID string) *Conn {
