@@ -49,7 +49,7 @@ type Conn struct {
 	writing  bool      // a writer goroutine is running
 	parked   bool      // the running writer waits on wake for more
 	wake     chan struct{}
-	linger   *time.Timer // ends a parked writer; the writer's own
+	linger   *time.Timer // ends a parked writer; only the writer uses it
 	pingDue  bool        // the writer sends a ping first
 	closing  bool
 	reason   DisconnectReason
@@ -92,7 +92,8 @@ func (c *Conn) Tower() *Tower { return c.tower }
 // be modified.
 func (c *Conn) Request() *http.Request { return c.req }
 
-// Context returns a context that is cancelled when the connection closes.
+// Context returns a context that is cancelled once the connection closed
+// and its disconnect hooks (UnSubscribeHandler, OnDisconnect) returned.
 func (c *Conn) Context() context.Context { return c.ctx }
 
 // Topics returns the topics the connection is subscribed to, sorted.

@@ -343,7 +343,7 @@ func (t *Tower) authorizeREST(c *gin.Context) bool {
 		}
 		return true
 	case t.cfg.APIToken == "":
-		jsonError(c, http.StatusForbidden, "REST publishing is disabled: set Config.APIToken (FIRETOWER_API_TOKEN in the examples) and send Authorization: Bearer <token>, or set Config.AuthorizeREST")
+		jsonError(c, http.StatusForbidden, "REST publishing and the operations routes are disabled: set Config.APIToken (FIRETOWER_API_TOKEN in the examples) and send Authorization: Bearer <token>, or set Config.AuthorizeREST")
 		return false
 	}
 	got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
