@@ -72,8 +72,16 @@ func (q *opQueue[T]) take() []T {
 	return items
 }
 
+// maxSpare is the largest slice, in items, that a queue keeps for reuse:
+// the slices a burst grew to are let go rather than held for the life of
+// the stream, and taking more than this at once costs little anyway.
+const maxSpare = 4096
+
 // recycle gives back a slice that take returned, for a later batch.
 func (q *opQueue[T]) recycle(items []T) {
+	if cap(items) > maxSpare {
+		return
+	}
 	clear(items) // the messages it refers to may go
 	q.mu.Lock()
 	if q.spare == nil {
