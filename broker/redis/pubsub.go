@@ -354,7 +354,8 @@ func (r *reader) deliver(m *goredis.Message) {
 func (r *reader) enqueue(d delivery) {
 	b := r.b
 	n := int64(len(d.msg.Data))
-	if b.pendingMsgs.Add(1) > int64(b.opts.DeliveryQueue) || b.pendingBytes.Add(n) > b.opts.DeliveryQueueBytes {
+	msgs, bytes := b.pendingMsgs.Add(1), b.pendingBytes.Add(n)
+	if msgs > int64(b.opts.DeliveryQueue) || bytes > b.opts.DeliveryQueueBytes {
 		b.pendingMsgs.Add(-1)
 		b.pendingBytes.Add(-n)
 		b.dropped()
