@@ -2,8 +2,11 @@ package firetower
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 )
 
@@ -304,4 +308,68 @@ func TestStats(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestLogs: every log line about a connection names it and its user, and
+// messages are not logged at the default level.
+func TestLogs(t *testing.T) {
+	var debug, info syncBuffer
+	newLogger := func(w io.Writer, level slog.Level) *slog.Logger {
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	}
+	for _, tc := range []struct {
+		buf   *syncBuffer
+		level slog.Level
+	}{{&debug, slog.LevelDebug}, {&info, slog.LevelInfo}} {
+		s := newServer(t, Config{Logger: newLogger(tc.buf, tc.level), Authenticate: func(*gin.Context) (string, error) { return "u-42", nil }})
+		c := dial(t, s, "", nil)
+		c.subscribe("/logs")
+		for i := range 100 {
+			s.tower.Publish(context.Background(), "/logs", i)
+		}
+		for range 100 {
+			c.expect(TypePublish)
+		}
+		c.ws.Close()
+		eventually(t, func() error {
+			if s.tower.Stats().Connections != 0 {
+				return errors.New("still connected")
+			}
+			return nil
+		})
+	}
+	lines := strings.Split(strings.TrimSpace(debug.String()), "\n")
+	if len(lines) < 2 {
+		t.Fatalf("debug logs: %q", debug.String())
+	}
+	for _, line := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not JSON: %s", line)
+		}
+		if _, about := rec["conn"]; about && rec["user"] != "u-42" {
+			t.Errorf("a line about a connection without its user: %s", line)
+		}
+	}
+	if got := info.String(); got != "" {
+		t.Fatalf("logged at info level during normal traffic: %s", got)
+	}
 }
