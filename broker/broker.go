@@ -86,10 +86,13 @@ type TopicLister interface {
 
 // NodeInfo describes one node of the cluster as its broker sees it.
 type NodeInfo struct {
-	ID            string `json:"id"`
-	Connections   int    `json:"connections"`
-	Topics        int    `json:"topics"`
-	LastHeartbeat int64  `json:"lastHeartbeat"` // Unix milliseconds
+	ID string `json:"id"`
+	// Connections is the node's subscriber counts summed over its topics
+	// (what SetCount reported): a connection subscribed to two topics
+	// counts twice. Brokers see subscriptions, not sockets.
+	Connections   int   `json:"connections"`
+	Topics        int   `json:"topics"`        // topics the node listens to
+	LastHeartbeat int64 `json:"lastHeartbeat"` // Unix milliseconds
 }
 
 // NodeLister is implemented by brokers that know the nodes of the cluster.
