@@ -20,7 +20,9 @@
 // OnDisconnect) run in order on that connection's read goroutine: while one
 // runs, the connection reads nothing else. They must not block for long.
 // They may call Tower and Conn methods, Publish included. Callbacks of
-// different connections run concurrently.
+// different connections run concurrently. A callback that panics closes
+// its own connection (status 1011) and the panic is logged; the node and
+// the other connections go on.
 //
 // A publish never waits for a connection: each connection has a bounded
 // send queue (Config.SendQueueSize frames) drained by its own writer, and a

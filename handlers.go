@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,8 +123,19 @@ func (t *Tower) originAllowed(r *http.Request) bool {
 	return false
 }
 
+// recoverCallback turns a panic in an application callback into a log
+// line and the end of that connection (status 1011), so that one buggy
+// callback neither kills the process nor skips the connection's cleanup.
+func (t *Tower) recoverCallback(c *Conn) {
+	if v := recover(); v != nil {
+		t.log.Error("firetower: a callback panicked; closing its connection", "conn", c.id, "user", c.userID, "panic", v, "stack", string(debug.Stack()))
+		c.shutdown(DisconnectServer, websocket.CloseInternalServerErr, "firetower: internal error", false)
+	}
+}
+
 func (t *Tower) onConnect(s *melody.Session) {
 	c := sessionConn(s)
+	defer t.recoverCallback(c)
 	t.stats.connections.Add(1)
 	t.stats.connectionsTotal.Add(1)
 	c.start(s)
@@ -158,10 +170,16 @@ func (t *Tower) onDisconnect(s *melody.Session) {
 		clear(c.topics)
 		c.mu.Unlock()
 		if len(topics) > 0 && t.cfg.UnSubscribeHandler != nil {
-			t.cfg.UnSubscribeHandler(c, topics)
+			func() {
+				defer t.recoverCallback(c)
+				t.cfg.UnSubscribeHandler(c, topics)
+			}()
 		}
 		if t.cfg.OnDisconnect != nil {
-			t.cfg.OnDisconnect(c)
+			func() {
+				defer t.recoverCallback(c)
+				t.cfg.OnDisconnect(c)
+			}()
 		}
 		t.log.Debug("firetower: disconnected", "conn", c.id, "user", c.userID, "reason", why.String())
 	})
@@ -169,6 +187,7 @@ func (t *Tower) onDisconnect(s *melody.Session) {
 
 func (t *Tower) onBinary(s *melody.Session, _ []byte) {
 	c := sessionConn(s)
+	defer t.recoverCallback(c)
 	t.stats.framesIn.Add(1)
 	if !c.limiter.allow(time.Now()) {
 		t.rateLimited(c, nil)
@@ -191,6 +210,7 @@ func (c *Conn) reply(frame []byte) { c.enqueue(frame, time.Now()) }
 // onMessage handles one client text frame, on the connection's read path.
 func (t *Tower) onMessage(s *melody.Session, raw []byte) {
 	c := sessionConn(s)
+	defer t.recoverCallback(c)
 	t.stats.framesIn.Add(1)
 	if !c.limiter.allow(time.Now()) {
 		t.rateLimited(c, raw)

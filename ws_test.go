@@ -452,3 +452,26 @@ func TestBareData(t *testing.T) {
 		t.Fatalf("got %s, want the bare data", f.raw)
 	}
 }
+
+// TestCallbackPanic: a panicking callback closes its connection with
+// 1011, its subscriptions are still cleaned up, and the server goes on.
+func TestCallbackPanic(t *testing.T) {
+	left := make(chan []string, 1)
+	s := newServer(t, Config{
+		ReadHandler:        func(*Conn, *Frame) bool { panic("boom") },
+		UnSubscribeHandler: func(_ *Conn, topics []string) { left <- topics },
+	})
+	c := dial(t, s, "", nil)
+	c.subscribe("p")
+	c.send(`{"type":"custom"}`)
+	if err := c.waitClosed(); !websocket.IsCloseError(err, websocket.CloseInternalServerErr) {
+		t.Fatalf("closed with %v, want 1011", err)
+	}
+	if got := <-left; !slices.Equal(got, []string{"p"}) {
+		t.Fatalf("unsubscribed %v", got)
+	}
+	if n := s.tower.LocalConnectNum("p"); n != 0 {
+		t.Fatalf("%d subscribers left", n)
+	}
+	dial(t, s, "", nil).alive()
+}
