@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,14 +59,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// goTool is the go command that runs the tests: go test puts its
+// GOROOT/bin first in the PATH of the test binary.
 func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
 	return "go"
 }
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // leakedGoroutines waits up to within for the goroutines the tests started
 // to end, and describes those that did not.
@@ -328,13 +327,4 @@ func countIs(ctx context.Context, b broker.Broker, topic string, want int) func(
 		}
 		return nil
 	}
-}
-
-func ids(ms []broker.Message) []string {
-	out := make([]string, len(ms))
-	for i, m := range ms {
-		out[i] = m.ID
-	}
-	sort.Strings(out)
-	return out
 }
