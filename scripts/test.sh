@@ -30,8 +30,9 @@ eval "$(scripts/redis-up.sh "$redis_dir")"
 step "go test -race -tags redis ./..."
 go test -race -tags redis -count=1 -timeout 20m ./...
 
-step "fuzzing the client-frame parser (bounded)"
+step "fuzzing the parsers (bounded)"
 go test -run '^$' -fuzz '^FuzzParseFrame$' -fuzztime "${FUZZTIME:-30s}" .
+go test -run '^$' -fuzz '^FuzzReadBatch$' -fuzztime "${FUZZTIME:-30s}" ./topicsvc
 
 step "firetower.js unit tests (node --test)"
 node --test js/
