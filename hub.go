@@ -161,3 +161,17 @@ func (h *hub) count(topic string) int {
 	}
 	return 0
 }
+
+// topics lists the topics with local subscribers and their counts.
+func (h *hub) topics() []broker.TopicCount {
+	out := make([]broker.TopicCount, 0, h.stats.topics.Load())
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		for name, subs := range s.topics {
+			out = append(out, broker.TopicCount{Topic: name, Count: len(subs.conns)})
+		}
+		s.mu.RUnlock()
+	}
+	return out
+}

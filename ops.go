@@ -317,18 +317,7 @@ func (o *ops) fresh() *topicList {
 
 // localTopics lists this node's topics with their local counts, for a
 // broker that cannot list the cluster's.
-func (t *Tower) localTopics() []broker.TopicCount {
-	var out []broker.TopicCount
-	for i := range t.hub.shards {
-		s := &t.hub.shards[i]
-		s.mu.RLock()
-		for name, subs := range s.topics {
-			out = append(out, broker.TopicCount{Topic: name, Count: len(subs.conns)})
-		}
-		s.mu.RUnlock()
-	}
-	return out
-}
+func (t *Tower) localTopics() []broker.TopicCount { return t.hub.topics() }
 
 // TopicsPage is the answer of GET {prefix}/topics.
 type TopicsPage struct {
