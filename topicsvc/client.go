@@ -411,7 +411,6 @@ func (c *Client) run() {
 // clientSession is one stream to the service.
 type clientSession struct {
 	stream  pb.TopicService_SessionClient
-	packed  bool // the service reads NodeFrame.publishes
 	queue   *opQueue[nodeOut]
 	initial []*pb.NodeOp // the state re-sent first
 
@@ -432,7 +431,7 @@ func (c *Client) connect() (*clientSession, error) {
 	})
 	stream, err := c.rpc.Session(ctx)
 	if err == nil {
-		err = stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: c.opts.NodeID, Packed: true}}}}})
+		err = stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: c.opts.NodeID}}}}})
 		if errors.Is(err, io.EOF) {
 			// The service ended the stream (a refused token, say); Recv
 			// tells why.
@@ -464,7 +463,6 @@ func (c *Client) connect() (*clientSession, error) {
 	}
 	s := &clientSession{
 		stream:  stream,
-		packed:  welcome.GetPacked(),
 		queue:   newOpQueue[nodeOut](c.opts.QueueSize),
 		ctx:     ctx,
 		cancel:  cancel,
@@ -521,12 +519,6 @@ func (s *clientSession) serve(c *Client) error {
 		received := 0
 		for _, op := range f.GetOps() {
 			switch o := op.GetOp().(type) {
-			case *pb.ServiceOp_Deliver:
-				if h := c.handler.Load(); h != nil {
-					m := o.Deliver
-					(*h)(broker.Message{Topic: m.GetTopic(), ID: m.GetId(), Data: m.GetData()})
-					received++
-				}
 			case *pb.ServiceOp_Ack:
 				s.pmu.Lock()
 				ch := s.pending[o.Ack.GetSeq()]
@@ -613,15 +605,13 @@ type nodeOut struct {
 // publishes, so a frame ends where an op follows a publish.
 func (s *clientSession) sendBatch(c *Client, first *pb.NodeOp, items []nodeOut) bool {
 	var w batchWriter
-	if s.packed {
-		var n, nt, ni, nd int
-		for i := range items {
-			if m := &items[i].msg; items[i].op == nil {
-				n, nt, ni, nd = n+1, nt+len(m.Topic), ni+len(m.ID), nd+len(m.Data)
-			}
+	var n, nt, ni, nd int
+	for i := range items {
+		if m := &items[i].msg; items[i].op == nil {
+			n, nt, ni, nd = n+1, nt+len(m.Topic), ni+len(m.ID), nd+len(m.Data)
 		}
-		w.reset(n, nt, ni, nd)
 	}
+	w.reset(n, nt, ni, nd)
 	var ops []*pb.NodeOp
 	if first != nil {
 		ops = append(ops, first)
@@ -657,12 +647,7 @@ func (s *clientSession) sendBatch(c *Client, first *pb.NodeOp, items []nodeOut) 
 		if inFrame := len(ops) + w.len(); inFrame > 0 && (inFrame >= batchOps || size+mn > batchBytes) && !flush() {
 			return false
 		}
-		if s.packed {
-			w.add(m)
-		} else {
-			// A service of an earlier release reads publishes as ops only.
-			ops = append(ops, &pb.NodeOp{Op: &pb.NodeOp_Publish{Publish: &pb.Message{Topic: m.Topic, Id: m.ID, Data: m.Data}}})
-		}
+		w.add(m)
 		size += mn
 		count++
 	}

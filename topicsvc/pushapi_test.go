@@ -170,11 +170,13 @@ func TestSessionRefusesBadOperations(t *testing.T) {
 	must(t, stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{
 		op(&pb.NodeOp{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "raw"}}}),
 		op(&pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: 1, Topic: ""}}}),
-		op(&pb.NodeOp{Op: &pb.NodeOp_Publish{Publish: &pb.Message{Topic: strings.Repeat("x", 300), Id: "1"}}}),
 		op(&pb.NodeOp{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "again"}}}),
 		{},
 		op(&pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: 2, Topic: "ok"}}}),
-		op(&pb.NodeOp{Op: &pb.NodeOp_Publish{Publish: &pb.Message{Topic: "ok", Id: "m", Data: []byte("1")}}}),
+	}, Publishes: &pb.Batch{ // a topic too long, then a good message
+		Topics: []byte(strings.Repeat("x", 300) + "ok"), TopicLens: []uint32{300, 2},
+		Ids: []byte("1m"), IdLens: []uint32{1, 1},
+		Data: []byte("1"), DataLens: []uint32{0, 1},
 	}}))
 	var acks, notices []string
 	delivered := false
@@ -187,9 +189,10 @@ func TestSessionRefusesBadOperations(t *testing.T) {
 				acks = append(acks, o.GetAck().GetError())
 			case o.GetNotice() != nil:
 				notices = append(notices, o.GetNotice().GetError())
-			case o.GetDeliver() != nil:
-				delivered = o.GetDeliver().GetId() == "m"
 			}
+		}
+		if b := f.GetDeliveries(); b != nil {
+			delivered = string(b.GetIds()) == "m"
 		}
 	}
 	if len(acks) != 2 || !strings.Contains(acks[0], "empty topic") || acks[1] != "" {

@@ -299,7 +299,6 @@ type session struct {
 	peer   string
 	node   *Node
 
-	packed   bool // the node reads ServiceFrame.deliveries
 	queue    *opQueue[outOp]
 	queued   atomic.Int64 // data bytes queued or being sent
 	lastSeen atomic.Int64 // Unix nanoseconds of the last frame received
@@ -333,12 +332,11 @@ func (s *Server) Session(stream pb.TopicService_SessionServer) error {
 		stream: stream,
 		id:     id,
 		peer:   peerAddr(stream.Context()),
-		packed: ops[0].GetHello().GetPacked(),
 		queue:  newOpQueue[outOp](s.cfg.QueueSize),
 	}
 	ss.ctx, ss.cancel = context.WithCancelCause(stream.Context())
 	ss.lastSeen.Store(time.Now().UnixNano())
-	ss.push(outOp{op: &pb.ServiceOp{Op: &pb.ServiceOp_Welcome{Welcome: &pb.Welcome{MaxMessageSize: uint64(s.cfg.MaxMessageSize), Packed: true}}}}, 0)
+	ss.push(outOp{op: &pb.ServiceOp{Op: &pb.ServiceOp_Welcome{Welcome: &pb.Welcome{MaxMessageSize: uint64(s.cfg.MaxMessageSize)}}}}, 0)
 
 	s.mu.Lock()
 	if s.stopping {
@@ -523,9 +521,6 @@ func (ss *session) notice(err error) {
 // refused one by one; the session goes on.
 func (ss *session) apply(op *pb.NodeOp, t *tally) {
 	switch o := op.GetOp().(type) {
-	case *pb.NodeOp_Publish:
-		m := o.Publish
-		ss.publish(broker.Message{Topic: m.GetTopic(), ID: m.GetId(), Data: m.GetData()}, t)
 	case *pb.NodeOp_Subscribe:
 		if err := validTopic(o.Subscribe.GetTopic()); err != nil {
 			ss.ack(o.Subscribe.GetSeq(), 0, err)
@@ -595,15 +590,13 @@ func (ss *session) sendLoop() {
 // deliveries, so a frame ends where an op follows a delivery.
 func (ss *session) sendBatch(first *pb.ServiceOp, items []outOp) bool {
 	var w batchWriter
-	if ss.packed {
-		var n, nt, ni, nd int
-		for i := range items {
-			if m := &items[i].msg; items[i].op == nil {
-				n, nt, ni, nd = n+1, nt+len(m.Topic), ni+len(m.ID), nd+len(m.Data)
-			}
+	var n, nt, ni, nd int
+	for i := range items {
+		if m := &items[i].msg; items[i].op == nil {
+			n, nt, ni, nd = n+1, nt+len(m.Topic), ni+len(m.ID), nd+len(m.Data)
 		}
-		w.reset(n, nt, ni, nd)
 	}
+	w.reset(n, nt, ni, nd)
 	var ops []*pb.ServiceOp
 	if first != nil {
 		ops = append(ops, first)
@@ -643,12 +636,7 @@ func (ss *session) sendBatch(first *pb.ServiceOp, items []outOp) bool {
 		if inFrame := len(ops) + w.len(); inFrame > 0 && (inFrame >= batchOps || size+mn > batchBytes) && !flush() {
 			return false
 		}
-		if ss.packed {
-			w.add(m)
-		} else {
-			// A node of an earlier release reads deliveries as ops only.
-			ops = append(ops, &pb.ServiceOp{Op: &pb.ServiceOp_Deliver{Deliver: &pb.Message{Topic: m.Topic, Id: m.ID, Data: m.Data}}})
-		}
+		w.add(m)
 		size += mn
 		count++
 		bytes += len(m.Data)

@@ -32,76 +32,12 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Message is one publish. Topic: 1..256 bytes of UTF-8.
-type Message struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
-	Id    string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	// data is carried byte for byte; firetower nodes put JSON in it.
-	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Message) Reset() {
-	*x = Message{}
-	mi := &file_topicsvc_proto_msgTypes[0]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Message) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Message) ProtoMessage() {}
-
-func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[0]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Message.ProtoReflect.Descriptor instead.
-func (*Message) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{0}
-}
-
-func (x *Message) GetTopic() string {
-	if x != nil {
-		return x.Topic
-	}
-	return ""
-}
-
-func (x *Message) GetId() string {
-	if x != nil {
-		return x.Id
-	}
-	return ""
-}
-
-func (x *Message) GetData() []byte {
-	if x != nil {
-		return x.Data
-	}
-	return nil
-}
-
 // NodeFrame is one batch of operations from a node, applied in order: ops
 // first, then publishes.
 type NodeFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Ops   []*NodeOp              `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
-	// Messages to publish, in order. A node uses this field, rather than
-	// one NodeOp per message, only with a service whose Welcome has packed
-	// set.
+	// Messages to publish, in order.
 	Publishes     *Batch `protobuf:"bytes,2,opt,name=publishes,proto3" json:"publishes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -109,7 +45,7 @@ type NodeFrame struct {
 
 func (x *NodeFrame) Reset() {
 	*x = NodeFrame{}
-	mi := &file_topicsvc_proto_msgTypes[1]
+	mi := &file_topicsvc_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -121,7 +57,7 @@ func (x *NodeFrame) String() string {
 func (*NodeFrame) ProtoMessage() {}
 
 func (x *NodeFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[1]
+	mi := &file_topicsvc_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -134,7 +70,7 @@ func (x *NodeFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeFrame.ProtoReflect.Descriptor instead.
 func (*NodeFrame) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{1}
+	return file_topicsvc_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *NodeFrame) GetOps() []*NodeOp {
@@ -153,8 +89,10 @@ func (x *NodeFrame) GetPublishes() *Batch {
 
 // Batch is a run of messages, column by column: message i has the i-th
 // topic, id and data, where the i-th topic is the topic_lens[i] bytes of
-// topics that follow the first i topics, and so on. Decoding it takes a
-// few allocations per batch rather than four per message, and the
+// topics that follow the first i topics, and so on. A topic is 1..256
+// bytes of UTF-8; data is carried byte for byte (firetower nodes put JSON
+// in it). Decoding a batch takes a few allocations rather than the four
+// per message that a protobuf message for each would take, and the
 // receiver gives each message one buffer of its own. Every column has one
 // length per message, and the lengths of a column add up to its bytes.
 type Batch struct {
@@ -171,7 +109,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_topicsvc_proto_msgTypes[2]
+	mi := &file_topicsvc_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -183,7 +121,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[2]
+	mi := &file_topicsvc_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -196,7 +134,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{2}
+	return file_topicsvc_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Batch) GetTopics() []byte {
@@ -249,7 +187,6 @@ type NodeOp struct {
 	//	*NodeOp_Subscribe
 	//	*NodeOp_Unsubscribe
 	//	*NodeOp_Count
-	//	*NodeOp_Publish
 	//	*NodeOp_Heartbeat
 	//	*NodeOp_CountQuery
 	Op            isNodeOp_Op `protobuf_oneof:"op"`
@@ -259,7 +196,7 @@ type NodeOp struct {
 
 func (x *NodeOp) Reset() {
 	*x = NodeOp{}
-	mi := &file_topicsvc_proto_msgTypes[3]
+	mi := &file_topicsvc_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +208,7 @@ func (x *NodeOp) String() string {
 func (*NodeOp) ProtoMessage() {}
 
 func (x *NodeOp) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[3]
+	mi := &file_topicsvc_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +221,7 @@ func (x *NodeOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeOp.ProtoReflect.Descriptor instead.
 func (*NodeOp) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{3}
+	return file_topicsvc_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *NodeOp) GetOp() isNodeOp_Op {
@@ -330,15 +267,6 @@ func (x *NodeOp) GetCount() *CountUpdate {
 	return nil
 }
 
-func (x *NodeOp) GetPublish() *Message {
-	if x != nil {
-		if x, ok := x.Op.(*NodeOp_Publish); ok {
-			return x.Publish
-		}
-	}
-	return nil
-}
-
 func (x *NodeOp) GetHeartbeat() *Heartbeat {
 	if x != nil {
 		if x, ok := x.Op.(*NodeOp_Heartbeat); ok {
@@ -377,10 +305,6 @@ type NodeOp_Count struct {
 	Count *CountUpdate `protobuf:"bytes,4,opt,name=count,proto3,oneof"`
 }
 
-type NodeOp_Publish struct {
-	Publish *Message `protobuf:"bytes,5,opt,name=publish,proto3,oneof"`
-}
-
 type NodeOp_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,6,opt,name=heartbeat,proto3,oneof"`
 }
@@ -397,8 +321,6 @@ func (*NodeOp_Unsubscribe) isNodeOp_Op() {}
 
 func (*NodeOp_Count) isNodeOp_Op() {}
 
-func (*NodeOp_Publish) isNodeOp_Op() {}
-
 func (*NodeOp_Heartbeat) isNodeOp_Op() {}
 
 func (*NodeOp_CountQuery) isNodeOp_Op() {}
@@ -406,17 +328,15 @@ func (*NodeOp_CountQuery) isNodeOp_Op() {}
 // Hello opens a session. A node that reconnects uses the same node_id and
 // then re-sends its whole state (subscriptions and counts).
 type Hello struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // 1..128 bytes
-	// The node reads ServiceFrame.deliveries.
-	Packed        bool `protobuf:"varint,2,opt,name=packed,proto3" json:"packed,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // 1..128 bytes
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_topicsvc_proto_msgTypes[4]
+	mi := &file_topicsvc_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +348,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[4]
+	mi := &file_topicsvc_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +361,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{4}
+	return file_topicsvc_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Hello) GetNodeId() string {
@@ -449,13 +369,6 @@ func (x *Hello) GetNodeId() string {
 		return x.NodeId
 	}
 	return ""
-}
-
-func (x *Hello) GetPacked() bool {
-	if x != nil {
-		return x.Packed
-	}
-	return false
 }
 
 // Subscribe routes the topic's messages to the node. The service answers
@@ -470,7 +383,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_topicsvc_proto_msgTypes[5]
+	mi := &file_topicsvc_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +395,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[5]
+	mi := &file_topicsvc_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +408,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{5}
+	return file_topicsvc_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Subscribe) GetSeq() uint64 {
@@ -525,7 +438,7 @@ type Unsubscribe struct {
 
 func (x *Unsubscribe) Reset() {
 	*x = Unsubscribe{}
-	mi := &file_topicsvc_proto_msgTypes[6]
+	mi := &file_topicsvc_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +450,7 @@ func (x *Unsubscribe) String() string {
 func (*Unsubscribe) ProtoMessage() {}
 
 func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[6]
+	mi := &file_topicsvc_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +463,7 @@ func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsubscribe.ProtoReflect.Descriptor instead.
 func (*Unsubscribe) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{6}
+	return file_topicsvc_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Unsubscribe) GetTopic() string {
@@ -577,7 +490,7 @@ type CountUpdate struct {
 
 func (x *CountUpdate) Reset() {
 	*x = CountUpdate{}
-	mi := &file_topicsvc_proto_msgTypes[7]
+	mi := &file_topicsvc_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +502,7 @@ func (x *CountUpdate) String() string {
 func (*CountUpdate) ProtoMessage() {}
 
 func (x *CountUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[7]
+	mi := &file_topicsvc_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +515,7 @@ func (x *CountUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountUpdate.ProtoReflect.Descriptor instead.
 func (*CountUpdate) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{7}
+	return file_topicsvc_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CountUpdate) GetCounts() []*TopicCount {
@@ -624,7 +537,7 @@ type CountQuery struct {
 
 func (x *CountQuery) Reset() {
 	*x = CountQuery{}
-	mi := &file_topicsvc_proto_msgTypes[8]
+	mi := &file_topicsvc_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +549,7 @@ func (x *CountQuery) String() string {
 func (*CountQuery) ProtoMessage() {}
 
 func (x *CountQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[8]
+	mi := &file_topicsvc_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +562,7 @@ func (x *CountQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountQuery.ProtoReflect.Descriptor instead.
 func (*CountQuery) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{8}
+	return file_topicsvc_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CountQuery) GetSeq() uint64 {
@@ -674,7 +587,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_topicsvc_proto_msgTypes[9]
+	mi := &file_topicsvc_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +599,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[9]
+	mi := &file_topicsvc_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +612,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{9}
+	return file_topicsvc_proto_rawDescGZIP(), []int{8}
 }
 
 // ServiceFrame is one batch of operations from the service, in order: ops
@@ -707,9 +620,7 @@ func (*Heartbeat) Descriptor() ([]byte, []int) {
 type ServiceFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Ops   []*ServiceOp           `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
-	// Messages of the topics the node listens to, in order. The service
-	// uses this field, rather than one ServiceOp per message, only for a
-	// node whose Hello has packed set.
+	// Messages of the topics the node listens to, in order.
 	Deliveries    *Batch `protobuf:"bytes,2,opt,name=deliveries,proto3" json:"deliveries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -717,7 +628,7 @@ type ServiceFrame struct {
 
 func (x *ServiceFrame) Reset() {
 	*x = ServiceFrame{}
-	mi := &file_topicsvc_proto_msgTypes[10]
+	mi := &file_topicsvc_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +640,7 @@ func (x *ServiceFrame) String() string {
 func (*ServiceFrame) ProtoMessage() {}
 
 func (x *ServiceFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[10]
+	mi := &file_topicsvc_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +653,7 @@ func (x *ServiceFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceFrame.ProtoReflect.Descriptor instead.
 func (*ServiceFrame) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{10}
+	return file_topicsvc_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ServiceFrame) GetOps() []*ServiceOp {
@@ -765,7 +676,6 @@ type ServiceOp struct {
 	//
 	//	*ServiceOp_Welcome
 	//	*ServiceOp_Ack
-	//	*ServiceOp_Deliver
 	//	*ServiceOp_Heartbeat
 	//	*ServiceOp_Notice
 	Op            isServiceOp_Op `protobuf_oneof:"op"`
@@ -775,7 +685,7 @@ type ServiceOp struct {
 
 func (x *ServiceOp) Reset() {
 	*x = ServiceOp{}
-	mi := &file_topicsvc_proto_msgTypes[11]
+	mi := &file_topicsvc_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +697,7 @@ func (x *ServiceOp) String() string {
 func (*ServiceOp) ProtoMessage() {}
 
 func (x *ServiceOp) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[11]
+	mi := &file_topicsvc_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +710,7 @@ func (x *ServiceOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceOp.ProtoReflect.Descriptor instead.
 func (*ServiceOp) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{11}
+	return file_topicsvc_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ServiceOp) GetOp() isServiceOp_Op {
@@ -823,15 +733,6 @@ func (x *ServiceOp) GetAck() *Ack {
 	if x != nil {
 		if x, ok := x.Op.(*ServiceOp_Ack); ok {
 			return x.Ack
-		}
-	}
-	return nil
-}
-
-func (x *ServiceOp) GetDeliver() *Message {
-	if x != nil {
-		if x, ok := x.Op.(*ServiceOp_Deliver); ok {
-			return x.Deliver
 		}
 	}
 	return nil
@@ -867,10 +768,6 @@ type ServiceOp_Ack struct {
 	Ack *Ack `protobuf:"bytes,2,opt,name=ack,proto3,oneof"`
 }
 
-type ServiceOp_Deliver struct {
-	Deliver *Message `protobuf:"bytes,3,opt,name=deliver,proto3,oneof"`
-}
-
 type ServiceOp_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,4,opt,name=heartbeat,proto3,oneof"`
 }
@@ -883,8 +780,6 @@ func (*ServiceOp_Welcome) isServiceOp_Op() {}
 
 func (*ServiceOp_Ack) isServiceOp_Op() {}
 
-func (*ServiceOp_Deliver) isServiceOp_Op() {}
-
 func (*ServiceOp_Heartbeat) isServiceOp_Op() {}
 
 func (*ServiceOp_Notice) isServiceOp_Op() {}
@@ -893,15 +788,13 @@ type Welcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The largest data the service accepts in one message, in bytes.
 	MaxMessageSize uint64 `protobuf:"varint,1,opt,name=max_message_size,json=maxMessageSize,proto3" json:"max_message_size,omitempty"`
-	// The service reads NodeFrame.publishes.
-	Packed        bool `protobuf:"varint,2,opt,name=packed,proto3" json:"packed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_topicsvc_proto_msgTypes[12]
+	mi := &file_topicsvc_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +806,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[12]
+	mi := &file_topicsvc_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +819,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{12}
+	return file_topicsvc_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Welcome) GetMaxMessageSize() uint64 {
@@ -934,13 +827,6 @@ func (x *Welcome) GetMaxMessageSize() uint64 {
 		return x.MaxMessageSize
 	}
 	return 0
-}
-
-func (x *Welcome) GetPacked() bool {
-	if x != nil {
-		return x.Packed
-	}
-	return false
 }
 
 // Ack answers a Subscribe, an Unsubscribe or a CountQuery. error is empty on success.
@@ -955,7 +841,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_topicsvc_proto_msgTypes[13]
+	mi := &file_topicsvc_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +853,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[13]
+	mi := &file_topicsvc_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +866,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{13}
+	return file_topicsvc_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -1015,7 +901,7 @@ type Notice struct {
 
 func (x *Notice) Reset() {
 	*x = Notice{}
-	mi := &file_topicsvc_proto_msgTypes[14]
+	mi := &file_topicsvc_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +913,7 @@ func (x *Notice) String() string {
 func (*Notice) ProtoMessage() {}
 
 func (x *Notice) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[14]
+	mi := &file_topicsvc_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +926,7 @@ func (x *Notice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notice.ProtoReflect.Descriptor instead.
 func (*Notice) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{14}
+	return file_topicsvc_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Notice) GetError() string {
@@ -1060,7 +946,7 @@ type TopicCount struct {
 
 func (x *TopicCount) Reset() {
 	*x = TopicCount{}
-	mi := &file_topicsvc_proto_msgTypes[15]
+	mi := &file_topicsvc_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +958,7 @@ func (x *TopicCount) String() string {
 func (*TopicCount) ProtoMessage() {}
 
 func (x *TopicCount) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[15]
+	mi := &file_topicsvc_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +971,7 @@ func (x *TopicCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicCount.ProtoReflect.Descriptor instead.
 func (*TopicCount) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{15}
+	return file_topicsvc_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TopicCount) GetTopic() string {
@@ -1117,7 +1003,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_topicsvc_proto_msgTypes[16]
+	mi := &file_topicsvc_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1015,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[16]
+	mi := &file_topicsvc_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1028,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{16}
+	return file_topicsvc_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PublishRequest) GetTopic() string {
@@ -1185,7 +1071,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_topicsvc_proto_msgTypes[17]
+	mi := &file_topicsvc_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1083,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[17]
+	mi := &file_topicsvc_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1096,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{17}
+	return file_topicsvc_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PublishResponse) GetId() string {
@@ -1243,7 +1129,7 @@ type CountRequest struct {
 
 func (x *CountRequest) Reset() {
 	*x = CountRequest{}
-	mi := &file_topicsvc_proto_msgTypes[18]
+	mi := &file_topicsvc_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +1141,7 @@ func (x *CountRequest) String() string {
 func (*CountRequest) ProtoMessage() {}
 
 func (x *CountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[18]
+	mi := &file_topicsvc_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +1154,7 @@ func (x *CountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRequest.ProtoReflect.Descriptor instead.
 func (*CountRequest) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{18}
+	return file_topicsvc_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CountRequest) GetTopic() string {
@@ -1288,7 +1174,7 @@ type CountResponse struct {
 
 func (x *CountResponse) Reset() {
 	*x = CountResponse{}
-	mi := &file_topicsvc_proto_msgTypes[19]
+	mi := &file_topicsvc_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1186,7 @@ func (x *CountResponse) String() string {
 func (*CountResponse) ProtoMessage() {}
 
 func (x *CountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[19]
+	mi := &file_topicsvc_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1199,7 @@ func (x *CountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountResponse.ProtoReflect.Descriptor instead.
 func (*CountResponse) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{19}
+	return file_topicsvc_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CountResponse) GetTopic() string {
@@ -1338,7 +1224,7 @@ type TopicsRequest struct {
 
 func (x *TopicsRequest) Reset() {
 	*x = TopicsRequest{}
-	mi := &file_topicsvc_proto_msgTypes[20]
+	mi := &file_topicsvc_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1236,7 @@ func (x *TopicsRequest) String() string {
 func (*TopicsRequest) ProtoMessage() {}
 
 func (x *TopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[20]
+	mi := &file_topicsvc_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1249,7 @@ func (x *TopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicsRequest.ProtoReflect.Descriptor instead.
 func (*TopicsRequest) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{20}
+	return file_topicsvc_proto_rawDescGZIP(), []int{19}
 }
 
 type TopicsResponse struct {
@@ -1375,7 +1261,7 @@ type TopicsResponse struct {
 
 func (x *TopicsResponse) Reset() {
 	*x = TopicsResponse{}
-	mi := &file_topicsvc_proto_msgTypes[21]
+	mi := &file_topicsvc_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1273,7 @@ func (x *TopicsResponse) String() string {
 func (*TopicsResponse) ProtoMessage() {}
 
 func (x *TopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[21]
+	mi := &file_topicsvc_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1286,7 @@ func (x *TopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicsResponse.ProtoReflect.Descriptor instead.
 func (*TopicsResponse) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{21}
+	return file_topicsvc_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TopicsResponse) GetTopics() []*TopicCount {
@@ -1418,7 +1304,7 @@ type NodesRequest struct {
 
 func (x *NodesRequest) Reset() {
 	*x = NodesRequest{}
-	mi := &file_topicsvc_proto_msgTypes[22]
+	mi := &file_topicsvc_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1316,7 @@ func (x *NodesRequest) String() string {
 func (*NodesRequest) ProtoMessage() {}
 
 func (x *NodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[22]
+	mi := &file_topicsvc_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1329,7 @@ func (x *NodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodesRequest.ProtoReflect.Descriptor instead.
 func (*NodesRequest) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{22}
+	return file_topicsvc_proto_rawDescGZIP(), []int{21}
 }
 
 type NodeInfo struct {
@@ -1458,7 +1344,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_topicsvc_proto_msgTypes[23]
+	mi := &file_topicsvc_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1356,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[23]
+	mi := &file_topicsvc_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1369,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{23}
+	return file_topicsvc_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -1523,7 +1409,7 @@ type NodesResponse struct {
 
 func (x *NodesResponse) Reset() {
 	*x = NodesResponse{}
-	mi := &file_topicsvc_proto_msgTypes[24]
+	mi := &file_topicsvc_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1421,7 @@ func (x *NodesResponse) String() string {
 func (*NodesResponse) ProtoMessage() {}
 
 func (x *NodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[24]
+	mi := &file_topicsvc_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1434,7 @@ func (x *NodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodesResponse.ProtoReflect.Descriptor instead.
 func (*NodesResponse) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{24}
+	return file_topicsvc_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodesResponse) GetNodes() []*NodeInfo {
@@ -1562,11 +1448,7 @@ var File_topicsvc_proto protoreflect.FileDescriptor
 
 const file_topicsvc_proto_rawDesc = "" +
 	"\n" +
-	"\x0etopicsvc.proto\x12\x15firetower.topicsvc.v1\"C\n" +
-	"\aMessage\x12\x14\n" +
-	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"x\n" +
+	"\x0etopicsvc.proto\x12\x15firetower.topicsvc.v1\"x\n" +
 	"\tNodeFrame\x12/\n" +
 	"\x03ops\x18\x01 \x03(\v2\x1d.firetower.topicsvc.v1.NodeOpR\x03ops\x12:\n" +
 	"\tpublishes\x18\x02 \x01(\v2\x1c.firetower.topicsvc.v1.BatchR\tpublishes\"\x9a\x01\n" +
@@ -1577,20 +1459,18 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\x03ids\x18\x03 \x01(\fR\x03ids\x12\x17\n" +
 	"\aid_lens\x18\x04 \x03(\rR\x06idLens\x12\x12\n" +
 	"\x04data\x18\x05 \x01(\fR\x04data\x12\x1b\n" +
-	"\tdata_lens\x18\x06 \x03(\rR\bdataLens\"\xce\x03\n" +
+	"\tdata_lens\x18\x06 \x03(\rR\bdataLens\"\x92\x03\n" +
 	"\x06NodeOp\x124\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1c.firetower.topicsvc.v1.HelloH\x00R\x05hello\x12@\n" +
 	"\tsubscribe\x18\x02 \x01(\v2 .firetower.topicsvc.v1.SubscribeH\x00R\tsubscribe\x12F\n" +
 	"\vunsubscribe\x18\x03 \x01(\v2\".firetower.topicsvc.v1.UnsubscribeH\x00R\vunsubscribe\x12:\n" +
-	"\x05count\x18\x04 \x01(\v2\".firetower.topicsvc.v1.CountUpdateH\x00R\x05count\x12:\n" +
-	"\apublish\x18\x05 \x01(\v2\x1e.firetower.topicsvc.v1.MessageH\x00R\apublish\x12@\n" +
+	"\x05count\x18\x04 \x01(\v2\".firetower.topicsvc.v1.CountUpdateH\x00R\x05count\x12@\n" +
 	"\theartbeat\x18\x06 \x01(\v2 .firetower.topicsvc.v1.HeartbeatH\x00R\theartbeat\x12D\n" +
 	"\vcount_query\x18\a \x01(\v2!.firetower.topicsvc.v1.CountQueryH\x00R\n" +
 	"countQueryB\x04\n" +
-	"\x02op\"8\n" +
+	"\x02op\" \n" +
 	"\x05Hello\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
-	"\x06packed\x18\x02 \x01(\bR\x06packed\"3\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"3\n" +
 	"\tSubscribe\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\"5\n" +
@@ -1608,17 +1488,15 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\x03ops\x18\x01 \x03(\v2 .firetower.topicsvc.v1.ServiceOpR\x03ops\x12<\n" +
 	"\n" +
 	"deliveries\x18\x02 \x01(\v2\x1c.firetower.topicsvc.v1.BatchR\n" +
-	"deliveries\"\xb4\x02\n" +
+	"deliveries\"\xf8\x01\n" +
 	"\tServiceOp\x12:\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1e.firetower.topicsvc.v1.WelcomeH\x00R\awelcome\x12.\n" +
-	"\x03ack\x18\x02 \x01(\v2\x1a.firetower.topicsvc.v1.AckH\x00R\x03ack\x12:\n" +
-	"\adeliver\x18\x03 \x01(\v2\x1e.firetower.topicsvc.v1.MessageH\x00R\adeliver\x12@\n" +
+	"\x03ack\x18\x02 \x01(\v2\x1a.firetower.topicsvc.v1.AckH\x00R\x03ack\x12@\n" +
 	"\theartbeat\x18\x04 \x01(\v2 .firetower.topicsvc.v1.HeartbeatH\x00R\theartbeat\x127\n" +
 	"\x06notice\x18\x05 \x01(\v2\x1d.firetower.topicsvc.v1.NoticeH\x00R\x06noticeB\x04\n" +
-	"\x02op\"K\n" +
+	"\x02op\"3\n" +
 	"\aWelcome\x12(\n" +
-	"\x10max_message_size\x18\x01 \x01(\x04R\x0emaxMessageSize\x12\x16\n" +
-	"\x06packed\x18\x02 \x01(\bR\x06packed\"C\n" +
+	"\x10max_message_size\x18\x01 \x01(\x04R\x0emaxMessageSize\"C\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x14\n" +
@@ -1673,69 +1551,66 @@ func file_topicsvc_proto_rawDescGZIP() []byte {
 	return file_topicsvc_proto_rawDescData
 }
 
-var file_topicsvc_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_topicsvc_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_topicsvc_proto_goTypes = []any{
-	(*Message)(nil),         // 0: firetower.topicsvc.v1.Message
-	(*NodeFrame)(nil),       // 1: firetower.topicsvc.v1.NodeFrame
-	(*Batch)(nil),           // 2: firetower.topicsvc.v1.Batch
-	(*NodeOp)(nil),          // 3: firetower.topicsvc.v1.NodeOp
-	(*Hello)(nil),           // 4: firetower.topicsvc.v1.Hello
-	(*Subscribe)(nil),       // 5: firetower.topicsvc.v1.Subscribe
-	(*Unsubscribe)(nil),     // 6: firetower.topicsvc.v1.Unsubscribe
-	(*CountUpdate)(nil),     // 7: firetower.topicsvc.v1.CountUpdate
-	(*CountQuery)(nil),      // 8: firetower.topicsvc.v1.CountQuery
-	(*Heartbeat)(nil),       // 9: firetower.topicsvc.v1.Heartbeat
-	(*ServiceFrame)(nil),    // 10: firetower.topicsvc.v1.ServiceFrame
-	(*ServiceOp)(nil),       // 11: firetower.topicsvc.v1.ServiceOp
-	(*Welcome)(nil),         // 12: firetower.topicsvc.v1.Welcome
-	(*Ack)(nil),             // 13: firetower.topicsvc.v1.Ack
-	(*Notice)(nil),          // 14: firetower.topicsvc.v1.Notice
-	(*TopicCount)(nil),      // 15: firetower.topicsvc.v1.TopicCount
-	(*PublishRequest)(nil),  // 16: firetower.topicsvc.v1.PublishRequest
-	(*PublishResponse)(nil), // 17: firetower.topicsvc.v1.PublishResponse
-	(*CountRequest)(nil),    // 18: firetower.topicsvc.v1.CountRequest
-	(*CountResponse)(nil),   // 19: firetower.topicsvc.v1.CountResponse
-	(*TopicsRequest)(nil),   // 20: firetower.topicsvc.v1.TopicsRequest
-	(*TopicsResponse)(nil),  // 21: firetower.topicsvc.v1.TopicsResponse
-	(*NodesRequest)(nil),    // 22: firetower.topicsvc.v1.NodesRequest
-	(*NodeInfo)(nil),        // 23: firetower.topicsvc.v1.NodeInfo
-	(*NodesResponse)(nil),   // 24: firetower.topicsvc.v1.NodesResponse
+	(*NodeFrame)(nil),       // 0: firetower.topicsvc.v1.NodeFrame
+	(*Batch)(nil),           // 1: firetower.topicsvc.v1.Batch
+	(*NodeOp)(nil),          // 2: firetower.topicsvc.v1.NodeOp
+	(*Hello)(nil),           // 3: firetower.topicsvc.v1.Hello
+	(*Subscribe)(nil),       // 4: firetower.topicsvc.v1.Subscribe
+	(*Unsubscribe)(nil),     // 5: firetower.topicsvc.v1.Unsubscribe
+	(*CountUpdate)(nil),     // 6: firetower.topicsvc.v1.CountUpdate
+	(*CountQuery)(nil),      // 7: firetower.topicsvc.v1.CountQuery
+	(*Heartbeat)(nil),       // 8: firetower.topicsvc.v1.Heartbeat
+	(*ServiceFrame)(nil),    // 9: firetower.topicsvc.v1.ServiceFrame
+	(*ServiceOp)(nil),       // 10: firetower.topicsvc.v1.ServiceOp
+	(*Welcome)(nil),         // 11: firetower.topicsvc.v1.Welcome
+	(*Ack)(nil),             // 12: firetower.topicsvc.v1.Ack
+	(*Notice)(nil),          // 13: firetower.topicsvc.v1.Notice
+	(*TopicCount)(nil),      // 14: firetower.topicsvc.v1.TopicCount
+	(*PublishRequest)(nil),  // 15: firetower.topicsvc.v1.PublishRequest
+	(*PublishResponse)(nil), // 16: firetower.topicsvc.v1.PublishResponse
+	(*CountRequest)(nil),    // 17: firetower.topicsvc.v1.CountRequest
+	(*CountResponse)(nil),   // 18: firetower.topicsvc.v1.CountResponse
+	(*TopicsRequest)(nil),   // 19: firetower.topicsvc.v1.TopicsRequest
+	(*TopicsResponse)(nil),  // 20: firetower.topicsvc.v1.TopicsResponse
+	(*NodesRequest)(nil),    // 21: firetower.topicsvc.v1.NodesRequest
+	(*NodeInfo)(nil),        // 22: firetower.topicsvc.v1.NodeInfo
+	(*NodesResponse)(nil),   // 23: firetower.topicsvc.v1.NodesResponse
 }
 var file_topicsvc_proto_depIdxs = []int32{
-	3,  // 0: firetower.topicsvc.v1.NodeFrame.ops:type_name -> firetower.topicsvc.v1.NodeOp
-	2,  // 1: firetower.topicsvc.v1.NodeFrame.publishes:type_name -> firetower.topicsvc.v1.Batch
-	4,  // 2: firetower.topicsvc.v1.NodeOp.hello:type_name -> firetower.topicsvc.v1.Hello
-	5,  // 3: firetower.topicsvc.v1.NodeOp.subscribe:type_name -> firetower.topicsvc.v1.Subscribe
-	6,  // 4: firetower.topicsvc.v1.NodeOp.unsubscribe:type_name -> firetower.topicsvc.v1.Unsubscribe
-	7,  // 5: firetower.topicsvc.v1.NodeOp.count:type_name -> firetower.topicsvc.v1.CountUpdate
-	0,  // 6: firetower.topicsvc.v1.NodeOp.publish:type_name -> firetower.topicsvc.v1.Message
-	9,  // 7: firetower.topicsvc.v1.NodeOp.heartbeat:type_name -> firetower.topicsvc.v1.Heartbeat
-	8,  // 8: firetower.topicsvc.v1.NodeOp.count_query:type_name -> firetower.topicsvc.v1.CountQuery
-	15, // 9: firetower.topicsvc.v1.CountUpdate.counts:type_name -> firetower.topicsvc.v1.TopicCount
-	11, // 10: firetower.topicsvc.v1.ServiceFrame.ops:type_name -> firetower.topicsvc.v1.ServiceOp
-	2,  // 11: firetower.topicsvc.v1.ServiceFrame.deliveries:type_name -> firetower.topicsvc.v1.Batch
-	12, // 12: firetower.topicsvc.v1.ServiceOp.welcome:type_name -> firetower.topicsvc.v1.Welcome
-	13, // 13: firetower.topicsvc.v1.ServiceOp.ack:type_name -> firetower.topicsvc.v1.Ack
-	0,  // 14: firetower.topicsvc.v1.ServiceOp.deliver:type_name -> firetower.topicsvc.v1.Message
-	9,  // 15: firetower.topicsvc.v1.ServiceOp.heartbeat:type_name -> firetower.topicsvc.v1.Heartbeat
-	14, // 16: firetower.topicsvc.v1.ServiceOp.notice:type_name -> firetower.topicsvc.v1.Notice
-	15, // 17: firetower.topicsvc.v1.TopicsResponse.topics:type_name -> firetower.topicsvc.v1.TopicCount
-	23, // 18: firetower.topicsvc.v1.NodesResponse.nodes:type_name -> firetower.topicsvc.v1.NodeInfo
-	1,  // 19: firetower.topicsvc.v1.TopicService.Session:input_type -> firetower.topicsvc.v1.NodeFrame
-	16, // 20: firetower.topicsvc.v1.TopicService.Publish:input_type -> firetower.topicsvc.v1.PublishRequest
-	18, // 21: firetower.topicsvc.v1.TopicService.Count:input_type -> firetower.topicsvc.v1.CountRequest
-	20, // 22: firetower.topicsvc.v1.TopicService.Topics:input_type -> firetower.topicsvc.v1.TopicsRequest
-	22, // 23: firetower.topicsvc.v1.TopicService.Nodes:input_type -> firetower.topicsvc.v1.NodesRequest
-	10, // 24: firetower.topicsvc.v1.TopicService.Session:output_type -> firetower.topicsvc.v1.ServiceFrame
-	17, // 25: firetower.topicsvc.v1.TopicService.Publish:output_type -> firetower.topicsvc.v1.PublishResponse
-	19, // 26: firetower.topicsvc.v1.TopicService.Count:output_type -> firetower.topicsvc.v1.CountResponse
-	21, // 27: firetower.topicsvc.v1.TopicService.Topics:output_type -> firetower.topicsvc.v1.TopicsResponse
-	24, // 28: firetower.topicsvc.v1.TopicService.Nodes:output_type -> firetower.topicsvc.v1.NodesResponse
-	24, // [24:29] is the sub-list for method output_type
-	19, // [19:24] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	2,  // 0: firetower.topicsvc.v1.NodeFrame.ops:type_name -> firetower.topicsvc.v1.NodeOp
+	1,  // 1: firetower.topicsvc.v1.NodeFrame.publishes:type_name -> firetower.topicsvc.v1.Batch
+	3,  // 2: firetower.topicsvc.v1.NodeOp.hello:type_name -> firetower.topicsvc.v1.Hello
+	4,  // 3: firetower.topicsvc.v1.NodeOp.subscribe:type_name -> firetower.topicsvc.v1.Subscribe
+	5,  // 4: firetower.topicsvc.v1.NodeOp.unsubscribe:type_name -> firetower.topicsvc.v1.Unsubscribe
+	6,  // 5: firetower.topicsvc.v1.NodeOp.count:type_name -> firetower.topicsvc.v1.CountUpdate
+	8,  // 6: firetower.topicsvc.v1.NodeOp.heartbeat:type_name -> firetower.topicsvc.v1.Heartbeat
+	7,  // 7: firetower.topicsvc.v1.NodeOp.count_query:type_name -> firetower.topicsvc.v1.CountQuery
+	14, // 8: firetower.topicsvc.v1.CountUpdate.counts:type_name -> firetower.topicsvc.v1.TopicCount
+	10, // 9: firetower.topicsvc.v1.ServiceFrame.ops:type_name -> firetower.topicsvc.v1.ServiceOp
+	1,  // 10: firetower.topicsvc.v1.ServiceFrame.deliveries:type_name -> firetower.topicsvc.v1.Batch
+	11, // 11: firetower.topicsvc.v1.ServiceOp.welcome:type_name -> firetower.topicsvc.v1.Welcome
+	12, // 12: firetower.topicsvc.v1.ServiceOp.ack:type_name -> firetower.topicsvc.v1.Ack
+	8,  // 13: firetower.topicsvc.v1.ServiceOp.heartbeat:type_name -> firetower.topicsvc.v1.Heartbeat
+	13, // 14: firetower.topicsvc.v1.ServiceOp.notice:type_name -> firetower.topicsvc.v1.Notice
+	14, // 15: firetower.topicsvc.v1.TopicsResponse.topics:type_name -> firetower.topicsvc.v1.TopicCount
+	22, // 16: firetower.topicsvc.v1.NodesResponse.nodes:type_name -> firetower.topicsvc.v1.NodeInfo
+	0,  // 17: firetower.topicsvc.v1.TopicService.Session:input_type -> firetower.topicsvc.v1.NodeFrame
+	15, // 18: firetower.topicsvc.v1.TopicService.Publish:input_type -> firetower.topicsvc.v1.PublishRequest
+	17, // 19: firetower.topicsvc.v1.TopicService.Count:input_type -> firetower.topicsvc.v1.CountRequest
+	19, // 20: firetower.topicsvc.v1.TopicService.Topics:input_type -> firetower.topicsvc.v1.TopicsRequest
+	21, // 21: firetower.topicsvc.v1.TopicService.Nodes:input_type -> firetower.topicsvc.v1.NodesRequest
+	9,  // 22: firetower.topicsvc.v1.TopicService.Session:output_type -> firetower.topicsvc.v1.ServiceFrame
+	16, // 23: firetower.topicsvc.v1.TopicService.Publish:output_type -> firetower.topicsvc.v1.PublishResponse
+	18, // 24: firetower.topicsvc.v1.TopicService.Count:output_type -> firetower.topicsvc.v1.CountResponse
+	20, // 25: firetower.topicsvc.v1.TopicService.Topics:output_type -> firetower.topicsvc.v1.TopicsResponse
+	23, // 26: firetower.topicsvc.v1.TopicService.Nodes:output_type -> firetower.topicsvc.v1.NodesResponse
+	22, // [22:27] is the sub-list for method output_type
+	17, // [17:22] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_topicsvc_proto_init() }
@@ -1743,19 +1618,17 @@ func file_topicsvc_proto_init() {
 	if File_topicsvc_proto != nil {
 		return
 	}
-	file_topicsvc_proto_msgTypes[3].OneofWrappers = []any{
+	file_topicsvc_proto_msgTypes[2].OneofWrappers = []any{
 		(*NodeOp_Hello)(nil),
 		(*NodeOp_Subscribe)(nil),
 		(*NodeOp_Unsubscribe)(nil),
 		(*NodeOp_Count)(nil),
-		(*NodeOp_Publish)(nil),
 		(*NodeOp_Heartbeat)(nil),
 		(*NodeOp_CountQuery)(nil),
 	}
-	file_topicsvc_proto_msgTypes[11].OneofWrappers = []any{
+	file_topicsvc_proto_msgTypes[10].OneofWrappers = []any{
 		(*ServiceOp_Welcome)(nil),
 		(*ServiceOp_Ack)(nil),
-		(*ServiceOp_Deliver)(nil),
 		(*ServiceOp_Heartbeat)(nil),
 		(*ServiceOp_Notice)(nil),
 	}
@@ -1765,7 +1638,7 @@ func file_topicsvc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topicsvc_proto_rawDesc), len(file_topicsvc_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
