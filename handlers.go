@@ -329,14 +329,21 @@ func (t *Tower) clientPublish(c *Conn, f *Frame) {
 	}
 	ctx, cancel := t.brokerContext(c)
 	defer cancel()
-	id, err := t.publish(ctx, f.Topics, f.Data)
-	if err != nil {
-		c.reply(errorFrame(brokerError(err, f.Topics), f.ID))
+	if f.ID == nil {
+		if _, err := t.publish(ctx, f.Topics, f.Data); err != nil {
+			c.reply(errorFrame(brokerError(err, f.Topics), f.ID))
+		}
 		return
 	}
-	if f.ID != nil {
-		c.reply(encodeReply(replyFrame{Type: TypePublished, Topic: f.Topics, ID: f.ID, MessageID: id}))
+	// The ack goes before the message itself, should the publisher be a
+	// subscriber too: an in-process broker delivers before Publish returns.
+	c.hold()
+	id, err := t.publish(ctx, f.Topics, f.Data)
+	if err != nil {
+		c.release(errorFrame(brokerError(err, f.Topics), f.ID))
+		return
 	}
+	c.release(encodeReply(replyFrame{Type: TypePublished, Topic: f.Topics, ID: f.ID, MessageID: id}))
 }
 
 // brokerError turns a broker failure into an error frame.
