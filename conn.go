@@ -148,10 +148,9 @@ func (c *Conn) Close() error {
 }
 
 // enqueue queues one encoded frame, made at now, and reports whether it
-// was queued. A
-// full queue closes the connection: the policy of DESIGN §3 (a publish
-// never waits for a slow client; that client loses the connection, not
-// messages in the middle of a stream it goes on reading).
+// was queued. A full queue closes the connection: the policy of DESIGN §3
+// (a publish never waits for a slow client; that client loses the
+// connection, not messages in the middle of a stream it goes on reading).
 func (c *Conn) enqueue(frame []byte, now time.Time) bool {
 	c.qmu.Lock()
 	if c.closing {
