@@ -28,6 +28,9 @@ type Conn struct {
 	sess *melody.Session
 	ws   *websocket.Conn
 
+	upgraded     chan struct{} // closed once the upgrade succeeded or failed
+	upgradedOnce sync.Once
+
 	// mu guards topics and keys. The read path changes topics; any
 	// goroutine may read them.
 	mu     sync.Mutex
@@ -64,20 +67,24 @@ type Conn struct {
 func newConn(t *Tower, r *http.Request, userID string) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
-		id:      newID(),
-		userID:  userID,
-		tower:   t,
-		req:     r,
-		batch:   r.URL.Query().Get("batch") == "1",
-		ctx:     ctx,
-		cancel:  cancel,
-		topics:  map[string]struct{}{},
-		limiter: tokenBucket{rate: t.cfg.InboundRate, burst: float64(t.cfg.InboundBurst), tokens: float64(t.cfg.InboundBurst), last: time.Now()},
-		wake:    make(chan struct{}, 1),
+		id:       newID(),
+		userID:   userID,
+		tower:    t,
+		req:      r,
+		batch:    r.URL.Query().Get("batch") == "1",
+		ctx:      ctx,
+		cancel:   cancel,
+		topics:   map[string]struct{}{},
+		limiter:  tokenBucket{rate: t.cfg.InboundRate, burst: float64(t.cfg.InboundBurst), tokens: float64(t.cfg.InboundBurst), last: time.Now()},
+		wake:     make(chan struct{}, 1),
+		upgraded: make(chan struct{}),
 	}
 	c.sink = c.write
 	return c
 }
+
+// upgradeDone releases the HTTP handler that opened the connection.
+func (c *Conn) upgradeDone() { c.upgradedOnce.Do(func() { close(c.upgraded) }) }
 
 // ID returns the connection's id, unique in the cluster.
 func (c *Conn) ID() string { return c.id }

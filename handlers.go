@@ -90,16 +90,26 @@ func (t *Tower) serveWS(c *gin.Context) {
 	t.handlers.Add(1)
 	t.mu.Unlock()
 	t.pinger.Do(func() { go t.pingLoop() })
-	defer func() {
-		t.mu.Lock()
-		delete(t.conns, conn)
-		t.mu.Unlock()
-		t.handlers.Done()
+	// melody serves the connection in the goroutine that calls it, until
+	// the connection ends. Calling it from a goroutine of its own lets this
+	// handler return once the upgrade is done: net/http and gin then let
+	// go of the request's buffers, gin.Context and deep handler stack,
+	// several KB for every open connection.
+	w := c.Writer // only used until the upgrade signals
+	go func() {
+		defer func() {
+			t.mu.Lock()
+			delete(t.conns, conn)
+			t.mu.Unlock()
+			t.handlers.Done()
+		}()
+		if err := t.melody.HandleRequestWithKeys(w, r, map[string]any{connKey: conn}); err != nil {
+			t.log.Debug("firetower: upgrade failed", "err", err)
+			conn.cancel()
+		}
+		conn.upgradeDone()
 	}()
-	if err := t.melody.HandleRequestWithKeys(c.Writer, r, map[string]any{connKey: conn}); err != nil {
-		t.log.Debug("firetower: upgrade failed", "err", err)
-		conn.cancel()
-	}
+	<-conn.upgraded
 }
 
 // originAllowed implements the same-origin default of DESIGN §3.
@@ -136,6 +146,7 @@ func (t *Tower) recoverCallback(c *Conn) {
 
 func (t *Tower) onConnect(s *melody.Session) {
 	c := sessionConn(s)
+	c.upgradeDone() // the HTTP handler may return now
 	defer t.recoverCallback(c)
 	t.stats.connections.Add(1)
 	t.stats.connectionsTotal.Add(1)
