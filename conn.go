@@ -45,15 +45,14 @@ type Conn struct {
 	// is empty, so an idle connection holds no writer and no buffer.
 	qmu      sync.Mutex
 	queue    [][]byte
-	spare    [][]byte  // the writer's last batch, reused as the next queue
-	held     bool      // a subscribe is in progress: the writer waits
-	holdAt   int       // where the subscribed reply goes when the hold ends
-	queuedAt time.Time // when the oldest frame in queue was queued
-	writing  bool      // a writer goroutine is running
-	parked   bool      // the running writer waits on wake for more
-	wake     chan struct{}
-	linger   *time.Timer // ends a parked writer; only the writer uses it
-	pingDue  bool        // the writer sends a ping first
+	spare    [][]byte      // the writer's last batch, reused as the next queue
+	held     bool          // a subscribe is in progress: the writer waits
+	holdAt   int           // where the subscribed reply goes when the hold ends
+	queuedAt time.Time     // when the oldest frame in queue was queued
+	writing  bool          // a writer goroutine is running
+	parked   bool          // the running writer waits on wake for more
+	wake     chan struct{} // wakes the parked writer; made by it, dropped when it ends
+	pingDue  bool          // the writer sends a ping first
 	closing  bool
 	reason   DisconnectReason
 	closeMsg []byte // close frame the writer sends, nil if the peer left
@@ -76,7 +75,6 @@ func newConn(t *Tower, r *http.Request, userID string) *Conn {
 		cancel:   cancel,
 		topics:   map[string]struct{}{},
 		limiter:  tokenBucket{rate: t.cfg.InboundRate, burst: float64(t.cfg.InboundBurst), tokens: float64(t.cfg.InboundBurst), last: time.Now()},
-		wake:     make(chan struct{}, 1),
 		upgraded: make(chan struct{}),
 	}
 	c.sink = c.write
@@ -322,6 +320,7 @@ func (c *Conn) writer() {
 	defer c.writers.Done()
 	var done [][]byte // the last batch written, handed back as spare
 	lingered := 0     // 1 once a park ended without a wake: then end
+	var linger *time.Timer
 	for {
 		c.qmu.Lock()
 		if done != nil {
@@ -332,20 +331,24 @@ func (c *Conn) writer() {
 		c.pingDue = false
 		if !ping && (c.held || len(c.queue) == 0) && !c.closing && lingered == 0 {
 			// Park for a while before ending: more is likely to come.
+			if c.wake == nil {
+				c.wake = make(chan struct{}, 1)
+			}
+			wake := c.wake
 			c.parked = true
 			c.qmu.Unlock()
-			if c.linger == nil {
-				c.linger = time.NewTimer(writerLinger)
+			if linger == nil {
+				linger = time.NewTimer(writerLinger)
 			} else {
-				c.linger.Reset(writerLinger)
+				linger.Reset(writerLinger)
 			}
 			select {
-			case <-c.wake:
+			case <-wake:
 				lingered = 0
-			case <-c.linger.C:
+			case <-linger.C:
 				lingered++
 			}
-			c.linger.Stop()
+			linger.Stop()
 			c.qmu.Lock()
 			c.parked = false
 			c.qmu.Unlock()
@@ -353,6 +356,7 @@ func (c *Conn) writer() {
 		}
 		if !ping && (c.held || len(c.queue) == 0) {
 			c.writing = false
+			c.wake = nil // an idle connection keeps no channel
 			closeMsg := c.closeMsg
 			if c.closing {
 				c.closeMsg = nil // sent once

@@ -35,7 +35,7 @@ func (t *Tower) newMelody() *melody.Melody {
 	m.Config.PingPeriod = time.Duration(1<<63 - 1)
 	m.Config.MessageBufferSize = 1
 	m.Upgrader = &websocket.Upgrader{
-		ReadBufferSize:  1024,
+		ReadBufferSize:  256, // client frames are small; a larger one takes more reads
 		WriteBufferSize: 4096,
 		// Buffers are taken only while a write is under way: an idle
 		// connection holds none.
