@@ -51,6 +51,8 @@ type Conn struct {
 	queuedAt time.Time     // when the oldest frame in queue was queued
 	writing  bool          // a writer goroutine is running
 	parked   bool          // the running writer waits on wake for more
+	idle     bool          // parked since the last housekeeping tick
+	retire   bool          // housekeeping asks the parked writer to end
 	wake     chan struct{} // wakes the parked writer; made by it, dropped when it ends
 	pingDue  bool          // the writer sends a ping first
 	closing  bool
@@ -183,10 +185,10 @@ func (c *Conn) enqueue(frame []byte, now time.Time) bool {
 	return true
 }
 
-// writerLinger is how long a writer that emptied its queue waits for more
-// before it ends. Under steady traffic the writer stays (a wake costs less
-// than a new goroutine); an idle connection holds none.
-const writerLinger = time.Second
+// A writer that emptied its queue parks rather than ending: under steady
+// traffic a wake costs less than a new goroutine. The node's housekeeping
+// loop retires a writer parked for a whole tick (1 to 2 s), so an idle
+// connection holds none, and no timer is armed per park.
 
 // needWriter reports whether a writer must be started for what is queued,
 // and if so counts it as running; qmu must be held.
@@ -230,21 +232,6 @@ func (c *Conn) release(reply []byte) {
 		}
 		c.queue = slices.Insert(c.queue, at, reply)
 	}
-	start := c.needWriter()
-	c.qmu.Unlock()
-	if start {
-		go c.writer()
-	}
-}
-
-// ping has the writer send a WebSocket ping.
-func (c *Conn) ping() {
-	c.qmu.Lock()
-	if c.closing || c.ws == nil {
-		c.qmu.Unlock()
-		return
-	}
-	c.pingDue = true
 	start := c.needWriter()
 	c.qmu.Unlock()
 	if start {
@@ -319,8 +306,6 @@ func (c *Conn) abort() {
 func (c *Conn) writer() {
 	defer c.writers.Done()
 	var done [][]byte // the last batch written, handed back as spare
-	lingered := 0     // 1 once a park ended without a wake: then end
-	var linger *time.Timer
 	for {
 		c.qmu.Lock()
 		if done != nil {
@@ -329,32 +314,19 @@ func (c *Conn) writer() {
 		}
 		ping := c.pingDue
 		c.pingDue = false
-		if !ping && (c.held || len(c.queue) == 0) && !c.closing && lingered == 0 {
-			// Park for a while before ending: more is likely to come.
+		idle := !ping && (c.held || len(c.queue) == 0)
+		if idle && !c.closing && !c.retire {
 			if c.wake == nil {
 				c.wake = make(chan struct{}, 1)
 			}
 			wake := c.wake
-			c.parked = true
+			c.parked, c.idle = true, false
 			c.qmu.Unlock()
-			if linger == nil {
-				linger = time.NewTimer(writerLinger)
-			} else {
-				linger.Reset(writerLinger)
-			}
-			select {
-			case <-wake:
-				lingered = 0
-			case <-linger.C:
-				lingered++
-			}
-			linger.Stop()
-			c.qmu.Lock()
-			c.parked = false
-			c.qmu.Unlock()
+			<-wake // from needWriter, shutdown or housekeeping
 			continue
 		}
-		if !ping && (c.held || len(c.queue) == 0) {
+		c.retire = false
+		if idle {
 			c.writing = false
 			c.wake = nil // an idle connection keeps no channel
 			closeMsg := c.closeMsg
@@ -396,7 +368,36 @@ func (c *Conn) writer() {
 		st.latency.observe(time.Since(queuedAt))
 		clear(batch) // let the frames go
 		done = batch
-		lingered = 0
+	}
+}
+
+// housekeep is the node's once-a-tick visit: it retires a writer parked
+// since the previous visit and, if ping, has the connection pinged.
+func (c *Conn) housekeep(ping bool) {
+	c.qmu.Lock()
+	if c.closing || c.ws == nil {
+		c.qmu.Unlock()
+		return
+	}
+	if c.parked {
+		if c.idle {
+			c.retire, c.parked = true, false
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+		} else {
+			c.idle = true
+		}
+	}
+	start := false
+	if ping {
+		c.pingDue = true
+		start = c.needWriter()
+	}
+	c.qmu.Unlock()
+	if start {
+		go c.writer()
 	}
 }
 

@@ -219,7 +219,7 @@ type Tower struct {
 	stats stats
 	ops   *ops // the operations routes and metrics (ops.go)
 
-	pinger    sync.Once     // starts pingLoop with the first connection
+	pinger    sync.Once     // starts housekeeping with the first connection
 	stopPings chan struct{} // closed by Shutdown
 }
 

@@ -89,7 +89,7 @@ func (t *Tower) serveWS(c *gin.Context) {
 	t.conns[conn] = struct{}{}
 	t.handlers.Add(1)
 	t.mu.Unlock()
-	t.pinger.Do(func() { go t.pingLoop() })
+	t.pinger.Do(func() { go t.housekeeping() })
 	// melody serves the connection in the goroutine that calls it, until
 	// the connection ends. Calling it from a goroutine of its own lets this
 	// handler return once the upgrade is done: net/http and gin then let
