@@ -187,7 +187,7 @@ func (c *Conn) enqueue(frame []byte, now time.Time) bool {
 
 // A writer that emptied its queue parks rather than ending: under steady
 // traffic a wake costs less than a new goroutine. The node's housekeeping
-// loop retires a writer parked for a whole tick (1 to 2 s), so an idle
+// loop retires a writer parked for a whole tick (0.5 to 1 s), so an idle
 // connection holds none, and no timer is armed per park.
 
 // needWriter reports whether a writer must be started for what is queued,

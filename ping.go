@@ -2,7 +2,7 @@ package firetower
 
 import "time"
 
-// housekeeping visits every connection once a tick (a second, or
+// housekeeping visits every connection once a tick (half a second, or
 // PingInterval if shorter) until Shutdown: it retires writers parked for a
 // whole tick and, every PingInterval, has each connection pinged. One loop
 // for the node instead of a ticker and a timer per connection; each ping is
@@ -10,7 +10,7 @@ import "time"
 // slow connection never delays the others' pings. A connection that does
 // not answer within PongTimeout is closed by its read deadline.
 func (t *Tower) housekeeping() {
-	every := min(time.Second, t.cfg.PingInterval)
+	every := min(500*time.Millisecond, t.cfg.PingInterval)
 	pingEvery := max(1, int(t.cfg.PingInterval/every))
 	tick := time.NewTicker(every)
 	defer tick.Stop()
