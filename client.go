@@ -24,23 +24,26 @@ type clientFile struct {
 	etag        string
 }
 
-var clientAssets = func() map[string]clientFile {
-	types := map[string]string{
-		"firetower.js":   "text/javascript; charset=utf-8",
-		"firetower.mjs":  "text/javascript; charset=utf-8",
-		"firetower.d.ts": "application/typescript; charset=utf-8",
-	}
+var clientAssets = embeddedAssets(clientFiles, "js", "/", map[string]string{
+	"firetower.js":   "text/javascript; charset=utf-8",
+	"firetower.mjs":  "text/javascript; charset=utf-8",
+	"firetower.d.ts": "application/typescript; charset=utf-8",
+})
+
+// embeddedAssets reads the named files of dir in fsys, keyed by keyPrefix
+// and the file name, with their content types and ETags.
+func embeddedAssets(fsys embed.FS, dir, keyPrefix string, types map[string]string) map[string]clientFile {
 	out := map[string]clientFile{}
 	for name, ct := range types {
-		b, err := clientFiles.ReadFile(path.Join("js", name))
+		b, err := fsys.ReadFile(path.Join(dir, name))
 		if err != nil {
-			panic(err) // embedded above: cannot happen
+			panic(err) // embedded by the caller: cannot happen
 		}
 		sum := sha256.Sum256(b)
-		out["/"+name] = clientFile{body: b, contentType: ct, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		out[keyPrefix+name] = clientFile{body: b, contentType: ct, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
 	}
 	return out
-}()
+}
 
 // serveClient serves one of the client files, with an ETag so browsers
 // revalidate cheaply.

@@ -2,9 +2,7 @@ package firetower
 
 import (
 	"context"
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -52,23 +50,11 @@ const (
 //go:embed dashboard/index.html dashboard/dashboard.js dashboard/dashboard.css
 var dashboardFiles embed.FS
 
-var dashboardAssets = func() map[string]clientFile {
-	types := map[string]string{
-		"index.html":    "text/html; charset=utf-8",
-		"dashboard.js":  "text/javascript; charset=utf-8",
-		"dashboard.css": "text/css; charset=utf-8",
-	}
-	out := map[string]clientFile{}
-	for name, ct := range types {
-		b, err := dashboardFiles.ReadFile("dashboard/" + name)
-		if err != nil {
-			panic(err) // embedded above: cannot happen
-		}
-		sum := sha256.Sum256(b)
-		out[name] = clientFile{body: b, contentType: ct, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
-	}
-	return out
-}()
+var dashboardAssets = embeddedAssets(dashboardFiles, "dashboard", "", map[string]string{
+	"index.html":    "text/html; charset=utf-8",
+	"dashboard.js":  "text/javascript; charset=utf-8",
+	"dashboard.css": "text/css; charset=utf-8",
+})
 
 // ops is a Tower's operations state: the sampler behind the rates and the
 // chart, the cached topic listing and the metrics collector.
