@@ -115,3 +115,66 @@ func bytesString(b []byte) string {
 	}
 	return unsafe.String(&b[0], len(b))
 }
+
+// outgoing is one item of a stream's send queue: an operation when op is
+// not nil, a message (a node's publish, the service's delivery) otherwise.
+// Messages are queued by value and become protobuf only when a frame is
+// cut, a few allocations per frame.
+type outgoing[O any] struct {
+	msg broker.Message
+	op  *O
+}
+
+// cutFrames sends first (if not nil) and items, in order, in as few stream
+// frames as batchOps and batchBytes allow. A frame carries its ops before
+// its messages, so a frame ends where an op follows a message. send gets
+// each frame's ops, its messages as one batch (nil if none), and how many
+// messages and data bytes the batch holds; false from it stops the cutting
+// and is returned.
+func cutFrames[O any](first *O, items []outgoing[O], send func(ops []*O, b *pb.Batch, count, dataBytes int) bool) bool {
+	var w batchWriter
+	var n, nt, ni, nd int
+	for i := range items {
+		if m := &items[i].msg; items[i].op == nil {
+			n, nt, ni, nd = n+1, nt+len(m.Topic), ni+len(m.ID), nd+len(m.Data)
+		}
+	}
+	w.reset(n, nt, ni, nd)
+	var ops []*O
+	if first != nil {
+		ops = append(ops, first)
+	}
+	size, count, bytes := 0, 0, 0 // of the frame: its size, messages and their data
+	flush := func() bool {
+		b := w.cut()
+		if len(ops) == 0 && b == nil {
+			return true
+		}
+		if !send(ops, b, count, bytes) {
+			return false
+		}
+		ops, size, count, bytes = nil, 0, 0, 0
+		return true
+	}
+	for i := range items {
+		it := &items[i]
+		if it.op != nil {
+			if w.len() > 0 && !flush() {
+				return false
+			}
+			ops = append(ops, it.op)
+			size += 16
+			continue
+		}
+		m := it.msg
+		mn := messageSize(m)
+		if inFrame := len(ops) + w.len(); inFrame > 0 && (inFrame >= batchOps || size+mn > batchBytes) && !flush() {
+			return false
+		}
+		w.add(m)
+		size += mn
+		count++
+		bytes += len(m.Data)
+	}
+	return flush()
+}

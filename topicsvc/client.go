@@ -592,66 +592,23 @@ func (s *clientSession) sendLoop(c *Client) {
 	}
 }
 
-// nodeOut is one operation waiting to be sent to the service: a publish of
-// msg when op is nil, op otherwise. Publishes are queued by value and
-// become protobuf messages only when a batch is sent.
-type nodeOut struct {
-	msg broker.Message
-	op  *pb.NodeOp
-}
+// nodeOut is one operation waiting to be sent to the service: a publish
+// of msg when op is nil.
+type nodeOut = outgoing[pb.NodeOp]
 
-// sendBatch sends first (if not nil) and items, in order, in as few frames
-// as batchOps and batchBytes allow. A frame carries its ops before its
-// publishes, so a frame ends where an op follows a publish.
+// sendBatch sends first (if not nil) and items in as few frames as
+// cutFrames allows.
 func (s *clientSession) sendBatch(c *Client, first *pb.NodeOp, items []nodeOut) bool {
-	var w batchWriter
-	var n, nt, ni, nd int
-	for i := range items {
-		if m := &items[i].msg; items[i].op == nil {
-			n, nt, ni, nd = n+1, nt+len(m.Topic), ni+len(m.ID), nd+len(m.Data)
-		}
-	}
-	w.reset(n, nt, ni, nd)
-	var ops []*pb.NodeOp
-	if first != nil {
-		ops = append(ops, first)
-	}
-	size, count := 0, 0 // of the frame: its size and publishes
-	flush := func() bool {
-		f := &pb.NodeFrame{Ops: ops, Publishes: w.cut()}
-		if len(f.Ops) == 0 && f.Publishes == nil {
-			return true
-		}
-		if err := s.stream.Send(f); err != nil {
+	return cutFrames(first, items, func(ops []*pb.NodeOp, b *pb.Batch, count, _ int) bool {
+		if err := s.stream.Send(&pb.NodeFrame{Ops: ops, Publishes: b}); err != nil {
 			s.cancel(err)
 			return false
 		}
 		if count > 0 {
 			c.stats.published.Add(int64(count))
 		}
-		ops, size, count = nil, 0, 0
 		return true
-	}
-	for i := range items {
-		it := &items[i]
-		if it.op != nil {
-			if w.len() > 0 && !flush() {
-				return false
-			}
-			ops = append(ops, it.op)
-			size += 16
-			continue
-		}
-		m := it.msg
-		mn := messageSize(m)
-		if inFrame := len(ops) + w.len(); inFrame > 0 && (inFrame >= batchOps || size+mn > batchBytes) && !flush() {
-			return false
-		}
-		w.add(m)
-		size += mn
-		count++
-	}
-	return flush()
+	})
 }
 
 // takeDirty returns the counts changed since the last flush, or nil.

@@ -416,12 +416,8 @@ func (ss *session) end(reason string, cause error) {
 func (ss *session) queueLen() int { return ss.queue.len() }
 
 // outOp is one operation waiting to be sent to a node: a delivery of msg
-// when op is nil, op otherwise. Deliveries are queued by value and become
-// protobuf messages only when a batch is sent, a few allocations per batch.
-type outOp struct {
-	msg broker.Message
-	op  *pb.ServiceOp
-}
+// when op is nil.
+type outOp = outgoing[pb.ServiceOp]
 
 // deliver is called by the Core with a shard lock held: it never blocks.
 func (ss *session) deliver(m broker.Message) {
@@ -585,30 +581,12 @@ func (ss *session) sendLoop() {
 	}
 }
 
-// sendBatch sends first (if not nil) and items, in order, in as few frames
-// as batchOps and batchBytes allow. A frame carries its ops before its
-// deliveries, so a frame ends where an op follows a delivery.
+// sendBatch sends first (if not nil) and items in as few frames as
+// cutFrames allows.
 func (ss *session) sendBatch(first *pb.ServiceOp, items []outOp) bool {
-	var w batchWriter
-	var n, nt, ni, nd int
-	for i := range items {
-		if m := &items[i].msg; items[i].op == nil {
-			n, nt, ni, nd = n+1, nt+len(m.Topic), ni+len(m.ID), nd+len(m.Data)
-		}
-	}
-	w.reset(n, nt, ni, nd)
-	var ops []*pb.ServiceOp
-	if first != nil {
-		ops = append(ops, first)
-	}
-	size, count, bytes := 0, 0, 0 // of the frame: its size, deliveries and their data
 	st := &ss.srv.stats
-	flush := func() bool {
-		f := &pb.ServiceFrame{Ops: ops, Deliveries: w.cut()}
-		if len(f.Ops) == 0 && f.Deliveries == nil {
-			return true
-		}
-		if err := ss.stream.Send(f); err != nil {
+	return cutFrames(first, items, func(ops []*pb.ServiceOp, b *pb.Batch, count, bytes int) bool {
+		if err := ss.stream.Send(&pb.ServiceFrame{Ops: ops, Deliveries: b}); err != nil {
 			ss.end(reasonStream, err)
 			return false
 		}
@@ -618,28 +596,6 @@ func (ss *session) sendBatch(first *pb.ServiceOp, items []outOp) bool {
 			st.delivered.Add(int64(count))
 			st.deliveredBytes.Add(int64(bytes))
 		}
-		ops, size, count, bytes = nil, 0, 0, 0
 		return true
-	}
-	for i := range items {
-		it := &items[i]
-		if it.op != nil {
-			if w.len() > 0 && !flush() {
-				return false
-			}
-			ops = append(ops, it.op)
-			size += 16
-			continue
-		}
-		m := it.msg
-		mn := messageSize(m)
-		if inFrame := len(ops) + w.len(); inFrame > 0 && (inFrame >= batchOps || size+mn > batchBytes) && !flush() {
-			return false
-		}
-		w.add(m)
-		size += mn
-		count++
-		bytes += len(m.Data)
-	}
-	return flush()
+	})
 }
