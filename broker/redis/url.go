@@ -49,11 +49,7 @@ func open(u *url.URL, opts broker.Options) (broker.Broker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("firetower: redis broker URL: %w", err)
 		}
-		co.DialTimeout = orDefault(co.DialTimeout, urlDialTimeout)
-		co.ReadTimeout = orDefault(co.ReadTimeout, urlIOTimeout)
-		co.WriteTimeout = orDefault(co.WriteTimeout, urlIOTimeout)
-		co.DialerRetries = orOne(co.DialerRetries)
-		co.MaxRetries = noRetries(co.MaxRetries)
+		urlDefaults(&co.DialTimeout, &co.ReadTimeout, &co.WriteTimeout, &co.DialerRetries, &co.MaxRetries)
 		co.ContextTimeoutEnabled = true
 		client = goredis.NewClient(co)
 	case "cluster":
@@ -61,11 +57,7 @@ func open(u *url.URL, opts broker.Options) (broker.Broker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("firetower: redis broker URL: %w", err)
 		}
-		co.DialTimeout = orDefault(co.DialTimeout, urlDialTimeout)
-		co.ReadTimeout = orDefault(co.ReadTimeout, urlIOTimeout)
-		co.WriteTimeout = orDefault(co.WriteTimeout, urlIOTimeout)
-		co.DialerRetries = orOne(co.DialerRetries)
-		co.MaxRetries = noRetries(co.MaxRetries)
+		urlDefaults(&co.DialTimeout, &co.ReadTimeout, &co.WriteTimeout, &co.DialerRetries, &co.MaxRetries)
 		co.ContextTimeoutEnabled = true
 		client = goredis.NewClusterClient(co)
 	case "sentinel":
@@ -73,11 +65,7 @@ func open(u *url.URL, opts broker.Options) (broker.Broker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("firetower: redis broker URL: %w", err)
 		}
-		co.DialTimeout = orDefault(co.DialTimeout, urlDialTimeout)
-		co.ReadTimeout = orDefault(co.ReadTimeout, urlIOTimeout)
-		co.WriteTimeout = orDefault(co.WriteTimeout, urlIOTimeout)
-		co.DialerRetries = orOne(co.DialerRetries)
-		co.MaxRetries = noRetries(co.MaxRetries)
+		urlDefaults(&co.DialTimeout, &co.ReadTimeout, &co.WriteTimeout, &co.DialerRetries, &co.MaxRetries)
 		co.ContextTimeoutEnabled = true
 		client = goredis.NewFailoverClient(co)
 	default:
@@ -95,6 +83,16 @@ func open(u *url.URL, opts broker.Options) (broker.Broker, error) {
 // orOne makes go-redis dial once, not its default of five times with
 // backoff: a refused connection should fail the caller within
 // milliseconds.
+// urlDefaults fills in what a URL left unset, for the three kinds of
+// go-redis options (which share these fields but no type).
+func urlDefaults(dial, read, write *time.Duration, dialerRetries, maxRetries *int) {
+	*dial = orDefault(*dial, urlDialTimeout)
+	*read = orDefault(*read, urlIOTimeout)
+	*write = orDefault(*write, urlIOTimeout)
+	*dialerRetries = orOne(*dialerRetries)
+	*maxRetries = noRetries(*maxRetries)
+}
+
 func orOne(n int) int {
 	if n == 0 {
 		return 1
