@@ -24,6 +24,8 @@ type Config struct {
 	// Prefix is prepended to every route firetower mounts (/ws, /publish,
 	// /topics/:topic/count, /firetower.js): "/rt" mounts /rt/ws. It starts
 	// with "/" and does not end with one. Default: "" (routes at the root).
+	// A route the app registers itself with the same method and path wins
+	// over firetower's (logged once); a Prefix serves both.
 	Prefix string
 
 	// Broker connects the node to its cluster. Default: nil, meaning
@@ -206,6 +208,9 @@ type Tower struct {
 	hub    *hub
 	melody *melody.Melody
 	routes routes
+	// shadowed holds the "METHOD path" of firetower routes the app
+	// registered itself, logged once each.
+	shadowed sync.Map
 
 	mu       sync.Mutex
 	closing  bool

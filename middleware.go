@@ -33,7 +33,7 @@ func Middleware(cfg Config) gin.HandlerFunc {
 func (t *Tower) Middleware() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		p := c.Request.URL.Path
-		if !strings.HasPrefix(p, t.routes.prefix) {
+		if !strings.HasPrefix(p, t.routes.prefix) || t.appOwns(c, p) {
 			c.Set(towerKey, t)
 			c.Next()
 			return
@@ -73,6 +73,23 @@ func (t *Tower) Middleware() gin.HandlerFunc {
 		c.Set(towerKey, t)
 		c.Next()
 	}
+}
+
+// appOwns reports whether the app registered a route of exactly this
+// method and path (GET /stats, say, with an empty prefix): the app's route
+// wins over firetower's, and firetower logs once that its own is shadowed.
+// Only an exact, static match counts, so an app's catch-all route
+// (GET /*any) never hides firetower's.
+func (t *Tower) appOwns(c *gin.Context, p string) bool {
+	if full := c.FullPath(); full == "" || full != p {
+		return false
+	}
+	key := c.Request.Method + " " + p
+	if _, warned := t.shadowed.LoadOrStore(key, true); !warned {
+		t.log.Warn("firetower: the app's own route shadows firetower's; set Config.Prefix to serve both",
+			"route", key)
+	}
+	return true
 }
 
 // FromContext returns the Tower whose middleware handled this request, or
