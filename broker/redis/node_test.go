@@ -283,8 +283,8 @@ func helperNode() int {
 }
 
 // TestKilledNodeStopsCounting kills a node process without Close: its count
-// must stop counting within the documented bound (NodeTTL, 10 s; DESIGN §5
-// promises 15 s).
+// must stop counting within the documented bound (DESIGN §5 promises 15 s;
+// with the default NodeTTL it takes 10 s, which the test logs).
 func TestKilledNodeStopsCounting(t *testing.T) {
 	addr := standaloneAddr(t)
 	prefix, topic := uniquePrefix(), "/killed"
@@ -332,7 +332,10 @@ func TestKilledNodeStopsCounting(t *testing.T) {
 	must(t, cmd.Process.Kill())
 	killed = true
 	killedAt := time.Now()
-	const bound = 10*time.Second + 500*time.Millisecond // NodeTTL, plus the last flush
+	// The keys expire NodeTTL (10 s) after the last heartbeat before the
+	// kill, but a loaded machine may stretch the polling past a tight
+	// bound: check the promise, not the default.
+	const bound = 15 * time.Second
 	eventually(t, bound, countIs(ctx, a, topic, 1))
 	t.Logf("the killed node stopped counting after %v", time.Since(killedAt).Round(100*time.Millisecond))
 	if hasNode(t, ctx, a, id) {
