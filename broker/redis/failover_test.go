@@ -152,12 +152,7 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("the Sentinel's master is %v, want the promoted replica %s", addr, replica.addr)
 	}
 
-	time.Sleep(300 * time.Millisecond)
-	for len(rec.got) > 0 {
-		if m := <-rec.got; m.ID != "probe" {
-			t.Fatalf("got %+v among the probes", m)
-		}
-	}
+	drainProbes(t, ctx, a, rec, "stream")
 	for i := range 50 {
 		must(t, a.Publish(ctx, broker.Message{Topic: "stream", ID: "after-" + strconv.Itoa(i), Data: []byte(strconv.Itoa(i))}))
 	}
