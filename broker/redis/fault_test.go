@@ -122,10 +122,10 @@ func TestRedisRestart(t *testing.T) {
 		}
 	}
 
-	eventually(t, 3*time.Second, statIs(b, "connected", 1))
+	eventually(t, 10*time.Second, statIs(b, "connected", 1))
 
 	srv.kill()
-	eventually(t, 3*time.Second, statIs(b, "connected", 0))
+	eventually(t, 10*time.Second, statIs(b, "connected", 0))
 	// Down: every call fails with ErrUnavailable within the broker's
 	// Timeout (2 s), even many at once; none blocks.
 	var wg sync.WaitGroup
