@@ -275,9 +275,12 @@ func TestNoServerIsUnavailable(t *testing.T) {
 func TestClusterConnectionsKilled(t *testing.T) {
 	admin := newClusterClient(t)
 	prefix := uniquePrefix()
-	a := newBroker(t, newClusterClient(t), fredis.Options{Prefix: prefix})
-	kept := newBroker(t, newClusterClient(t), fredis.Options{Prefix: prefix})
-	emptied := newBroker(t, newClusterClient(t), fredis.Options{Prefix: prefix, Logger: testLogger(t)})
+	// The nodes' connections are named after the prefix: the test kills
+	// those only, not the connections of other tests or processes that
+	// use the same Cluster at the same time.
+	a := newBroker(t, newNamedClusterClient(t, prefix), fredis.Options{Prefix: prefix})
+	kept := newBroker(t, newNamedClusterClient(t, prefix), fredis.Options{Prefix: prefix})
+	emptied := newBroker(t, newNamedClusterClient(t, prefix), fredis.Options{Prefix: prefix, Logger: testLogger(t)})
 	recKept, recEmptied := newRecorder(10000), newRecorder(10000)
 	start(t, a, func(broker.Message) {})
 	start(t, kept, recKept.handle)
@@ -296,8 +299,25 @@ func TestClusterConnectionsKilled(t *testing.T) {
 
 	var killed atomic.Int64 // ForEachMaster runs on every master at once
 	must(t, admin.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
-		for _, typ := range []string{"pubsub", "normal"} {
-			n, err := c.ClientKillByFilter(ctx, "TYPE", typ).Result()
+		list, err := c.ClientList(ctx).Result()
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(list, "\n") {
+			var id, name string
+			for _, field := range strings.Fields(line) {
+				k, v, _ := strings.Cut(field, "=")
+				switch k {
+				case "id":
+					id = v
+				case "name":
+					name = v
+				}
+			}
+			if name != prefix || id == "" {
+				continue
+			}
+			n, err := c.ClientKillByFilter(ctx, "ID", id).Result()
 			if err != nil {
 				return err
 			}

@@ -95,7 +95,15 @@ func newClient(t testing.TB, addr string) *goredis.Client {
 
 func newClusterClient(t testing.TB) *goredis.ClusterClient {
 	t.Helper()
-	c := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: clusterAddrs(t), DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, DialerRetries: 1, MaxRetries: -1, ContextTimeoutEnabled: true})
+	return newNamedClusterClient(t, "")
+}
+
+// newNamedClusterClient is newClusterClient whose connections carry name
+// (CLIENT SETNAME), so that a test can find them among those of the other
+// tests and processes that share the Cluster.
+func newNamedClusterClient(t testing.TB, name string) *goredis.ClusterClient {
+	t.Helper()
+	c := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: clusterAddrs(t), ClientName: name, DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, DialerRetries: 1, MaxRetries: -1, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	return c
 }
