@@ -386,7 +386,8 @@ func TestDashboard(t *testing.T) {
 	}
 	c := dial(t, s, "", nil)
 	c.subscribe("/chat/world")
-	deadline := time.Now().Add(5 * time.Second)
+	// One event a second, from a topic listing up to a second old.
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ev := readEvent(t, r)
 		if ev.Time < first.Time {
@@ -396,7 +397,7 @@ func TestDashboard(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the feed did not show the connection within 5 s: %+v", ev)
+			t.Fatalf("the feed did not show the connection within 10 s: %+v", ev)
 		}
 	}
 
