@@ -490,7 +490,9 @@ func TestBinary(t *testing.T) {
 // connection stays open, its heartbeats stop) is forgotten after the
 // heartbeat timeout, and its count vanishes.
 func TestSilentNodeForgotten(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0", "-heartbeat-timeout", "2s", "-metrics-listen", "127.0.0.1:0")
+	// The healthy node heartbeats every second: a 3 s timeout leaves it
+	// 2 s of slack on a loaded machine.
+	svc := startService(t, "127.0.0.1:0", "-heartbeat-timeout", "3s", "-metrics-listen", "127.0.0.1:0")
 	nd := dialNode(t, svc.addr, topicsvc.ClientOptions{})
 	ctx := testCtx(t)
 	const topic = "silent"
@@ -508,18 +510,23 @@ func TestSilentNodeForgotten(t *testing.T) {
 	eventually(t, 2*time.Second, countIs(ctx, nd, topic, 7))
 	must(t, helper.Process.Signal(syscall.SIGSTOP))
 	stopped := time.Now()
-	eventually(t, 5*time.Second, countIs(ctx, nd, topic, 1))
-	t.Logf("the silent node was forgotten %v after it stopped (heartbeat timeout 2s)", time.Since(stopped).Round(time.Millisecond))
-	if !strings.Contains(svc.logs(), "no heartbeat") {
-		t.Fatalf("no heartbeat timeout logged:\n%s", svc.logs())
-	}
+	eventually(t, 15*time.Second, countIs(ctx, nd, topic, 1))
+	t.Logf("the silent node was forgotten %v after it stopped (heartbeat timeout 3s)", time.Since(stopped).Round(time.Millisecond))
+	// The service logs the timeout, and drops the session from its
+	// figures, just after it removed the node's counts.
+	eventually(t, 5*time.Second, func() error {
+		if !strings.Contains(svc.logs(), "no heartbeat") {
+			return fmt.Errorf("no heartbeat timeout logged:\n%s", svc.logs())
+		}
+		return nil
+	})
 	// The node in good health was not forgotten meanwhile.
 	if !nd.Connected() || strings.Count(svc.logs(), "node connected") != 2 {
 		t.Fatalf("the healthy node lost its session:\n%s", svc.logs())
 	}
-	must(t, metricsAre(t, svc.metricsURL(t), map[string]float64{
+	eventually(t, 5*time.Second, metricsAre(t, svc.metricsURL(t), map[string]float64{
 		`firetower_topicsvc_nodes`: 1,
 		`firetower_topicsvc_node_disconnects_total{reason="heartbeat_timeout"}`: 1,
 		`firetower_topicsvc_node_disconnects_total{reason="stream_error"}`:      0,
-	})())
+	}))
 }
