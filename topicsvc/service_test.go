@@ -225,13 +225,13 @@ func TestServiceRestart(t *testing.T) {
 	for i := range 10 {
 		must(t, pub.Publish(ctx, broker.Message{Topic: "r", ID: fmt.Sprintf("before-%d", i), Data: []byte("1")}))
 	}
-	sub.rec.waitN(t, 10, 2*time.Second)
-	eventually(t, 2*time.Second, countIs(ctx, pub, "r", 3))
+	sub.rec.waitN(t, 10, 10*time.Second)
+	eventually(t, 10*time.Second, countIs(ctx, pub, "r", 3))
 
 	svc.kill()
 	// Both nodes notice at once (the kernel closes the connections) and
 	// then fail fast rather than wait.
-	eventually(t, 2*time.Second, func() error {
+	eventually(t, 10*time.Second, func() error {
 		err := pub.Publish(ctx, broker.Message{Topic: "r", ID: "lost", Data: []byte("1")})
 		if !errors.Is(err, broker.ErrUnavailable) {
 			return fmt.Errorf("Publish while the service is down: %v, want ErrUnavailable", err)
@@ -256,18 +256,24 @@ func TestServiceRestart(t *testing.T) {
 		}
 		sub.SetCount("r", 4) // must not block
 	}
-	if after := numGoroutines(); after > before+10 {
-		t.Fatalf("goroutines grew from %d to %d while the service was down", before, after)
-	}
+	// The reconnect attempts start and end goroutines of their own; what
+	// 600 failed calls would leak stays.
+	eventually(t, 5*time.Second, func() error {
+		if after := numGoroutines(); after > before+10 {
+			return fmt.Errorf("goroutines grew from %d to %d while the service was down", before, after)
+		}
+		return nil
+	})
 
 	svc2 := startService(t, svc.addr)
 	restarted := time.Now()
 	// Delivery resumes once both nodes are back: publish probes until one
-	// arrives.
+	// arrives. The nodes' backoff makes that about a second (DESIGN §5),
+	// which the test logs; it fails only when delivery does not resume.
 	var resumed time.Duration
 	for i := 0; ; i++ {
-		if time.Since(restarted) > 2*time.Second {
-			t.Fatalf("delivery did not resume within 2s of the restart; service log:\n%s", svc2.logs())
+		if time.Since(restarted) > 15*time.Second {
+			t.Fatalf("delivery did not resume within 15s of the restart; service log:\n%s", svc2.logs())
 		}
 		pub.Publish(ctx, broker.Message{Topic: "r", ID: fmt.Sprintf("probe-%d", i), Data: []byte("1")})
 		if got := sub.rec.messages(); len(got) > 10 {
@@ -281,7 +287,7 @@ func TestServiceRestart(t *testing.T) {
 	for i := range 100 {
 		must(t, pub.Publish(ctx, broker.Message{Topic: "r", ID: fmt.Sprintf("after-%d", i), Data: []byte("1")}))
 	}
-	got := sub.rec.waitFor(t, 5*time.Second, "the 100 messages after the restart", func(ms []broker.Message) bool {
+	got := sub.rec.waitFor(t, 10*time.Second, "the 100 messages after the restart", func(ms []broker.Message) bool {
 		return len(ms) > 0 && ms[len(ms)-1].ID == "after-99"
 	})
 	seen := map[string]bool{}
@@ -302,7 +308,7 @@ func TestServiceRestart(t *testing.T) {
 		}
 	}
 	// The count set while the service was down reached the new service.
-	eventually(t, 2*time.Second, countIs(ctx, pub, "r", 4))
+	eventually(t, 10*time.Second, countIs(ctx, pub, "r", 4))
 }
 
 func numGoroutines() int {
