@@ -71,7 +71,7 @@ func TestPushAPI(t *testing.T) {
 	if r.GetId() == "" || len(r.GetTopics()) != 1 || r.GetNodes() != 1 {
 		t.Fatalf("Publish answered %v", r)
 	}
-	got := nd.rec.waitN(t, 1, 2*time.Second)
+	got := nd.rec.waitN(t, 1, 10*time.Second)
 	if m := got[0]; m.ID != r.GetId() || m.Topic != "/chat/world" || string(m.Data) != `{"text":"from a backend","n":12345678901234567890}` {
 		t.Fatalf("node got %+v", m)
 	}
@@ -80,14 +80,14 @@ func TestPushAPI(t *testing.T) {
 	if r.GetId() != "my-id" || strings.Join(r.GetTopics(), ",") != "/chat/world,/chat/other" {
 		t.Fatalf("Publish to several topics answered %v", r)
 	}
-	got = nd.rec.waitN(t, 3, 2*time.Second)
+	got = nd.rec.waitN(t, 3, 10*time.Second)
 	for _, m := range got[1:] {
 		if m.ID != "my-id" || string(m.Data) != `"both"` {
 			t.Fatalf("node got %+v", m)
 		}
 	}
 
-	eventually(t, 2*time.Second, func() error {
+	eventually(t, 10*time.Second, func() error {
 		c, err := api.Count(authed, &pb.CountRequest{Topic: "/chat/world"})
 		if err != nil {
 			return err
@@ -158,7 +158,7 @@ func TestPushAPI(t *testing.T) {
 
 	// The nodes were not disturbed.
 	must(t, other.Publish(ctx, broker.Message{Topic: "/chat/other", ID: "last", Data: []byte(`1`)}))
-	got = nd.rec.waitN(t, 5, 2*time.Second)
+	got = nd.rec.waitN(t, 5, 10*time.Second)
 	if got[4].ID != "last" {
 		t.Fatalf("last message %+v", got[4])
 	}

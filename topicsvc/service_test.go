@@ -76,7 +76,7 @@ func TestThreeNodes(t *testing.T) {
 		must(t, n[1].Subscribe(ctx, "/chat/world"))
 		must(t, n[2].Publish(ctx, broker.Message{Topic: "/chat/world", ID: "m1", Data: []byte(`{"text":"hi"}`)}))
 		for i, nd := range n[:2] {
-			got := nd.rec.waitN(t, 1, 2*time.Second)
+			got := nd.rec.waitN(t, 1, 10*time.Second)
 			if m := got[0]; m.Topic != "/chat/world" || m.ID != "m1" || string(m.Data) != `{"text":"hi"}` {
 				t.Fatalf("node %d got %+v", i, m)
 			}
@@ -184,7 +184,7 @@ func TestThreeNodes(t *testing.T) {
 		n[1].SetCount(topic, 3)
 		n[2].SetCount(topic, 4)
 		for _, nd := range n {
-			eventually(t, 2*time.Second, countIs(ctx, nd, topic, 9))
+			eventually(t, 10*time.Second, countIs(ctx, nd, topic, 9))
 		}
 		// A fourth node in a process of its own, killed like a crashed gateway.
 		helper := exec.Command(os.Args[0], "-test.run=^$")
@@ -198,7 +198,7 @@ func TestThreeNodes(t *testing.T) {
 			t.Fatalf("helper node: %q", line)
 		}
 		for _, nd := range n {
-			eventually(t, 2*time.Second, countIs(ctx, nd, topic, 14))
+			eventually(t, 10*time.Second, countIs(ctx, nd, topic, 14))
 		}
 		must(t, helper.Process.Kill())
 		killed := time.Now()
@@ -208,7 +208,7 @@ func TestThreeNodes(t *testing.T) {
 		for _, nd := range n {
 			nd.SetCount(topic, 0)
 		}
-		eventually(t, 2*time.Second, countIs(ctx, n[1], topic, 0))
+		eventually(t, 10*time.Second, countIs(ctx, n[1], topic, 0))
 	})
 }
 
@@ -331,14 +331,14 @@ func TestDialUnreachable(t *testing.T) {
 	}
 	nd.SetCount("a", 2)
 	startService(t, addr)
-	eventually(t, 3*time.Second, func() error {
+	eventually(t, 15*time.Second, func() error {
 		if err := nd.Subscribe(ctx, "a"); err != nil {
 			return err
 		}
 		return nil
 	})
 	must(t, nd.Publish(ctx, broker.Message{Topic: "a", ID: "1", Data: []byte("1")}))
-	nd.rec.waitN(t, 1, 2*time.Second)
+	nd.rec.waitN(t, 1, 10*time.Second)
 	must(t, countIs(ctx, nd, "a", 2)())
 }
 
@@ -428,7 +428,7 @@ func TestGarbageOnServicePort(t *testing.T) {
 	ctx := testCtx(t)
 	must(t, a.Subscribe(ctx, "g"))
 	must(t, b.Publish(ctx, broker.Message{Topic: "g", ID: "0", Data: []byte("0")}))
-	a.rec.waitN(t, 1, 2*time.Second)
+	a.rec.waitN(t, 1, 10*time.Second)
 
 	rnd := rand.New(rand.NewPCG(5, 6))
 	junk := make([]byte, 64<<10)
@@ -454,7 +454,7 @@ func TestGarbageOnServicePort(t *testing.T) {
 	for i := 1; i <= 50; i++ {
 		must(t, b.Publish(ctx, broker.Message{Topic: "g", ID: fmt.Sprint(i), Data: []byte("1")}))
 	}
-	got := a.rec.waitN(t, 51, 2*time.Second)
+	got := a.rec.waitN(t, 51, 10*time.Second)
 	for i, m := range got {
 		if m.ID != fmt.Sprint(i) {
 			t.Fatalf("message %d has id %s", i, m.ID)
@@ -513,7 +513,7 @@ func TestSilentNodeForgotten(t *testing.T) {
 	if strings.TrimSpace(line) != "ready" {
 		t.Fatalf("helper node: %q", line)
 	}
-	eventually(t, 2*time.Second, countIs(ctx, nd, topic, 7))
+	eventually(t, 10*time.Second, countIs(ctx, nd, topic, 7))
 	must(t, helper.Process.Signal(syscall.SIGSTOP))
 	stopped := time.Now()
 	eventually(t, 15*time.Second, countIs(ctx, nd, topic, 1))

@@ -31,7 +31,7 @@ func TestClientStats(t *testing.T) {
 		t.Fatal("Publish to an empty topic succeeded")
 	}
 	nd.rec.waitN(t, 5, 5*time.Second)
-	eventually(t, 2*time.Second, func() error {
+	eventually(t, 10*time.Second, func() error {
 		if s := nd.Stats(); s.Published != 5 || s.Received != 5 || s.PublishErrors != 1 || s.Refused != 0 {
 			return fmt.Errorf("after 5 publishes and a refused one: %+v", s)
 		}
@@ -55,7 +55,7 @@ func TestClientStats(t *testing.T) {
 	}
 
 	startService(t, addr)
-	eventually(t, 5*time.Second, func() error {
+	eventually(t, 15*time.Second, func() error {
 		if s := nd.Stats(); !s.Connected || s.Sessions != 2 || s.Reconnects != 1 || nd.Reconnects() != 1 || !s.LastConnect.After(s.LastDisconnect) {
 			return fmt.Errorf("after the service came back: %+v", s)
 		}

@@ -62,7 +62,7 @@ func TestTLS(t *testing.T) {
 	ctx := testCtx(t)
 	must(t, bs[0].Subscribe(ctx, "secure"))
 	must(t, bs[1].Publish(ctx, broker.Message{Topic: "secure", ID: "1", Data: []byte(`"over TLS"`)}))
-	if m := rec.waitN(t, 1, 2*time.Second)[0]; string(m.Data) != `"over TLS"` {
+	if m := rec.waitN(t, 1, 10*time.Second)[0]; string(m.Data) != `"over TLS"` {
 		t.Fatalf("got %+v", m)
 	}
 	if _, err := broker.Open("topicsvcs://"+svc.addr+"?ca=/nonexistent.pem", broker.Options{Token: testToken}); err == nil {
