@@ -111,7 +111,7 @@ func TestRedisRestart(t *testing.T) {
 	must(t, b.Subscribe(ctx, "stream"))
 	a.SetCount("stream", 1)
 	b.SetCount("stream", 2)
-	eventually(t, 2*time.Second, countIs(ctx, a, "stream", 3))
+	eventually(t, 10*time.Second, countIs(ctx, a, "stream", 3))
 
 	for i := range 100 {
 		must(t, a.Publish(ctx, broker.Message{Topic: "stream", ID: "before-" + strconv.Itoa(i), Data: []byte(strconv.Itoa(i))}))
