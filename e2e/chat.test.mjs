@@ -116,8 +116,12 @@ test('two pages in a room: messages arrive as text and run nothing; online count
     assert.equal(await p.page.$$eval('#messages img', (x) => x.length), 0, 'a message became an <img> element');
     assert.deepEqual(p.problems, []);
   }
-  const seen = await bob.page.evaluate(() => [...document.querySelectorAll('#messages li.msg')].map((li) => li.dataset.status));
-  assert.ok(seen.every((s) => s === 'delivered'), `statuses ${seen}`);
+  // Bob's own message is "delivered" once it came back to his page, which
+  // may be after alice saw it.
+  const statuses = () => bob.page.evaluate(() => [...document.querySelectorAll('#messages li.msg')].map((li) => li.dataset.status));
+  await bob.page.waitForFunction(() => [...document.querySelectorAll('#messages li.msg')].every((li) => li.dataset.status === 'delivered'), null, {timeout: 10000})
+    .catch(async (e) => { throw new Error(`statuses on bob's page ${await statuses()}: ${e.message}`); });
+  assert.equal((await statuses()).length, 3);
   assert.deepEqual((await texts(alice.page)).map((m) => m[0]), ['alice', 'bob', 'alice']);
 
   await waitOnline(alice.page, 2);
