@@ -189,8 +189,11 @@ test('its figures follow connections, publishes, drops and the cluster; screensh
     }
   })();
   await waitFor('a publish rate', async () => (await num(page, '#published-rate')) > 0 && (await num(page, '#delivered-rate')) > 0);
-  // A client over its inbound rate: its extra frames are dropped.
-  await a.page.evaluate(() => { for (let i = 0; i < 260; i++) window.socks[0].send('{"type":"ping"}'); });
+  // A client over its inbound rate: its extra frames are dropped. The node
+  // allows a burst of 200 and 100 a second, so 500 pings leave at least 50
+  // dropped even if reading them all takes the node two seconds (260 left
+  // 10 frames, a tenth of a second, of margin).
+  await a.page.evaluate(() => { for (let i = 0; i < 500; i++) window.socks[0].send('{"type":"ping"}'); });
   await waitFor('dropped messages', async () => (await num(page, '#dropped')) >= 50);
   assert.match(await text(page, '#dropped-detail'), /rate limited/);
   assert.equal(await page.getAttribute('#dropped', 'data-nonzero'), 'true');
