@@ -5,6 +5,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -288,7 +289,7 @@ func (r *reader) run() {
 			if errors.As(err, &rerr) {
 				// A refusal such as MOVED: the connection reached a master
 				// that does not serve the channels' slot any more.
-				r.reset(ps, "redis refused: "+err.Error())
+				r.reset(ps, "redis refused: "+err.Error(), movedTo(err))
 			}
 			if !r.b.sleep(backoff) {
 				return
@@ -421,15 +422,21 @@ func (r *reader) confirm(ps *goredis.PubSub, m *goredis.Subscription) {
 	if migrated {
 		// Redis Cluster unsubscribes a connection from a slot that moved
 		// to another master: reconnect to the slot's new master.
-		r.reset(ps, "slot moved: "+m.Channel)
+		r.reset(ps, "slot moved: "+m.Channel, "")
 	}
 }
 
 // reset replaces the connection old with a new one subscribed to every
-// wanted channel, for failures go-redis does not repair by itself.
-func (r *reader) reset(old *goredis.PubSub, why string) {
+// wanted channel, for failures go-redis does not repair by itself. After
+// Redis Cluster moved the reader's slot (a MOVED reply naming movedTo, or
+// Redis unsubscribing the connection), the new connection goes to the
+// slot's new master.
+func (r *reader) reset(old *goredis.PubSub, why, movedTo string) {
 	ctx, cancel := context.WithTimeout(r.b.ctx, r.b.opts.Timeout)
 	defer cancel()
+	if r.b.sharded && (movedTo != "" || strings.HasPrefix(why, "slot moved")) {
+		r.b.followSlot(ctx, r.prefix, movedTo)
+	}
 	if r.lock(ctx) != nil {
 		return
 	}
@@ -478,7 +485,7 @@ func (r *reader) check(interval time.Duration) {
 		return
 	}
 	if time.Since(time.Unix(0, r.lastRecv.Load())) > 3*interval {
-		r.reset(ps, "no answer to pings")
+		r.reset(ps, "no answer to pings", "")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.b.ctx, r.b.opts.Timeout)
@@ -513,5 +520,52 @@ func (r *reader) close() {
 	r.mu.Unlock()
 	if ps != nil {
 		_ = ps.Close()
+	}
+}
+
+// movedTo returns the address of a MOVED reply ("MOVED 3999 host:port"),
+// or "" for any other error.
+func movedTo(err error) string {
+	f := strings.Fields(err.Error())
+	if len(f) == 3 && f[0] == "MOVED" {
+		return f[2]
+	}
+	return ""
+}
+
+// followSlot makes the cluster client learn the new master of key's slot.
+// go-redis refreshes its slot map by itself when a command is redirected,
+// but not for a pub/sub connection: without this, every new connection of
+// the reader would go to the old master and be refused again. It waits,
+// within ctx and at most a second, until the map names movedTo, or, when
+// that is unknown, until it names another master than before.
+func (b *Broker) followSlot(ctx context.Context, key, movedTo string) {
+	cc, ok := b.client.(*goredis.ClusterClient)
+	if !ok {
+		return
+	}
+	master := func() string {
+		m, err := cc.MasterForKey(ctx, key)
+		if err != nil {
+			return ""
+		}
+		return m.Options().Addr
+	}
+	before := master()
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for {
+		// ReloadState only starts a reload in the background; calls while
+		// one runs ask for another after it.
+		cc.ReloadState(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+		now := master()
+		if now != "" && (now == movedTo || movedTo == "" && now != before) {
+			return
+		}
 	}
 }
