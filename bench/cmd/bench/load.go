@@ -42,6 +42,8 @@ type loadConfig struct {
 	StallEvery int           // every StallEvery-th connection stops reading (0: none)
 	Publishers int           // concurrent HTTP publishers
 	Wait       bool          // after subscribing, print SUBSCRIBED and wait for a line on stdin
+	SlowLog    string        // write "receive-unix-ns latency-ns" of every message slower than Slow to this file
+	Slow       time.Duration
 }
 
 // loadResult is printed as "RESULT <json>" for the driver.
@@ -64,6 +66,9 @@ type loadResult struct {
 	P50us          float64 `json:"p50us"`
 	P99us          float64 `json:"p99us"`
 	P999us         float64 `json:"p999us"`
+	P90us          float64 `json:"p90us"`
+	P95us          float64 `json:"p95us"`
+	P98us          float64 `json:"p98us"`
 	MaxUs          float64 `json:"maxUs"`
 }
 
@@ -76,6 +81,8 @@ type loadGen struct {
 	discon    atomic.Int64
 	stopping  atomic.Bool
 	hist      hist
+	slowMu    sync.Mutex
+	slowBuf   []byte
 }
 
 func loadMain(args []string) {
@@ -97,6 +104,8 @@ func loadMain(args []string) {
 	fs.IntVar(&c.StallEvery, "stall-every", 0, "every n-th connection stops reading")
 	fs.IntVar(&c.Publishers, "publishers", 4, "concurrent HTTP publishers")
 	fs.BoolVar(&c.Wait, "wait", false, "print SUBSCRIBED and wait for a stdin line before publishing")
+	fs.StringVar(&c.SlowLog, "slowlog", "", "write receive time and latency (ns) of slow messages to this file")
+	fs.DurationVar(&c.Slow, "slow", 5*time.Millisecond, "what -slowlog counts as slow")
 	_ = fs.Parse(args)
 	raiseNoFile()
 	lg := &loadGen{cfg: c}
@@ -277,6 +286,14 @@ func (lg *loadGen) run() (loadResult, error) {
 	res.P50us = lg.hist.quantile(0.50) / 1e3
 	res.P99us = lg.hist.quantile(0.99) / 1e3
 	res.P999us = lg.hist.quantile(0.999) / 1e3
+	res.P90us = lg.hist.quantile(0.90) / 1e3
+	res.P95us = lg.hist.quantile(0.95) / 1e3
+	res.P98us = lg.hist.quantile(0.98) / 1e3
+	if c.SlowLog != "" {
+		lg.slowMu.Lock()
+		_ = os.WriteFile(c.SlowLog, lg.slowBuf, 0o644)
+		lg.slowMu.Unlock()
+	}
 	res.MaxUs = lg.hist.quantile(1) / 1e3
 	for _, bc := range conns {
 		if bc != nil {
@@ -350,6 +367,11 @@ func (lg *loadGen) scan(b []byte, now int64, shard int) int {
 		}
 		b = b[j:]
 		lg.hist.record(shard, now-ts)
+		if lg.cfg.SlowLog != "" && now-ts > int64(lg.cfg.Slow) && !lg.stopping.Load() {
+			lg.slowMu.Lock()
+			lg.slowBuf = fmt.Appendf(lg.slowBuf, "%d %d %d\n", now, now-ts, shard)
+			lg.slowMu.Unlock()
+		}
 		n++
 	}
 }

@@ -14,6 +14,9 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -50,7 +53,14 @@ func serverMain(args []string) {
 	addr := fs.String("addr", "127.0.0.1:0", "listen address")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	broker := fs.String("broker", "", "firetower broker URL (cluster rows)")
+	memprofile := fs.String("memprofile", "", "write an allocation profile of the whole run to this file")
+	traceFile := fs.String("trace", "", "GET /bench/trace?ms=N writes an execution trace of the next N ms to this file")
 	_ = fs.Parse(args)
+	if strings.Contains(os.Getenv("GODEBUG"), "gctrace=1") {
+		// gctrace stamps cycles with the time since start: this lines them
+		// up with the load generator's -slowlog.
+		fmt.Fprintf(os.Stderr, "SERVERSTART %d\n", time.Now().UnixNano())
+	}
 
 	raiseNoFile()
 	var h http.Handler
@@ -83,6 +93,25 @@ func serverMain(args []string) {
 		w.WriteHeader(http.StatusNoContent)
 	})
 
+	if *traceFile != "" {
+		mux.HandleFunc("/bench/trace", func(w http.ResponseWriter, r *http.Request) {
+			ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+			f, err := os.Create(*traceFile)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			defer f.Close()
+			if err := trace.Start(f); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			time.Sleep(time.Duration(max(ms, 1)) * time.Millisecond)
+			trace.Stop()
+			w.WriteHeader(http.StatusNoContent)
+		})
+	}
+
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
@@ -96,6 +125,16 @@ func serverMain(args []string) {
 			log.Fatal(err)
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	if *memprofile != "" {
+		runtime.MemProfileRate = 64 << 10
+		defer func() {
+			f, err := os.Create(*memprofile)
+			if err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
