@@ -56,6 +56,8 @@ type Conn struct {
 	retire   bool          // housekeeping asks the parked writer to end
 	wake     chan struct{} // wakes the parked writer; made by it, dropped when it ends
 	pingDue  bool          // the writer sends a ping first
+	pongDue  bool          // the writer answers the client's last ping with pong
+	pong     []byte        // that ping's payload
 	closing  bool
 	reason   DisconnectReason
 	closeMsg []byte // close frame the writer sends, nil if the peer left
@@ -194,7 +196,7 @@ func (c *Conn) enqueue(frame []byte, now time.Time) bool {
 // needWriter reports whether a writer must be started for what is queued,
 // and if so counts it as running; qmu must be held.
 func (c *Conn) needWriter() bool {
-	if c.held || (len(c.queue) == 0 && !c.pingDue) {
+	if c.held || (len(c.queue) == 0 && !c.pingDue && !c.pongDue) {
 		return false
 	}
 	if c.writing {
@@ -288,7 +290,31 @@ func (c *Conn) start(s *melody.Session) {
 	c.qmu.Lock()
 	c.sess = s
 	c.ws = s.WebsocketConnection()
+	// The read side runs only after this (melody calls its connect
+	// handler first), so the handler is in place before any ping.
+	c.ws.SetPingHandler(c.onPing)
 	c.qmu.Unlock()
+}
+
+// onPing answers a client's ping through the writer, the only goroutine
+// that writes to the socket besides gorilla's close reply: gorilla's own
+// handler would write the pong beside the writer's Write and re-arm the
+// socket's write deadline under it. Only the last ping is answered, as
+// RFC 6455 §5.5.3 allows.
+func (c *Conn) onPing(data string) error {
+	c.qmu.Lock()
+	if c.closing {
+		c.qmu.Unlock()
+		return nil
+	}
+	c.pong = append(c.pong[:0], data...)
+	c.pongDue = true
+	start := c.needWriter()
+	c.qmu.Unlock()
+	if start {
+		go c.writer()
+	}
+	return nil
 }
 
 // abort cuts the connection without a close handshake.
@@ -313,9 +339,13 @@ func (c *Conn) writer() {
 			c.spare = done[:0]
 			done = nil
 		}
-		ping := c.pingDue
-		c.pingDue = false
-		idle := !ping && (c.held || len(c.queue) == 0)
+		ping, pong := c.pingDue, c.pongDue
+		c.pingDue, c.pongDue = false, false
+		var pongData []byte
+		if pong {
+			pongData, c.pong = c.pong, nil // the handler fills a new one
+		}
+		idle := !ping && !pong && (c.held || len(c.queue) == 0)
 		if idle && !c.closing && !c.retire {
 			if c.wake == nil {
 				c.wake = make(chan struct{}, 1)
@@ -349,6 +379,12 @@ func (c *Conn) writer() {
 		}
 		c.qmu.Unlock()
 
+		if pong {
+			if err := c.ws.WriteControl(websocket.PongMessage, pongData, time.Now().Add(c.tower.cfg.WriteTimeout)); err != nil {
+				c.fail()
+				return
+			}
+		}
 		if ping {
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.tower.cfg.WriteTimeout)); err != nil {
 				c.fail()
@@ -425,9 +461,10 @@ func (c *Conn) fail() {
 //
 // Writing to the net.Conn beside gorilla is safe: a Write on a TCP or TLS
 // connection puts all its bytes on the stream before another Write's, and
-// the only frames gorilla writes on its own are control frames (pings and
-// the close frame from this writer, a pong or a close reply from the read
-// side), each one Write of a whole frame.
+// the only frames gorilla writes are control frames, each one Write of a
+// whole frame: pings, pongs (onPing) and the close frame, from this writer,
+// and from the read side only gorilla's reply to a client's close frame,
+// after which nothing the writer sends is read.
 func (c *Conn) write(batch [][]byte) (int, error) {
 	bp := batchBuffers.Get().(*[]byte)
 	b := (*bp)[:0]

@@ -3,8 +3,12 @@ package firetower
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // TestFrameLengths: the writer frames messages itself; payloads that take
@@ -47,6 +51,72 @@ func TestFrameHeader(t *testing.T) {
 	} {
 		if got := appendFrameHeader(nil, tc.n); string(got) != string(tc.want) {
 			t.Errorf("header for %d bytes: % x, want % x", tc.n, got, tc.want)
+		}
+	}
+}
+
+// TestClientPingsAnswered: a client's pings are answered with pongs that
+// carry their payload, through the writer, while large messages stream to
+// the same client; every message arrives intact and in order, so no pong
+// landed inside a data frame.
+func TestClientPingsAnswered(t *testing.T) {
+	s := newServer(t, Config{})
+	ws, _, err := websocket.DefaultDialer.Dial(s.wsURL(""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	pongs := make(chan string, 100)
+	ws.SetPongHandler(func(data string) error { pongs <- data; return nil })
+	frames := make(chan []byte, 100)
+	go func() {
+		defer close(frames)
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			frames <- b
+		}
+	}()
+	if err := ws.WriteJSON(map[string]string{"type": "subscribe", "topic": "big", "id": "s"}); err != nil {
+		t.Fatal(err)
+	}
+	if f := <-frames; !strings.Contains(string(f), `"subscribed"`) {
+		t.Fatalf("got %s, want subscribed", f)
+	}
+	const n = 50
+	data := strings.Repeat("y", 100000)
+	go func() {
+		for i := range n {
+			s.tower.Publish(context.Background(), "big", data)
+			ws.WriteControl(websocket.PingMessage, []byte(fmt.Sprint("p", i)), time.Now().Add(time.Second))
+		}
+	}()
+	for i := range n {
+		select {
+		case f, ok := <-frames:
+			var m struct{ Data string }
+			if !ok || json.Unmarshal(f, &m) != nil || m.Data != data {
+				t.Fatalf("message %d: not intact (%d bytes)", i, len(f))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("message %d did not arrive", i)
+		}
+	}
+	// Pongs answer the latest ping, so some may be skipped, but the last
+	// one is answered and every answer echoes a ping.
+	for {
+		select {
+		case p := <-pongs:
+			if !strings.HasPrefix(p, "p") {
+				t.Fatalf("pong carries %q, not a ping's payload", p)
+			}
+			if p == fmt.Sprint("p", n-1) {
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the last ping was not answered")
 		}
 	}
 }
