@@ -399,14 +399,71 @@ type publishRequest struct {
 	Data   json.RawMessage `json:"data"`
 }
 
+// restPublish is the scratch space of one REST publish, pooled: the body
+// and the answer are reused from one request to the next. Nothing in it
+// outlives the request: the published data is copied out of the body, since
+// brokers and connection queues keep it.
+type restPublish struct {
+	body []byte
+	out  []byte
+}
+
+var restPublishPool = sync.Pool{New: func() any {
+	return &restPublish{body: make([]byte, 0, 1024), out: make([]byte, 0, 128)}
+}}
+
+// maxPooledBody bounds the body buffer a pooled restPublish keeps, so that
+// one large publish does not pin its buffer.
+const maxPooledBody = 64 << 10
+
+func (p *restPublish) free() {
+	if cap(p.body) > maxPooledBody {
+		p.body = nil
+	}
+	restPublishPool.Put(p)
+}
+
+var errBodyTooLarge = errors.New("body too large")
+
+// readBody reads all of r into buf[:0], reading at most limit+1 bytes, and
+// fails with errBodyTooLarge past limit. size is the length announced (-1:
+// unknown); it sizes the buffer and refuses a body announced too large.
+func readBody(r io.Reader, buf []byte, size, limit int64) ([]byte, error) {
+	buf = buf[:0]
+	if size > limit {
+		return buf, errBodyTooLarge
+	}
+	if size >= int64(cap(buf)) {
+		buf = make([]byte, 0, size+1) // +1: room for the read that sees EOF
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		room := min(int64(cap(buf)-len(buf)), limit+1-int64(len(buf)))
+		n, err := r.Read(buf[len(buf) : len(buf)+int(room)])
+		buf = buf[:len(buf)+n]
+		switch {
+		case int64(len(buf)) > limit:
+			return buf, errBodyTooLarge
+		case err == io.EOF:
+			return buf, nil
+		case err != nil:
+			return buf, err
+		}
+	}
+}
+
 func (t *Tower) servePublish(c *gin.Context) {
 	if !t.authorizeREST(c) {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, t.cfg.MaxBodySize))
+	p := restPublishPool.Get().(*restPublish)
+	defer p.free()
+	body, err := readBody(c.Request.Body, p.body, c.Request.ContentLength, t.cfg.MaxBodySize)
+	p.body = body
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		if err == errBodyTooLarge {
 			jsonError(c, http.StatusRequestEntityTooLarge, "body larger than "+itoa(int(t.cfg.MaxBodySize))+" bytes")
 			return
 		}

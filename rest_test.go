@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/topicsvc"
@@ -181,5 +182,57 @@ func TestServesTheJSClient(t *testing.T) {
 		if resp.StatusCode != http.StatusNotModified {
 			t.Fatalf("%s revalidated: %d", name, resp.StatusCode)
 		}
+	}
+}
+
+// TestRESTBodyLimit checks the 413 at the byte, for bodies whose length is
+// announced and for chunked ones, whose length is not.
+func TestRESTBodyLimit(t *testing.T) {
+	const limit = 64
+	s := newServer(t, Config{APIToken: testToken, MaxBodySize: limit})
+	body := func(n int) string { // a publish of exactly n bytes
+		b := `{"topic":"a","data":""}`
+		return b[:len(b)-2] + strings.Repeat("x", n-len(b)) + `"}`
+	}
+	for _, chunked := range []bool{false, true} {
+		for n, want := range map[int]int{limit - 1: 200, limit: 200, limit + 1: 413, 10 * limit: 413} {
+			var r io.Reader = strings.NewReader(body(n))
+			if chunked {
+				r = io.MultiReader(r) // hides the length: sent chunked
+			}
+			req, _ := http.NewRequest(http.MethodPost, s.URL+"/publish", r)
+			req.Header.Set("Authorization", "Bearer "+testToken)
+			code, answer := do(t, req)
+			if code != want || (want == 413 && answer["error"] != "body larger than 64 bytes") {
+				t.Errorf("chunked %v, %d bytes: %d %v, want %d", chunked, n, code, answer, want)
+			}
+		}
+	}
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+func TestReadBody(t *testing.T) {
+	in := strings.Repeat("0123456789", 300)
+	for _, limit := range []int64{0, 1, 9, 10, 1023, 1024, 1025, 2999, 3000, 3001, 1 << 20} {
+		for _, size := range []int64{-1, int64(len(in))} {
+			for _, buf := range [][]byte{nil, make([]byte, 5, 16), make([]byte, 0, 1024)} {
+				got, err := readBody(iotest.OneByteReader(strings.NewReader(in)), buf, size, limit)
+				switch {
+				case int64(len(in)) > limit:
+					if err != errBodyTooLarge || int64(len(got)) > limit+1 {
+						t.Errorf("limit %d size %d: %d bytes, %v; want errBodyTooLarge", limit, size, len(got), err)
+					}
+				case err != nil || string(got) != in:
+					t.Errorf("limit %d size %d: %d bytes, %v", limit, size, len(got), err)
+				}
+			}
+		}
+	}
+	boom := errors.New("boom")
+	if _, err := readBody(io.MultiReader(strings.NewReader("{"), errReader{boom}), nil, -1, 100); err != boom {
+		t.Errorf("read error: %v", err)
 	}
 }
