@@ -507,10 +507,10 @@ func (t *Tower) servePublish(c *gin.Context) {
 		jsonError(c, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	// {"id":"<uuid>","topics":[...]}, encoded by hand: this is the path
-	// every backend publish takes.
-	b := make([]byte, 0, 64+len(topics)*16)
-	b = append(b, `{"id":`...)
+	// {"id":"<uuid>","topics":[...]}, encoded by hand into the pooled
+	// buffer (Write copies it): this is the path every backend publish
+	// takes.
+	b := append(p.out[:0], `{"id":`...)
 	b = appendString(b, id)
 	b = append(b, `,"topics":[`...)
 	for i, topic := range topics {
@@ -520,7 +520,27 @@ func (t *Tower) servePublish(c *gin.Context) {
 		b = appendString(b, topic)
 	}
 	b = append(b, "]}"...)
-	c.Data(http.StatusOK, "application/json; charset=utf-8", b)
+	p.out = b
+	writeJSON(c, http.StatusOK, b)
+}
+
+// jsonContentType is shared by every answer that writeJSON sets it on; its
+// capacity of 1 makes an append to it copy.
+var jsonContentType = []string{"application/json; charset=utf-8"}[:1:1]
+
+// writeJSON answers b as gin's c.Data does, with the header values made
+// without allocating where it can.
+func writeJSON(c *gin.Context, status int, b []byte) {
+	c.Status(status)
+	h := c.Writer.Header()
+	if len(h["Content-Type"]) == 0 {
+		h["Content-Type"] = jsonContentType
+	}
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	if _, err := c.Writer.Write(b); err != nil {
+		_ = c.Error(err)
+		c.Abort()
+	}
 }
 
 func (t *Tower) serveCount(c *gin.Context, escaped string) {

@@ -2,9 +2,11 @@ package firetower
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -234,5 +236,29 @@ func TestReadBody(t *testing.T) {
 	boom := errors.New("boom")
 	if _, err := readBody(io.MultiReader(strings.NewReader("{"), errReader{boom}), nil, -1, 100); err != boom {
 		t.Errorf("read error: %v", err)
+	}
+}
+
+func TestRESTPublishAnswer(t *testing.T) {
+	s := newServer(t, Config{APIToken: testToken})
+	for range 3 { // the answer's buffer is reused
+		req, _ := http.NewRequest(http.MethodPost, s.URL+"/publish", strings.NewReader(`{"topics":["b","c"],"data":{"x":[1,2]},"topic":"a"}`))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var answer struct {
+			ID     string   `json:"id"`
+			Topics []string `json:"topics"`
+		}
+		if err := json.Unmarshal(body, &answer); err != nil || resp.StatusCode != 200 || len(answer.ID) == 0 || strings.Join(answer.Topics, ",") != "a,b,c" {
+			t.Fatalf("%d %q: %+v %v", resp.StatusCode, body, answer, err)
+		}
+		if ct, cl := resp.Header.Get("Content-Type"), resp.Header.Get("Content-Length"); ct != "application/json; charset=utf-8" || cl != strconv.Itoa(len(body)) {
+			t.Fatalf("Content-Type %q, Content-Length %q for %d bytes", ct, cl, len(body))
+		}
 	}
 }
