@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/gin-gonic/gin"
@@ -404,8 +405,9 @@ type publishRequest struct {
 // outlives the request: the published data is copied out of the body, since
 // brokers and connection queues keep it.
 type restPublish struct {
-	body []byte
-	out  []byte
+	body   []byte
+	topics []string
+	out    []byte
 }
 
 var restPublishPool = sync.Pool{New: func() any {
@@ -420,6 +422,7 @@ func (p *restPublish) free() {
 	if cap(p.body) > maxPooledBody {
 		p.body = nil
 	}
+	clear(p.topics[:cap(p.topics)])
 	restPublishPool.Put(p)
 }
 
@@ -470,20 +473,27 @@ func (t *Tower) servePublish(c *gin.Context) {
 		jsonError(c, http.StatusBadRequest, "reading the body: "+err.Error())
 		return
 	}
-	var req publishRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || dec.More() {
-		msg := `body must be one JSON object {"topic":"a","data":<JSON>} or {"topics":["a","b"],"data":<JSON>}`
-		if err != nil {
-			msg += ": " + err.Error()
+	topics, data, ok := parsePublish(body, p.topics[:0])
+	p.topics = topics
+	if !ok {
+		// What the short parser does not take goes through encoding/json,
+		// which has the last word and gives the error messages.
+		var req publishRequest
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil || dec.More() {
+			msg := `body must be one JSON object {"topic":"a","data":<JSON>} or {"topics":["a","b"],"data":<JSON>}`
+			if err != nil {
+				msg += ": " + err.Error()
+			}
+			jsonError(c, http.StatusBadRequest, msg)
+			return
 		}
-		jsonError(c, http.StatusBadRequest, msg)
-		return
-	}
-	topics := req.Topics
-	if req.Topic != nil {
-		topics = append([]string{*req.Topic}, topics...)
+		topics = req.Topics
+		if req.Topic != nil {
+			topics = append([]string{*req.Topic}, topics...)
+		}
+		data = req.Data
 	}
 	if len(topics) == 0 {
 		jsonError(c, http.StatusBadRequest, `missing "topic" or "topics"`)
@@ -495,13 +505,16 @@ func (t *Tower) servePublish(c *gin.Context) {
 			return
 		}
 	}
-	if len(req.Data) == 0 {
+	if len(data) == 0 {
 		jsonError(c, http.StatusBadRequest, `missing "data"`)
 		return
 	}
+	if ok {
+		data = bytes.Clone(data) // out of the pooled body: brokers and queues keep it
+	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), t.cfg.BrokerTimeout)
 	defer cancel()
-	id, err := t.publish(ctx, topics, req.Data)
+	id, err := t.publish(ctx, topics, data)
 	if err != nil {
 		t.log.Warn("firetower: REST publish failed", "err", err)
 		jsonError(c, http.StatusServiceUnavailable, err.Error())
@@ -541,6 +554,167 @@ func writeJSON(c *gin.Context, status int, b []byte) {
 		_ = c.Error(err)
 		c.Abort()
 	}
+}
+
+// parsePublish parses the usual publish body without encoding/json's
+// Decoder: one object whose keys are "topic", "topics" and "data", each at
+// most once and spelt exactly so, whose topics are strings without escapes,
+// and after which comes only whitespace. It appends the topics to topics
+// ("topic" first) and returns data as a slice of b. For any other body it
+// returns ok false: encoding/json then decides, and for every body that
+// parsePublish takes it decodes the same topics and data.
+func parsePublish(b []byte, topics []string) (_ []string, data []byte, ok bool) {
+	var topic string
+	var hasTopic, hasTopics bool
+	i := skipSpace(b, 0)
+	if i == len(b) || b[i] != '{' {
+		return topics, nil, false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		i++
+	} else {
+		for {
+			key, j, ok := plainString(b, i)
+			if !ok {
+				return topics, nil, false
+			}
+			i = skipSpace(b, j)
+			if i == len(b) || b[i] != ':' {
+				return topics, nil, false
+			}
+			i = skipSpace(b, i+1)
+			switch string(key) {
+			case "topic":
+				s, j, ok := plainString(b, i)
+				if !ok || hasTopic {
+					return topics, nil, false
+				}
+				topic, hasTopic, i = string(s), true, j
+			case "topics":
+				if hasTopics || i == len(b) || b[i] != '[' {
+					return topics, nil, false
+				}
+				hasTopics = true
+				i = skipSpace(b, i+1)
+				if i < len(b) && b[i] == ']' {
+					i++
+					break
+				}
+				for {
+					s, j, ok := plainString(b, i)
+					if !ok {
+						return topics, nil, false
+					}
+					topics = append(topics, string(s))
+					i = skipSpace(b, j)
+					if i < len(b) && b[i] == ',' {
+						i = skipSpace(b, i+1)
+						continue
+					}
+					if i == len(b) || b[i] != ']' {
+						return topics, nil, false
+					}
+					i++
+					break
+				}
+			case "data":
+				j := skipValue(b, i)
+				if data != nil || j == i || !json.Valid(b[i:j]) {
+					return topics, nil, false
+				}
+				data, i = b[i:j], j
+			default:
+				return topics, nil, false
+			}
+			i = skipSpace(b, i)
+			if i == len(b) {
+				return topics, nil, false
+			}
+			if b[i] == '}' {
+				i++
+				break
+			}
+			if b[i] != ',' {
+				return topics, nil, false
+			}
+			i = skipSpace(b, i+1)
+		}
+	}
+	if skipSpace(b, i) != len(b) {
+		return topics, nil, false
+	}
+	if hasTopic {
+		topics = append(topics, "")
+		copy(topics[1:], topics)
+		topics[0] = topic
+	}
+	return topics, data, true
+}
+
+const maxSkipDepth = 1000
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// plainString returns the contents of the JSON string at b[i:] and the
+// index after it, if it has no escape, no control character and is valid
+// UTF-8: encoding/json decodes such a string to its bytes unchanged.
+func plainString(b []byte, i int) (_ []byte, end int, ok bool) {
+	if i == len(b) || b[i] != '"' {
+		return nil, i, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			s := b[i+1 : j]
+			return s, j + 1, utf8.Valid(s)
+		case c == '\\' || c < ' ':
+			return nil, i, false
+		}
+	}
+	return nil, i, false
+}
+
+// skipValue returns the end of the JSON value that starts at b[i], for a
+// valid value; the caller checks validity. A value nested deeper than
+// maxSkipDepth ends at i, and so is left to encoding/json, whose nesting
+// limit counts the enclosing object too.
+func skipValue(b []byte, i int) int {
+	depth := 0
+	for j := i; j < len(b); j++ {
+		switch b[j] {
+		case '"':
+			for j++; j < len(b) && b[j] != '"'; j++ {
+				if b[j] == '\\' {
+					j++
+				}
+			}
+			if depth == 0 {
+				return min(j+1, len(b))
+			}
+		case '{', '[':
+			if depth++; depth > maxSkipDepth {
+				return i
+			}
+		case '}', ']':
+			if depth == 0 {
+				return j
+			}
+			if depth--; depth == 0 {
+				return j + 1
+			}
+		case ',', ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return j
+			}
+		}
+	}
+	return len(b)
 }
 
 func (t *Tower) serveCount(c *gin.Context, escaped string) {
