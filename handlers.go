@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/topicsvc"
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 	"github.com/olahol/melody"
@@ -512,8 +513,16 @@ func (t *Tower) servePublish(c *gin.Context) {
 	if ok {
 		data = bytes.Clone(data) // out of the pooled body: brokers and queues keep it
 	}
-	ctx, cancel := context.WithTimeout(c.Request.Context(), t.cfg.BrokerTimeout)
-	defer cancel()
+	// BrokerTimeout bounds a broker that waits on something. The embedded
+	// one does not: its Publish checks ctx once, then hands the message to
+	// the in-process core, whose deliveries never block, so a timer would
+	// never fire in time to matter; the request's own context serves.
+	ctx := c.Request.Context()
+	if _, embedded := t.broker.(*topicsvc.Embedded); !embedded {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.cfg.BrokerTimeout)
+		defer cancel()
+	}
 	id, err := t.publish(ctx, topics, data)
 	if err != nil {
 		t.log.Warn("firetower: REST publish failed", "err", err)

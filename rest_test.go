@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/topicsvc"
@@ -260,5 +261,24 @@ func TestRESTPublishAnswer(t *testing.T) {
 		if ct, cl := resp.Header.Get("Content-Type"), resp.Header.Get("Content-Length"); ct != "application/json; charset=utf-8" || cl != strconv.Itoa(len(body)) {
 			t.Fatalf("Content-Type %q, Content-Length %q for %d bytes", ct, cl, len(body))
 		}
+	}
+}
+
+// TestRESTPublishBrokerTimeout checks that a REST publish through a broker
+// other than the embedded one is bounded by BrokerTimeout.
+func TestRESTPublishBrokerTimeout(t *testing.T) {
+	deadlines := make(chan bool, 1)
+	b := &fakeBroker{Embedded: topicsvc.NewEmbedded()}
+	b.publish = func(ctx context.Context, m broker.Message) error {
+		_, ok := ctx.Deadline()
+		deadlines <- ok
+		return broker.ErrUnavailable
+	}
+	s := newServer(t, Config{APIToken: testToken, Broker: b, BrokerTimeout: time.Hour})
+	if code, body := post(t, s, "/publish", testToken, `{"topic":"a","data":1}`); code != http.StatusServiceUnavailable {
+		t.Fatalf("publish with the broker down: %d %v", code, body)
+	}
+	if !<-deadlines {
+		t.Fatal("the broker's context had no deadline")
 	}
 }
