@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # test.sh runs every firetower test: static checks, the Go tests with the
 # race detector (Redis broker included, against a standalone Redis and a
-# Redis Cluster it starts on free loopback ports), a bounded fuzz run of
-# the client-frame parser, the JS client's unit tests and the browser
-# end-to-end tests in headless Chromium.
+# Redis Cluster it starts on free loopback ports), bounded fuzz runs of
+# the parsers (client frames, REST publish bodies, topic service
+# batches), the JS client's unit tests and the browser end-to-end tests in
+# headless Chromium.
 #
 # Needs: Go, redis-server and redis-cli (7+), node and npm, chromium.
 # On Debian: apt-get install -y redis-server chromium nodejs npm
@@ -34,6 +35,7 @@ step "fuzzing the parsers (bounded)"
 # Minimizing a new interesting input shows as 0 execs/sec and by default may
 # take a minute of the run; 2 s each leaves the time to fuzzing.
 go test -run '^$' -fuzz '^FuzzParseFrame$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s .
+go test -run '^$' -fuzz '^FuzzParsePublish$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s .
 go test -run '^$' -fuzz '^FuzzReadBatch$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s ./topicsvc
 
 step "firetower.js unit tests (node --test)"
