@@ -58,6 +58,10 @@ type Conn struct {
 	pingDue  bool          // the writer sends a ping first
 	pongDue  bool          // the writer answers the client's last ping with pong
 	pong     []byte        // that ping's payload
+	// deadline is the socket's write deadline as the writer last set it;
+	// only the writer uses it. Zero after a control frame, whose write sets
+	// a deadline of its own.
+	deadline time.Time
 	closing  bool
 	reason   DisconnectReason
 	closeMsg []byte // close frame the writer sends, nil if the peer left
@@ -379,6 +383,9 @@ func (c *Conn) writer() {
 		}
 		c.qmu.Unlock()
 
+		if pong || ping {
+			c.deadline = time.Time{}
+		}
 		if pong {
 			if err := c.ws.WriteControl(websocket.PongMessage, pongData, time.Now().Add(c.tower.cfg.WriteTimeout)); err != nil {
 				c.fail()
@@ -495,7 +502,13 @@ func (c *Conn) write(batch [][]byte) (int, error) {
 		frames = len(batch)
 	}
 	nc := c.ws.NetConn()
-	nc.SetWriteDeadline(time.Now().Add(c.tower.cfg.WriteTimeout))
+	// Re-arming the deadline costs as much as a tenth of a small write, so
+	// it is re-armed only once less than half of WriteTimeout is left: a
+	// write still fails after blocking for half to all of WriteTimeout.
+	if now := time.Now(); now.Add(c.tower.cfg.WriteTimeout / 2).After(c.deadline) {
+		c.deadline = now.Add(c.tower.cfg.WriteTimeout)
+		nc.SetWriteDeadline(c.deadline)
+	}
 	_, err := nc.Write(b)
 	if cap(b) <= 1<<20 { // do not keep buffers of rare huge batches
 		*bp = b[:0]

@@ -116,7 +116,9 @@ type Config struct {
 	// connection; a connection whose queue is full is closed (status 1008)
 	// rather than slowing publishes. Default: 1024.
 	SendQueueSize int
-	// WriteTimeout bounds one write to a connection. Default: 10s.
+	// WriteTimeout bounds one write to a connection: a write that blocks
+	// for between half of it and all of it fails, and the connection is
+	// closed. Default: 10s.
 	WriteTimeout time.Duration
 	// PingInterval is how often the node pings each connection. Default: 25s.
 	PingInterval time.Duration
