@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"sync"
@@ -388,13 +389,13 @@ func (c *Conn) writer() {
 		}
 		if pong {
 			if err := c.ws.WriteControl(websocket.PongMessage, pongData, time.Now().Add(c.tower.cfg.WriteTimeout)); err != nil {
-				c.fail()
+				c.fail(err)
 				return
 			}
 		}
 		if ping {
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.tower.cfg.WriteTimeout)); err != nil {
-				c.fail()
+				c.fail(err)
 				return
 			}
 		}
@@ -403,7 +404,7 @@ func (c *Conn) writer() {
 		}
 		n, err := c.sink(batch)
 		if err != nil {
-			c.fail()
+			c.fail(err)
 			return
 		}
 		st := &c.tower.stats
@@ -447,59 +448,102 @@ func (c *Conn) housekeep(ping bool) {
 
 // fail ends the connection after a failed write; the read side then ends
 // and the disconnect hooks run.
-func (c *Conn) fail() {
-	c.ws.Close()
+func (c *Conn) fail(err error) {
 	c.qmu.Lock()
 	c.writing = false
 	c.qmu.Unlock()
+	if errors.Is(err, websocket.ErrCloseSent) {
+		// gorilla answered the client's close frame from the read side,
+		// which records the disconnect as the client's.
+		return
+	}
+	// The reason first: closing the socket ends the read side, which would
+	// record the client as the one who left.
 	c.shutdown(DisconnectError, 0, "", false)
+	c.ws.Close()
 }
 
 // write writes a batch and returns how many WebSocket frames that took.
 //
-// It frames the messages itself, into one pooled buffer, and hands that
-// buffer to the socket in one Write: one syscall per batch, batched client
-// or not. gorilla's own writer would do the same work but allocates on
-// every message when its buffers are pooled (it boxes the buffer to put it
-// back), and an allocation per write makes every writer goroutine pay a GC
-// mark assist (at least 64 KB of scanning) in each GC cycle; with a writer
-// per busy connection that turned each cycle into milliseconds during which
-// no frame went out. Without allocations the writers never assist.
+// It frames the messages itself, into one pooled buffer of at most
+// maxCoalesce bytes, and hands each buffer to the socket in one Write: one
+// syscall per batch of small messages, batched client or not. gorilla's own
+// writer would do the same work but allocates on every message when its
+// buffers are pooled (it boxes the buffer to put it back), and an
+// allocation per write makes every writer goroutine pay a GC mark assist
+// (at least 64 KB of scanning) in each GC cycle; with a writer per busy
+// connection that turned each cycle into milliseconds during which no frame
+// went out. A message of maxCoalesce bytes or more goes through gorilla,
+// which streams it from the shared frame through its small buffer: copying
+// it, once per subscriber, would cost more than the allocation.
 //
 // Writing to the net.Conn beside gorilla is safe: a Write on a TCP or TLS
 // connection puts all its bytes on the stream before another Write's, and
-// the only frames gorilla writes are control frames, each one Write of a
-// whole frame: pings, pongs (onPing) and the close frame, from this writer,
-// and from the read side only gorilla's reply to a client's close frame,
-// after which nothing the writer sends is read.
+// every frame gorilla writes is written whole by one Write, or, for a large
+// message, under gorilla's lock from this writer. gorilla writes pings,
+// pongs (onPing) and close frames from this writer; from the read side only
+// a reply to a client's close frame, and the close of a connection whose
+// input broke the protocol, after which nothing the writer sends is read.
 func (c *Conn) write(batch [][]byte) (int, error) {
-	bp := batchBuffers.Get().(*[]byte)
-	b := (*bp)[:0]
-	frames, payload := 0, 0
-	if c.batch {
-		// One WebSocket frame for the whole batch: a JSON array. The header
-		// goes in front once the length is known.
-		b = append(b, make([]byte, maxFrameHeader)...)
-		b = append(b, '[')
-		for i, f := range batch {
-			if i > 0 {
-				b = append(b, ',')
+	frames := 0
+	for len(batch) > 0 {
+		if len(batch[0]) >= maxCoalesce {
+			if err := c.writeLarge(batch[0]); err != nil {
+				return frames, err
 			}
-			b = append(b, f...)
+			batch = batch[1:]
+			frames++
+			continue
 		}
-		b = append(b, ']')
-		payload = len(b) - maxFrameHeader
-		at := maxFrameHeader - frameHeaderLen(payload)
-		putFrameHeader(b[at:], payload)
-		b = b[at:]
+		n, f, err := c.writeSmall(batch)
+		if err != nil {
+			return frames, err
+		}
+		batch = batch[n:]
+		frames += f
+	}
+	return frames, nil
+}
+
+// maxCoalesce bounds the bytes written by one Write, and so the buffer a
+// writer holds while a client is slow to read.
+const maxCoalesce = 64 << 10
+
+// writeSmall writes, in one Write, the messages at the start of batch that
+// fit in maxCoalesce bytes (at least one; none of maxCoalesce bytes or
+// more) and returns how many it wrote and in how many WebSocket frames.
+func (c *Conn) writeSmall(batch [][]byte) (n, frames int, err error) {
+	bp := batchBuffers.Get().(*[]byte)
+	buf := (*bp)[:0]
+	fits := func(f []byte) bool {
+		return len(f) < maxCoalesce && (n == 0 || len(buf)+len(f)+maxFrameHeader+2 <= maxCoalesce)
+	}
+	at, payload := 0, 0
+	if c.batch {
+		// One WebSocket frame: a JSON array. The header goes in front once
+		// the length is known.
+		buf = append(buf, make([]byte, maxFrameHeader)...)
+		buf = append(buf, '[')
+		for n < len(batch) && fits(batch[n]) {
+			if n > 0 {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, batch[n]...)
+			n++
+		}
+		buf = append(buf, ']')
+		payload = len(buf) - maxFrameHeader
+		at = maxFrameHeader - frameHeaderLen(payload)
+		putFrameHeader(buf[at:], payload)
 		frames = 1
 	} else {
-		for _, f := range batch {
-			b = appendFrameHeader(b, len(f))
-			b = append(b, f...)
-			payload += len(f)
+		for n < len(batch) && fits(batch[n]) {
+			buf = appendFrameHeader(buf, len(batch[n]))
+			buf = append(buf, batch[n]...)
+			payload += len(batch[n])
+			n++
 		}
-		frames = len(batch)
+		frames = n
 	}
 	nc := c.ws.NetConn()
 	// Re-arming the deadline costs as much as a tenth of a small write, so
@@ -509,17 +553,42 @@ func (c *Conn) write(batch [][]byte) (int, error) {
 		c.deadline = now.Add(c.tower.cfg.WriteTimeout)
 		nc.SetWriteDeadline(c.deadline)
 	}
-	_, err := nc.Write(b)
-	if cap(b) <= 1<<20 { // do not keep buffers of rare huge batches
-		*bp = b[:0]
-		batchBuffers.Put(bp)
-	}
+	_, err = nc.Write(buf[at:])
+	*bp = buf[:0] // the whole buffer, header room included
+	batchBuffers.Put(bp)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	c.tower.stats.bytesOut.Add(int64(payload))
-	return frames, nil
+	return n, frames, nil
 }
+
+// writeLarge writes one message of maxCoalesce bytes or more in a frame
+// of its own (a one-element array for a batched client) through gorilla.
+func (c *Conn) writeLarge(f []byte) error {
+	c.deadline = time.Time{} // gorilla sets the socket's deadline itself
+	c.ws.SetWriteDeadline(time.Now().Add(c.tower.cfg.WriteTimeout))
+	w, err := c.ws.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return err
+	}
+	n := len(f)
+	if c.batch {
+		w.Write(arrayOpen)
+		n += 2
+	}
+	w.Write(f)
+	if c.batch {
+		w.Write(arrayClose)
+	}
+	if err := w.Close(); err != nil { // the writes' error, if any
+		return err
+	}
+	c.tower.stats.bytesOut.Add(int64(n))
+	return nil
+}
+
+var arrayOpen, arrayClose = []byte{'['}, []byte{']'}
 
 // maxFrameHeader is the longest header of an unmasked WebSocket frame.
 const maxFrameHeader = 10

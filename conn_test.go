@@ -120,3 +120,94 @@ func TestClientPingsAnswered(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteChunks: a backlog of small messages with large ones among them
+// reaches plain and batched clients intact and in order; the writer splits
+// the backlog into writes of at most maxCoalesce bytes, and a large message
+// goes in a frame of its own.
+func TestWriteChunks(t *testing.T) {
+	for _, query := range []string{"", "batch=1"} {
+		t.Run("query="+query, func(t *testing.T) {
+			s := newServer(t, Config{})
+			ws, _, err := websocket.DefaultDialer.Dial(s.wsURL(query), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.Close()
+			if err := ws.WriteJSON(map[string]string{"type": "subscribe", "topic": "mix"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, b, err := ws.ReadMessage(); err != nil || !strings.Contains(string(b), `"subscribed"`) {
+				t.Fatalf("got %s, %v; want subscribed", b, err)
+			}
+			var want []string
+			for i := range 400 {
+				size := 1000
+				if i%100 == 50 {
+					size = 100000 // over maxCoalesce
+				}
+				d := fmt.Sprintf("%d:%s", i, strings.Repeat("z", size))
+				want = append(want, d)
+				if _, err := s.tower.Publish(context.Background(), "mix", d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got []string
+			ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+			for len(got) < len(want) {
+				_, b, err := ws.ReadMessage()
+				if err != nil {
+					t.Fatalf("after %d messages: %v", len(got), err)
+				}
+				msgs := []json.RawMessage{b}
+				if query != "" {
+					msgs = nil
+					if err := json.Unmarshal(b, &msgs); err != nil {
+						t.Fatalf("batched frame is not an array: %.80s", b)
+					}
+					if len(b) > maxCoalesce && len(msgs) > 1 {
+						t.Fatalf("a frame of %d bytes holds %d messages; over %d bytes only one large message goes alone", len(b), len(msgs), maxCoalesce)
+					}
+				}
+				for _, m := range msgs {
+					var f struct{ Data string }
+					if err := json.Unmarshal(m, &f); err != nil {
+						t.Fatal(err)
+					}
+					got = append(got, f.Data)
+				}
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("message %d: got %.20s…, want %.20s…", i, got[i], want[i])
+				}
+			}
+		})
+	}
+}
+
+// TestPingThenCloseIsTheClients: a client that pings and closes at once
+// is recorded as leaving by itself, even when gorilla's reply to its close
+// frame goes out before the writer's pong.
+func TestPingThenCloseIsTheClients(t *testing.T) {
+	s := newServer(t, Config{})
+	const n = 100
+	for range n {
+		ws, _, err := websocket.DefaultDialer.Dial(s.wsURL(""), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Ping and close in one write, so that they arrive together: a
+		// masked ping "p" and a masked close 1000, with a zero mask key.
+		ws.NetConn().Write([]byte{0x89, 0x81, 0, 0, 0, 0, 'p', 0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8})
+		ws.ReadMessage() // until the close reply
+		ws.Close()
+	}
+	eventually(t, func() error {
+		d := s.tower.Stats().Disconnects
+		if d["client"] != n || d["write_error"] != 0 {
+			return fmt.Errorf("disconnects %v, want %d by the client and none by write errors", d, n)
+		}
+		return nil
+	})
+}
