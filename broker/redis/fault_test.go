@@ -21,24 +21,45 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
-// redisServer is a redis-server process the test owns, so that it can kill
-// it and start it again at the same address.
+// redisServer is a redis-server (or Sentinel) process the test owns, on
+// a free loopback port, so that it can kill it and start it again at the
+// same address.
 type redisServer struct {
-	t    *testing.T
-	addr string
-	dir  string
-	cmd  *exec.Cmd
-	// monitors, when set, makes the process a Sentinel watching the
-	// master at this address under the name "firetower".
-	monitors string
+	t         *testing.T
+	addr, dir string
+	args      func(port, dir string) []string
+	cmd       *exec.Cmd
 }
 
-func newRedisServer(t *testing.T) *redisServer { return newRedisProcess(t, "") }
+// plainServer is the arguments of a Redis without persistence (a
+// restarted server is empty, as after losing its data, the hardest case for
+// the counts), plus extra.
+func plainServer(extra ...string) func(port, dir string) []string {
+	return func(port, dir string) []string {
+		return append([]string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir}, extra...)
+	}
+}
 
-// newSentinel starts a Sentinel that watches master.
-func newSentinel(t *testing.T, master string) *redisServer { return newRedisProcess(t, master) }
+func newRedisServer(t *testing.T) *redisServer { return startRedis(t, plainServer()) }
 
-func newRedisProcess(t *testing.T, monitors string) *redisServer {
+// newSentinel starts a Sentinel that watches master under the name
+// "firetower", and declares it down after downAfter.
+func newSentinel(t *testing.T, master string, downAfter time.Duration) *redisServer {
+	return startRedis(t, func(port, dir string) []string {
+		// A Sentinel rewrites its configuration file, so it needs one.
+		host, mport, _ := net.SplitHostPort(master)
+		conf := filepath.Join(dir, "sentinel.conf")
+		must(t, os.WriteFile(conf, []byte(fmt.Sprintf(
+			"port %s\nbind 127.0.0.1\ndir %s\n"+
+				"sentinel monitor firetower %s %s 1\n"+
+				"sentinel down-after-milliseconds firetower %d\n"+
+				"sentinel failover-timeout firetower 10000\n",
+			port, dir, host, mport, downAfter.Milliseconds())), 0o644))
+		return []string{conf, "--sentinel"}
+	})
+}
+
+func startRedis(t *testing.T, args func(port, dir string) []string) *redisServer {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server is not installed (apt-get install redis-server; scripts/redis-up.sh needs it too): %v", err)
@@ -47,7 +68,7 @@ func newRedisProcess(t *testing.T, monitors string) *redisServer {
 	must(t, err)
 	addr := l.Addr().String()
 	l.Close()
-	s := &redisServer{t: t, addr: addr, dir: t.TempDir(), monitors: monitors}
+	s := &redisServer{t: t, addr: addr, dir: t.TempDir(), args: args}
 	s.start()
 	t.Cleanup(s.kill)
 	return s
@@ -59,16 +80,7 @@ func (s *redisServer) start() {
 	log, err := os.OpenFile(filepath.Join(s.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	must(s.t, err)
 	defer log.Close()
-	// No persistence: a restarted server is empty, as after losing its
-	// data, the hardest case for the counts.
-	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir)
-	if s.monitors != "" {
-		// A Sentinel rewrites its configuration file, so it needs one.
-		host, mport, _ := net.SplitHostPort(s.monitors)
-		conf := filepath.Join(s.dir, "sentinel.conf")
-		must(s.t, os.WriteFile(conf, []byte(fmt.Sprintf("port %s\nbind 127.0.0.1\ndir %s\nsentinel monitor firetower %s %s 1\n", port, s.dir, host, mport)), 0o644))
-		s.cmd = exec.Command("redis-server", conf, "--sentinel")
-	}
+	s.cmd = exec.Command("redis-server", s.args(port, s.dir)...)
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	must(s.t, s.cmd.Start())
 	c := goredis.NewClient(&goredis.Options{Addr: s.addr, MaxRetries: -1})
@@ -113,14 +125,7 @@ func TestRedisRestart(t *testing.T) {
 	b.SetCount("stream", 2)
 	eventually(t, 10*time.Second, countIs(ctx, a, "stream", 3))
 
-	for i := range 100 {
-		must(t, a.Publish(ctx, broker.Message{Topic: "stream", ID: "before-" + strconv.Itoa(i), Data: []byte(strconv.Itoa(i))}))
-	}
-	for i := range 100 {
-		if m := rec.next(t, 5*time.Second); m.ID != "before-"+strconv.Itoa(i) {
-			t.Fatalf("got %s, want before-%d", m.ID, i)
-		}
-	}
+	inOrder(t, ctx, a, rec, "stream", "before", 100)
 
 	eventually(t, 10*time.Second, statIs(b, "connected", 1))
 
@@ -162,34 +167,9 @@ func TestRedisRestart(t *testing.T) {
 	}
 
 	srv.start()
-	// Delivery resumes by itself: publish until one arrives.
-	resumed := time.Now()
-	deadline := resumed.Add(15 * time.Second)
-	for i := 0; ; i++ {
-		if time.Now().After(deadline) {
-			t.Fatal("delivery did not resume within 15s of Redis restarting")
-		}
-		a.Publish(ctx, broker.Message{Topic: "stream", ID: "probe", Data: []byte("0")})
-		select {
-		case m := <-rec.got:
-			if m.ID != "probe" {
-				t.Fatalf("after the restart got %+v first", m)
-			}
-		case <-time.After(100 * time.Millisecond):
-			continue
-		}
-		break
-	}
-	t.Logf("delivery resumed %v after Redis restarted", time.Since(resumed).Round(10*time.Millisecond))
-	drainProbes(t, ctx, a, rec, "stream")
-	for i := range 100 {
-		must(t, a.Publish(ctx, broker.Message{Topic: "stream", ID: "after-" + strconv.Itoa(i), Data: []byte(strconv.Itoa(i))}))
-	}
-	for i := range 100 {
-		if m := rec.next(t, 5*time.Second); m.ID != "after-"+strconv.Itoa(i) {
-			t.Fatalf("got %s, want after-%d", m.ID, i)
-		}
-	}
+	// Delivery resumes by itself.
+	awaitResumed(t, ctx, a, rec, "stream", time.Now(), 15*time.Second, "Redis restarting")
+	inOrder(t, ctx, a, rec, "stream", "after", 100)
 	// The restarted Redis was empty: the nodes wrote their counts again,
 	// including the one set while it was down.
 	eventually(t, 10*time.Second, countIs(ctx, b, "stream", 6))
@@ -211,6 +191,46 @@ func TestRedisRestart(t *testing.T) {
 // publisher's messages arrive in order, so nothing but probes may come
 // first; a probe published before the subscription was back is lost, which
 // is fine.
+// awaitResumed publishes probes on topic until one reaches rec, within
+// bound of since (the moment of the fault), logs how long that took after
+// the fault, and drains the other probes.
+func awaitResumed(t *testing.T, ctx context.Context, pub broker.Broker, rec *recorder, topic string, since time.Time, bound time.Duration, fault string) {
+	t.Helper()
+	for deadline := since.Add(bound); ; {
+		if time.Now().After(deadline) {
+			t.Fatalf("delivery did not resume within %v of %s", bound, fault)
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		pub.Publish(pctx, broker.Message{Topic: topic, ID: "probe", Data: []byte("0")})
+		cancel()
+		select {
+		case m := <-rec.got:
+			if m.ID != "probe" {
+				t.Fatalf("after %s got %+v first", fault, m)
+			}
+		case <-time.After(100 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	t.Logf("delivery resumed %v after %s", time.Since(since).Round(10*time.Millisecond), fault)
+	drainProbes(t, ctx, pub, rec, topic)
+}
+
+// inOrder publishes n messages with ids tag-0 … on topic and checks that
+// rec receives exactly those, in order.
+func inOrder(t *testing.T, ctx context.Context, pub broker.Broker, rec *recorder, topic, tag string, n int) {
+	t.Helper()
+	for i := range n {
+		must(t, pub.Publish(ctx, broker.Message{Topic: topic, ID: tag + "-" + strconv.Itoa(i), Data: []byte(strconv.Itoa(i))}))
+	}
+	for i := range n {
+		if m := rec.next(t, 5*time.Second); m.ID != tag+"-"+strconv.Itoa(i) {
+			t.Fatalf("got %s, want %s-%d", m.ID, tag, i)
+		}
+	}
+}
+
 func drainProbes(t *testing.T, ctx context.Context, pub broker.Broker, rec *recorder, topic string) {
 	t.Helper()
 	must(t, pub.Publish(ctx, broker.Message{Topic: topic, ID: "drained", Data: []byte("0")}))

@@ -3,7 +3,6 @@
 package redis_test
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -20,11 +19,8 @@ import (
 // Redis unsubscribes the node from the moved slot; the node subscribes on
 // the slot's new master and delivery resumes, without help.
 func TestClusterSlotMoved(t *testing.T) {
-	server := func(port, dir string) []string {
-		return []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir,
-			"--cluster-enabled", "yes", "--cluster-config-file", dir + "/nodes.conf"}
-	}
-	procs := []*process{startProcess(t, server), startProcess(t, server)}
+	server := plainServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	procs := []*redisServer{startRedis(t, server), startRedis(t, server)}
 	ctx := ctxFor(t, 2*time.Minute)
 	direct := make([]*goredis.Client, len(procs))
 	ids := make([]string, len(procs))
@@ -67,14 +63,7 @@ func TestClusterSlotMoved(t *testing.T) {
 	start(t, a, func(broker.Message) {})
 	start(t, b, rec.handle)
 	must(t, b.Subscribe(ctx, "stream"))
-	for i := range 20 {
-		must(t, a.Publish(ctx, broker.Message{Topic: "stream", ID: "before-" + strconv.Itoa(i), Data: []byte("1")}))
-	}
-	for i := range 20 {
-		if m := rec.next(t, 5*time.Second); m.ID != "before-"+strconv.Itoa(i) {
-			t.Fatalf("got %s, want before-%d", m.ID, i)
-		}
-	}
+	inOrder(t, ctx, a, rec, "stream", "before", 20)
 
 	slot, err := direct[0].ClusterKeySlot(ctx, "{0}").Result()
 	must(t, err)
@@ -86,26 +75,7 @@ func TestClusterSlotMoved(t *testing.T) {
 	// first on the importing master, then on the one that loses it.
 	must(t, direct[to].Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", ids[to]).Err())
 	must(t, direct[from].Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", ids[to]).Err())
-	moved := time.Now()
-
-	for deadline := moved.Add(30 * time.Second); ; {
-		if time.Now().After(deadline) {
-			t.Fatal("delivery did not resume within 30 s of the slot moving")
-		}
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		a.Publish(pctx, broker.Message{Topic: "stream", ID: "probe", Data: []byte("0")})
-		cancel()
-		select {
-		case m := <-rec.got:
-			if m.ID != "probe" {
-				t.Fatalf("after the slot moved got %+v first", m)
-			}
-		case <-time.After(200 * time.Millisecond):
-			continue
-		}
-		break
-	}
-	t.Logf("delivery resumed %v after the slot moved", time.Since(moved).Round(10*time.Millisecond))
+	awaitResumed(t, ctx, a, rec, "stream", time.Now(), 30*time.Second, "the slot moving")
 	// The node now listens on the slot's new master, and no longer on the
 	// old one.
 	eventually(t, 10*time.Second, func() error {
@@ -120,18 +90,5 @@ func TestClusterSlotMoved(t *testing.T) {
 		}
 		return nil
 	})
-	must(t, a.Publish(ctx, broker.Message{Topic: "stream", ID: "marker", Data: []byte("0")}))
-	for m := rec.next(t, 5*time.Second); m.ID != "marker"; m = rec.next(t, 5*time.Second) {
-		if m.ID != "probe" {
-			t.Fatalf("got %+v among the probes", m)
-		}
-	}
-	for i := range 20 {
-		must(t, a.Publish(ctx, broker.Message{Topic: "stream", ID: "after-" + strconv.Itoa(i), Data: []byte("1")}))
-	}
-	for i := range 20 {
-		if m := rec.next(t, 5*time.Second); m.ID != "after-"+strconv.Itoa(i) {
-			t.Fatalf("got %s, want after-%d", m.ID, i)
-		}
-	}
+	inOrder(t, ctx, a, rec, "stream", "after", 20)
 }

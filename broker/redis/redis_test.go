@@ -174,7 +174,7 @@ func TestConformanceURL(t *testing.T) {
 // and a Sentinel the test starts.
 func TestConformanceSentinel(t *testing.T) {
 	master := newRedisServer(t)
-	sentinel := newSentinel(t, master.addr)
+	sentinel := newSentinel(t, master.addr, 30*time.Second)
 	url := "redis+sentinel://" + sentinel.addr + "?master_name=firetower"
 	brokertest.Run(t, brokertest.Config{NewCluster: func(t *testing.T, n int) []broker.Broker {
 		u := url + "&prefix=" + uniquePrefix()
