@@ -289,7 +289,10 @@ func (r *reader) run() {
 			if errors.As(err, &rerr) {
 				// A refusal such as MOVED: the connection reached a master
 				// that does not serve the channels' slot any more.
-				r.reset(ps, "redis refused: "+err.Error(), movedTo(err))
+				if to := movedTo(err); to != "" {
+					r.followSlot(to)
+				}
+				r.reset(ps, "redis refused: "+err.Error())
 			}
 			if !r.b.sleep(backoff) {
 				return
@@ -422,21 +425,16 @@ func (r *reader) confirm(ps *goredis.PubSub, m *goredis.Subscription) {
 	if migrated {
 		// Redis Cluster unsubscribes a connection from a slot that moved
 		// to another master: reconnect to the slot's new master.
-		r.reset(ps, "slot moved: "+m.Channel, "")
+		r.followSlot("")
+		r.reset(ps, "slot moved: "+m.Channel)
 	}
 }
 
 // reset replaces the connection old with a new one subscribed to every
-// wanted channel, for failures go-redis does not repair by itself. After
-// Redis Cluster moved the reader's slot (a MOVED reply naming movedTo, or
-// Redis unsubscribing the connection), the new connection goes to the
-// slot's new master.
-func (r *reader) reset(old *goredis.PubSub, why, movedTo string) {
+// wanted channel, for failures go-redis does not repair by itself.
+func (r *reader) reset(old *goredis.PubSub, why string) {
 	ctx, cancel := context.WithTimeout(r.b.ctx, r.b.opts.Timeout)
 	defer cancel()
-	if r.b.sharded && (movedTo != "" || strings.HasPrefix(why, "slot moved")) {
-		r.b.followSlot(ctx, r.prefix, movedTo)
-	}
 	if r.lock(ctx) != nil {
 		return
 	}
@@ -485,7 +483,7 @@ func (r *reader) check(interval time.Duration) {
 		return
 	}
 	if time.Since(time.Unix(0, r.lastRecv.Load())) > 3*interval {
-		r.reset(ps, "no answer to pings", "")
+		r.reset(ps, "no answer to pings")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.b.ctx, r.b.opts.Timeout)
@@ -533,27 +531,29 @@ func movedTo(err error) string {
 	return ""
 }
 
-// followSlot makes the cluster client learn the new master of key's slot.
-// go-redis refreshes its slot map by itself when a command is redirected,
-// but not for a pub/sub connection: without this, every new connection of
-// the reader would go to the old master and be refused again. It waits,
-// within ctx and at most a second, until the map names movedTo, or, when
-// that is unknown, until it names another master than before.
-func (b *Broker) followSlot(ctx context.Context, key, movedTo string) {
-	cc, ok := b.client.(*goredis.ClusterClient)
+// followSlot, after Redis Cluster moved the reader's slot (a MOVED reply
+// naming movedTo, or Redis unsubscribing the connection), makes the cluster
+// client learn the slot's new master, so that reset connects there. go-redis
+// refreshes its slot map by itself when a command is redirected, but not
+// for a pub/sub connection: without this, every new connection would go to
+// the old master and be refused again. It waits, within the broker's
+// Timeout and at most a second, until the map names movedTo, or, when that
+// is unknown, until it names another master than before.
+func (r *reader) followSlot(movedTo string) {
+	cc, ok := r.b.client.(*goredis.ClusterClient)
 	if !ok {
 		return
 	}
+	ctx, cancel := context.WithTimeout(r.b.ctx, min(r.b.opts.Timeout, time.Second))
+	defer cancel()
 	master := func() string {
-		m, err := cc.MasterForKey(ctx, key)
+		m, err := cc.MasterForKey(ctx, r.prefix)
 		if err != nil {
 			return ""
 		}
 		return m.Options().Addr
 	}
 	before := master()
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
 	for {
 		// ReloadState only starts a reload in the background; calls while
 		// one runs ask for another after it.
