@@ -1,16 +1,15 @@
 package topicsvc_test
 
 import (
-	"context"
 	"net"
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/OSMeteor/firetower/topicsvc"
 )
 
@@ -70,51 +69,19 @@ func BenchmarkCrossNode(b *testing.B) {
 	})
 }
 
+// benchPair runs the shared cross-node benchmark, reporting besides the
+// rate the CPU time per delivery of this process (the nodes) and of the
+// service process svcPid, if not 0.
 func benchPair(b *testing.B, pub, sub broker.Broker, svcPid int) {
-	defer pub.Close()
-	defer sub.Close()
-	var got atomic.Int64
-	done := make(chan struct{})
-	must(b, pub.Start(func(broker.Message) {}))
-	must(b, sub.Start(func(broker.Message) {
-		if got.Add(1) == int64(b.N) {
-			close(done)
+	brokertest.CrossNode(b, pub, sub, brokertest.BenchConfig{Measure: func() func() {
+		ownCPU, svcCPU := processCPU(os.Getpid()), processCPU(svcPid)
+		return func() {
+			b.ReportMetric(float64(processCPU(os.Getpid())-ownCPU)/float64(b.N), "node-cpu-ns/op")
+			if svcPid != 0 {
+				b.ReportMetric(float64(processCPU(svcPid)-svcCPU)/float64(b.N), "svc-cpu-ns/op")
+			}
 		}
-	}))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	must(b, sub.Subscribe(ctx, "bench"))
-	data := []byte(`{"text":"hello, cluster","n":1234567890}`)
-	ids := make([]string, 1024)
-	for i := range ids {
-		ids[i] = strconv.Itoa(i)
-	}
-	// At most window messages in flight, so that the service's queue for
-	// the subscriber never overflows: this measures sustained throughput.
-	const window = 4096
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	ownCPU, svcCPU := processCPU(os.Getpid()), processCPU(svcPid)
-	for i := range b.N {
-		for int64(i)-got.Load() >= window {
-			time.Sleep(50 * time.Microsecond)
-		}
-		if err := pub.Publish(ctx, broker.Message{Topic: "bench", ID: ids[i%len(ids)], Data: data}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		b.Fatalf("received %d of %d", got.Load(), b.N)
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "deliveries/s")
-	b.ReportMetric(float64(processCPU(os.Getpid())-ownCPU)/float64(b.N), "node-cpu-ns/op")
-	if svcPid != 0 {
-		b.ReportMetric(float64(processCPU(svcPid)-svcCPU)/float64(b.N), "svc-cpu-ns/op")
-	}
+	}})
 }
 
 // processCPU returns the user and system CPU time pid has used, in

@@ -3,15 +3,11 @@
 package redis_test
 
 import (
-	"context"
 	"net"
-	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	fredis "github.com/OSMeteor/firetower/broker/redis"
 	"github.com/OSMeteor/firetower/topicsvc"
 )
@@ -32,7 +28,7 @@ func BenchmarkCrossNode(b *testing.B) {
 	}{{"seq", 1}, {"par64", 64}} {
 		b.Run("embedded/"+shape.name, func(b *testing.B) {
 			core := topicsvc.NewCore()
-			benchPair(b, shape.publishers, core.Embedded(), core.Embedded())
+			brokertest.CrossNode(b, core.Embedded(), core.Embedded(), brokertest.BenchConfig{Publishers: shape.publishers})
 		})
 		b.Run("topicsvc/"+shape.name, func(b *testing.B) {
 			const token = "bench-token"
@@ -47,76 +43,18 @@ func BenchmarkCrossNode(b *testing.B) {
 				must(b, err)
 				return c
 			}
-			benchPair(b, shape.publishers, dial(), dial())
+			brokertest.CrossNode(b, dial(), dial(), brokertest.BenchConfig{Publishers: shape.publishers})
 		})
 		b.Run("redis/"+shape.name, func(b *testing.B) {
 			addr := standaloneAddr(b)
 			prefix := uniquePrefix()
-			benchPair(b, shape.publishers,
-				newBroker(b, newClient(b, addr), fredis.Options{Prefix: prefix}),
-				newBroker(b, newClient(b, addr), fredis.Options{Prefix: prefix}))
+			brokertest.CrossNode(b, newBroker(b, newClient(b, addr), fredis.Options{Prefix: prefix}),
+				newBroker(b, newClient(b, addr), fredis.Options{Prefix: prefix}), brokertest.BenchConfig{Publishers: shape.publishers})
 		})
 		b.Run("redis-cluster/"+shape.name, func(b *testing.B) {
 			prefix := uniquePrefix()
-			benchPair(b, shape.publishers,
-				newBroker(b, newClusterClient(b), fredis.Options{Prefix: prefix}),
-				newBroker(b, newClusterClient(b), fredis.Options{Prefix: prefix}))
+			brokertest.CrossNode(b, newBroker(b, newClusterClient(b), fredis.Options{Prefix: prefix}),
+				newBroker(b, newClusterClient(b), fredis.Options{Prefix: prefix}), brokertest.BenchConfig{Publishers: shape.publishers})
 		})
 	}
-}
-
-func benchPair(b *testing.B, publishers int, pub, sub broker.Broker) {
-	defer pub.Close()
-	defer sub.Close()
-	var got atomic.Int64
-	done := make(chan struct{})
-	must(b, pub.Start(func(broker.Message) {}))
-	must(b, sub.Start(func(broker.Message) {
-		if got.Add(1) == int64(b.N) {
-			close(done)
-		}
-	}))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	must(b, sub.Subscribe(ctx, "bench"))
-	data := []byte(`{"text":"hello, cluster","n":1234567890}`)
-	ids := make([]string, 1024)
-	for i := range ids {
-		ids[i] = strconv.Itoa(i)
-	}
-	// At most window messages in flight, below every broker's queue for a
-	// subscriber: this measures sustained throughput, not drops.
-	const window = 4096
-	var sent atomic.Int64
-	b.ReportAllocs()
-	b.ResetTimer()
-	began := time.Now()
-	var wg sync.WaitGroup
-	for range publishers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := sent.Add(1) - 1
-				if i >= int64(b.N) {
-					return
-				}
-				for i-got.Load() >= window {
-					time.Sleep(50 * time.Microsecond)
-				}
-				if err := pub.Publish(ctx, broker.Message{Topic: "bench", ID: ids[i%int64(len(ids))], Data: data}); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		b.Fatalf("received %d of %d", got.Load(), b.N)
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/time.Since(began).Seconds(), "deliveries/s")
 }
