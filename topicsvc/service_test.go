@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -187,16 +188,7 @@ func TestThreeNodes(t *testing.T) {
 			eventually(t, 10*time.Second, countIs(ctx, nd, topic, 9))
 		}
 		// A fourth node in a process of its own, killed like a crashed gateway.
-		helper := exec.Command(os.Args[0], "-test.run=^$")
-		helper.Env = append(os.Environ(), helperEnv+"=1", "TOPICSVC_TEST_ADDR="+svc.addr, "TOPICSVC_TEST_TOPIC="+topic, "TOPICSVC_TEST_COUNT=5")
-		out, err := helper.StdoutPipe()
-		must(t, err)
-		must(t, helper.Start())
-		defer func() { helper.Process.Kill(); helper.Wait() }()
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		if strings.TrimSpace(line) != "ready" {
-			t.Fatalf("helper node: %q", line)
-		}
+		helper := startHelperNode(t, svc.addr, topic, 5)
 		for _, nd := range n {
 			eventually(t, 10*time.Second, countIs(ctx, nd, topic, 14))
 		}
@@ -503,16 +495,7 @@ func TestSilentNodeForgotten(t *testing.T) {
 	ctx := testCtx(t)
 	const topic = "silent"
 	nd.SetCount(topic, 1)
-	helper := exec.Command(os.Args[0], "-test.run=^$")
-	helper.Env = append(os.Environ(), helperEnv+"=1", "TOPICSVC_TEST_ADDR="+svc.addr, "TOPICSVC_TEST_TOPIC="+topic, "TOPICSVC_TEST_COUNT=6")
-	out, err := helper.StdoutPipe()
-	must(t, err)
-	must(t, helper.Start())
-	defer func() { helper.Process.Kill(); helper.Wait() }()
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	if strings.TrimSpace(line) != "ready" {
-		t.Fatalf("helper node: %q", line)
-	}
+	helper := startHelperNode(t, svc.addr, topic, 6)
 	eventually(t, 10*time.Second, countIs(ctx, nd, topic, 7))
 	must(t, helper.Process.Signal(syscall.SIGSTOP))
 	stopped := time.Now()
@@ -535,4 +518,23 @@ func TestSilentNodeForgotten(t *testing.T) {
 		`firetower_topicsvc_node_disconnects_total{reason="heartbeat_timeout"}`: 1,
 		`firetower_topicsvc_node_disconnects_total{reason="stream_error"}`:      0,
 	}))
+}
+
+// startHelperNode starts a node in a process of its own (this test binary,
+// see TestMain) that sets count subscribers of topic at the service addr,
+// and returns once the node is ready. The process is killed when the test
+// ends, if it has not been already.
+func startHelperNode(t *testing.T, addr, topic string, count int) *exec.Cmd {
+	t.Helper()
+	helper := exec.Command(os.Args[0], "-test.run=^$")
+	helper.Env = append(os.Environ(), helperEnv+"=1", "TOPICSVC_TEST_ADDR="+addr, "TOPICSVC_TEST_TOPIC="+topic, "TOPICSVC_TEST_COUNT="+strconv.Itoa(count))
+	out, err := helper.StdoutPipe()
+	must(t, err)
+	must(t, helper.Start())
+	t.Cleanup(func() { helper.Process.Kill(); helper.Wait() })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if strings.TrimSpace(line) != "ready" {
+		t.Fatalf("helper node: %q", line)
+	}
+	return helper
 }
