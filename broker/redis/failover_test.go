@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/OSMeteor/firetower/broker"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -40,16 +39,7 @@ func TestSentinelFailover(t *testing.T) {
 		return fmt.Errorf("the Sentinel does not see a healthy replica yet: %v", rs)
 	})
 
-	url := "redis+sentinel://" + sentinel.addr + "?master_name=firetower&prefix=" + uniquePrefix()
-	open := func() broker.Broker {
-		b, err := broker.Open(url, broker.Options{})
-		must(t, err)
-		return b
-	}
-	a, b := open(), open()
-	rec := newRecorder(10000)
-	start(t, a, func(broker.Message) {})
-	start(t, b, rec.handle)
+	a, b, rec := openPair(t, "redis+sentinel://"+sentinel.addr+"?master_name=firetower&prefix="+uniquePrefix())
 	must(t, b.Subscribe(ctx, "stream"))
 	a.SetCount("stream", 1)
 	b.SetCount("stream", 2)

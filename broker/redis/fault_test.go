@@ -109,16 +109,7 @@ func (s *redisServer) kill() {
 // counts are written again, without help.
 func TestRedisRestart(t *testing.T) {
 	srv := newRedisServer(t)
-	url := "redis://" + srv.addr + "/0?prefix=" + uniquePrefix()
-	open := func() broker.Broker {
-		b, err := broker.Open(url, broker.Options{})
-		must(t, err)
-		return b
-	}
-	a, b := open(), open()
-	rec := newRecorder(10000)
-	start(t, a, func(broker.Message) {})
-	start(t, b, rec.handle)
+	a, b, rec := openPair(t, "redis://"+srv.addr+"/0?prefix="+uniquePrefix())
 	ctx := ctxFor(t, 2*time.Minute)
 	must(t, b.Subscribe(ctx, "stream"))
 	a.SetCount("stream", 1)
@@ -191,6 +182,22 @@ func TestRedisRestart(t *testing.T) {
 // publisher's messages arrive in order, so nothing but probes may come
 // first; a probe published before the subscription was back is lost, which
 // is fine.
+// openPair opens two started brokers from url: a publishes, and b
+// delivers what it receives to rec.
+func openPair(t *testing.T, url string) (a, b broker.Broker, rec *recorder) {
+	t.Helper()
+	open := func() broker.Broker {
+		b, err := broker.Open(url, broker.Options{})
+		must(t, err)
+		return b
+	}
+	a, b = open(), open()
+	rec = newRecorder(10000)
+	start(t, a, func(broker.Message) {})
+	start(t, b, rec.handle)
+	return a, b, rec
+}
+
 // awaitResumed publishes probes on topic until one reaches rec, within
 // bound of since (the moment of the fault), logs how long that took after
 // the fault, and drains the other probes.
