@@ -3,12 +3,60 @@
 //
 //	r := gin.Default()
 //	r.Use(firetower.Middleware(firetower.Config{APIToken: os.Getenv("FIRETOWER_API_TOKEN")}))
-//	r.Run(":9999")
 //
 // The middleware mounts GET /ws (WebSocket connections that subscribe to
 // topics and receive their messages), POST /publish (backends publish with
-// a bearer token) and GET /topics/:topic/count (cluster-wide online
-// counts). The wire protocol and the REST API are in DESIGN.md.
+// a bearer token), GET /topics/:topic/count (cluster-wide online counts),
+// the browser client at GET /firetower.js and /firetower.mjs, and the
+// operations routes GET /topics and /stats. Config.Prefix moves them all.
+//
+// # The protocol in short
+//
+// WebSocket text frames, one JSON object each. A client sends
+//
+//	{"type":"subscribe","topic":"a,b"}      or "topic":["a","b"]
+//	{"type":"unSubscribe","topic":"a"}
+//	{"type":"publish","topic":"a","data":<any JSON>}   offered to Config.ReadHandler
+//	{"type":"ping"}
+//
+// and the node answers
+//
+//	{"type":"subscribed","topic":["a","b"]}    before any message of those topics
+//	{"type":"unsubscribed","topic":["a"]}
+//	{"type":"publish","topic":"a","data":<JSON>,"id":"<message id>"}   each message
+//	{"type":"published","id":<client id>,"messageId":"<message id>"}   a client publish accepted
+//	{"type":"pong"}
+//	{"type":"error","code":"bad_request|forbidden|too_many_topics|rate_limited|unavailable","message":"..."}
+//
+// A client frame may carry an "id" (a string or a number); the reply to it
+// carries it back. A client that connects to /ws?batch=1 gets JSON arrays
+// of such frames, several per WebSocket frame when its queue holds more
+// than one. Topics are 1 to 256 bytes of UTF-8 without commas, whitespace
+// or control characters (ValidateTopic); in a REST path they are
+// percent-encoded: /topics/%2Fchat%2Fworld/count. Config.BareData sends
+// only the bare data of each message, as firetower v0.x servers did.
+//
+// REST: POST /publish with {"topic":"a","data":<JSON>} or
+// {"topics":["a","b"],"data":<JSON>} answers {"id":"<message id>","topics":[...]};
+// GET /topics/:topic/count answers {"topic":"a","count":N}. Errors are
+// {"error":"..."} with 400 (bad JSON or topic), 401 (wrong or missing
+// token), 403 (no token configured), 405, 413 (body over MaxBodySize) or
+// 503 (the broker cannot be reached).
+//
+// # Authorization
+//
+// WebSocket connections are open to any client of the page's own origin
+// (Config.AllowedOrigins adds others) and, with Config.Authenticate, to
+// those it accepts. Everything else that carries data — POST /publish,
+// GET /topics, GET /stats and the dashboard's feed — is authorized one
+// way: by Config.AuthorizeREST if set, else by the bearer token
+// Config.APIToken (Authorization: Bearer <token>, compared in constant
+// time). With neither configured those routes answer 403 and say how to
+// configure one: nothing is published anonymously. GET /topics/:topic/count
+// and the client's script files are public. The dashboard page itself
+// holds no data and is public; its script sends the token as a header, and
+// firetower sets no cookie, so another site cannot act with a visitor's
+// authority.
 //
 // # Concurrency
 //
@@ -33,6 +81,11 @@
 //
 // A node reaches the rest of its cluster through a broker.Broker: by
 // default the topic service embedded in the process (one node, no
-// network); topicsvc://host:port for a standalone topic service shared by
-// many nodes; redis://host:port/db with -tags redis.
+// network). Config.BrokerURL names another, and the package that
+// implements it is linked in by importing it:
+//
+//	import _ "github.com/OSMeteor/firetower/topicsvc/client" // topicsvc://host:port, a standalone topic service
+//	import _ "github.com/OSMeteor/firetower/broker/redis"    // redis://host:port/db, with -tags redis
+//
+// Prometheus metrics are in package github.com/OSMeteor/firetower/metrics.
 package firetower

@@ -10,9 +10,8 @@ var (
 	// ErrInvalidTopic reports a topic that breaks DESIGN §3's rule: 1..256
 	// bytes of UTF-8, no comma, no whitespace or control characters.
 	ErrInvalidTopic = errors.New("firetower: invalid topic")
-	// ErrTooManyTopics reports a subscribe that would take a connection
-	// over Config.MaxTopicsPerConn.
-	ErrTooManyTopics = errors.New("firetower: too many topics for one connection")
+	// ErrInvalidQuery reports a TopicsQuery that Tower.Topics refuses.
+	ErrInvalidQuery = errors.New("firetower: invalid query")
 	// ErrInvalidConfig reports a Config that New refuses.
 	ErrInvalidConfig = errors.New("firetower: invalid config")
 	// ErrShutdown reports a call on a Tower after Shutdown.

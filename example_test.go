@@ -3,8 +3,12 @@ package firetower_test
 import (
 	"context"
 	"fmt"
+	"log"
+	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/OSMeteor/firetower"
 	"github.com/gin-gonic/gin"
@@ -57,4 +61,48 @@ func ExampleFromContext() {
 	r.ServeHTTP(w, httptest.NewRequest("POST", "/orders", nil))
 	fmt.Println(w.Code)
 	// Output: 200
+}
+
+// The quick start: firetower on an existing gin app, served with timeouts
+// so that slow clients cannot hold connections open before their request
+// is in.
+func ExampleMiddleware() {
+	r := gin.Default()
+	r.Use(firetower.Middleware(firetower.Config{APIToken: os.Getenv("FIRETOWER_API_TOKEN")}))
+	r.GET("/", func(c *gin.Context) { c.String(200, "the app's own page") })
+	srv := &http.Server{
+		Addr:              ":9999",
+		Handler:           r,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	if err := srv.ListenAndServe(); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// A server-side publish, and the cluster's busiest topics.
+func ExampleTower_Topics() {
+	tower, _ := firetower.New(firetower.Config{})
+	defer tower.Shutdown(context.Background())
+	r := gin.New()
+	r.Use(tower.Middleware())
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	for _, topic := range []string{"/chat/a", "/chat/b", "/chat/b"} {
+		ws, _, _ := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
+		defer ws.Close()
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","topic":"`+topic+`"}`))
+		ws.ReadMessage() // subscribed
+	}
+	if _, err := tower.Publish(context.Background(), "/chat/b", map[string]string{"text": "hi"}); err != nil {
+		log.Fatal(err)
+	}
+	page, _ := tower.Topics(context.Background(), firetower.TopicsQuery{Limit: 10})
+	for _, t := range page.Topics {
+		fmt.Println(t.Topic, t.Count)
+	}
+	// Output:
+	// /chat/b 2
+	// /chat/a 1
 }

@@ -5,201 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"path"
-	"strings"
 	"sync"
-	"time"
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/topicsvc"
-	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 	"github.com/olahol/melody"
-	"github.com/prometheus/client_golang/prometheus"
 )
-
-// Config configures a Tower. Zero values mean the documented defaults;
-// New fills them in on a copy and never changes the caller's Config.
-type Config struct {
-	// Prefix is prepended to every route firetower mounts (/ws, /publish,
-	// /topics/:topic/count, /firetower.js): "/rt" mounts /rt/ws. It starts
-	// with "/" and does not end with one. Default: "" (routes at the root).
-	// A route the app registers itself with the same method and path wins
-	// over firetower's (logged once); a Prefix serves both.
-	Prefix string
-
-	// Broker connects the node to its cluster. Default: nil, meaning
-	// BrokerURL if set, else an embedded topic service (one node, no
-	// network). The Tower closes it on Shutdown.
-	Broker broker.Broker
-	// BrokerURL names the broker when Broker is nil: topicsvc://host:port
-	// for a standalone topic service, redis://host:port/db for Redis (built
-	// with -tags redis). Default: "" (embedded topic service).
-	BrokerURL string
-	// BrokerToken is the shared secret between nodes and a topic service.
-	// Default: "" (required for topicsvc://).
-	BrokerToken string
-
-	// APIToken is the bearer token that authorizes REST publishes
-	// (Authorization: Bearer <token>). Default: "" — without it and without
-	// AuthorizeREST, POST /publish answers 403.
-	APIToken string
-	// AuthorizeREST, if set, authorizes REST publishes instead of APIToken:
-	// a non-nil error answers 401 with its text. Default: nil.
-	AuthorizeREST func(c *gin.Context) error
-
-	// Authenticate runs before the WebSocket upgrade. A non-nil error
-	// answers 401 with its text and no upgrade happens; otherwise the
-	// returned user id is Conn.UserID. Default: nil (anyone connects).
-	Authenticate func(c *gin.Context) (userID string, err error)
-
-	// AllowedOrigins lists the origins, besides the page's own host, that
-	// may open WebSockets from a browser: host patterns in path.Match
-	// syntax, matched against the Origin's host ("example.com",
-	// "*.example.com", "localhost:*"). Default: none (same origin only).
-	AllowedOrigins []string
-	// InsecureSkipOriginCheck lets any web page open WebSockets to this
-	// node with its visitors' cookies. Only for development or when
-	// Authenticate does not rely on cookies. Default: false.
-	InsecureSkipOriginCheck bool
-
-	// OnConnect runs once a connection is open, before its first frame is
-	// read. Default: nil.
-	OnConnect func(c *Conn)
-	// OnDisconnect runs once a connection is gone, after UnSubscribeHandler.
-	// Default: nil.
-	OnDisconnect func(c *Conn)
-	// BeforeSubscribeHandler decides whether c may subscribe to topics (the
-	// ones of a subscribe frame it does not hold yet); false refuses the
-	// whole frame with a forbidden error frame. Default: nil (allowed).
-	BeforeSubscribeHandler func(c *Conn, topics []string) bool
-	// SubscribeHandler runs after a subscription is in place and its
-	// subscribed reply is queued: GetConnectNum inside it counts c.
-	// Default: nil.
-	SubscribeHandler func(c *Conn, topics []string)
-	// UnSubscribeHandler runs after c left topics: on unsubscribe, and on
-	// disconnect for every topic it still held, each topic exactly once.
-	// Default: nil.
-	UnSubscribeHandler func(c *Conn, topics []string)
-	// ReadHandler receives client publishes and frames of custom types. A
-	// publish goes out only if it returns true; for custom frames the
-	// result is ignored. Default: nil — client publishes are refused with a
-	// forbidden error frame and custom frames with bad_request; backends
-	// publish over REST or Tower.Publish.
-	ReadHandler func(c *Conn, f *Frame) bool
-	// ReadTimeoutHandler is told of each frame dropped because c sends
-	// faster than InboundRate allows (c also gets a rate_limited error
-	// frame). frame must not be kept after it returns. Default: nil.
-	ReadTimeoutHandler func(c *Conn, frame []byte)
-
-	// BareData makes publish frames carry only the published data, as
-	// firetower v0.x servers did, for pages written against them; such
-	// connections also get no subscribed/unsubscribed replies. Default:
-	// false.
-	BareData bool
-
-	// MaxFrameSize is the largest client frame in bytes; a larger one
-	// closes the connection with status 1009. Default: 65536.
-	MaxFrameSize int64
-	// MaxTopicsPerConn bounds one connection's subscriptions. Default: 128.
-	MaxTopicsPerConn int
-	// InboundRate is how many frames per second one connection may send on
-	// average. Default: 100.
-	InboundRate float64
-	// InboundBurst is how many frames one connection may send at once.
-	// Default: 200.
-	InboundBurst int
-	// MaxBodySize bounds a REST request body in bytes; larger answers 413.
-	// Default: 1 MiB.
-	MaxBodySize int64
-	// SendQueueSize bounds the frames waiting to be written to one
-	// connection; a connection whose queue is full is closed (status 1008)
-	// rather than slowing publishes. Default: 1024.
-	SendQueueSize int
-	// WriteTimeout bounds one write to a connection: a write that blocks
-	// for between half of it and all of it fails, and the connection is
-	// closed. Default: 10s.
-	WriteTimeout time.Duration
-	// PingInterval is how often the node pings each connection. Default: 25s.
-	PingInterval time.Duration
-	// PongTimeout closes a connection that has not answered a ping for
-	// this long. It must exceed PingInterval. Default: 60s.
-	PongTimeout time.Duration
-	// BrokerTimeout bounds the broker calls a connection's frame or a REST
-	// request makes. Default: 5s.
-	BrokerTimeout time.Duration
-
-	// Dashboard serves the live operations page at {prefix}/dashboard.
-	// The page itself holds no data; its figures come from
-	// {prefix}/dashboard/events, authorized like REST publish (see
-	// (*Tower).Middleware). GET {prefix}/topics and {prefix}/stats are
-	// served either way. Default: false.
-	Dashboard bool
-	// Metrics, if set, receives a collector of the node's figures
-	// (firetower_connections, firetower_messages_delivered_total, ...),
-	// read at scrape time at no cost per message; Shutdown unregisters it.
-	// Wrap it with prometheus.WrapRegistererWith to label the node.
-	// Default: nil (no metrics; nothing is registered globally).
-	Metrics prometheus.Registerer
-
-	// Logger receives firetower's logs. Default: nil (discarded).
-	Logger *slog.Logger
-}
-
-func (cfg Config) withDefaults() (Config, error) {
-	def := func(v *int, d int) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	def64 := func(v *int64, d int64) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	defDur := func(v *time.Duration, d time.Duration) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	def64(&cfg.MaxFrameSize, 64<<10)
-	def(&cfg.MaxTopicsPerConn, 128)
-	if cfg.InboundRate == 0 {
-		cfg.InboundRate = 100
-	}
-	def(&cfg.InboundBurst, 200)
-	def64(&cfg.MaxBodySize, 1<<20)
-	def(&cfg.SendQueueSize, 1024)
-	defDur(&cfg.WriteTimeout, 10*time.Second)
-	defDur(&cfg.PingInterval, 25*time.Second)
-	defDur(&cfg.PongTimeout, 60*time.Second)
-	defDur(&cfg.BrokerTimeout, 5*time.Second)
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	cfg.AllowedOrigins = append([]string(nil), cfg.AllowedOrigins...)
-
-	bad := func(format string, args ...any) (Config, error) {
-		return cfg, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
-	}
-	switch {
-	case cfg.Prefix != "" && (!strings.HasPrefix(cfg.Prefix, "/") || strings.HasSuffix(cfg.Prefix, "/")):
-		return bad("Prefix %q must start with / and not end with /", cfg.Prefix)
-	case cfg.MaxFrameSize < 0, cfg.MaxTopicsPerConn < 0, cfg.InboundRate < 0, cfg.InboundBurst < 0,
-		cfg.MaxBodySize < 0, cfg.SendQueueSize < 0, cfg.WriteTimeout < 0, cfg.PingInterval < 0, cfg.BrokerTimeout < 0:
-		return bad("limits and durations must not be negative")
-	case cfg.PongTimeout <= cfg.PingInterval:
-		return bad("PongTimeout (%v) must exceed PingInterval (%v)", cfg.PongTimeout, cfg.PingInterval)
-	case cfg.Broker != nil && cfg.BrokerURL != "":
-		return bad("set Broker or BrokerURL, not both")
-	}
-	for _, p := range cfg.AllowedOrigins {
-		if _, err := path.Match(p, ""); err != nil {
-			return bad("AllowedOrigins pattern %q: %v", p, err)
-		}
-	}
-	return cfg, nil
-}
 
 // Tower is one firetower node: its WebSocket connections, their topic
 // index, and its broker. Its methods are safe for concurrent use.
@@ -207,12 +19,12 @@ type Tower struct {
 	cfg    Config
 	log    *slog.Logger
 	broker broker.Broker
-	hub    *hub
-	melody *melody.Melody
-	routes routes
-	// shadowed holds the "METHOD path" of firetower routes the app
-	// registered itself, logged once each.
-	shadowed sync.Map
+	// brokerInProcess: the broker's calls never wait (broker.InProcess),
+	// so a REST publish needs no BrokerTimeout timer around them.
+	brokerInProcess bool
+	hub             *hub
+	melody          *melody.Melody
+	routes          *routes
 
 	mu       sync.Mutex
 	closing  bool
@@ -224,7 +36,10 @@ type Tower struct {
 	shutdownErr  error
 
 	stats stats
-	ops   *ops // the operations routes and metrics (ops.go)
+	ops   *ops // the operations routes (ops.go)
+
+	onShutdown []func() // guarded by mu; run by Shutdown
+	hooksRun   bool     // guarded by mu; Shutdown ran the hooks
 
 	pinger    sync.Once     // starts housekeeping with the first connection
 	stopPings chan struct{} // closed by Shutdown
@@ -251,18 +66,18 @@ func New(cfg Config) (*Tower, error) {
 		cfg:          cfg,
 		log:          cfg.Logger,
 		broker:       b,
-		routes:       newRoutes(cfg.Prefix),
 		conns:        map[*Conn]struct{}{},
 		shutdownDone: make(chan struct{}),
 		stopPings:    make(chan struct{}),
 	}
-	t.hub = newHub(b, cfg.BareData, &t.stats)
-	if err := t.startOps(); err != nil {
-		b.Close()
-		return nil, err
+	if ip, ok := b.(interface{ InProcess() bool }); ok {
+		t.brokerInProcess = ip.InProcess()
 	}
+	t.hub = newHub(b, cfg.BareData, &t.stats)
+	t.ops = newOps(t)
+	t.routes = t.newRoutes()
 	if err := b.Start(t.hub.deliver); err != nil {
-		t.stopOps()
+		t.ops.stop()
 		b.Close()
 		return nil, fmt.Errorf("firetower: starting the broker: %w", err)
 	}
@@ -325,8 +140,28 @@ func (t *Tower) GetConnectNum(ctx context.Context, topic string) (int, error) {
 // to topic, without asking the broker.
 func (t *Tower) LocalConnectNum(topic string) int { return t.hub.count(topic) }
 
-// Broker returns the node's broker.
+// Broker returns the node's broker, for what the Tower does not wrap: its
+// optional capabilities (broker.StatsReporter, broker.NodeLister, ...) and
+// its own methods. Messages published through it directly skip the
+// Tower's validation and figures (Stats, metrics), and subscriptions made
+// through it are not the Tower's: publish with Publish and PublishTopics.
 func (t *Tower) Broker() broker.Broker { return t.broker }
+
+// RegisterOnShutdown registers f to run once Shutdown has closed the
+// connections and the broker, as net/http's Server.RegisterOnShutdown
+// does; packages that attach to a Tower (its metrics, say) detach with it.
+// Shutdown runs f before it returns (unless its context ends first). If
+// the Tower is already shut down, f runs now.
+func (t *Tower) RegisterOnShutdown(f func()) {
+	t.mu.Lock()
+	if !t.hooksRun {
+		t.onShutdown = append(t.onShutdown, f)
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	f()
+}
 
 func (t *Tower) isClosing() bool {
 	t.mu.Lock()
@@ -355,8 +190,20 @@ func (t *Tower) Shutdown(ctx context.Context) error {
 		}
 		go func() {
 			t.handlers.Wait()
-			t.stopOps()
+			t.ops.stop()
 			t.shutdownErr = t.broker.Close()
+			for {
+				t.mu.Lock()
+				hooks := t.onShutdown
+				t.onShutdown, t.hooksRun = nil, len(hooks) == 0
+				t.mu.Unlock()
+				if len(hooks) == 0 {
+					break
+				}
+				for _, f := range hooks {
+					f()
+				}
+			}
 			close(t.shutdownDone)
 		}()
 	})

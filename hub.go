@@ -31,6 +31,12 @@ type hub struct {
 	stats *stats
 }
 
+// Lock order, for the locks a delivery holds at once: the topic service
+// core's shard lock (the embedded broker calls deliver under its read
+// lock), then hubShard.mu (read), then each subscriber's send queue lock
+// (sendQueue.qmu, writer.go). No code takes them in another order. The
+// per-topic locks of hub.locks are taken before any of them and held
+// across broker calls.
 type hubShard struct {
 	mu     sync.RWMutex
 	topics map[string]*subscribers

@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
-	"strings"
 	"testing"
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/topicsvc"
-	"github.com/gin-gonic/gin"
 )
 
 // benchConn is a subscriber whose writer runs as usual but drops the
@@ -69,32 +67,6 @@ func BenchmarkPublishEmbedded(b *testing.B) {
 	for range b.N {
 		if _, err := tower.Publish(b.Context(), "bench", "hello"); err != nil {
 			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkRESTPublish is a POST /publish through the gin engine to a
-// topic with 10 local subscribers, without the network.
-func BenchmarkRESTPublish(b *testing.B) {
-	tower, err := New(Config{APIToken: "t", SendQueueSize: 1 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { tower.Shutdown(context.Background()) })
-	for range 10 {
-		tower.hub.subscribe(b.Context(), benchConn(b, tower), "/room/1")
-	}
-	r := gin.New()
-	r.Use(tower.Middleware())
-	body := `{"topic":"/room/1","data":{"ts":1732500000000000000,"seq":1,"p":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}`
-	b.ReportAllocs()
-	for range b.N {
-		req := httptest.NewRequest("POST", "/publish", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer t")
-		w := httptest.NewRecorder()
-		r.ServeHTTP(w, req)
-		if w.Code != 200 {
-			b.Fatal(w.Code, w.Body.String())
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package firetower
 
 import (
+	"log/slog"
 	"net/http"
 	"strings"
 
@@ -25,68 +26,55 @@ func Middleware(cfg Config) gin.HandlerFunc {
 // GET {prefix}/ws, POST {prefix}/publish, GET {prefix}/topics/:topic/count,
 // GET {prefix}/firetower.js (and .mjs, .d.ts), the operations routes
 // GET {prefix}/topics and {prefix}/stats, and with Config.Dashboard
-// {prefix}/dashboard (ops.go explains how the page is authorized) —
-// and passes every other request on to the app untouched. Install it with
-// r.Use before the app's routes so FromContext works in their handlers;
-// firetower's own routes work wherever it is installed, since gin runs
-// global middleware for unmatched paths too.
+// {prefix}/dashboard — and passes every other request on to the app
+// untouched. Install it with r.Use before the app's routes so FromContext
+// works in their handlers; firetower's own routes work wherever it is
+// installed, since gin runs global middleware for unmatched paths too.
+//
+// A route the app registered itself with exactly the method and path of
+// one of firetower's wins, and firetower logs once, at warn level, that
+// its own is shadowed (Config.Prefix serves both). Only an exact, static
+// match counts, so an app's catch-all route (GET /*any) never hides
+// firetower's.
 func (t *Tower) Middleware() gin.HandlerFunc {
+	r := t.routes
 	return func(c *gin.Context) {
-		p := c.Request.URL.Path
-		if !strings.HasPrefix(p, t.routes.prefix) || t.appOwns(c, p) {
+		if !strings.HasPrefix(c.Request.URL.Path, r.prefix) {
 			c.Set(towerKey, t)
 			c.Next()
 			return
 		}
-		switch p {
-		case t.routes.ws:
-			if !allowMethod(c, http.MethodGet) {
-				return
-			}
-			t.serveWS(c)
-			c.Abort()
-			return
-		case t.routes.publish:
-			if !allowMethod(c, http.MethodPost) {
-				return
-			}
-			t.servePublish(c)
-			c.Abort()
+		rt, arg, ok := r.match(c.Request)
+		if !ok || r.appOwns(c, rt, t.log) || (rt.passOthers && c.Request.Method != rt.method) {
+			c.Set(towerKey, t)
+			c.Next()
 			return
 		}
-		if f, ok := clientAssets[p[len(t.routes.prefix):]]; ok && c.Request.Method == http.MethodGet {
-			serveClient(c, f)
+		if c.Request.Method != rt.method {
+			c.Header("Allow", rt.method)
+			jsonError(c, http.StatusMethodNotAllowed, "use "+rt.method)
 			return
 		}
-		if t.serveOps(c, p) {
-			c.Abort()
-			return
-		}
-		if topic, ok := t.routes.countTopic(c.Request.URL.EscapedPath()); ok {
-			if !allowMethod(c, http.MethodGet) {
-				return
-			}
-			t.serveCount(c, topic)
-			c.Abort()
-			return
-		}
-		c.Set(towerKey, t)
-		c.Next()
+		rt.serve(c, arg)
+		c.Abort()
 	}
 }
 
-// appOwns reports whether the app registered a route of exactly this
-// method and path (GET /stats, say, with an empty prefix): the app's route
-// wins over firetower's, and firetower logs once that its own is shadowed.
-// Only an exact, static match counts, so an app's catch-all route
-// (GET /*any) never hides firetower's.
-func (t *Tower) appOwns(c *gin.Context, p string) bool {
+// appOwns reports whether the app registered a static route of exactly
+// this request's method and path, which is one of firetower's: the app's
+// route wins. Where firetower serves that method too, firetower logs once
+// that its own route is shadowed.
+func (r *routes) appOwns(c *gin.Context, rt route, log *slog.Logger) bool {
+	p := c.Request.URL.Path
 	if full := c.FullPath(); full == "" || full != p {
 		return false
 	}
+	if c.Request.Method != rt.method {
+		return true // the app's route of another method: no collision
+	}
 	key := c.Request.Method + " " + p
-	if _, warned := t.shadowed.LoadOrStore(key, true); !warned {
-		t.log.Warn("firetower: the app's own route shadows firetower's; set Config.Prefix to serve both",
+	if _, warned := r.shadowed.LoadOrStore(key, true); !warned {
+		log.Warn("firetower: the app's own route shadows firetower's; set Config.Prefix to serve both",
 			"route", key)
 	}
 	return true
@@ -98,34 +86,4 @@ func FromContext(c *gin.Context) *Tower {
 	v, _ := c.Get(towerKey)
 	t, _ := v.(*Tower)
 	return t
-}
-
-func allowMethod(c *gin.Context, method string) bool {
-	if c.Request.Method == method {
-		return true
-	}
-	c.Header("Allow", method)
-	jsonError(c, http.StatusMethodNotAllowed, "use "+method)
-	return false
-}
-
-// routes are the Tower's paths, computed once.
-type routes struct {
-	prefix, ws, publish, topics string
-}
-
-func newRoutes(prefix string) routes {
-	return routes{prefix: prefix, ws: prefix + "/ws", publish: prefix + "/publish", topics: prefix + "/topics/"}
-}
-
-// countTopic extracts the still percent-encoded topic of
-// {prefix}/topics/<topic>/count from an escaped path. The topic may
-// contain unencoded slashes: /topics//chat/world/count is /chat/world.
-func (r routes) countTopic(escapedPath string) (string, bool) {
-	rest, ok := strings.CutPrefix(escapedPath, r.topics)
-	if !ok {
-		return "", false
-	}
-	topic, ok := strings.CutSuffix(rest, "/count")
-	return topic, ok && topic != ""
 }

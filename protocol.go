@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/OSMeteor/firetower/internal/jsonstr"
 )
 
 // MaxTopicLen is the longest topic, in bytes.
@@ -205,11 +207,11 @@ func ValidateTopic(topic string) error {
 // {"type":"publish","topic":...,"data":...,"id":...}.
 func appendPublishFrame(b []byte, topic, id string, data []byte) []byte {
 	b = append(b, `{"type":"publish","topic":`...)
-	b = appendString(b, topic)
+	b = jsonstr.Append(b, topic)
 	b = append(b, `,"data":`...)
 	b = append(b, data...)
 	b = append(b, `,"id":`...)
-	b = appendString(b, id)
+	b = jsonstr.Append(b, id)
 	return append(b, '}')
 }
 
@@ -233,36 +235,4 @@ func encodeReply(r replyFrame) []byte {
 
 func errorFrame(e *protocolError, id json.RawMessage) []byte {
 	return encodeReply(replyFrame{Type: TypeError, Code: e.code, Message: e.message, Topic: e.topic, ID: id})
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string. Topics and ids are valid UTF-8
-// (topics are validated, ids are generated), so only quotes, backslashes
-// and control characters need escaping.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		}
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,33 +17,6 @@ import (
 	"github.com/OSMeteor/firetower/topicsvc"
 	"github.com/gin-gonic/gin"
 )
-
-func TestRESTPassesOtherRequestsThrough(t *testing.T) {
-	s := newServer(t, Config{Prefix: "/rt"})
-	resp, err := http.Get(s.URL + "/app")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, 64)
-	n, _ := resp.Body.Read(body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || string(body[:n]) != "app:true" {
-		t.Fatalf("app route: %d %q", resp.StatusCode, body[:n])
-	}
-	for _, p := range []string{"/nope", "/ws", "/publish", "/rt/other", "/rt/topics/a"} {
-		resp, err := http.Get(s.URL + p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound {
-			t.Errorf("GET %s: %d, want the app's 404", p, resp.StatusCode)
-		}
-	}
-	if code, body := get(t, s, "/topics/a/count"); code != 200 || body["count"] != float64(0) {
-		t.Fatalf("count under the prefix: %d %v", code, body)
-	}
-}
 
 func TestRESTAuthorization(t *testing.T) {
 	none := newServer(t, Config{})
@@ -163,31 +137,6 @@ func TestBrokerUnavailable(t *testing.T) {
 	c.subscribe("up")
 }
 
-func TestServesTheJSClient(t *testing.T) {
-	s := newServer(t, Config{Prefix: "/rt"})
-	for name, want := range map[string]string{"/rt/firetower.js": "globalThis.firetower", "/rt/firetower.mjs": "export", "/rt/firetower.d.ts": "connect"} {
-		resp, err := http.Get(s.URL + name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.Contains(string(body), want) || !strings.Contains(resp.Header.Get("Content-Type"), "script") {
-			t.Fatalf("%s: %d %s %.60q", name, resp.StatusCode, resp.Header.Get("Content-Type"), body)
-		}
-		req, _ := http.NewRequest("GET", s.URL+name, nil)
-		req.Header.Set("If-None-Match", resp.Header.Get("ETag"))
-		resp, err = http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotModified {
-			t.Fatalf("%s revalidated: %d", name, resp.StatusCode)
-		}
-	}
-}
-
 // TestRESTBodyLimit checks the 413 at the byte, for bodies whose length is
 // announced and for chunked ones, whose length is not.
 func TestRESTBodyLimit(t *testing.T) {
@@ -280,5 +229,31 @@ func TestRESTPublishBrokerTimeout(t *testing.T) {
 	}
 	if !<-deadlines {
 		t.Fatal("the broker's context had no deadline")
+	}
+}
+
+// BenchmarkRESTPublish is a POST /publish through the gin engine to a
+// topic with 10 local subscribers, without the network.
+func BenchmarkRESTPublish(b *testing.B) {
+	tower, err := New(Config{APIToken: "t", SendQueueSize: 1 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { tower.Shutdown(context.Background()) })
+	for range 10 {
+		tower.hub.subscribe(b.Context(), benchConn(b, tower), "/room/1")
+	}
+	r := gin.New()
+	r.Use(tower.Middleware())
+	body := `{"topic":"/room/1","data":{"ts":1732500000000000000,"seq":1,"p":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}`
+	b.ReportAllocs()
+	for range b.N {
+		req := httptest.NewRequest("POST", "/publish", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer t")
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		if w.Code != 200 {
+			b.Fatal(w.Code, w.Body.String())
+		}
 	}
 }

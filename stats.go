@@ -28,22 +28,6 @@ type stats struct {
 	latency     histogram // from a frame's queueing to its write, per batch
 }
 
-// DisconnectReason says why a connection ended.
-type DisconnectReason int
-
-const (
-	DisconnectClient   DisconnectReason = iota // the client closed or went away
-	DisconnectSlow                             // its send queue was full
-	DisconnectShutdown                         // the Tower shut down
-	DisconnectServer                           // Conn.Close
-	DisconnectError                            // a write failed or timed out
-	numDisconnectReasons
-)
-
-func (r DisconnectReason) String() string {
-	return [...]string{"client", "slow", "shutdown", "server", "write_error"}[r]
-}
-
 // Stats is a snapshot of a node's figures since it started. Counters only
 // grow; the "now" figures are gauges.
 type Stats struct {
@@ -64,12 +48,17 @@ type Stats struct {
 
 	Disconnects map[string]int64 `json:"disconnects"` // by reason
 
-	// Latency from queueing a frame to finishing its write, observed once
-	// per write: bucket upper bounds in seconds, cumulative counts.
-	LatencyBuckets []float64 `json:"latencyBuckets"`
-	LatencyCounts  []uint64  `json:"latencyCounts"`
-	LatencyCount   uint64    `json:"latencyCount"`
-	LatencySum     float64   `json:"latencySum"` // seconds
+	// Latency is the time from queueing a frame to finishing its write,
+	// observed once per write.
+	Latency Latency `json:"latency"`
+}
+
+// Latency is a fixed-bucket histogram of durations.
+type Latency struct {
+	Buckets []float64 `json:"buckets"` // upper bounds, in seconds
+	Counts  []uint64  `json:"counts"`  // cumulative: observations up to each bound
+	Count   uint64    `json:"count"`   // all observations, those over the last bound too
+	Sum     float64   `json:"sum"`     // of all observations, in seconds
 }
 
 // Stats returns the node's figures now.
@@ -92,10 +81,10 @@ func (t *Tower) Stats() Stats {
 		BrokerErrors:     s.brokerErrors.Load(),
 		Disconnects:      map[string]int64{},
 	}
-	for r := range numDisconnectReasons {
+	for r := DisconnectClient; r < numDisconnectReasons; r++ {
 		out.Disconnects[r.String()] = s.disconnects[r].Load()
 	}
-	out.LatencyBuckets, out.LatencyCounts, out.LatencyCount, out.LatencySum = s.latency.snapshot()
+	out.Latency = s.latency.snapshot()
 	return out
 }
 
@@ -118,14 +107,18 @@ func (h *histogram) observe(d time.Duration) {
 	h.sumNs.Add(int64(d))
 }
 
-// snapshot returns cumulative counts per bucket, the total and the sum.
-func (h *histogram) snapshot() (bounds []float64, cumulative []uint64, count uint64, sum float64) {
-	cumulative = make([]uint64, len(latencyBuckets))
+// snapshot returns the histogram's figures now.
+func (h *histogram) snapshot() Latency {
+	cumulative := make([]uint64, len(latencyBuckets))
 	var running uint64
 	for i := range latencyBuckets {
 		running += h.counts[i].Load()
 		cumulative[i] = running
 	}
-	count = running + h.counts[len(latencyBuckets)].Load()
-	return append([]float64(nil), latencyBuckets...), cumulative, count, float64(h.sumNs.Load()) / 1e9
+	return Latency{
+		Buckets: append([]float64(nil), latencyBuckets...),
+		Counts:  cumulative,
+		Count:   running + h.counts[len(latencyBuckets)].Load(),
+		Sum:     float64(h.sumNs.Load()) / 1e9,
+	}
 }

@@ -4,173 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 )
-
-func TestSubscribeReceivePublish(t *testing.T) {
-	s := newServer(t, Config{APIToken: testToken})
-	c := dial(t, s, "", nil)
-
-	// A firetower v0 client: comma-separated topics and "data":"".
-	c.send(`{"type":"subscribe","topic":"/chat/world,/chat/2","data":"","id":7}`)
-	f := c.expect(TypeSubscribed)
-	if got := f.topics(); !slices.Equal(got, []string{"/chat/world", "/chat/2"}) || string(f.ID) != "7" {
-		t.Fatalf("subscribed %s", f.raw)
-	}
-	// The array form.
-	c.send(`{"type":"subscribe","topic":["a","b"],"id":"s2"}`)
-	if f := c.expect(TypeSubscribed); !slices.Equal(f.topics(), []string{"a", "b"}) || string(f.ID) != `"s2"` {
-		t.Fatalf("subscribed %s", f.raw)
-	}
-
-	// Data travels as raw JSON: a large integer and unicode arrive as sent.
-	data := `{"n":12345678901234567890,"text":"héllo 世界 \u2028","nested":[1,{"a":null}]}`
-	code, body := post(t, s, "/publish", testToken, `{"topic":"/chat/2","data":`+data+`}`)
-	if code != http.StatusOK {
-		t.Fatalf("publish: %d %v", code, body)
-	}
-	f = c.expect(TypePublish)
-	if string(f.Data) != data {
-		t.Fatalf("data arrived as %s, want %s", f.Data, data)
-	}
-	var id string
-	json.Unmarshal(f.ID, &id)
-	if id != body["id"] || len(id) != 36 {
-		t.Fatalf("message id %q, REST answered %v", id, body["id"])
-	}
-	if got := f.topics(); !slices.Equal(got, []string{"/chat/2"}) {
-		t.Fatalf("topic %s", f.Topic)
-	}
-
-	// One REST publish to several topics: one message id, one frame per topic.
-	code, body = post(t, s, "/publish", testToken, `{"topics":["a","b","nobody"],"data":"x"}`)
-	if code != http.StatusOK {
-		t.Fatalf("publish: %d %v", code, body)
-	}
-	got := map[string]string{}
-	for range 2 {
-		f := c.expect(TypePublish)
-		var mid string
-		json.Unmarshal(f.ID, &mid)
-		got[f.topics()[0]] = mid
-	}
-	if got["a"] != body["id"] || got["b"] != body["id"] {
-		t.Fatalf("frames %v, id %v", got, body["id"])
-	}
-	c.quiet(100 * time.Millisecond)
-}
-
-func TestUnsubscribe(t *testing.T) {
-	var mu sync.Mutex
-	var left [][]string
-	s := newServer(t, Config{UnSubscribeHandler: func(_ *Conn, topics []string) {
-		mu.Lock()
-		left = append(left, topics)
-		mu.Unlock()
-	}})
-	c := dial(t, s, "", nil)
-	c.subscribe("a", "b", "c")
-	c.send(`{"type":"unSubscribe","topic":"a","id":1}`)
-	if f := c.expect(TypeUnsubscribed); !slices.Equal(f.topics(), []string{"a"}) || string(f.ID) != "1" {
-		t.Fatalf("unsubscribed %s", f.raw)
-	}
-	c.send(`{"type":"unsubscribe","topic":["b","never"]}`) // lower-case spelling; a topic not held is ignored
-	c.expect(TypeUnsubscribed)
-	ctx := context.Background()
-	for _, topic := range []string{"a", "b"} {
-		if _, err := s.tower.Publish(ctx, topic, 1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.tower.Publish(ctx, "c", "still")
-	if f := c.expect(TypePublish); string(f.Data) != `"still"` {
-		t.Fatalf("got %s", f.raw)
-	}
-	if n, _ := s.tower.GetConnectNum(ctx, "a"); n != 0 {
-		t.Fatalf("count of a = %d after unsubscribe", n)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(left) != 2 || !slices.Equal(left[0], []string{"a"}) || !slices.Equal(left[1], []string{"b"}) {
-		t.Fatalf("UnSubscribeHandler calls %v", left)
-	}
-}
-
-func TestPingPong(t *testing.T) {
-	s := newServer(t, Config{})
-	c := dial(t, s, "", nil)
-	c.send(`{"type":"ping"}`)
-	if f := c.expect(TypePong); f.ID != nil {
-		t.Fatalf("pong %s", f.raw)
-	}
-	c.send(`{"type":"ping","id":42}`)
-	if f := c.expect(TypePong); string(f.ID) != "42" {
-		t.Fatalf("pong %s", f.raw)
-	}
-}
-
-// TestBadInput sends every kind of bad frame; each gets its error frame
-// and the connection stays usable.
-func TestBadInput(t *testing.T) {
-	s := newServer(t, Config{MaxTopicsPerConn: 3})
-	c := dial(t, s, "", nil)
-	long := strings.Repeat("x", MaxTopicLen+1)
-	cases := []struct{ frame, code, id string }{
-		{`not json`, CodeBadRequest, ""},
-		{`{"type":"subscribe","topic":"a"`, CodeBadRequest, ""},
-		{`[1,2]`, CodeBadRequest, ""},
-		{`"hello"`, CodeBadRequest, ""},
-		{`{}`, CodeBadRequest, ""},
-		{`{"type":5}`, CodeBadRequest, ""},
-		{`{"type":"subscribe","id":"m"}`, CodeBadRequest, `"m"`},
-		{`{"type":"subscribe","topic":5,"id":9}`, CodeBadRequest, "9"},
-		{`{"type":"subscribe","topic":[1]}`, CodeBadRequest, ""},
-		{`{"type":"subscribe","topic":""}`, CodeBadRequest, ""},
-		{`{"type":"subscribe","topic":","}`, CodeBadRequest, ""},
-		{`{"type":"subscribe","topic":["a b"]}`, CodeBadRequest, ""},
-		{`{"type":"subscribe","topic":["a,b"]}`, CodeBadRequest, ""},
-		{`{"type":"subscribe","topic":["tab\there"]}`, CodeBadRequest, ""},
-		{`{"type":"subscribe","topic":["nul\u0000"]}`, CodeBadRequest, ""},
-		{`{"type":"subscribe","topic":["` + long + `"]}`, CodeBadRequest, ""},
-		{"{\"type\":\"subscribe\",\"topic\":\"\xff\xfe\"}", CodeBadRequest, ""},
-		{`{"type":"subscribe","topic":"a","id":{"x":1}}`, CodeBadRequest, ""},
-		{`{"type":"publish","topic":"a","id":3}`, CodeBadRequest, "3"}, // no data
-		{`{"type":"publish","topic":"a","data":1,"id":4}`, CodeForbidden, "4"},
-		{`{"type":"custom","id":5}`, CodeBadRequest, "5"},
-		{`{"type":"subscribe","topic":["a","b","c","d"],"id":6}`, CodeTooManyTopics, "6"},
-	}
-	for _, tc := range cases {
-		c.send(tc.frame)
-		f := c.expectError(tc.code)
-		if string(f.ID) != tc.id {
-			t.Errorf("frame %s: error id %s, want %s", tc.frame, f.ID, tc.id)
-		}
-		c.alive()
-	}
-	// Binary frames are refused, and the connection stays.
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, []byte{1, 2, 3}); err != nil {
-		t.Fatal(err)
-	}
-	c.expectError(CodeBadRequest)
-	// Too many topics counts the topics already held.
-	c.subscribe("a", "b")
-	c.send(`{"type":"subscribe","topic":"c,d"}`)
-	if f := c.expectError(CodeTooManyTopics); !slices.Equal(f.topics(), []string{"c", "d"}) {
-		t.Fatalf("error %s", f.raw)
-	}
-	c.subscribe("a", "c") // a is held already: this one fits
-	c.alive()
-}
 
 func TestOversizeFrameCloses1009(t *testing.T) {
 	s := newServer(t, Config{MaxFrameSize: 1024})
@@ -184,133 +28,6 @@ func TestOversizeFrameCloses1009(t *testing.T) {
 		t.Fatalf("closed with %v, want 1009", err)
 	}
 	ok.alive() // the server and the others are fine
-}
-
-func TestRateLimit(t *testing.T) {
-	var mu sync.Mutex
-	var dropped []string
-	s := newServer(t, Config{InboundRate: 0.001, InboundBurst: 3, ReadTimeoutHandler: func(_ *Conn, frame []byte) {
-		mu.Lock()
-		dropped = append(dropped, string(frame))
-		mu.Unlock()
-	}})
-	c := dial(t, s, "", nil)
-	for i := range 5 {
-		c.send(fmt.Sprintf(`{"type":"ping","id":%d}`, i))
-	}
-	for i := range 3 {
-		if f := c.expect(TypePong); string(f.ID) != fmt.Sprint(i) {
-			t.Fatalf("pong %s", f.raw)
-		}
-	}
-	c.expectError(CodeRateLimited)
-	c.expectError(CodeRateLimited)
-	mu.Lock()
-	defer mu.Unlock()
-	if len(dropped) != 2 || dropped[0] != `{"type":"ping","id":3}` {
-		t.Fatalf("ReadTimeoutHandler saw %q", dropped)
-	}
-}
-
-func TestCallbackOrder(t *testing.T) {
-	var mu sync.Mutex
-	var events []string
-	record := func(format string, args ...any) {
-		mu.Lock()
-		events = append(events, fmt.Sprintf(format, args...))
-		mu.Unlock()
-	}
-	disconnected := make(chan struct{})
-	cfg := Config{
-		OnConnect: func(c *Conn) { record("connect user=%s", c.UserID()) },
-		BeforeSubscribeHandler: func(c *Conn, topics []string) bool {
-			n, _ := c.Tower().GetConnectNum(context.Background(), topics[0])
-			record("before %v count=%d", topics, n)
-			return true
-		},
-		SubscribeHandler: func(c *Conn, topics []string) {
-			n, _ := c.Tower().GetConnectNum(context.Background(), topics[0])
-			record("subscribe %v count=%d held=%v", topics, n, c.Topics())
-		},
-		ReadHandler: func(c *Conn, f *Frame) bool {
-			record("read %s %v", f.Type, f.Topics)
-			return true
-		},
-		UnSubscribeHandler: func(c *Conn, topics []string) { record("unsubscribe %v", topics) },
-		OnDisconnect:       func(c *Conn) { record("disconnect"); close(disconnected) },
-		Authenticate:       func(*gin.Context) (string, error) { return "u1", nil },
-	}
-	s := newServer(t, cfg)
-	c := dial(t, s, "", nil)
-	c.subscribe("t1")
-	c.send(`{"type":"publish","topic":"t1","data":1}`)
-	c.expect(TypePublish)
-	c.send(`{"type":"hello","data":{}}`)
-	c.send(`{"type":"unSubscribe","topic":"t1"}`)
-	c.expect(TypeUnsubscribed)
-	c.subscribe("t2", "t3")
-	c.ws.Close()
-	<-disconnected
-	want := []string{
-		"connect user=u1",
-		"before [t1] count=0",
-		"subscribe [t1] count=1 held=[t1]",
-		"read publish [t1]",
-		"read hello []",
-		"unsubscribe [t1]",
-		"before [t2 t3] count=0",
-		"subscribe [t2 t3] count=1 held=[t2 t3]",
-		"unsubscribe [t2 t3]",
-		"disconnect",
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if !slices.Equal(events, want) {
-		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(events, "\n"), strings.Join(want, "\n"))
-	}
-}
-
-func TestBeforeSubscribeRefuses(t *testing.T) {
-	s := newServer(t, Config{BeforeSubscribeHandler: func(_ *Conn, topics []string) bool {
-		return !slices.Contains(topics, "/private")
-	}})
-	c := dial(t, s, "", nil)
-	c.send(`{"type":"subscribe","topic":"/public,/private","id":1}`)
-	f := c.expectError(CodeForbidden)
-	if string(f.ID) != "1" {
-		t.Fatalf("error %s", f.raw)
-	}
-	if n := s.tower.LocalConnectNum("/public"); n != 0 {
-		t.Fatalf("a refused frame subscribed /public (%d)", n)
-	}
-	c.subscribe("/public")
-}
-
-func TestClientPublish(t *testing.T) {
-	s := newServer(t, Config{ReadHandler: func(_ *Conn, f *Frame) bool {
-		return f.Type == TypePublish && !strings.HasPrefix(f.Topics[0], "/readonly")
-	}})
-	a := dial(t, s, "", nil)
-	b := dial(t, s, "", nil)
-	b.subscribe("/room", "/readonly")
-	// A publisher that is also a subscriber gets the ack first.
-	b.send(`{"type":"publish","topic":"/room","data":0,"id":"self"}`)
-	b.expect(TypePublished)
-	b.expect(TypePublish)
-	a.send(`{"type":"publish","topic":"/room","data":{"text":"hi"},"id":"p1"}`)
-	ack := a.expect(TypePublished)
-	msg := b.expect(TypePublish)
-	var mid string
-	json.Unmarshal(msg.ID, &mid)
-	if string(ack.ID) != `"p1"` || ack.MessageID != mid || string(msg.Data) != `{"text":"hi"}` {
-		t.Fatalf("ack %s, message %s", ack.raw, msg.raw)
-	}
-	a.send(`{"type":"publish","topic":"/room","data":2}`) // no id: no ack
-	b.expect(TypePublish)
-	a.send(`{"type":"publish","topic":"/readonly/x","data":3,"id":2}`)
-	a.expectError(CodeForbidden)
-	a.quiet(50 * time.Millisecond)
-	b.quiet(50 * time.Millisecond)
 }
 
 func TestDisconnectUnsubscribesEachTopicOnce(t *testing.T) {
@@ -403,61 +120,6 @@ func TestOriginCheck(t *testing.T) {
 	ws.Close()
 }
 
-// TestSubscribedPrecedesMessages subscribes while the topic is being
-// published to without pause: the first frame must be the reply.
-func TestSubscribedPrecedesMessages(t *testing.T) {
-	s := newServer(t, Config{SendQueueSize: 1 << 20}) // the flood outruns the readers
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ctx.Err() == nil && i < 1_000_000; i++ {
-			s.tower.Publish(ctx, "hot", i)
-		}
-	}()
-	defer func() { cancel(); wg.Wait() }()
-	for range 20 {
-		c := dial(t, s, "", nil)
-		c.send(`{"type":"subscribe","topic":"hot"}`)
-		c.expect(TypeSubscribed)
-		c.expect(TypePublish)
-		c.ws.Close()
-	}
-}
-
-func TestBatchedFrames(t *testing.T) {
-	s := newServer(t, Config{})
-	c := dial(t, s, "batch=1", nil) // the client's reader decodes arrays
-	c.subscribe("b")
-	ctx := context.Background()
-	for i := range 500 {
-		s.tower.Publish(ctx, "b", i)
-	}
-	for i := range 500 {
-		if f := c.expect(TypePublish); string(f.Data) != fmt.Sprint(i) {
-			t.Fatalf("message %d: %s", i, f.raw)
-		}
-	}
-}
-
-func TestBareData(t *testing.T) {
-	s := newServer(t, Config{BareData: true})
-	c := dial(t, s, "", nil)
-	c.send(`{"type":"subscribe","topic":"/chat/world","data":""}`)
-	eventually(t, func() error {
-		if s.tower.LocalConnectNum("/chat/world") != 1 {
-			return errors.New("not subscribed yet")
-		}
-		return nil
-	})
-	s.tower.Publish(context.Background(), "/chat/world", map[string]string{"type": "chat", "text": "hi"})
-	// No subscribed reply came first: the first frame is the bare data.
-	if f := c.next(); string(f.raw) != `{"text":"hi","type":"chat"}` {
-		t.Fatalf("got %s, want the bare data", f.raw)
-	}
-}
-
 // TestCallbackPanic: a panicking callback closes its connection with
 // 1011, its subscriptions are still cleaned up, and the server goes on.
 func TestCallbackPanic(t *testing.T) {
@@ -481,58 +143,48 @@ func TestCallbackPanic(t *testing.T) {
 	dial(t, s, "", nil).alive()
 }
 
-// TestPingsAndIdleWriters: the node pings every PingInterval, a client
-// that answers stays connected past PongTimeout, and an idle connection's
-// writer goroutine ends.
-func TestPingsAndIdleWriters(t *testing.T) {
-	// PongTimeout leaves room for a loaded machine to be late with a pong:
-	// the test is about a client that answers staying, not about how late
-	// it may answer.
-	s := newServer(t, Config{PingInterval: 100 * time.Millisecond, PongTimeout: time.Second})
-	c := dial(t, s, "", nil)
-	var pings atomic.Int32
-	c.ws.SetPingHandler(func(data string) error {
-		pings.Add(1)
-		return c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
-	})
-	c.subscribe("idle")
-	time.Sleep(2 * time.Second) // twice PongTimeout
-	c.alive()
-	if n := pings.Load(); n < 3 {
-		t.Fatalf("%d pings in two seconds at a 100ms interval", n)
+// TestLogs: every log line about a connection names it and its user, and
+// messages are not logged at the default level.
+func TestLogs(t *testing.T) {
+	var debug, info syncBuffer
+	newLogger := func(w io.Writer, level slog.Level) *slog.Logger {
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 	}
-
-	quiet := newServer(t, Config{}) // pings every 25s: nothing to write now
-	q := dial(t, quiet, "", nil)
-	q.subscribe("idle")
-	eventually(t, func() error {
-		quiet.tower.mu.Lock()
-		defer quiet.tower.mu.Unlock()
-		for conn := range quiet.tower.conns {
-			conn.qmu.Lock()
-			writing := conn.writing
-			conn.qmu.Unlock()
-			if writing {
-				return errors.New("an idle connection still has its writer")
+	for _, tc := range []struct {
+		buf   *syncBuffer
+		level slog.Level
+	}{{&debug, slog.LevelDebug}, {&info, slog.LevelInfo}} {
+		s := newServer(t, Config{Logger: newLogger(tc.buf, tc.level), Authenticate: func(*gin.Context) (string, error) { return "u-42", nil }})
+		c := dial(t, s, "", nil)
+		c.subscribe("/logs")
+		for i := range 100 {
+			s.tower.Publish(context.Background(), "/logs", i)
+		}
+		for range 100 {
+			c.expect(TypePublish)
+		}
+		c.ws.Close()
+		eventually(t, func() error {
+			if s.tower.Stats().Connections != 0 {
+				return errors.New("still connected")
 			}
+			return nil
+		})
+	}
+	lines := strings.Split(strings.TrimSpace(debug.String()), "\n")
+	if len(lines) < 2 {
+		t.Fatalf("debug logs: %q", debug.String())
+	}
+	for _, line := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not JSON: %s", line)
 		}
-		return nil
-	})
-	quiet.tower.Publish(context.Background(), "idle", "wake up") // a new writer starts
-	q.expect(TypePublish)
-}
-
-// TestUnansweredPingsClose: a client that never answers pings is closed
-// after PongTimeout.
-func TestUnansweredPingsClose(t *testing.T) {
-	s := newServer(t, Config{PingInterval: 100 * time.Millisecond, PongTimeout: 300 * time.Millisecond})
-	c := dial(t, s, "", nil)
-	c.ws.SetPingHandler(func(string) error { return nil }) // no pong
-	c.subscribe("x")
-	eventually(t, func() error {
-		if s.tower.Stats().Connections != 0 {
-			return errors.New("still connected")
+		if _, about := rec["conn"]; about && rec["user"] != "u-42" {
+			t.Errorf("a line about a connection without its user: %s", line)
 		}
-		return nil
-	})
+	}
+	if got := info.String(); got != "" {
+		t.Fatalf("logged at info level during normal traffic: %s", got)
+	}
 }

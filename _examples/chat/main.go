@@ -31,6 +31,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/OSMeteor/firetower"
+	"github.com/OSMeteor/firetower/metrics"
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -53,7 +54,7 @@ func main() {
 	brokerURL := flag.String("broker", env("FIRETOWER_BROKER", ""), "broker URL: empty for the embedded topic service, topicsvc://host:port, redis://host:port/db")
 	svcToken := flag.String("topicsvc-token", env("FIRETOWER_TOPICSVC_TOKEN", ""), "shared secret with the topic service")
 	bare := flag.Bool("bare-data", env("FIRETOWER_BARE_DATA", "") == "1", "send bare data frames, as firetower v0.x did")
-	metrics := flag.Bool("metrics", env("FIRETOWER_METRICS", "") == "1", "serve Prometheus metrics at /metrics")
+	serveMetrics := flag.Bool("metrics", env("FIRETOWER_METRICS", "") == "1", "serve Prometheus metrics at /metrics")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -70,12 +71,13 @@ func main() {
 	}
 
 	// Whenever someone joins or leaves a room, tell the room how many are
-	// in it now. Not with c.Context(): on a disconnect it is already
-	// cancelled, and a remote broker would refuse the count. With bare data
-	// the frames take the v0.x chat's shape, so its pages show the count.
+	// in it now. c.Context() is still live in UnSubscribeHandler, on a
+	// disconnect too (it ends once the disconnect hooks returned). With
+	// bare data the frames take the v0.x chat's shape, so its pages show
+	// the count.
 	announce := func(kind string) func(*firetower.Conn, []string) {
 		return func(c *firetower.Conn, rooms []string) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(c.Context(), 5*time.Second)
 			defer cancel()
 			for _, room := range rooms {
 				n, err := c.Tower().GetConnectNum(ctx, room)
@@ -93,16 +95,8 @@ func main() {
 			}
 		}
 	}
-	// A registry of the demo's own, not the global one: the app decides
-	// what it exposes.
-	var reg *prometheus.Registry
-	if *metrics {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	}
 	tower, err := firetower.New(firetower.Config{
 		Dashboard:   true,
-		Metrics:     registerer(reg),
 		APIToken:    *apiToken,
 		BrokerURL:   *brokerURL,
 		BrokerToken: *svcToken,
@@ -123,6 +117,17 @@ func main() {
 	if err != nil {
 		log.Error("starting firetower", "err", err)
 		os.Exit(1)
+	}
+	// A registry of the demo's own, not the global one: the app decides
+	// what it exposes.
+	var reg *prometheus.Registry
+	if *serveMetrics {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		if err := metrics.Register(tower, reg); err != nil {
+			log.Error("registering metrics", "err", err)
+			os.Exit(1)
+		}
 	}
 
 	gin.SetMode(gin.ReleaseMode)
@@ -177,14 +182,6 @@ func allowChatMessage(_ *firetower.Conn, f *firetower.Frame) bool {
 		text = v0
 	}
 	return text != "" && utf8.RuneCountInString(text) <= 2000
-}
-
-// registerer keeps a nil registry a nil interface (no metrics).
-func registerer(reg *prometheus.Registry) prometheus.Registerer {
-	if reg == nil {
-		return nil
-	}
-	return reg
 }
 
 // localAddr turns a listen address into one a browser on this machine

@@ -1,4 +1,4 @@
-package firetower
+package publishbody
 
 import (
 	"bytes"
@@ -8,10 +8,17 @@ import (
 	"testing"
 )
 
-// decodePublish is the encoding/json reading of a publish body that
-// parsePublish must agree with.
-func decodePublish(b []byte) (topics []string, data []byte, ok bool) {
-	var req publishRequest
+// request is the body as encoding/json reads it.
+type request struct {
+	Topic  *string         `json:"topic"`
+	Topics []string        `json:"topics"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// decode is the encoding/json reading of a publish body that Parse must
+// agree with.
+func decode(b []byte) (topics []string, data []byte, ok bool) {
+	var req request
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil || dec.More() {
@@ -24,7 +31,7 @@ func decodePublish(b []byte) (topics []string, data []byte, ok bool) {
 	return topics, req.Data, true
 }
 
-var publishSeeds = []string{
+var seeds = []string{
 	`{"topic":"a","data":1}`,
 	` {"topic" : "/room/1" , "data" : {"ts":1,"p":"x"} } ` + "\n",
 	`{"topics":["a","b"],"data":[1,"]",{"}":"\""}]}`,
@@ -59,32 +66,32 @@ var publishSeeds = []string{
 	`{"topic":"a","data":` + strings.Repeat("[", 999) + strings.Repeat("]", 999) + `}`,
 }
 
-// FuzzParsePublish checks that every body parsePublish takes, encoding/json
+// FuzzParse checks that every body Parse takes, encoding/json
 // takes too, with the same topics and data.
-func FuzzParsePublish(f *testing.F) {
-	for _, s := range publishSeeds {
+func FuzzParse(f *testing.F) {
+	for _, s := range seeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		topics, data, ok := parsePublish(b, nil)
+		topics, data, ok := Parse(b, nil)
 		if !ok {
 			return
 		}
-		want, wantData, wantOK := decodePublish(b)
+		want, wantData, wantOK := decode(b)
 		if !wantOK {
-			t.Fatalf("%q: parsePublish takes what encoding/json refuses", b)
+			t.Fatalf("%q: Parse takes what encoding/json refuses", b)
 		}
 		if !slices.Equal(topics, want) || !bytes.Equal(data, wantData) || (data == nil) != (wantData == nil) {
-			t.Fatalf("%q: parsePublish %q %q, encoding/json %q %q", b, topics, data, want, wantData)
+			t.Fatalf("%q: Parse %q %q, encoding/json %q %q", b, topics, data, want, wantData)
 		}
 	})
 }
 
-// TestParsePublishTakesTheUsualBodies keeps the short path in use: these
+// TestParseTakesTheUsualBodies keeps the short path in use: these
 // bodies must not fall back to encoding/json.
-func TestParsePublishTakesTheUsualBodies(t *testing.T) {
-	for _, s := range publishSeeds[:6] {
-		if _, _, ok := parsePublish([]byte(s), nil); !ok {
+func TestParseTakesTheUsualBodies(t *testing.T) {
+	for _, s := range seeds[:6] {
+		if _, _, ok := Parse([]byte(s), nil); !ok {
 			t.Errorf("%q: not taken", s)
 		}
 	}

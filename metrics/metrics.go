@@ -1,20 +1,45 @@
-package firetower
+// Package metrics exposes a firetower node's figures to Prometheus:
+//
+//	tower, err := firetower.New(cfg)
+//	...
+//	if err := metrics.Register(tower, reg); err != nil { ... }
+//	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+//
+// The collector reads Tower.Stats at scrape time, so the hot path pays
+// nothing for metrics beyond the atomic counters the node keeps anyway.
+// It lives in a package of its own so that an app without metrics does
+// not link the Prometheus client.
+package metrics
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/OSMeteor/firetower"
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// collector exposes a Tower's figures to Prometheus. It reads Tower.Stats
-// at scrape time, so the hot path pays nothing for metrics beyond the
-// atomic counters it keeps anyway.
+// Register registers a collector of t's figures (firetower_connections,
+// firetower_messages_delivered_total, ...) on reg; t's Shutdown
+// unregisters it, so that a new Tower may register on the same reg. Wrap
+// reg with prometheus.WrapRegistererWith to label several nodes of one
+// process. Nothing is registered globally.
+func Register(t *firetower.Tower, reg prometheus.Registerer) error {
+	c := newCollector(t)
+	if err := reg.Register(c); err != nil {
+		return fmt.Errorf("firetower: registering metrics: %w", err)
+	}
+	t.RegisterOnShutdown(func() { reg.Unregister(c) })
+	return nil
+}
+
+// collector exposes a Tower's figures to Prometheus.
 type collector struct {
-	t *Tower
+	t *firetower.Tower
 
 	connections, connectionsOpened, subscriptions, topics       *prometheus.Desc
 	framesIn, published, delivered, framesOut, writes, bytesOut *prometheus.Desc
@@ -29,7 +54,7 @@ type collector struct {
 
 var _ prometheus.Collector = (*collector)(nil)
 
-func newCollector(t *Tower) *collector {
+func newCollector(t *firetower.Tower) *collector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("firetower_"+name, help, labels, nil)
 	}
@@ -46,12 +71,12 @@ func newCollector(t *Tower) *collector {
 		writes:            d("websocket_writes_total", "WebSocket frames written (a batch of server frames counts once)."),
 		bytesOut:          d("bytes_out_total", "Bytes of server frames written to connections."),
 		dropped:           d("dropped_messages_total", "Frames dropped: queue_full (with a connection closed for reading too slowly), rate_limited (client frames over the inbound rate).", "reason"),
-		disconnects:       d("disconnects_total", "Connections ended, by reason: client, slow, shutdown, server, write_error.", "reason"),
+		disconnects:       d("disconnects_total", "Connections ended, by reason: client, ping_timeout, too_large, protocol_error, slow, shutdown, server, write_error.", "reason"),
 		latency:           d("delivery_latency_seconds", "Time from queueing a frame to finishing its write, observed once per write."),
 		brokerErrors:      d("broker_errors_total", "Failed broker calls."),
 		brokerDescs:       map[string]*prometheus.Desc{},
 	}
-	if r, ok := t.broker.(broker.StatsReporter); ok {
+	if r, ok := t.Broker().(broker.StatsReporter); ok {
 		m.reporter = r
 		// Described up front, so that a registry sees every name; the
 		// names a broker reports do not change.
@@ -115,11 +140,11 @@ func (m *collector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range s.Disconnects {
 		counter(m.disconnects, n, reason)
 	}
-	buckets := make(map[float64]uint64, len(s.LatencyBuckets))
-	for i, b := range s.LatencyBuckets {
-		buckets[b] = s.LatencyCounts[i]
+	buckets := make(map[float64]uint64, len(s.Latency.Buckets))
+	for i, b := range s.Latency.Buckets {
+		buckets[b] = s.Latency.Counts[i]
 	}
-	ch <- prometheus.MustNewConstHistogram(m.latency, s.LatencyCount, s.LatencySum, buckets)
+	ch <- prometheus.MustNewConstHistogram(m.latency, s.Latency.Count, s.Latency.Sum, buckets)
 	counter(m.brokerErrors, s.BrokerErrors)
 	if m.reporter != nil {
 		for name, v := range m.reporter.BrokerStats() {

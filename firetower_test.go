@@ -2,13 +2,10 @@ package firetower
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
-	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,7 +13,6 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/topicsvc"
-	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 )
 
@@ -38,90 +34,6 @@ func TestOrderOfOnePublisher(t *testing.T) {
 			}
 		}
 	}
-}
-
-// TestStalledClient: one client stops reading while messages flow; the
-// others get every message, and the stalled one is cut off instead of
-// holding anything up.
-func TestStalledClient(t *testing.T) {
-	s := newServer(t, Config{SendQueueSize: 256})
-	// The stalled client's receive buffer is small, so that the server
-	// notices it soon.
-	dialer := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
-		c, err := net.Dial(network, addr)
-		if err == nil {
-			c.(*net.TCPConn).SetReadBuffer(4096)
-		}
-		return c, err
-	}}
-	stalled, _, err := dialer.Dial(s.wsURL(""), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stalled.Close()
-	stalled.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","topic":"feed"}`))
-	stalled.ReadMessage() // subscribed; then it reads nothing more
-	readers := make([]*client, 5)
-	for i := range readers {
-		readers[i] = dial(t, s, "", nil)
-		readers[i].subscribe("feed")
-	}
-	const n, window = 2000, 32
-	payload := strings.Repeat("x", 8<<10)
-	ctx := context.Background()
-	progress := make([]atomic.Int64, len(readers))
-	var wg sync.WaitGroup
-	for r, c := range readers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range n {
-				f := c.next()
-				if !strings.HasPrefix(string(f.Data), fmt.Sprintf(`{"i":%d,`, i)) {
-					t.Errorf("reader: message %d arrived as %.20s", i, f.Data)
-					return
-				}
-				progress[r].Add(1)
-			}
-		}()
-	}
-	// The publisher keeps at most window messages ahead of the slowest
-	// reader: readers that read keep up, whatever the stalled one does.
-	for i := range n {
-		for r := range progress {
-			deadline := time.Now().Add(5 * time.Second)
-			for progress[r].Load() < int64(i-window) {
-				if time.Now().After(deadline) {
-					t.Fatalf("reader %d stuck at %d of %d: held up by the stalled client", r, progress[r].Load(), i)
-				}
-				time.Sleep(100 * time.Microsecond)
-			}
-		}
-		if _, err := s.tower.Publish(ctx, "feed", map[string]any{"i": i, "p": payload}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	wg.Wait()
-	eventually(t, func() error {
-		if got := s.tower.LocalConnectNum("feed"); got != len(readers) {
-			return fmt.Errorf("feed has %d subscribers; the stalled one should be gone", got)
-		}
-		return nil
-	})
-	if got := s.tower.stats.slowClosed.Load(); got != 1 {
-		t.Fatalf("slow closes: %d", got)
-	}
-	// Its handler ended: the server let go of the connection without
-	// waiting for it (a client that reads nothing may never take a close
-	// frame).
-	eventually(t, func() error {
-		s.tower.mu.Lock()
-		defer s.tower.mu.Unlock()
-		if len(s.tower.conns) != len(readers) {
-			return fmt.Errorf("%d connections tracked, want %d", len(s.tower.conns), len(readers))
-		}
-		return nil
-	})
 }
 
 // TestChurn: many clients subscribe, publish and leave at random; in the
@@ -271,51 +183,6 @@ func TestNodesShareACore(t *testing.T) {
 	}
 }
 
-// TestStats checks the node's figures after a known workload: 10
-// publishes to 100 subscribers are 1,000 deliveries.
-func TestStats(t *testing.T) {
-	s := newServer(t, Config{})
-	clients := make([]*client, 100)
-	for i := range clients {
-		clients[i] = dial(t, s, "", nil)
-		clients[i].subscribe("/stats")
-	}
-	clients[0].subscribe("/other")
-	ctx := context.Background()
-	for i := range 10 {
-		s.tower.Publish(ctx, "/stats", i)
-	}
-	for _, c := range clients {
-		for range 10 {
-			c.expect(TypePublish)
-		}
-	}
-	st := s.tower.Stats()
-	if st.Connections != 100 || st.Subscriptions != 101 || st.Topics != 2 || st.Published != 10 || st.Delivered != 1000 || st.FramesIn != 101 {
-		t.Fatalf("stats %+v", st)
-	}
-	// Replies are frames too: 101 subscribed + 1,000 messages. A frame is
-	// counted once its write returned, which may be just after the client
-	// read it.
-	eventually(t, func() error {
-		st := s.tower.Stats()
-		if st.FramesOut != 1101 || st.BytesOut < 1000*50 || st.LatencyCount == 0 || int64(st.LatencyCount) > st.Writes {
-			return fmt.Errorf("output stats %+v", st)
-		}
-		return nil
-	})
-	for _, c := range clients[:10] {
-		c.ws.Close()
-	}
-	eventually(t, func() error {
-		st := s.tower.Stats()
-		if st.Connections != 90 || st.Disconnects["client"] != 10 || st.Subscriptions != 90 || st.Topics != 1 {
-			return fmt.Errorf("after 10 left: %+v", st)
-		}
-		return nil
-	})
-}
-
 // syncBuffer is a bytes.Buffer safe for the logger's goroutines.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -334,48 +201,32 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// TestLogs: every log line about a connection names it and its user, and
-// messages are not logged at the default level.
-func TestLogs(t *testing.T) {
-	var debug, info syncBuffer
-	newLogger := func(w io.Writer, level slog.Level) *slog.Logger {
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+// TestRegisterOnShutdown: hooks run once, after the connections and the
+// broker are closed and before Shutdown returns; a hook registered after
+// Shutdown runs at once.
+func TestRegisterOnShutdown(t *testing.T) {
+	tower, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		buf   *syncBuffer
-		level slog.Level
-	}{{&debug, slog.LevelDebug}, {&info, slog.LevelInfo}} {
-		s := newServer(t, Config{Logger: newLogger(tc.buf, tc.level), Authenticate: func(*gin.Context) (string, error) { return "u-42", nil }})
-		c := dial(t, s, "", nil)
-		c.subscribe("/logs")
-		for i := range 100 {
-			s.tower.Publish(context.Background(), "/logs", i)
+	var ran []string
+	tower.RegisterOnShutdown(func() {
+		if _, err := tower.broker.Count(context.Background(), "a"); err == nil {
+			t.Error("a hook ran before the broker was closed")
 		}
-		for range 100 {
-			c.expect(TypePublish)
-		}
-		c.ws.Close()
-		eventually(t, func() error {
-			if s.tower.Stats().Connections != 0 {
-				return errors.New("still connected")
-			}
-			return nil
-		})
-	}
-	lines := strings.Split(strings.TrimSpace(debug.String()), "\n")
-	if len(lines) < 2 {
-		t.Fatalf("debug logs: %q", debug.String())
-	}
-	for _, line := range lines {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("not JSON: %s", line)
-		}
-		if _, about := rec["conn"]; about && rec["user"] != "u-42" {
-			t.Errorf("a line about a connection without its user: %s", line)
+		ran = append(ran, "first")
+	})
+	tower.RegisterOnShutdown(func() { ran = append(ran, "second") })
+	for range 2 {
+		if err := tower.Shutdown(t.Context()); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if got := info.String(); got != "" {
-		t.Fatalf("logged at info level during normal traffic: %s", got)
+	if !slices.Equal(ran, []string{"first", "second"}) {
+		t.Fatalf("hooks ran %v, want first and second once each", ran)
+	}
+	tower.RegisterOnShutdown(func() { ran = append(ran, "late") })
+	if !slices.Equal(ran, []string{"first", "second", "late"}) {
+		t.Fatalf("a hook registered after Shutdown: ran %v", ran)
 	}
 }

@@ -1,0 +1,238 @@
+package firetower
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/OSMeteor/firetower/internal/jsonstr"
+	"github.com/OSMeteor/firetower/internal/publishbody"
+	"github.com/gin-gonic/gin"
+)
+
+// The REST handlers for backends: POST {prefix}/publish and
+// GET {prefix}/topics/:topic/count, and the authorization that publish and
+// the operations routes share (DESIGN §4).
+
+func jsonError(c *gin.Context, status int, msg string) {
+	c.AbortWithStatusJSON(status, gin.H{"error": msg})
+}
+
+// authorizeREST applies DESIGN §4: a hook or a bearer token; neither
+// configured answers 403 with how to configure one.
+func (t *Tower) authorizeREST(c *gin.Context) bool {
+	switch {
+	case t.cfg.AuthorizeREST != nil:
+		if err := t.cfg.AuthorizeREST(c); err != nil {
+			jsonError(c, http.StatusUnauthorized, err.Error())
+			return false
+		}
+		return true
+	case t.cfg.APIToken == "":
+		jsonError(c, http.StatusForbidden, "REST publishing and the operations routes are disabled: set Config.APIToken (FIRETOWER_API_TOKEN in the examples) and send Authorization: Bearer <token>, or set Config.AuthorizeREST")
+		return false
+	}
+	got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(t.cfg.APIToken)) != 1 {
+		jsonError(c, http.StatusUnauthorized, "missing or wrong bearer token: send Authorization: Bearer <token>")
+		return false
+	}
+	return true
+}
+
+type publishRequest struct {
+	Topic  *string         `json:"topic"`
+	Topics []string        `json:"topics"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// restPublish is the scratch space of one REST publish, pooled: the body
+// and the answer are reused from one request to the next. Nothing in it
+// outlives the request: the published data is copied out of the body, since
+// brokers and connection queues keep it.
+type restPublish struct {
+	body   []byte
+	topics []string
+	out    []byte
+}
+
+var restPublishPool = sync.Pool{New: func() any {
+	return &restPublish{body: make([]byte, 0, 1024), out: make([]byte, 0, 128)}
+}}
+
+// maxPooledBody bounds the body buffer a pooled restPublish keeps, so that
+// one large publish does not pin its buffer.
+const maxPooledBody = 64 << 10
+
+func (p *restPublish) free() {
+	if cap(p.body) > maxPooledBody {
+		p.body = nil
+	}
+	clear(p.topics[:cap(p.topics)])
+	restPublishPool.Put(p)
+}
+
+var errBodyTooLarge = errors.New("body too large")
+
+// readBody reads all of r into buf[:0], reading at most limit+1 bytes, and
+// fails with errBodyTooLarge past limit. size is the length announced (-1:
+// unknown); it sizes the buffer and refuses a body announced too large.
+func readBody(r io.Reader, buf []byte, size, limit int64) ([]byte, error) {
+	buf = buf[:0]
+	if size > limit {
+		return buf, errBodyTooLarge
+	}
+	if size >= int64(cap(buf)) {
+		buf = make([]byte, 0, size+1) // +1: room for the read that sees EOF
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		room := min(int64(cap(buf)-len(buf)), limit+1-int64(len(buf)))
+		n, err := r.Read(buf[len(buf) : len(buf)+int(room)])
+		buf = buf[:len(buf)+n]
+		switch {
+		case int64(len(buf)) > limit:
+			return buf, errBodyTooLarge
+		case err == io.EOF:
+			return buf, nil
+		case err != nil:
+			return buf, err
+		}
+	}
+}
+
+func (t *Tower) servePublish(c *gin.Context) {
+	if !t.authorizeREST(c) {
+		return
+	}
+	p := restPublishPool.Get().(*restPublish)
+	defer p.free()
+	body, err := readBody(c.Request.Body, p.body, c.Request.ContentLength, t.cfg.MaxBodySize)
+	p.body = body
+	if err != nil {
+		if err == errBodyTooLarge {
+			jsonError(c, http.StatusRequestEntityTooLarge, "body larger than "+itoa(int(t.cfg.MaxBodySize))+" bytes")
+			return
+		}
+		jsonError(c, http.StatusBadRequest, "reading the body: "+err.Error())
+		return
+	}
+	topics, data, ok := publishbody.Parse(body, p.topics[:0])
+	p.topics = topics
+	if !ok {
+		// What the short parser does not take goes through encoding/json,
+		// which has the last word and gives the error messages.
+		var req publishRequest
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil || dec.More() {
+			msg := `body must be one JSON object {"topic":"a","data":<JSON>} or {"topics":["a","b"],"data":<JSON>}`
+			if err != nil {
+				msg += ": " + err.Error()
+			}
+			jsonError(c, http.StatusBadRequest, msg)
+			return
+		}
+		topics = req.Topics
+		if req.Topic != nil {
+			topics = append([]string{*req.Topic}, topics...)
+		}
+		data = req.Data
+	}
+	if len(topics) == 0 {
+		jsonError(c, http.StatusBadRequest, `missing "topic" or "topics"`)
+		return
+	}
+	for _, topic := range topics {
+		if err := ValidateTopic(topic); err != nil {
+			jsonError(c, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	if len(data) == 0 {
+		jsonError(c, http.StatusBadRequest, `missing "data"`)
+		return
+	}
+	if ok {
+		data = bytes.Clone(data) // out of the pooled body: brokers and queues keep it
+	}
+	ctx := c.Request.Context()
+	if !t.brokerInProcess {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.cfg.BrokerTimeout)
+		defer cancel()
+	}
+	id, err := t.publish(ctx, topics, data)
+	if err != nil {
+		t.log.Warn("firetower: REST publish failed", "err", err)
+		jsonError(c, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	// {"id":"<uuid>","topics":[...]}, encoded by hand into the pooled
+	// buffer (Write copies it): this is the path every backend publish
+	// takes.
+	b := append(p.out[:0], `{"id":`...)
+	b = jsonstr.Append(b, id)
+	b = append(b, `,"topics":[`...)
+	for i, topic := range topics {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = jsonstr.Append(b, topic)
+	}
+	b = append(b, "]}"...)
+	p.out = b
+	writeJSON(c, http.StatusOK, b)
+}
+
+// jsonContentType is shared by every answer that writeJSON sets it on; its
+// capacity of 1 makes an append to it copy.
+var jsonContentType = []string{"application/json; charset=utf-8"}[:1:1]
+
+// writeJSON answers b as gin's c.Data does, with the header values made
+// without allocating where it can.
+func writeJSON(c *gin.Context, status int, b []byte) {
+	c.Status(status)
+	h := c.Writer.Header()
+	if len(h["Content-Type"]) == 0 {
+		h["Content-Type"] = jsonContentType
+	}
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	if _, err := c.Writer.Write(b); err != nil {
+		_ = c.Error(err)
+		c.Abort()
+	}
+}
+
+// serveCount answers GET {prefix}/topics/:topic/count for the topic,
+// still percent-encoded, that the route table took from the path.
+func (t *Tower) serveCount(c *gin.Context, escaped string) {
+	topic, err := url.PathUnescape(escaped)
+	if err == nil {
+		err = ValidateTopic(topic)
+	}
+	if err != nil {
+		jsonError(c, http.StatusBadRequest, "topic in the path: "+err.Error()+" (percent-encode it: /topics/%2Fchat%2Fworld/count)")
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), t.cfg.BrokerTimeout)
+	defer cancel()
+	n, err := t.broker.Count(ctx, topic)
+	if err != nil {
+		jsonError(c, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"topic": topic, "count": n})
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
