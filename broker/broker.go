@@ -100,6 +100,12 @@ type NodeLister interface {
 	Nodes(ctx context.Context) ([]NodeInfo, error)
 }
 
+// InProcess is implemented by a broker whose calls run to completion in the
+// calling goroutine, never waiting on a network or another process (the
+// embedded topic service). A node bounds such calls by the caller's context
+// alone, with no BrokerTimeout timer.
+type InProcess interface{ InProcess() bool }
+
 var (
 	// ErrUnavailable reports that the cluster cannot be reached now; the
 	// operation may succeed later. firetower answers REST publishes that
