@@ -28,6 +28,9 @@ type Message struct {
 	Data []byte
 }
 
+// MaxTopicLen is the longest topic, in bytes, that every broker carries.
+const MaxTopicLen = 256
+
 // Handler receives the messages of the topics the node subscribed to.
 //
 // A broker calls it from its own goroutines, one message at a time per

@@ -3,12 +3,12 @@ package topicsvc
 import (
 	"fmt"
 	"unicode/utf8"
+
+	"github.com/OSMeteor/firetower/broker"
 )
 
 // Limits shared by the service and its client.
 const (
-	// MaxTopicLen is the longest topic, in bytes.
-	MaxTopicLen = 256
 	// DefaultMaxMessageSize is the largest message data the service accepts
 	// by default, in bytes.
 	DefaultMaxMessageSize = 4 << 20
@@ -29,14 +29,19 @@ const (
 )
 
 // validTopic reports why topic cannot travel through the service, or nil.
-// The service carries any UTF-8 topic of 1..256 bytes (spaces included);
-// firetower nodes apply their stricter rules before it gets here.
+//
+// The service carries any UTF-8 topic of 1..broker.MaxTopicLen (256) bytes,
+// spaces, commas and control characters included, because the push API
+// serves backends in any language, whose topics need not follow a node's
+// rule. Nodes apply the stricter rule of DESIGN §3 (no comma, no
+// whitespace or control characters) before a topic reaches their broker,
+// so every topic a node sends passes here too.
 func validTopic(topic string) error {
 	switch {
 	case topic == "":
 		return fmt.Errorf("topicsvc: empty topic")
-	case len(topic) > MaxTopicLen:
-		return fmt.Errorf("topicsvc: topic of %d bytes, the limit is %d", len(topic), MaxTopicLen)
+	case len(topic) > broker.MaxTopicLen:
+		return fmt.Errorf("topicsvc: topic of %d bytes, the limit is %d", len(topic), broker.MaxTopicLen)
 	case !utf8.ValidString(topic):
 		return fmt.Errorf("topicsvc: topic %q is not valid UTF-8", topic)
 	}
