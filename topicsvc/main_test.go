@@ -299,32 +299,3 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
-
-// eventually retries check until it returns nil, or fails after within.
-func eventually(t testing.TB, within time.Duration, check func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		err := check()
-		if err == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > within {
-			t.Fatalf("after %v: %v", within, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func countIs(ctx context.Context, b broker.Broker, topic string, want int) func() error {
-	return func() error {
-		got, err := b.Count(ctx, topic)
-		if err != nil {
-			return err
-		}
-		if got != want {
-			return fmt.Errorf("Count(%q) = %d, want %d", topic, got, want)
-		}
-		return nil
-	}
-}

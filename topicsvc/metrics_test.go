@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/OSMeteor/firetower/topicsvc"
 	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
 	"google.golang.org/grpc/codes"
@@ -25,7 +26,7 @@ var metricsAddrRE = regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
 func (s *service) metricsURL(t testing.TB) string {
 	t.Helper()
 	var url string
-	eventually(t, 5*time.Second, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		m := metricsAddrRE.FindStringSubmatch(s.logs())
 		if m == nil {
 			return fmt.Errorf("no metrics address logged:\n%s", s.logs())
@@ -143,7 +144,7 @@ func TestMetrics(t *testing.T) {
 	b.rec.waitN(t, 11, 5*time.Second)
 
 	const bytes = 10*11 + 4
-	eventually(t, 5*time.Second, metricsAre(t, url, map[string]float64{
+	brokertest.Eventually(t, 5*time.Second, metricsAre(t, url, map[string]float64{
 		`firetower_topicsvc_nodes`:                                   2,
 		`firetower_topicsvc_topics`:                                  2,
 		`firetower_topicsvc_subscriptions`:                           3,
@@ -192,7 +193,7 @@ func TestMetrics(t *testing.T) {
 	must(t, bad.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Heartbeat{Heartbeat: &pb.Heartbeat{}}}}}))
 	_, err = bad.Recv()
 	wantCode(t, err, codes.InvalidArgument, "a session without hello")
-	eventually(t, 5*time.Second, metricsAre(t, url, map[string]float64{
+	brokertest.Eventually(t, 5*time.Second, metricsAre(t, url, map[string]float64{
 		`firetower_topicsvc_nodes`:                                         2, // b and raw2
 		`firetower_topicsvc_topics`:                                        2,
 		`firetower_topicsvc_subscriptions`:                                 2,

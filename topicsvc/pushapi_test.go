@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/OSMeteor/firetower/topicsvc"
 	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
 	"google.golang.org/grpc"
@@ -87,7 +88,7 @@ func TestPushAPI(t *testing.T) {
 		}
 	}
 
-	eventually(t, 10*time.Second, func() error {
+	brokertest.Eventually(t, 10*time.Second, func() error {
 		c, err := api.Count(authed, &pb.CountRequest{Topic: "/chat/world"})
 		if err != nil {
 			return err
@@ -104,7 +105,7 @@ func TestPushAPI(t *testing.T) {
 	}
 	// other's count of /chat/other may come one flush after its count of
 	// /chat/world, which the wait above saw.
-	eventually(t, 10*time.Second, func() error {
+	brokertest.Eventually(t, 10*time.Second, func() error {
 		tr, err := api.Topics(authed, &pb.TopicsRequest{})
 		if err != nil {
 			return err

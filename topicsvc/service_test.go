@@ -185,22 +185,22 @@ func TestThreeNodes(t *testing.T) {
 		n[1].SetCount(topic, 3)
 		n[2].SetCount(topic, 4)
 		for _, nd := range n {
-			eventually(t, 10*time.Second, countIs(ctx, nd, topic, 9))
+			brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, nd, topic, 9))
 		}
 		// A fourth node in a process of its own, killed like a crashed gateway.
 		helper := startHelperNode(t, svc.addr, topic, 5)
 		for _, nd := range n {
-			eventually(t, 10*time.Second, countIs(ctx, nd, topic, 14))
+			brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, nd, topic, 14))
 		}
 		must(t, helper.Process.Kill())
 		killed := time.Now()
 		helper.Wait()
-		eventually(t, 5*time.Second, countIs(ctx, n[0], topic, 9))
+		brokertest.Eventually(t, 5*time.Second, brokertest.CountIs(ctx, n[0], topic, 9))
 		t.Logf("the killed node's count vanished %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
 		for _, nd := range n {
 			nd.SetCount(topic, 0)
 		}
-		eventually(t, 10*time.Second, countIs(ctx, n[1], topic, 0))
+		brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, n[1], topic, 0))
 	})
 }
 
@@ -218,12 +218,12 @@ func TestServiceRestart(t *testing.T) {
 		must(t, pub.Publish(ctx, broker.Message{Topic: "r", ID: fmt.Sprintf("before-%d", i), Data: []byte("1")}))
 	}
 	sub.rec.waitN(t, 10, 10*time.Second)
-	eventually(t, 10*time.Second, countIs(ctx, pub, "r", 3))
+	brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, pub, "r", 3))
 
 	svc.kill()
 	// Both nodes notice at once (the kernel closes the connections) and
 	// then fail fast rather than wait.
-	eventually(t, 10*time.Second, func() error {
+	brokertest.Eventually(t, 10*time.Second, func() error {
 		err := pub.Publish(ctx, broker.Message{Topic: "r", ID: "lost", Data: []byte("1")})
 		if !errors.Is(err, broker.ErrUnavailable) {
 			return fmt.Errorf("Publish while the service is down: %v, want ErrUnavailable", err)
@@ -250,7 +250,7 @@ func TestServiceRestart(t *testing.T) {
 	}
 	// The reconnect attempts start and end goroutines of their own; what
 	// 600 failed calls would leak stays.
-	eventually(t, 5*time.Second, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		if after := numGoroutines(); after > before+10 {
 			return fmt.Errorf("goroutines grew from %d to %d while the service was down", before, after)
 		}
@@ -300,7 +300,7 @@ func TestServiceRestart(t *testing.T) {
 		}
 	}
 	// The count set while the service was down reached the new service.
-	eventually(t, 10*time.Second, countIs(ctx, pub, "r", 4))
+	brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, pub, "r", 4))
 }
 
 func numGoroutines() int {
@@ -323,7 +323,7 @@ func TestDialUnreachable(t *testing.T) {
 	}
 	nd.SetCount("a", 2)
 	startService(t, addr)
-	eventually(t, 15*time.Second, func() error {
+	brokertest.Eventually(t, 15*time.Second, func() error {
 		if err := nd.Subscribe(ctx, "a"); err != nil {
 			return err
 		}
@@ -331,7 +331,7 @@ func TestDialUnreachable(t *testing.T) {
 	})
 	must(t, nd.Publish(ctx, broker.Message{Topic: "a", ID: "1", Data: []byte("1")}))
 	nd.rec.waitN(t, 1, 10*time.Second)
-	must(t, countIs(ctx, nd, "a", 2)())
+	must(t, brokertest.CountIs(ctx, nd, "a", 2)())
 }
 
 // TestSlowNodeIsCutOff: a node that stops reading is disconnected by the
@@ -496,14 +496,14 @@ func TestSilentNodeForgotten(t *testing.T) {
 	const topic = "silent"
 	nd.SetCount(topic, 1)
 	helper := startHelperNode(t, svc.addr, topic, 6)
-	eventually(t, 10*time.Second, countIs(ctx, nd, topic, 7))
+	brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, nd, topic, 7))
 	must(t, helper.Process.Signal(syscall.SIGSTOP))
 	stopped := time.Now()
-	eventually(t, 15*time.Second, countIs(ctx, nd, topic, 1))
+	brokertest.Eventually(t, 15*time.Second, brokertest.CountIs(ctx, nd, topic, 1))
 	t.Logf("the silent node was forgotten %v after it stopped (heartbeat timeout 3s)", time.Since(stopped).Round(time.Millisecond))
 	// The service logs the timeout, and drops the session from its
 	// figures, just after it removed the node's counts.
-	eventually(t, 5*time.Second, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		if !strings.Contains(svc.logs(), "no heartbeat") {
 			return fmt.Errorf("no heartbeat timeout logged:\n%s", svc.logs())
 		}
@@ -513,7 +513,7 @@ func TestSilentNodeForgotten(t *testing.T) {
 	if !nd.Connected() || strings.Count(svc.logs(), "node connected") != 2 {
 		t.Fatalf("the healthy node lost its session:\n%s", svc.logs())
 	}
-	eventually(t, 5*time.Second, metricsAre(t, svc.metricsURL(t), map[string]float64{
+	brokertest.Eventually(t, 5*time.Second, metricsAre(t, svc.metricsURL(t), map[string]float64{
 		`firetower_topicsvc_nodes`: 1,
 		`firetower_topicsvc_node_disconnects_total{reason="heartbeat_timeout"}`: 1,
 		`firetower_topicsvc_node_disconnects_total{reason="stream_error"}`:      0,

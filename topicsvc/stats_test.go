@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/OSMeteor/firetower/topicsvc"
 )
 
@@ -31,7 +32,7 @@ func TestClientStats(t *testing.T) {
 		t.Fatal("Publish to an empty topic succeeded")
 	}
 	nd.rec.waitN(t, 5, 5*time.Second)
-	eventually(t, 10*time.Second, func() error {
+	brokertest.Eventually(t, 10*time.Second, func() error {
 		if s := nd.Stats(); s.Published != 5 || s.Received != 5 || s.PublishErrors != 1 || s.Refused != 0 {
 			return fmt.Errorf("after 5 publishes and a refused one: %+v", s)
 		}
@@ -40,7 +41,7 @@ func TestClientStats(t *testing.T) {
 
 	addr := svc.addr
 	svc.kill()
-	eventually(t, 5*time.Second, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		if s := nd.Stats(); s.Connected || s.SessionsLost != 1 || s.LastDisconnect.Before(start) || s.LastError == "" || s.ConnectFailures < 1 {
 			return fmt.Errorf("while the service is down: %+v", s)
 		}
@@ -55,7 +56,7 @@ func TestClientStats(t *testing.T) {
 	}
 
 	startService(t, addr)
-	eventually(t, 15*time.Second, func() error {
+	brokertest.Eventually(t, 15*time.Second, func() error {
 		if s := nd.Stats(); !s.Connected || s.Sessions != 2 || s.Reconnects != 1 || nd.Reconnects() != 1 || !s.LastConnect.After(s.LastDisconnect) {
 			return fmt.Errorf("after the service came back: %+v", s)
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower"
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 )
@@ -160,7 +161,7 @@ func TestTowersThroughService(t *testing.T) {
 
 	// The count is the sum of both nodes, read on either.
 	for _, g := range []*gateway{g1, g2} {
-		eventually(t, 10*time.Second, func() error {
+		brokertest.Eventually(t, 10*time.Second, func() error {
 			if code, n := getCount(t, g, "/chat/world"); code != 200 || n != 2 {
 				return fmt.Errorf("GET count = %d %d, want 200 2", code, n)
 			}
@@ -179,7 +180,7 @@ func TestTowersThroughService(t *testing.T) {
 
 	// The service goes away: publishes fail clearly instead of hanging.
 	svc.kill()
-	eventually(t, 10*time.Second, func() error {
+	brokertest.Eventually(t, 10*time.Second, func() error {
 		code, body := restPublish(t, g1, `{"topic":"/chat/world","data":1}`)
 		if code != http.StatusServiceUnavailable || !strings.Contains(body, "error") {
 			return fmt.Errorf("REST publish while the service is down: %d %s, want 503", code, body)
@@ -197,7 +198,7 @@ func TestTowersThroughService(t *testing.T) {
 	// It comes back on the same port: both nodes re-send their state, and
 	// cross-node delivery and counts resume without any client action.
 	startService(t, svc.addr)
-	eventually(t, 15*time.Second, func() error {
+	brokertest.Eventually(t, 15*time.Second, func() error {
 		if code, n := getCount(t, g2, "/chat/world"); code != 200 || n != 2 {
 			return fmt.Errorf("GET count after the restart = %d %d, want 200 2", code, n)
 		}
