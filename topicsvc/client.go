@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/topicsvc/internal/wire"
 	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
@@ -102,8 +103,8 @@ func (o ClientOptions) withDefaults() (ClientOptions, error) {
 	if o.NodeID == "" {
 		o.NodeID = uuid.NewString()
 	}
-	if len(o.NodeID) > maxNodeIDLen {
-		return o, fmt.Errorf("topicsvc: node id longer than %d bytes", maxNodeIDLen)
+	if len(o.NodeID) > wire.MaxNodeIDLen {
+		return o, fmt.Errorf("topicsvc: node id longer than %d bytes", wire.MaxNodeIDLen)
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -285,7 +286,7 @@ func Dial(addr string, opts ClientOptions) (*Client, error) {
 	if opts.TLS != nil {
 		creds = credentials.NewTLS(opts.TLS)
 	}
-	limit := DefaultMaxMessageSize + frameOverhead
+	limit := DefaultMaxMessageSize + wire.FrameOverhead
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithPerRPCCredentials(tokenCreds{"Bearer " + opts.Token, opts.TLS != nil}),
@@ -311,7 +312,7 @@ func Dial(addr string, opts ClientOptions) (*Client, error) {
 		counts:    map[string]int{},
 		dirty:     map[string]struct{}{},
 	}
-	c.maxMsg.Store(int64(limit - frameOverhead))
+	c.maxMsg.Store(int64(limit - wire.FrameOverhead))
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	go c.run()
 	t := time.NewTimer(opts.ConnectTimeout)
@@ -411,7 +412,7 @@ func (c *Client) run() {
 // clientSession is one stream to the service.
 type clientSession struct {
 	stream  pb.TopicService_SessionClient
-	queue   *opQueue[nodeOut]
+	queue   *wire.Queue[nodeOut]
 	initial []*pb.NodeOp // the state re-sent first
 
 	ctx      context.Context
@@ -463,7 +464,7 @@ func (c *Client) connect() (*clientSession, error) {
 	}
 	s := &clientSession{
 		stream:  stream,
-		queue:   newOpQueue[nodeOut](c.opts.QueueSize),
+		queue:   wire.NewQueue[nodeOut](c.opts.QueueSize),
 		ctx:     ctx,
 		cancel:  cancel,
 		pending: map[uint64]chan *pb.Ack{},
@@ -537,7 +538,7 @@ func (s *clientSession) serve(c *Client) error {
 		}
 		if b := f.GetDeliveries(); b != nil {
 			if h := c.handler.Load(); h != nil {
-				if err := readBatch(b, *h); err != nil {
+				if err := wire.ReadBatch(b, *h); err != nil {
 					c.log.Warn("topic service sent a malformed batch", "err", err)
 				} else {
 					received += len(b.GetTopicLens())
@@ -557,7 +558,7 @@ func (s *clientSession) sendLoop(c *Client) {
 	defer tick.Stop()
 	lastSend := time.Now()
 	for len(s.initial) > 0 {
-		n := min(len(s.initial), batchOps)
+		n := min(len(s.initial), wire.BatchOps)
 		if err := s.stream.Send(&pb.NodeFrame{Ops: s.initial[:n]}); err != nil {
 			s.cancel(err)
 			return
@@ -569,7 +570,7 @@ func (s *clientSession) sendLoop(c *Client) {
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-s.queue.ready:
+		case <-s.queue.Ready():
 		case <-tick.C:
 			if silent := time.Since(time.Unix(0, s.lastRecv.Load())); silent > c.opts.HeartbeatTimeout {
 				s.cancel(fmt.Errorf("%w: no heartbeat from the topic service for %v", broker.ErrUnavailable, silent.Round(time.Millisecond)))
@@ -583,23 +584,23 @@ func (s *clientSession) sendLoop(c *Client) {
 				continue
 			}
 		}
-		items := s.queue.take()
+		items := s.queue.Take()
 		if !s.sendBatch(c, first, items) {
 			return
 		}
-		s.queue.recycle(items)
+		s.queue.Recycle(items)
 		lastSend = time.Now()
 	}
 }
 
 // nodeOut is one operation waiting to be sent to the service: a publish
 // of msg when op is nil.
-type nodeOut = outgoing[pb.NodeOp]
+type nodeOut = wire.Outgoing[pb.NodeOp]
 
 // sendBatch sends first (if not nil) and items in as few frames as
-// cutFrames allows.
+// wire.CutFrames allows.
 func (s *clientSession) sendBatch(c *Client, first *pb.NodeOp, items []nodeOut) bool {
-	return cutFrames(first, items, func(ops []*pb.NodeOp, b *pb.Batch, count, _ int) bool {
+	return wire.CutFrames(first, items, func(ops []*pb.NodeOp, b *pb.Batch, count, _ int) bool {
 		if err := s.stream.Send(&pb.NodeFrame{Ops: ops, Publishes: b}); err != nil {
 			s.cancel(err)
 			return false
@@ -656,9 +657,9 @@ func (c *Client) lost(s *clientSession) error {
 
 // enqueue queues o for the service, waiting while the queue is full.
 func (c *Client) enqueue(ctx context.Context, s *clientSession, o nodeOut) error {
-	for !s.queue.push(o) {
+	for !s.queue.Push(o) {
 		select {
-		case <-s.queue.roomSignal():
+		case <-s.queue.RoomSignal():
 		case <-s.ctx.Done():
 			return c.lost(s)
 		case <-ctx.Done():
@@ -680,7 +681,7 @@ func (c *Client) request(ctx context.Context, s *clientSession, mk func(seq uint
 		delete(s.pending, seq)
 		s.pmu.Unlock()
 	}
-	if err := c.enqueue(ctx, s, nodeOut{op: mk(seq)}); err != nil {
+	if err := c.enqueue(ctx, s, nodeOut{Op: mk(seq)}); err != nil {
 		forget()
 		return nil, err
 	}
@@ -727,7 +728,7 @@ func (c *Client) Publish(ctx context.Context, m broker.Message) error {
 }
 
 func (c *Client) publish(ctx context.Context, m broker.Message) error {
-	if err := validMessage(m.Topic, m.ID, len(m.Data), int(c.maxMsg.Load())); err != nil {
+	if err := wire.ValidMessage(m.Topic, m.ID, len(m.Data), int(c.maxMsg.Load())); err != nil {
 		return err
 	}
 	s, err := c.session()
@@ -737,13 +738,13 @@ func (c *Client) publish(ctx context.Context, m broker.Message) error {
 	// Copy: the message is marshalled later, on the sender goroutine, and
 	// the caller may reuse its buffer once Publish returns.
 	m.Data = bytes.Clone(m.Data)
-	return c.enqueue(ctx, s, nodeOut{msg: m})
+	return c.enqueue(ctx, s, nodeOut{Msg: m})
 }
 
 // Subscribe implements broker.Broker: it returns once the service routes
 // the topic to this node.
 func (c *Client) Subscribe(ctx context.Context, topic string) error {
-	if err := validTopic(topic); err != nil {
+	if err := wire.ValidTopic(topic); err != nil {
 		return err
 	}
 	if _, err := c.session(); err != nil {
@@ -768,7 +769,7 @@ func (c *Client) Subscribe(ctx context.Context, topic string) error {
 		s := c.sess
 		c.mu.Unlock()
 		if s != nil {
-			s.queue.push(nodeOut{op: &pb.NodeOp{Op: &pb.NodeOp_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Topic: topic}}}})
+			s.queue.Push(nodeOut{Op: &pb.NodeOp{Op: &pb.NodeOp_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Topic: topic}}}})
 		}
 	}
 	return err
@@ -779,7 +780,7 @@ func (c *Client) Subscribe(ctx context.Context, topic string) error {
 // afterwards. While the service is unreachable it only forgets the
 // interest, which the next session then lacks.
 func (c *Client) Unsubscribe(ctx context.Context, topic string) error {
-	if err := validTopic(topic); err != nil {
+	if err := wire.ValidTopic(topic); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -806,7 +807,7 @@ func (c *Client) Unsubscribe(ctx context.Context, topic string) error {
 // SetCount implements broker.Broker. It never blocks: changed counts are
 // sent together every CountFlushInterval.
 func (c *Client) SetCount(topic string, n int) {
-	if validTopic(topic) != nil {
+	if wire.ValidTopic(topic) != nil {
 		return
 	}
 	n = max(n, 0)
@@ -826,7 +827,7 @@ func (c *Client) SetCount(topic string, n int) {
 // Count implements broker.Broker: the count of the other nodes, as the
 // service knows it, plus this node's own.
 func (c *Client) Count(ctx context.Context, topic string) (int, error) {
-	if err := validTopic(topic); err != nil {
+	if err := wire.ValidTopic(topic); err != nil {
 		return 0, err
 	}
 	s, err := c.session()

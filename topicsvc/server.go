@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/topicsvc/internal/wire"
 	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
@@ -123,7 +124,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		auth:     []byte("Bearer " + cfg.Token),
 		sessions: map[string]*session{},
 	}
-	limit := cfg.MaxMessageSize + frameOverhead
+	limit := cfg.MaxMessageSize + wire.FrameOverhead
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(limit),
 		grpc.MaxSendMsgSize(limit),
@@ -247,7 +248,7 @@ func (s *Server) Publish(_ context.Context, req *pb.PublishRequest) (*pb.Publish
 	seen := make(map[string]struct{}, len(topics))
 	uniq := topics[:0:0]
 	for _, t := range topics {
-		if err := validMessage(t, id, len(data), s.cfg.MaxMessageSize); err != nil {
+		if err := wire.ValidMessage(t, id, len(data), s.cfg.MaxMessageSize); err != nil {
 			return nil, invalid(err)
 		}
 		if _, dup := seen[t]; !dup {
@@ -267,7 +268,7 @@ func (s *Server) Publish(_ context.Context, req *pb.PublishRequest) (*pb.Publish
 
 // Count implements the push API.
 func (s *Server) Count(_ context.Context, req *pb.CountRequest) (*pb.CountResponse, error) {
-	if err := validTopic(req.GetTopic()); err != nil {
+	if err := wire.ValidTopic(req.GetTopic()); err != nil {
 		return nil, invalid(err)
 	}
 	return &pb.CountResponse{Topic: req.GetTopic(), Count: int64(s.core.Count(req.GetTopic()))}, nil
@@ -304,7 +305,7 @@ type session struct {
 	peer   string
 	node   *Node
 
-	queue    *opQueue[outOp]
+	queue    *wire.Queue[outOp]
 	queued   atomic.Int64 // data bytes queued or being sent
 	lastSeen atomic.Int64 // Unix nanoseconds of the last frame received
 
@@ -328,20 +329,20 @@ func (s *Server) Session(stream pb.TopicService_SessionServer) error {
 		return invalid(errors.New("topicsvc: the first frame of a session must start with a hello"))
 	}
 	id := ops[0].GetHello().GetNodeId()
-	if id == "" || len(id) > maxNodeIDLen {
+	if id == "" || len(id) > wire.MaxNodeIDLen {
 		s.stats.refusedInvalid.Add(1)
-		return invalid(fmt.Errorf("topicsvc: node id must be 1..%d bytes", maxNodeIDLen))
+		return invalid(fmt.Errorf("topicsvc: node id must be 1..%d bytes", wire.MaxNodeIDLen))
 	}
 	ss := &session{
 		srv:    s,
 		stream: stream,
 		id:     id,
 		peer:   peerAddr(stream.Context()),
-		queue:  newOpQueue[outOp](s.cfg.QueueSize),
+		queue:  wire.NewQueue[outOp](s.cfg.QueueSize),
 	}
 	ss.ctx, ss.cancel = context.WithCancelCause(stream.Context())
 	ss.lastSeen.Store(time.Now().UnixNano())
-	ss.push(outOp{op: &pb.ServiceOp{Op: &pb.ServiceOp_Welcome{Welcome: &pb.Welcome{MaxMessageSize: uint64(s.cfg.MaxMessageSize)}}}}, 0)
+	ss.push(outOp{Op: &pb.ServiceOp{Op: &pb.ServiceOp_Welcome{Welcome: &pb.Welcome{MaxMessageSize: uint64(s.cfg.MaxMessageSize)}}}}, 0)
 
 	s.mu.Lock()
 	if s.stopping {
@@ -418,15 +419,15 @@ func (ss *session) end(reason string, cause error) {
 }
 
 // queueLen is how many operations wait to be sent to the node.
-func (ss *session) queueLen() int { return ss.queue.len() }
+func (ss *session) queueLen() int { return ss.queue.Len() }
 
 // outOp is one operation waiting to be sent to a node: a delivery of msg
 // when op is nil.
-type outOp = outgoing[pb.ServiceOp]
+type outOp = wire.Outgoing[pb.ServiceOp]
 
 // deliver is called by the Core with a shard lock held: it never blocks.
 func (ss *session) deliver(m broker.Message) {
-	ss.push(outOp{msg: m}, len(m.Data))
+	ss.push(outOp{Msg: m}, len(m.Data))
 }
 
 // push queues o for the node, or disconnects the node if its queue is
@@ -437,7 +438,7 @@ func (ss *session) push(o outOp, size int) {
 		ss.slow()
 		return
 	}
-	if !ss.queue.push(o) {
+	if !ss.queue.Push(o) {
 		ss.queued.Add(-int64(size))
 		ss.slow()
 	}
@@ -459,7 +460,7 @@ func (ss *session) recvLoop(frame *pb.NodeFrame, skip int) {
 			ss.apply(op, &t)
 		}
 		if b := frame.GetPublishes(); b != nil {
-			if err := readBatch(b, func(m broker.Message) { ss.publish(m, &t) }); err != nil {
+			if err := wire.ReadBatch(b, func(m broker.Message) { ss.publish(m, &t) }); err != nil {
 				ss.notice(err)
 			}
 		}
@@ -494,7 +495,7 @@ type tally struct{ published, bytes, routed int64 }
 
 // publish routes a message the node published.
 func (ss *session) publish(m broker.Message, t *tally) {
-	if err := validMessage(m.Topic, m.ID, len(m.Data), ss.srv.cfg.MaxMessageSize); err != nil {
+	if err := wire.ValidMessage(m.Topic, m.ID, len(m.Data), ss.srv.cfg.MaxMessageSize); err != nil {
 		ss.notice(err)
 		return
 	}
@@ -509,13 +510,13 @@ func (ss *session) ack(seq uint64, count int, err error) {
 		ss.srv.stats.refusedInvalid.Add(1)
 		a.Error = err.Error()
 	}
-	ss.push(outOp{op: &pb.ServiceOp{Op: &pb.ServiceOp_Ack{Ack: a}}}, 0)
+	ss.push(outOp{Op: &pb.ServiceOp{Op: &pb.ServiceOp_Ack{Ack: a}}}, 0)
 }
 
 func (ss *session) notice(err error) {
 	ss.srv.stats.refusedInvalid.Add(1)
 	ss.srv.log.Warn("node operation refused", "node", ss.id, "err", err)
-	ss.push(outOp{op: &pb.ServiceOp{Op: &pb.ServiceOp_Notice{Notice: &pb.Notice{Error: err.Error()}}}}, 0)
+	ss.push(outOp{Op: &pb.ServiceOp{Op: &pb.ServiceOp_Notice{Notice: &pb.Notice{Error: err.Error()}}}}, 0)
 }
 
 // apply carries out one operation of the node. Invalid operations are
@@ -523,7 +524,7 @@ func (ss *session) notice(err error) {
 func (ss *session) apply(op *pb.NodeOp, t *tally) {
 	switch o := op.GetOp().(type) {
 	case *pb.NodeOp_Subscribe:
-		if err := validTopic(o.Subscribe.GetTopic()); err != nil {
+		if err := wire.ValidTopic(o.Subscribe.GetTopic()); err != nil {
 			ss.ack(o.Subscribe.GetSeq(), 0, err)
 			return
 		}
@@ -536,7 +537,7 @@ func (ss *session) apply(op *pb.NodeOp, t *tally) {
 		}
 	case *pb.NodeOp_Count:
 		for _, tc := range o.Count.GetCounts() {
-			if err := validTopic(tc.GetTopic()); err != nil {
+			if err := wire.ValidTopic(tc.GetTopic()); err != nil {
 				ss.notice(err)
 				continue
 			}
@@ -548,7 +549,7 @@ func (ss *session) apply(op *pb.NodeOp, t *tally) {
 		}
 	case *pb.NodeOp_CountQuery:
 		q := o.CountQuery
-		if err := validTopic(q.GetTopic()); err != nil {
+		if err := wire.ValidTopic(q.GetTopic()); err != nil {
 			ss.ack(q.GetSeq(), 0, err)
 			return
 		}
@@ -570,7 +571,7 @@ func (ss *session) sendLoop() {
 		select {
 		case <-ss.ctx.Done():
 			return
-		case <-ss.queue.ready:
+		case <-ss.queue.Ready():
 		case <-tick.C:
 			if silent := time.Since(time.Unix(0, ss.lastSeen.Load())); silent > ss.srv.cfg.HeartbeatTimeout {
 				ss.end(reasonHeartbeat, status.Errorf(codes.DeadlineExceeded, "topicsvc: no heartbeat from the node for %v", silent.Round(time.Millisecond)))
@@ -578,19 +579,19 @@ func (ss *session) sendLoop() {
 			}
 			heartbeat = &pb.ServiceOp{Op: &pb.ServiceOp_Heartbeat{Heartbeat: &pb.Heartbeat{}}}
 		}
-		items := ss.queue.take()
+		items := ss.queue.Take()
 		if !ss.sendBatch(heartbeat, items) {
 			return
 		}
-		ss.queue.recycle(items)
+		ss.queue.Recycle(items)
 	}
 }
 
 // sendBatch sends first (if not nil) and items in as few frames as
-// cutFrames allows.
+// wire.CutFrames allows.
 func (ss *session) sendBatch(first *pb.ServiceOp, items []outOp) bool {
 	st := &ss.srv.stats
-	return cutFrames(first, items, func(ops []*pb.ServiceOp, b *pb.Batch, count, bytes int) bool {
+	return wire.CutFrames(first, items, func(ops []*pb.ServiceOp, b *pb.Batch, count, bytes int) bool {
 		if err := ss.stream.Send(&pb.ServiceFrame{Ops: ops, Deliveries: b}); err != nil {
 			ss.end(reasonStream, err)
 			return false

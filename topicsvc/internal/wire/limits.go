@@ -1,4 +1,4 @@
-package topicsvc
+package wire
 
 import (
 	"fmt"
@@ -7,16 +7,17 @@ import (
 	"github.com/OSMeteor/firetower/broker"
 )
 
-// Limits shared by the service and its client.
+// Limits of what travels on a session stream, the same on both sides.
 const (
-	// DefaultMaxMessageSize is the largest message data the service accepts
-	// by default, in bytes.
-	DefaultMaxMessageSize = 4 << 20
-	maxIDLen              = 256
-	maxNodeIDLen          = 128
-	// frameOverhead is what a gRPC message may carry on top of its largest
+	// MaxIDLen is the longest message id, in bytes.
+	MaxIDLen = 256
+	// MaxNodeIDLen is the longest node id, in bytes.
+	MaxNodeIDLen = 128
+	// FrameOverhead is what a gRPC message may carry on top of its largest
 	// data: the topic, the id and the protobuf framing of a batch.
-	frameOverhead = 64 << 10
+	FrameOverhead = 64 << 10
+	// BatchOps bounds the operations and messages of one stream message.
+	BatchOps = 1024
 	// batchBytes bounds the size of one stream message; a single larger
 	// message travels alone. A stream message that fits in one HTTP/2
 	// frame (16 KiB) reaches the receiver as one buffer, which gRPC
@@ -25,10 +26,9 @@ const (
 	// CPU profile of BenchmarkCrossNode showed that clearing as the largest
 	// single cost with 1 MiB batches.
 	batchBytes = 15 << 10
-	batchOps   = 1024
 )
 
-// validTopic reports why topic cannot travel through the service, or nil.
+// ValidTopic reports why topic cannot travel through the service, or nil.
 //
 // The service carries any UTF-8 topic of 1..broker.MaxTopicLen (256) bytes,
 // spaces, commas and control characters included, because the push API
@@ -36,7 +36,7 @@ const (
 // rule. Nodes apply the stricter rule of DESIGN §3 (no comma, no
 // whitespace or control characters) before a topic reaches their broker,
 // so every topic a node sends passes here too.
-func validTopic(topic string) error {
+func ValidTopic(topic string) error {
 	switch {
 	case topic == "":
 		return fmt.Errorf("topicsvc: empty topic")
@@ -48,21 +48,26 @@ func validTopic(topic string) error {
 	return nil
 }
 
-func validID(id string) error {
+// ValidID reports why a message id cannot travel through the service, or
+// nil: it is UTF-8 of at most MaxIDLen bytes, and may be empty.
+func ValidID(id string) error {
 	switch {
-	case len(id) > maxIDLen:
-		return fmt.Errorf("topicsvc: message id of %d bytes, the limit is %d", len(id), maxIDLen)
+	case len(id) > MaxIDLen:
+		return fmt.Errorf("topicsvc: message id of %d bytes, the limit is %d", len(id), MaxIDLen)
 	case !utf8.ValidString(id):
 		return fmt.Errorf("topicsvc: message id %q is not valid UTF-8", id)
 	}
 	return nil
 }
 
-func validMessage(topic, id string, size, maxSize int) error {
-	if err := validTopic(topic); err != nil {
+// ValidMessage reports why a message of topic and id with size bytes of
+// data cannot travel through a service that accepts at most maxSize, or
+// nil.
+func ValidMessage(topic, id string, size, maxSize int) error {
+	if err := ValidTopic(topic); err != nil {
 		return err
 	}
-	if err := validID(id); err != nil {
+	if err := ValidID(id); err != nil {
 		return err
 	}
 	if size > maxSize {
