@@ -9,6 +9,7 @@ import (
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -42,17 +43,17 @@ func wantCode(t *testing.T, err error, code codes.Code, what string) {
 }
 
 func TestPushAPI(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	nd := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	other := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	ctx := testCtx(t)
+	svc := svctest.Start(t, "127.0.0.1:0")
+	nd := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	other := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	ctx := svctest.Ctx(t)
 	must(t, nd.Subscribe(ctx, "/chat/world"))
 	must(t, nd.Subscribe(ctx, "/chat/other"))
 	nd.SetCount("/chat/world", 2)
 	other.SetCount("/chat/world", 1)
 	other.SetCount("/chat/other", 5)
-	api := pushClient(t, svc.addr)
-	authed := withToken(ctx, testToken)
+	api := pushClient(t, svc.Addr)
+	authed := withToken(ctx, svctest.Token)
 
 	// Without a token, or with a wrong one, every call is refused.
 	_, err := api.Publish(ctx, &pb.PublishRequest{Topic: "/chat/world", Data: `1`})
@@ -72,7 +73,7 @@ func TestPushAPI(t *testing.T) {
 	if r.GetId() == "" || len(r.GetTopics()) != 1 || r.GetNodes() != 1 {
 		t.Fatalf("Publish answered %v", r)
 	}
-	got := nd.rec.waitN(t, 1, 10*time.Second)
+	got := nd.Rec.WaitN(t, 1, 10*time.Second)
 	if m := got[0]; m.ID != r.GetId() || m.Topic != "/chat/world" || string(m.Data) != `{"text":"from a backend","n":12345678901234567890}` {
 		t.Fatalf("node got %+v", m)
 	}
@@ -81,7 +82,7 @@ func TestPushAPI(t *testing.T) {
 	if r.GetId() != "my-id" || strings.Join(r.GetTopics(), ",") != "/chat/world,/chat/other" {
 		t.Fatalf("Publish to several topics answered %v", r)
 	}
-	got = nd.rec.waitN(t, 3, 10*time.Second)
+	got = nd.Rec.WaitN(t, 3, 10*time.Second)
 	for _, m := range got[1:] {
 		if m.ID != "my-id" || string(m.Data) != `"both"` {
 			t.Fatalf("node got %+v", m)
@@ -145,7 +146,7 @@ func TestPushAPI(t *testing.T) {
 	big := `"` + strings.Repeat("y", 1<<20) + `"`
 	_, err = api.Publish(authed, &pb.PublishRequest{Topic: "/chat/world", Data: big})
 	must(t, err)
-	got = nd.rec.waitN(t, 4, 5*time.Second)
+	got = nd.Rec.WaitN(t, 4, 5*time.Second)
 	if string(got[3].Data) != big {
 		t.Fatalf("1 MiB payload arrived as %d bytes", len(got[3].Data))
 	}
@@ -159,7 +160,7 @@ func TestPushAPI(t *testing.T) {
 
 	// The nodes were not disturbed.
 	must(t, other.Publish(ctx, broker.Message{Topic: "/chat/other", ID: "last", Data: []byte(`1`)}))
-	got = nd.rec.waitN(t, 5, 10*time.Second)
+	got = nd.Rec.WaitN(t, 5, 10*time.Second)
 	if got[4].ID != "last" {
 		t.Fatalf("last message %+v", got[4])
 	}
@@ -169,9 +170,9 @@ func TestPushAPI(t *testing.T) {
 // a buggy node might: bad operations are refused one by one, the session
 // goes on.
 func TestSessionRefusesBadOperations(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	api := pushClient(t, svc.addr)
-	ctx := withToken(testCtx(t), testToken)
+	svc := svctest.Start(t, "127.0.0.1:0")
+	api := pushClient(t, svc.Addr)
+	ctx := withToken(svctest.Ctx(t), svctest.Token)
 	stream, err := api.Session(ctx)
 	must(t, err)
 	op := func(o *pb.NodeOp) *pb.NodeOp { return o }

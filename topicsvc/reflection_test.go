@@ -5,6 +5,7 @@ import (
 	"io"
 	"testing"
 
+	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -14,12 +15,12 @@ import (
 // TestReflection: the service describes itself to tools such as grpcurl,
 // behind the same token as the push API.
 func TestReflection(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	conn, err := grpc.NewClient(svc.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	svc := svctest.Start(t, "127.0.0.1:0")
+	conn, err := grpc.NewClient(svc.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	must(t, err)
 	defer conn.Close()
 	list := func(token string) ([]string, error) {
-		ctx := testCtx(t)
+		ctx := svctest.Ctx(t)
 		if token != "" {
 			ctx = withToken(ctx, token)
 		}
@@ -44,7 +45,7 @@ func TestReflection(t *testing.T) {
 	}
 	_, err = list("")
 	wantCode(t, err, codes.Unauthenticated, "reflection without a token")
-	names, err := list(testToken)
+	names, err := list(svctest.Token)
 	must(t, err)
 	found := false
 	for _, n := range names {

@@ -1,7 +1,6 @@
 package topicsvc_test
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,16 +17,17 @@ import (
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 )
 
 // TestServiceConformance runs the broker conformance suite against a real
 // service process: a fresh one for every cluster.
 func TestServiceConformance(t *testing.T) {
 	brokertest.Run(t, brokertest.Config{NewCluster: func(t *testing.T, n int) []broker.Broker {
-		svc := startService(t, "127.0.0.1:0")
+		svc := svctest.Start(t, "127.0.0.1:0")
 		bs := make([]broker.Broker, n)
 		for i := range bs {
-			c, err := topicsvc.Dial(svc.addr, topicsvc.ClientOptions{Token: testToken})
+			c, err := topicsvc.Dial(svc.Addr, topicsvc.ClientOptions{Token: svctest.Token})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -39,8 +38,8 @@ func TestServiceConformance(t *testing.T) {
 }
 
 func TestOpenURL(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	b, err := broker.Open("topicsvc://"+svc.addr, broker.Options{Token: testToken})
+	svc := svctest.Start(t, "127.0.0.1:0")
+	b, err := broker.Open("topicsvc://"+svc.Addr, broker.Options{Token: svctest.Token})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +47,7 @@ func TestOpenURL(t *testing.T) {
 	if _, ok := b.(*topicsvc.Client); !ok {
 		t.Fatalf("broker.Open gave %T", b)
 	}
-	if _, err := broker.Open("topicsvc://"+svc.addr, broker.Options{}); err == nil || !strings.Contains(err.Error(), "token") {
+	if _, err := broker.Open("topicsvc://"+svc.Addr, broker.Options{}); err == nil || !strings.Contains(err.Error(), "token") {
 		t.Fatalf("Open without a token: %v, want an error about the token", err)
 	}
 }
@@ -56,18 +55,16 @@ func TestOpenURL(t *testing.T) {
 // TestThreeNodes runs one service and three nodes through delivery, order,
 // payloads, odd topics and counts.
 func TestThreeNodes(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	n := []*node{
-		dialNode(t, svc.addr, topicsvc.ClientOptions{}),
-		dialNode(t, svc.addr, topicsvc.ClientOptions{}),
-		dialNode(t, svc.addr, topicsvc.ClientOptions{}),
+	svc := svctest.Start(t, "127.0.0.1:0")
+	n := []*svctest.Node{
+		svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{}),
+		svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{}),
+		svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{}),
 	}
-	ctx := testCtx(t)
+	ctx := svctest.Ctx(t)
 	reset := func() {
 		for _, nd := range n {
-			nd.rec.mu.Lock()
-			nd.rec.got = nil
-			nd.rec.mu.Unlock()
+			nd.Rec.Reset()
 		}
 	}
 
@@ -77,13 +74,13 @@ func TestThreeNodes(t *testing.T) {
 		must(t, n[1].Subscribe(ctx, "/chat/world"))
 		must(t, n[2].Publish(ctx, broker.Message{Topic: "/chat/world", ID: "m1", Data: []byte(`{"text":"hi"}`)}))
 		for i, nd := range n[:2] {
-			got := nd.rec.waitN(t, 1, 10*time.Second)
+			got := nd.Rec.WaitN(t, 1, 10*time.Second)
 			if m := got[0]; m.Topic != "/chat/world" || m.ID != "m1" || string(m.Data) != `{"text":"hi"}` {
 				t.Fatalf("node %d got %+v", i, m)
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
-		if got := n[2].rec.count(); got != 0 {
+		if got := n[2].Rec.Count(); got != 0 {
 			t.Fatalf("the publisher, not subscribed, got %d messages", got)
 		}
 	})
@@ -97,7 +94,7 @@ func TestThreeNodes(t *testing.T) {
 			must(t, n[2].Publish(ctx, broker.Message{Topic: "order", ID: fmt.Sprint(i), Data: []byte(fmt.Sprint(i))}))
 		}
 		for k, nd := range n[:2] {
-			got := nd.rec.waitFor(t, 10*time.Second, "1000 ordered messages", func(ms []broker.Message) bool {
+			got := nd.Rec.WaitFor(t, 10*time.Second, "1000 ordered messages", func(ms []broker.Message) bool {
 				c := 0
 				for _, m := range ms {
 					if m.Topic == "order" {
@@ -134,7 +131,7 @@ func TestThreeNodes(t *testing.T) {
 		}
 		// A message after the large ones shows the stream is still in step.
 		must(t, n[0].Publish(ctx, broker.Message{Topic: "payloads", ID: "after", Data: []byte(`"after"`)}))
-		got := n[1].rec.waitN(t, len(sent)+1, 10*time.Second)
+		got := n[1].Rec.WaitN(t, len(sent)+1, 10*time.Second)
 		for i, b := range sent {
 			if !bytes.Equal(got[i].Data, b) {
 				t.Fatalf("payload of %d bytes arrived as %d different bytes", len(b), len(got[i].Data))
@@ -168,7 +165,7 @@ func TestThreeNodes(t *testing.T) {
 		}
 		must(t, n[0].Subscribe(ctx, "plain"))
 		must(t, n[2].Publish(ctx, broker.Message{Topic: "plain", ID: "plain", Data: []byte(`"still fine"`)}))
-		got := n[0].rec.waitN(t, len(carried)+1, 5*time.Second)
+		got := n[0].Rec.WaitN(t, len(carried)+1, 5*time.Second)
 		for i, topic := range carried {
 			if got[i].Topic != topic || got[i].ID != fmt.Sprint(i) {
 				t.Errorf("message %d: got topic %q id %q, want %q", i, got[i].Topic, got[i].ID, topic)
@@ -188,7 +185,7 @@ func TestThreeNodes(t *testing.T) {
 			brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, nd, topic, 9))
 		}
 		// A fourth node in a process of its own, killed like a crashed gateway.
-		helper := startHelperNode(t, svc.addr, topic, 5)
+		helper := svctest.StartHelperNode(t, svc.Addr, topic, 5)
 		for _, nd := range n {
 			brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, nd, topic, 14))
 		}
@@ -208,19 +205,19 @@ func TestThreeNodes(t *testing.T) {
 // same port: the nodes fail fast while it is down, then reconnect, re-send
 // their subscriptions and counts, and delivery resumes without duplicates.
 func TestServiceRestart(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	sub := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	pub := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	ctx := testCtx(t)
+	svc := svctest.Start(t, "127.0.0.1:0")
+	sub := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	pub := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	ctx := svctest.Ctx(t)
 	must(t, sub.Subscribe(ctx, "r"))
 	sub.SetCount("r", 3)
 	for i := range 10 {
 		must(t, pub.Publish(ctx, broker.Message{Topic: "r", ID: fmt.Sprintf("before-%d", i), Data: []byte("1")}))
 	}
-	sub.rec.waitN(t, 10, 10*time.Second)
+	sub.Rec.WaitN(t, 10, 10*time.Second)
 	brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, pub, "r", 3))
 
-	svc.kill()
+	svc.Kill()
 	// Both nodes notice at once (the kernel closes the connections) and
 	// then fail fast rather than wait.
 	brokertest.Eventually(t, 10*time.Second, func() error {
@@ -257,7 +254,7 @@ func TestServiceRestart(t *testing.T) {
 		return nil
 	})
 
-	svc2 := startService(t, svc.addr)
+	svc2 := svctest.Start(t, svc.Addr)
 	restarted := time.Now()
 	// Delivery resumes once both nodes are back: publish probes until one
 	// arrives. The nodes' backoff makes that about a second (DESIGN §5),
@@ -265,10 +262,10 @@ func TestServiceRestart(t *testing.T) {
 	var resumed time.Duration
 	for i := 0; ; i++ {
 		if time.Since(restarted) > 15*time.Second {
-			t.Fatalf("delivery did not resume within 15s of the restart; service log:\n%s", svc2.logs())
+			t.Fatalf("delivery did not resume within 15s of the restart; service log:\n%s", svc2.Logs())
 		}
 		pub.Publish(ctx, broker.Message{Topic: "r", ID: fmt.Sprintf("probe-%d", i), Data: []byte("1")})
-		if got := sub.rec.messages(); len(got) > 10 {
+		if got := sub.Rec.Messages(); len(got) > 10 {
 			resumed = time.Since(restarted)
 			break
 		}
@@ -279,7 +276,7 @@ func TestServiceRestart(t *testing.T) {
 	for i := range 100 {
 		must(t, pub.Publish(ctx, broker.Message{Topic: "r", ID: fmt.Sprintf("after-%d", i), Data: []byte("1")}))
 	}
-	got := sub.rec.waitFor(t, 10*time.Second, "the 100 messages after the restart", func(ms []broker.Message) bool {
+	got := sub.Rec.WaitFor(t, 10*time.Second, "the 100 messages after the restart", func(ms []broker.Message) bool {
 		return len(ms) > 0 && ms[len(ms)-1].ID == "after-99"
 	})
 	seen := map[string]bool{}
@@ -316,13 +313,13 @@ func TestDialUnreachable(t *testing.T) {
 	must(t, err)
 	addr := l.Addr().String()
 	l.Close()
-	nd := dialNode(t, addr, topicsvc.ClientOptions{ConnectTimeout: 500 * time.Millisecond})
-	ctx := testCtx(t)
+	nd := svctest.DialNode(t, addr, topicsvc.ClientOptions{ConnectTimeout: 500 * time.Millisecond})
+	ctx := svctest.Ctx(t)
 	if err := nd.Publish(ctx, broker.Message{Topic: "a", ID: "1", Data: []byte("1")}); !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("Publish without a service: %v, want ErrUnavailable", err)
 	}
 	nd.SetCount("a", 2)
-	startService(t, addr)
+	svctest.Start(t, addr)
 	brokertest.Eventually(t, 15*time.Second, func() error {
 		if err := nd.Subscribe(ctx, "a"); err != nil {
 			return err
@@ -330,19 +327,19 @@ func TestDialUnreachable(t *testing.T) {
 		return nil
 	})
 	must(t, nd.Publish(ctx, broker.Message{Topic: "a", ID: "1", Data: []byte("1")}))
-	nd.rec.waitN(t, 1, 10*time.Second)
+	nd.Rec.WaitN(t, 1, 10*time.Second)
 	must(t, brokertest.CountIs(ctx, nd, "a", 2)())
 }
 
 // TestSlowNodeIsCutOff: a node that stops reading is disconnected by the
 // service, and the others keep receiving everything.
 func TestSlowNodeIsCutOff(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0", "-queue-size", "256", "-metrics-listen", "127.0.0.1:0")
-	fast := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	pub := dialNode(t, svc.addr, topicsvc.ClientOptions{})
+	svc := svctest.Start(t, "127.0.0.1:0", "-queue-size", "256", "-metrics-listen", "127.0.0.1:0")
+	fast := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	pub := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
 	block := make(chan struct{})
-	slowRec := newRecorder()
-	slow, err := topicsvc.Dial(svc.addr, topicsvc.ClientOptions{Token: testToken})
+	slowRec := svctest.NewRecorder()
+	slow, err := topicsvc.Dial(svc.Addr, topicsvc.ClientOptions{Token: svctest.Token})
 	must(t, err)
 	blocked := false
 	must(t, slow.Start(func(m broker.Message) {
@@ -350,11 +347,11 @@ func TestSlowNodeIsCutOff(t *testing.T) {
 			blocked = true
 			<-block // stop reading, as a stuck node would
 		}
-		slowRec.handle(m)
+		slowRec.Handle(m)
 	}))
 	defer slow.Close()
 	defer close(block)
-	ctx := testCtx(t)
+	ctx := svctest.Ctx(t)
 	must(t, fast.Subscribe(ctx, "flood"))
 	must(t, slow.Subscribe(ctx, "flood"))
 
@@ -362,13 +359,13 @@ func TestSlowNodeIsCutOff(t *testing.T) {
 	const window = 128 // keeps the fast node's queue short
 	sent := 0
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(svc.logs(), "too slow") {
+	for !strings.Contains(svc.Logs(), "too slow") {
 		if time.Now().After(deadline) || sent >= 20000 {
-			t.Fatalf("the slow node was not cut off after %d messages; service log:\n%s", sent, svc.logs())
+			t.Fatalf("the slow node was not cut off after %d messages; service log:\n%s", sent, svc.Logs())
 		}
-		for sent-fast.rec.count() >= window {
+		for sent-fast.Rec.Count() >= window {
 			if time.Now().After(deadline) {
-				t.Fatalf("the fast node stalled at %d of %d", fast.rec.count(), sent)
+				t.Fatalf("the fast node stalled at %d of %d", fast.Rec.Count(), sent)
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -381,17 +378,17 @@ func TestSlowNodeIsCutOff(t *testing.T) {
 		must(t, pub.Publish(ctx, broker.Message{Topic: "flood", ID: fmt.Sprint(sent + i), Data: data}))
 	}
 	sent += 100
-	got := fast.rec.waitN(t, sent, 10*time.Second)
+	got := fast.Rec.WaitN(t, sent, 10*time.Second)
 	for i, m := range got {
 		if m.ID != fmt.Sprint(i) {
 			t.Fatalf("fast node: message %d has id %s", i, m.ID)
 		}
 	}
-	if !strings.Contains(svc.logs(), "node disconnected") {
-		t.Fatalf("no disconnect logged:\n%s", svc.logs())
+	if !strings.Contains(svc.Logs(), "node disconnected") {
+		t.Fatalf("no disconnect logged:\n%s", svc.Logs())
 	}
 	// The slow node reconnects and may be cut off again meanwhile.
-	m := scrape(t, svc.metricsURL(t))
+	m := scrape(t, svc.MetricsURL(t))
 	if n := m[`firetower_topicsvc_node_disconnects_total{reason="slow"}`]; n < 1 {
 		t.Fatalf("slow disconnects counted: %v", n)
 	}
@@ -401,8 +398,8 @@ func TestSlowNodeIsCutOff(t *testing.T) {
 }
 
 func TestWrongTokenRefused(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	_, err := topicsvc.Dial(svc.addr, topicsvc.ClientOptions{Token: "wrong"})
+	svc := svctest.Start(t, "127.0.0.1:0")
+	_, err := topicsvc.Dial(svc.Addr, topicsvc.ClientOptions{Token: "wrong"})
 	if err == nil {
 		t.Fatal("Dial with a wrong token succeeded")
 	}
@@ -414,13 +411,13 @@ func TestWrongTokenRefused(t *testing.T) {
 // TestGarbageOnServicePort writes junk to the service's port: connected
 // nodes do not notice.
 func TestGarbageOnServicePort(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	a := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	b := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	ctx := testCtx(t)
+	svc := svctest.Start(t, "127.0.0.1:0")
+	a := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	b := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	ctx := svctest.Ctx(t)
 	must(t, a.Subscribe(ctx, "g"))
 	must(t, b.Publish(ctx, broker.Message{Topic: "g", ID: "0", Data: []byte("0")}))
-	a.rec.waitN(t, 1, 10*time.Second)
+	a.Rec.WaitN(t, 1, 10*time.Second)
 
 	rnd := rand.New(rand.NewPCG(5, 6))
 	junk := make([]byte, 64<<10)
@@ -436,7 +433,7 @@ func TestGarbageOnServicePort(t *testing.T) {
 		{},
 	}
 	for _, p := range payloads {
-		conn, err := net.Dial("tcp", svc.addr)
+		conn, err := net.Dial("tcp", svc.Addr)
 		must(t, err)
 		conn.SetDeadline(time.Now().Add(2 * time.Second))
 		conn.Write(p)
@@ -446,14 +443,14 @@ func TestGarbageOnServicePort(t *testing.T) {
 	for i := 1; i <= 50; i++ {
 		must(t, b.Publish(ctx, broker.Message{Topic: "g", ID: fmt.Sprint(i), Data: []byte("1")}))
 	}
-	got := a.rec.waitN(t, 51, 10*time.Second)
+	got := a.Rec.WaitN(t, 51, 10*time.Second)
 	for i, m := range got {
 		if m.ID != fmt.Sprint(i) {
 			t.Fatalf("message %d has id %s", i, m.ID)
 		}
 	}
-	if strings.Contains(svc.logs(), "node disconnected") {
-		t.Fatalf("a node was disconnected:\n%s", svc.logs())
+	if strings.Contains(svc.Logs(), "node disconnected") {
+		t.Fatalf("a node was disconnected:\n%s", svc.Logs())
 	}
 	if !a.Connected() || !b.Connected() {
 		t.Fatal("a node lost its session")
@@ -463,24 +460,24 @@ func TestGarbageOnServicePort(t *testing.T) {
 // TestBinary checks the command's own behaviour: a token is required, and
 // SIGTERM stops it gracefully.
 func TestBinary(t *testing.T) {
-	out, err := exec.Command(serviceBin, "-listen", "127.0.0.1:0").CombinedOutput()
+	out, err := exec.Command(svctest.Bin(), "-listen", "127.0.0.1:0").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "token is required") {
 		t.Fatalf("without a token: err %v, output %q", err, out)
 	}
-	svc := startService(t, "127.0.0.1:0")
-	nd := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	must(t, nd.Subscribe(testCtx(t), "x"))
-	must(t, svc.cmd.Process.Signal(os.Interrupt))
+	svc := svctest.Start(t, "127.0.0.1:0")
+	nd := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	must(t, nd.Subscribe(svctest.Ctx(t), "x"))
+	must(t, svc.Cmd.Process.Signal(os.Interrupt))
 	select {
-	case <-svc.exited:
+	case <-svc.Exited():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the service did not stop on SIGINT")
 	}
-	if code := svc.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("exit code %d after SIGINT:\n%s", code, svc.logs())
+	if code := svc.Cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGINT:\n%s", code, svc.Logs())
 	}
-	if !strings.Contains(svc.logs(), "topic service stopped") {
-		t.Fatalf("no stop logged:\n%s", svc.logs())
+	if !strings.Contains(svc.Logs(), "topic service stopped") {
+		t.Fatalf("no stop logged:\n%s", svc.Logs())
 	}
 }
 
@@ -490,12 +487,12 @@ func TestBinary(t *testing.T) {
 func TestSilentNodeForgotten(t *testing.T) {
 	// The healthy node heartbeats every second: a 3 s timeout leaves it
 	// 2 s of slack on a loaded machine.
-	svc := startService(t, "127.0.0.1:0", "-heartbeat-timeout", "3s", "-metrics-listen", "127.0.0.1:0")
-	nd := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	ctx := testCtx(t)
+	svc := svctest.Start(t, "127.0.0.1:0", "-heartbeat-timeout", "3s", "-metrics-listen", "127.0.0.1:0")
+	nd := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	ctx := svctest.Ctx(t)
 	const topic = "silent"
 	nd.SetCount(topic, 1)
-	helper := startHelperNode(t, svc.addr, topic, 6)
+	helper := svctest.StartHelperNode(t, svc.Addr, topic, 6)
 	brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, nd, topic, 7))
 	must(t, helper.Process.Signal(syscall.SIGSTOP))
 	stopped := time.Now()
@@ -504,37 +501,18 @@ func TestSilentNodeForgotten(t *testing.T) {
 	// The service logs the timeout, and drops the session from its
 	// figures, just after it removed the node's counts.
 	brokertest.Eventually(t, 5*time.Second, func() error {
-		if !strings.Contains(svc.logs(), "no heartbeat") {
-			return fmt.Errorf("no heartbeat timeout logged:\n%s", svc.logs())
+		if !strings.Contains(svc.Logs(), "no heartbeat") {
+			return fmt.Errorf("no heartbeat timeout logged:\n%s", svc.Logs())
 		}
 		return nil
 	})
 	// The node in good health was not forgotten meanwhile.
-	if !nd.Connected() || strings.Count(svc.logs(), "node connected") != 2 {
-		t.Fatalf("the healthy node lost its session:\n%s", svc.logs())
+	if !nd.Connected() || strings.Count(svc.Logs(), "node connected") != 2 {
+		t.Fatalf("the healthy node lost its session:\n%s", svc.Logs())
 	}
-	brokertest.Eventually(t, 5*time.Second, metricsAre(t, svc.metricsURL(t), map[string]float64{
+	brokertest.Eventually(t, 5*time.Second, metricsAre(t, svc.MetricsURL(t), map[string]float64{
 		`firetower_topicsvc_nodes`: 1,
 		`firetower_topicsvc_node_disconnects_total{reason="heartbeat_timeout"}`: 1,
 		`firetower_topicsvc_node_disconnects_total{reason="stream_error"}`:      0,
 	}))
-}
-
-// startHelperNode starts a node in a process of its own (this test binary,
-// see TestMain) that sets count subscribers of topic at the service addr,
-// and returns once the node is ready. The process is killed when the test
-// ends, if it has not been already.
-func startHelperNode(t *testing.T, addr, topic string, count int) *exec.Cmd {
-	t.Helper()
-	helper := exec.Command(os.Args[0], "-test.run=^$")
-	helper.Env = append(os.Environ(), helperEnv+"=1", "TOPICSVC_TEST_ADDR="+addr, "TOPICSVC_TEST_TOPIC="+topic, "TOPICSVC_TEST_COUNT="+strconv.Itoa(count))
-	out, err := helper.StdoutPipe()
-	must(t, err)
-	must(t, helper.Start())
-	t.Cleanup(func() { helper.Process.Kill(); helper.Wait() })
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	if strings.TrimSpace(line) != "ready" {
-		t.Fatalf("helper node: %q", line)
-	}
-	return helper
 }

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
 )
 
@@ -12,9 +13,9 @@ import (
 // refused whole, deliveries come in ServiceFrame.deliveries, after the
 // frame's ops.
 func TestSessionBatches(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	api := pushClient(t, svc.addr)
-	stream, err := api.Session(withToken(testCtx(t), testToken))
+	svc := svctest.Start(t, "127.0.0.1:0")
+	api := pushClient(t, svc.Addr)
+	stream, err := api.Session(withToken(svctest.Ctx(t), svctest.Token))
 	must(t, err)
 	must(t, stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{
 		{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "batched"}}},

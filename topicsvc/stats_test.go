@@ -10,14 +10,15 @@ import (
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 )
 
 // TestClientStats follows a node's own figures through publishes, an
 // outage of the service and its return on the same address.
 func TestClientStats(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	nd := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	ctx := testCtx(t)
+	svc := svctest.Start(t, "127.0.0.1:0")
+	nd := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	ctx := svctest.Ctx(t)
 	start := time.Now()
 
 	s := nd.Stats()
@@ -31,7 +32,7 @@ func TestClientStats(t *testing.T) {
 	if err := nd.Publish(ctx, broker.Message{Topic: "", Data: []byte("1")}); err == nil {
 		t.Fatal("Publish to an empty topic succeeded")
 	}
-	nd.rec.waitN(t, 5, 5*time.Second)
+	nd.Rec.WaitN(t, 5, 5*time.Second)
 	brokertest.Eventually(t, 10*time.Second, func() error {
 		if s := nd.Stats(); s.Published != 5 || s.Received != 5 || s.PublishErrors != 1 || s.Refused != 0 {
 			return fmt.Errorf("after 5 publishes and a refused one: %+v", s)
@@ -39,8 +40,8 @@ func TestClientStats(t *testing.T) {
 		return nil
 	})
 
-	addr := svc.addr
-	svc.kill()
+	addr := svc.Addr
+	svc.Kill()
 	brokertest.Eventually(t, 5*time.Second, func() error {
 		if s := nd.Stats(); s.Connected || s.SessionsLost != 1 || s.LastDisconnect.Before(start) || s.LastError == "" || s.ConnectFailures < 1 {
 			return fmt.Errorf("while the service is down: %+v", s)
@@ -55,7 +56,7 @@ func TestClientStats(t *testing.T) {
 		t.Fatalf("BrokerStats while down: %v", m)
 	}
 
-	startService(t, addr)
+	svctest.Start(t, addr)
 	brokertest.Eventually(t, 15*time.Second, func() error {
 		if s := nd.Stats(); !s.Connected || s.Sessions != 2 || s.Reconnects != 1 || nd.Reconnects() != 1 || !s.LastConnect.After(s.LastDisconnect) {
 			return fmt.Errorf("after the service came back: %+v", s)
