@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/topicsvc"
+	_ "github.com/OSMeteor/firetower/topicsvc/client"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"

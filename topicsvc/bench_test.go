@@ -11,6 +11,7 @@ import (
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/client"
 	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 )
 
@@ -33,7 +34,7 @@ func BenchmarkCrossNode(b *testing.B) {
 	b.Run("topicsvc", func(b *testing.B) {
 		svc := svctest.Start(b, "127.0.0.1:0")
 		dial := func() broker.Broker {
-			c, err := topicsvc.Dial(svc.Addr, topicsvc.ClientOptions{Token: svctest.Token})
+			c, err := client.Dial(svc.Addr, client.Options{Token: svctest.Token})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -60,7 +61,7 @@ func BenchmarkCrossNode(b *testing.B) {
 			<-served
 		}()
 		dial := func() broker.Broker {
-			c, err := topicsvc.Dial(l.Addr().String(), topicsvc.ClientOptions{Token: svctest.Token})
+			c, err := client.Dial(l.Addr().String(), client.Options{Token: svctest.Token})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/broker/brokertest"
-	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/client"
 	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
 	"google.golang.org/grpc/codes"
@@ -103,8 +103,8 @@ func TestMetrics(t *testing.T) {
 	// Two nodes listen to one topic; one publishes 10 messages, a backend
 	// one more through the push API.
 	const topic = "/metrics/room"
-	a := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
-	b := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	a := svctest.DialNode(t, svc.Addr, client.Options{})
+	b := svctest.DialNode(t, svc.Addr, client.Options{})
 	must(t, a.Subscribe(ctx, topic))
 	must(t, b.Subscribe(ctx, topic))
 	must(t, b.Subscribe(ctx, "/metrics/other"))
@@ -194,7 +194,7 @@ func TestMetrics(t *testing.T) {
 // variable too, and a bad address stops the service at start.
 func TestMetricsConfig(t *testing.T) {
 	svc := svctest.Start(t, "127.0.0.1:0")
-	nd := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	nd := svctest.DialNode(t, svc.Addr, client.Options{})
 	must(t, nd.Subscribe(svctest.Ctx(t), "x")) // the service is well up by now
 	if strings.Contains(svc.Logs(), "metrics listening") {
 		t.Fatalf("metrics served without -metrics-listen:\n%s", svc.Logs())

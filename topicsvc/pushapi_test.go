@@ -8,7 +8,7 @@ import (
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/broker/brokertest"
-	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/client"
 	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
 	"google.golang.org/grpc"
@@ -44,8 +44,8 @@ func wantCode(t *testing.T, err error, code codes.Code, what string) {
 
 func TestPushAPI(t *testing.T) {
 	svc := svctest.Start(t, "127.0.0.1:0")
-	nd := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
-	other := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	nd := svctest.DialNode(t, svc.Addr, client.Options{})
+	other := svctest.DialNode(t, svc.Addr, client.Options{})
 	ctx := svctest.Ctx(t)
 	must(t, nd.Subscribe(ctx, "/chat/world"))
 	must(t, nd.Subscribe(ctx, "/chat/other"))

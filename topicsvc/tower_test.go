@@ -13,6 +13,7 @@ import (
 
 	"github.com/OSMeteor/firetower"
 	"github.com/OSMeteor/firetower/broker/brokertest"
+	_ "github.com/OSMeteor/firetower/topicsvc/client"
 	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"

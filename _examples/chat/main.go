@@ -31,6 +31,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/OSMeteor/firetower"
+	_ "github.com/OSMeteor/firetower/topicsvc/client"
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"

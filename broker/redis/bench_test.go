@@ -10,6 +10,7 @@ import (
 	"github.com/OSMeteor/firetower/broker/brokertest"
 	fredis "github.com/OSMeteor/firetower/broker/redis"
 	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/client"
 )
 
 // BenchmarkCrossNode measures deliveries per second from a publishing node
@@ -39,7 +40,7 @@ func BenchmarkCrossNode(b *testing.B) {
 			go srv.Serve(l)
 			defer srv.Stop()
 			dial := func() broker.Broker {
-				c, err := topicsvc.Dial(l.Addr().String(), topicsvc.ClientOptions{Token: token})
+				c, err := client.Dial(l.Addr().String(), client.Options{Token: token})
 				must(b, err)
 				return c
 			}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
-	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/client"
 )
 
 // Recorder is a node's handler that keeps what it receives.
@@ -87,18 +87,18 @@ func (r *Recorder) WaitN(t testing.TB, n int, within time.Duration) []broker.Mes
 // Node is a started client of a service, with the Recorder its handler
 // fills.
 type Node struct {
-	*topicsvc.Client
+	*client.Client
 	Rec *Recorder
 }
 
 // DialNode dials the service at addr (with Token unless opts has one),
 // starts the client with a Recorder, and closes it at cleanup.
-func DialNode(t testing.TB, addr string, opts topicsvc.ClientOptions) *Node {
+func DialNode(t testing.TB, addr string, opts client.Options) *Node {
 	t.Helper()
 	if opts.Token == "" {
 		opts.Token = Token
 	}
-	c, err := topicsvc.Dial(addr, opts)
+	c, err := client.Dial(addr, opts)
 	if err != nil {
 		t.Fatalf("Dial %s: %v", addr, err)
 	}
@@ -150,7 +150,7 @@ func helperNode() {
 	addr, topic := os.Getenv("TOPICSVC_TEST_ADDR"), os.Getenv("TOPICSVC_TEST_TOPIC")
 	var count int
 	fmt.Sscan(os.Getenv("TOPICSVC_TEST_COUNT"), &count)
-	c, err := topicsvc.Dial(addr, topicsvc.ClientOptions{Token: Token})
+	c, err := client.Dial(addr, client.Options{Token: Token})
 	if err != nil {
 		fmt.Println("dial:", err)
 		os.Exit(1)

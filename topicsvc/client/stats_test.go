@@ -1,4 +1,4 @@
-package topicsvc_test
+package client_test
 
 import (
 	"errors"
@@ -9,15 +9,15 @@ import (
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/broker/brokertest"
-	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/client"
 	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 )
 
-// TestClientStats follows a node's own figures through publishes, an
+// TestStats follows a node's own figures through publishes, an
 // outage of the service and its return on the same address.
-func TestClientStats(t *testing.T) {
+func TestStats(t *testing.T) {
 	svc := svctest.Start(t, "127.0.0.1:0")
-	nd := svctest.DialNode(t, svc.Addr, topicsvc.ClientOptions{})
+	nd := svctest.DialNode(t, svc.Addr, client.Options{})
 	ctx := svctest.Ctx(t)
 	start := time.Now()
 

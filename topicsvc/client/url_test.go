@@ -1,4 +1,4 @@
-package topicsvc_test
+package client_test
 
 import (
 	"crypto/ecdsa"
@@ -11,12 +11,29 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/topicsvc/client"
 	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 )
+
+func TestOpenURL(t *testing.T) {
+	svc := svctest.Start(t, "127.0.0.1:0")
+	b, err := broker.Open("topicsvc://"+svc.Addr, broker.Options{Token: svctest.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, ok := b.(*client.Client); !ok {
+		t.Fatalf("broker.Open gave %T", b)
+	}
+	if _, err := broker.Open("topicsvc://"+svc.Addr, broker.Options{}); err == nil || !strings.Contains(err.Error(), "token") {
+		t.Fatalf("Open without a token: %v, want an error about the token", err)
+	}
+}
 
 // selfSigned writes a certificate for 127.0.0.1 and its key as PEM files.
 func selfSigned(t *testing.T) (certFile, keyFile string) {
