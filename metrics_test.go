@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/OSMeteor/firetower/topicsvc"
 	_ "github.com/OSMeteor/firetower/topicsvc/client"
+	svcserver "github.com/OSMeteor/firetower/topicsvc/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
@@ -259,9 +259,9 @@ func TestMetricsRegistration(t *testing.T) {
 // TestMetricsRemoteBroker: with a topic service, the broker's own
 // figures are exported: its session going down and coming back.
 func TestMetricsRemoteBroker(t *testing.T) {
-	serve := func(addr string) *topicsvc.Server {
+	serve := func(addr string) *svcserver.Server {
 		t.Helper()
-		srv, err := topicsvc.NewServer(topicsvc.ServerConfig{Token: "svc"})
+		srv, err := svcserver.New(svcserver.Config{Token: "svc"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/OSMeteor/firetower/topicsvc"
 	"github.com/OSMeteor/firetower/topicsvc/client"
 	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
+	"github.com/OSMeteor/firetower/topicsvc/server"
 )
 
 // BenchmarkCrossNode measures deliveries per second from a publishing node
@@ -43,7 +44,7 @@ func BenchmarkCrossNode(b *testing.B) {
 		benchPair(b, dial(), dial(), svc.Cmd.Process.Pid)
 	})
 	b.Run("in-process", func(b *testing.B) {
-		srv, err := topicsvc.NewServer(topicsvc.ServerConfig{Token: svctest.Token})
+		srv, err := server.New(server.Config{Token: svctest.Token})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -11,6 +11,7 @@ import (
 	fredis "github.com/OSMeteor/firetower/broker/redis"
 	"github.com/OSMeteor/firetower/topicsvc"
 	"github.com/OSMeteor/firetower/topicsvc/client"
+	"github.com/OSMeteor/firetower/topicsvc/server"
 )
 
 // BenchmarkCrossNode measures deliveries per second from a publishing node
@@ -33,7 +34,7 @@ func BenchmarkCrossNode(b *testing.B) {
 		})
 		b.Run("topicsvc/"+shape.name, func(b *testing.B) {
 			const token = "bench-token"
-			srv, err := topicsvc.NewServer(topicsvc.ServerConfig{Token: token})
+			srv, err := server.New(server.Config{Token: token})
 			must(b, err)
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			must(b, err)

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -91,7 +92,7 @@ func run(args []string) error {
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	srv, err := topicsvc.NewServer(topicsvc.ServerConfig{
+	srv, err := server.New(server.Config{
 		Token:            *token,
 		Logger:           log,
 		TLS:              tlsConf,
@@ -142,7 +143,7 @@ func run(args []string) error {
 
 // serveMetrics serves the service's figures, and the Go runtime's and the
 // process's, at /metrics on addr, from a registry of its own.
-func serveMetrics(addr string, srv *topicsvc.Server, log *slog.Logger) (stop func(), err error) {
+func serveMetrics(addr string, srv *server.Server, log *slog.Logger) (stop func(), err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(srv.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	l, err := net.Listen("tcp", addr)

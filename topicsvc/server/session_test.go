@@ -1,12 +1,8 @@
-package topicsvc_test
+package server_test
 
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
-	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,7 +12,115 @@ import (
 	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/OSMeteor/firetower/topicsvc/client"
 	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
+	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
 )
+
+// TestSessionBatches speaks the session protocol directly, as a node
+// would: publishes travel in NodeFrame.publishes, a malformed batch is
+// refused whole, deliveries come in ServiceFrame.deliveries, after the
+// frame's ops.
+func TestSessionBatches(t *testing.T) {
+	svc := svctest.Start(t, "127.0.0.1:0")
+	api := pushClient(t, svc.Addr)
+	stream, err := api.Session(withToken(svctest.Ctx(t), svctest.Token))
+	must(t, err)
+	must(t, stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{
+		{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "batched"}}},
+		{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: 1, Topic: "b"}}},
+	}}))
+	f, err := stream.Recv()
+	must(t, err)
+	if w := f.GetOps()[0].GetWelcome(); w == nil || w.GetMaxMessageSize() == 0 {
+		t.Fatalf("first frame %v, want a welcome with the largest message size", f)
+	}
+	acked := false
+	for _, o := range f.GetOps()[1:] { // the ack may come with the welcome
+		acked = acked || o.GetAck().GetSeq() == 1
+	}
+	must(t, stream.Send(&pb.NodeFrame{Publishes: &pb.Batch{Topics: []byte("b"), TopicLens: []uint32{1, 1}}}))
+	must(t, stream.Send(&pb.NodeFrame{Publishes: &pb.Batch{
+		Topics: []byte("bbb"), TopicLens: []uint32{1, 1, 1},
+		Ids: []byte("m1m2m3"), IdLens: []uint32{2, 2, 2},
+		Data: []byte(`1"two"{"n":3}`), DataLens: []uint32{1, 5, 7},
+	}}))
+	var got []string
+	var notices []string
+	for len(got) < 3 {
+		f, err := stream.Recv()
+		must(t, err)
+		for _, o := range f.GetOps() {
+			if n := o.GetNotice(); n != nil {
+				notices = append(notices, n.GetError())
+			}
+			if a := o.GetAck(); a != nil {
+				acked = a.GetSeq() == 1 && a.GetError() == ""
+			}
+		}
+		if b := f.GetDeliveries(); b != nil {
+			if !acked {
+				t.Fatal("a delivery before the subscribe's ack")
+			}
+			ids, data := string(b.GetIds()), string(b.GetData())
+			for i := range b.GetTopicLens() {
+				il, dl := b.GetIdLens()[i], b.GetDataLens()[i]
+				got = append(got, ids[:il]+"="+data[:dl])
+				ids, data = ids[il:], data[dl:]
+			}
+		}
+	}
+	if strings.Join(got, " ") != `m1=1 m2="two" m3={"n":3}` {
+		t.Fatalf("delivered %q", got)
+	}
+	if len(notices) != 1 || !strings.Contains(notices[0], "malformed batch") {
+		t.Fatalf("notices %q, want one about the malformed batch", notices)
+	}
+}
+
+// TestSessionRefusesBadOperations speaks the session protocol directly, as
+// a buggy node might: bad operations are refused one by one, the session
+// goes on.
+func TestSessionRefusesBadOperations(t *testing.T) {
+	svc := svctest.Start(t, "127.0.0.1:0")
+	api := pushClient(t, svc.Addr)
+	ctx := withToken(svctest.Ctx(t), svctest.Token)
+	stream, err := api.Session(ctx)
+	must(t, err)
+	op := func(o *pb.NodeOp) *pb.NodeOp { return o }
+	must(t, stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{
+		op(&pb.NodeOp{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "raw"}}}),
+		op(&pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: 1, Topic: ""}}}),
+		op(&pb.NodeOp{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "again"}}}),
+		{},
+		op(&pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: 2, Topic: "ok"}}}),
+	}, Publishes: &pb.Batch{ // a topic too long, then a good message
+		Topics: []byte(strings.Repeat("x", 300) + "ok"), TopicLens: []uint32{300, 2},
+		Ids: []byte("1m"), IdLens: []uint32{1, 1},
+		Data: []byte("1"), DataLens: []uint32{0, 1},
+	}}))
+	var acks, notices []string
+	delivered := false
+	for !delivered {
+		f, err := stream.Recv()
+		must(t, err)
+		for _, o := range f.GetOps() {
+			switch {
+			case o.GetAck() != nil:
+				acks = append(acks, o.GetAck().GetError())
+			case o.GetNotice() != nil:
+				notices = append(notices, o.GetNotice().GetError())
+			}
+		}
+		if b := f.GetDeliveries(); b != nil {
+			delivered = string(b.GetIds()) == "m"
+		}
+	}
+	if len(acks) != 2 || !strings.Contains(acks[0], "empty topic") || acks[1] != "" {
+		t.Fatalf("acks %q", acks)
+	}
+	if len(notices) != 3 {
+		t.Fatalf("notices %q", notices)
+	}
+}
 
 // TestSlowNodeIsCutOff: a node that stops reading is disconnected by the
 // service, and the others keep receiving everything.
@@ -81,79 +185,6 @@ func TestSlowNodeIsCutOff(t *testing.T) {
 	}
 	if n := m[`firetower_topicsvc_node_disconnects_total{reason="heartbeat_timeout"}`]; n != 0 {
 		t.Fatalf("heartbeat timeouts counted: %v", n)
-	}
-}
-
-// TestGarbageOnServicePort writes junk to the service's port: connected
-// nodes do not notice.
-func TestGarbageOnServicePort(t *testing.T) {
-	svc := svctest.Start(t, "127.0.0.1:0")
-	a := svctest.DialNode(t, svc.Addr, client.Options{})
-	b := svctest.DialNode(t, svc.Addr, client.Options{})
-	ctx := svctest.Ctx(t)
-	must(t, a.Subscribe(ctx, "g"))
-	must(t, b.Publish(ctx, broker.Message{Topic: "g", ID: "0", Data: []byte("0")}))
-	a.Rec.WaitN(t, 1, 10*time.Second)
-
-	rnd := rand.New(rand.NewPCG(5, 6))
-	junk := make([]byte, 64<<10)
-	for i := range junk {
-		junk[i] = byte(rnd.UintN(256))
-	}
-	payloads := [][]byte{
-		junk,
-		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-		// A valid HTTP/2 preface, then a frame header announcing 16 MiB.
-		append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01),
-		append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), junk[:4096]...),
-		{},
-	}
-	for _, p := range payloads {
-		conn, err := net.Dial("tcp", svc.Addr)
-		must(t, err)
-		conn.SetDeadline(time.Now().Add(2 * time.Second))
-		conn.Write(p)
-		conn.Read(make([]byte, 1024))
-		conn.Close()
-	}
-	for i := 1; i <= 50; i++ {
-		must(t, b.Publish(ctx, broker.Message{Topic: "g", ID: fmt.Sprint(i), Data: []byte("1")}))
-	}
-	got := a.Rec.WaitN(t, 51, 10*time.Second)
-	for i, m := range got {
-		if m.ID != fmt.Sprint(i) {
-			t.Fatalf("message %d has id %s", i, m.ID)
-		}
-	}
-	if strings.Contains(svc.Logs(), "node disconnected") {
-		t.Fatalf("a node was disconnected:\n%s", svc.Logs())
-	}
-	if !a.Connected() || !b.Connected() {
-		t.Fatal("a node lost its session")
-	}
-}
-
-// TestBinary checks the command's own behaviour: a token is required, and
-// SIGTERM stops it gracefully.
-func TestBinary(t *testing.T) {
-	out, err := exec.Command(svctest.Bin(), "-listen", "127.0.0.1:0").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "token is required") {
-		t.Fatalf("without a token: err %v, output %q", err, out)
-	}
-	svc := svctest.Start(t, "127.0.0.1:0")
-	nd := svctest.DialNode(t, svc.Addr, client.Options{})
-	must(t, nd.Subscribe(svctest.Ctx(t), "x"))
-	must(t, svc.Cmd.Process.Signal(os.Interrupt))
-	select {
-	case <-svc.Exited():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the service did not stop on SIGINT")
-	}
-	if code := svc.Cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("exit code %d after SIGINT:\n%s", code, svc.Logs())
-	}
-	if !strings.Contains(svc.Logs(), "topic service stopped") {
-		t.Fatalf("no stop logged:\n%s", svc.Logs())
 	}
 }
 

@@ -1,4 +1,4 @@
-package topicsvc_test
+package server_test
 
 import (
 	"context"
@@ -163,51 +163,5 @@ func TestPushAPI(t *testing.T) {
 	got = nd.Rec.WaitN(t, 5, 10*time.Second)
 	if got[4].ID != "last" {
 		t.Fatalf("last message %+v", got[4])
-	}
-}
-
-// TestSessionRefusesBadOperations speaks the session protocol directly, as
-// a buggy node might: bad operations are refused one by one, the session
-// goes on.
-func TestSessionRefusesBadOperations(t *testing.T) {
-	svc := svctest.Start(t, "127.0.0.1:0")
-	api := pushClient(t, svc.Addr)
-	ctx := withToken(svctest.Ctx(t), svctest.Token)
-	stream, err := api.Session(ctx)
-	must(t, err)
-	op := func(o *pb.NodeOp) *pb.NodeOp { return o }
-	must(t, stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{
-		op(&pb.NodeOp{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "raw"}}}),
-		op(&pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: 1, Topic: ""}}}),
-		op(&pb.NodeOp{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "again"}}}),
-		{},
-		op(&pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: 2, Topic: "ok"}}}),
-	}, Publishes: &pb.Batch{ // a topic too long, then a good message
-		Topics: []byte(strings.Repeat("x", 300) + "ok"), TopicLens: []uint32{300, 2},
-		Ids: []byte("1m"), IdLens: []uint32{1, 1},
-		Data: []byte("1"), DataLens: []uint32{0, 1},
-	}}))
-	var acks, notices []string
-	delivered := false
-	for !delivered {
-		f, err := stream.Recv()
-		must(t, err)
-		for _, o := range f.GetOps() {
-			switch {
-			case o.GetAck() != nil:
-				acks = append(acks, o.GetAck().GetError())
-			case o.GetNotice() != nil:
-				notices = append(notices, o.GetNotice().GetError())
-			}
-		}
-		if b := f.GetDeliveries(); b != nil {
-			delivered = string(b.GetIds()) == "m"
-		}
-	}
-	if len(acks) != 2 || !strings.Contains(acks[0], "empty topic") || acks[1] != "" {
-		t.Fatalf("acks %q", acks)
-	}
-	if len(notices) != 3 {
-		t.Fatalf("notices %q", notices)
 	}
 }

@@ -1,4 +1,4 @@
-package topicsvc_test
+package server_test
 
 import (
 	"bufio"
