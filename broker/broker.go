@@ -6,9 +6,9 @@
 // (Subscribe) and withdraws it when the last one leaves (Unsubscribe); it
 // reports its local subscriber counts (SetCount); and it receives the
 // messages of the topics it is interested in through the Handler it passes to
-// Start. Implementations: the firetower topic service (package topicsvc,
-// embedded or remote) and Redis (package broker/redis, built with
-// -tags redis). Package brokertest holds the conformance suite every
+// Start. Implementations: the firetower topic service, embedded (package
+// topicsvc) or remote (package topicsvc/client), and Redis (package
+// broker/redis, built with -tags redis). Package brokertest holds the conformance suite every
 // implementation passes.
 package broker
 
