@@ -15,6 +15,13 @@
 // It logs with slog to stderr; the line "topic service listening" carries the
 // bound address, and "metrics listening" the metrics address. SIGTERM or
 // SIGINT stops it gracefully.
+//
+// It runs package topicsvc/server. Nodes reach it through package
+// topicsvc/client, which a program links with
+//
+//	import _ "github.com/OSMeteor/firetower/topicsvc/client"
+//
+// to open FIRETOWER_BROKER=topicsvc://host:port.
 package main
 
 import (
