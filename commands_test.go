@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 )
@@ -325,7 +326,7 @@ func TestBareData(t *testing.T) {
 	s := newServer(t, Config{BareData: true})
 	c := dial(t, s, "", nil)
 	c.send(`{"type":"subscribe","topic":"/chat/world","data":""}`)
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		if s.tower.LocalConnectNum("/chat/world") != 1 {
 			return errors.New("not subscribed yet")
 		}

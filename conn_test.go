@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/gorilla/websocket"
 )
 
@@ -26,7 +27,7 @@ func TestPingThenCloseIsTheClients(t *testing.T) {
 		ws.ReadMessage() // until the close reply
 		ws.Close()
 	}
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		d := s.tower.Stats().Disconnects
 		if d["client"] != n || d["write_error"] != 0 {
 			return fmt.Errorf("disconnects %v, want %d by the client and none by write errors", d, n)
@@ -108,7 +109,7 @@ func TestDisconnectReasons(t *testing.T) {
 	}
 	want(DisconnectSlow)
 
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		d := s.tower.Stats().Disconnects
 		for _, r := range []string{"ping_timeout", "too_large", "protocol_error", "server", "slow"} {
 			if d[r] != 1 {

@@ -70,7 +70,7 @@ func New(cfg Config) (*Tower, error) {
 		shutdownDone: make(chan struct{}),
 		stopPings:    make(chan struct{}),
 	}
-	if ip, ok := b.(interface{ InProcess() bool }); ok {
+	if ip, ok := b.(broker.InProcess); ok {
 		t.brokerInProcess = ip.InProcess()
 	}
 	t.hub = newHub(b, cfg.BareData, &t.stats)

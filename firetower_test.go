@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/OSMeteor/firetower/topicsvc"
 	"github.com/gorilla/websocket"
 )
@@ -88,7 +89,7 @@ func TestChurn(t *testing.T) {
 	}
 	wg.Wait()
 	ctx := context.Background()
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		for _, topic := range topics {
 			if n, _ := s.tower.GetConnectNum(ctx, topic); n != 0 {
 				return fmt.Errorf("count of %s is %d after everyone left", topic, n)

@@ -269,19 +269,3 @@ func do(t testing.TB, req *http.Request) (int, map[string]any) {
 	}
 	return resp.StatusCode, m
 }
-
-// eventually retries check for up to 5s.
-func eventually(t testing.TB, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

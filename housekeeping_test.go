@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/gorilla/websocket"
 )
 
@@ -34,7 +35,7 @@ func TestPingsAndIdleWriters(t *testing.T) {
 	quiet := newServer(t, Config{}) // pings every 25s: nothing to write now
 	q := dial(t, quiet, "", nil)
 	q.subscribe("idle")
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		quiet.tower.mu.Lock()
 		defer quiet.tower.mu.Unlock()
 		for conn := range quiet.tower.conns {
@@ -58,7 +59,7 @@ func TestUnansweredPingsClose(t *testing.T) {
 	c := dial(t, s, "", nil)
 	c.ws.SetPingHandler(func(string) error { return nil }) // no pong
 	c.subscribe("x")
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		if s.tower.Stats().Connections != 0 {
 			return errors.New("still connected")
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/OSMeteor/firetower/topicsvc"
 )
 
@@ -117,7 +118,7 @@ func TestTopicsPagination(t *testing.T) {
 
 	// A listing is reused for at most a second: a new topic shows up.
 	dial(t, s, "", nil).subscribe("newcomer")
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		var p TopicsPage
 		getAuth(t, s, "/topics?q=newcomer", testToken, &p)
 		if p.Total != 1 || p.Topics[0].Count != 1 {

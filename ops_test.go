@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/OSMeteor/firetower/topicsvc"
 	"github.com/gin-gonic/gin"
 )
@@ -160,7 +161,7 @@ func TestStatsShape(t *testing.T) {
 	}
 	// The sampler runs since the first /stats: within a few seconds the
 	// history shows both connections and rates exist.
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		var st OpsStats
 		getAuth(t, s, "/stats", testToken, &st)
 		h := st.History

@@ -9,11 +9,16 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/internal/jsonstr"
 )
 
-// MaxTopicLen is the longest topic, in bytes.
-const MaxTopicLen = 256
+// MaxTopicLen is the longest topic, in bytes: the longest every broker
+// carries. A node's rule (ValidateTopic) is stricter than a broker's in
+// what a topic may hold: the topic service also carries topics with
+// spaces or commas, for push-API backends, and they never reach a node's
+// clients.
+const MaxTopicLen = broker.MaxTopicLen
 
 // Frame types of wire protocol v1 (DESIGN §3).
 const (

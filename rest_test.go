@@ -98,6 +98,10 @@ type fakeBroker struct {
 	subscribe func(context.Context, string) error
 }
 
+// InProcess is false: the calls a test sets may wait, and the embedded
+// broker's promise must not pass through the embedding.
+func (f *fakeBroker) InProcess() bool { return false }
+
 func (f *fakeBroker) Publish(ctx context.Context, m broker.Message) error {
 	if f.publish != nil {
 		return f.publish(ctx, m)

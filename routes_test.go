@@ -8,7 +8,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 )
@@ -144,7 +146,7 @@ func TestUpgradeStatusLogged(t *testing.T) {
 		s.Close()
 	})
 	dial(t, s, "", nil).subscribe("a")
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		if !strings.Contains(logs.String(), "| 101 |") {
 			return fmt.Errorf("no 101 in gin's log:\n%s", logs.String())
 		}
@@ -161,7 +163,7 @@ func TestUpgradeStatusLogged(t *testing.T) {
 	if code, _ := getBody(t, s, http.MethodGet, "/ws"); code != http.StatusBadRequest {
 		t.Fatalf("GET /ws without an upgrade: %d, want 400", code)
 	}
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		if !strings.Contains(logs.String(), "| 403 |") || !strings.Contains(logs.String(), "| 400 |") {
 			return fmt.Errorf("no 403 and 400 in gin's log:\n%s", logs.String())
 		}

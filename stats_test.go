@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
+
+	"github.com/OSMeteor/firetower/broker/brokertest"
 )
 
 // TestStats checks the node's figures after a known workload: 10
@@ -32,7 +35,7 @@ func TestStats(t *testing.T) {
 	// Replies are frames too: 101 subscribed + 1,000 messages. A frame is
 	// counted once its write returned, which may be just after the client
 	// read it.
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		st := s.tower.Stats()
 		if st.FramesOut != 1101 || st.BytesOut < 1000*50 || st.Latency.Count == 0 || int64(st.Latency.Count) > st.Writes {
 			return fmt.Errorf("output stats %+v", st)
@@ -42,7 +45,7 @@ func TestStats(t *testing.T) {
 	for _, c := range clients[:10] {
 		c.ws.Close()
 	}
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		st := s.tower.Stats()
 		if st.Connections != 90 || st.Disconnects["client"] != 10 || st.Subscriptions != 90 || st.Topics != 1 {
 			return fmt.Errorf("after 10 left: %+v", st)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/gorilla/websocket"
 )
 
@@ -234,7 +235,7 @@ func TestStalledClient(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		if got := s.tower.LocalConnectNum("feed"); got != len(readers) {
 			return fmt.Errorf("feed has %d subscribers; the stalled one should be gone", got)
 		}
@@ -246,7 +247,7 @@ func TestStalledClient(t *testing.T) {
 	// Its handler ended: the server let go of the connection without
 	// waiting for it (a client that reads nothing may never take a close
 	// frame).
-	eventually(t, func() error {
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		s.tower.mu.Lock()
 		defer s.tower.mu.Unlock()
 		if len(s.tower.conns) != len(readers) {

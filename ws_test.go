@@ -11,7 +11,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 )
@@ -164,7 +166,7 @@ func TestLogs(t *testing.T) {
 			c.expect(TypePublish)
 		}
 		c.ws.Close()
-		eventually(t, func() error {
+		brokertest.Eventually(t, 5*time.Second, func() error {
 			if s.tower.Stats().Connections != 0 {
 				return errors.New("still connected")
 			}

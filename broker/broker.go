@@ -6,9 +6,9 @@
 // (Subscribe) and withdraws it when the last one leaves (Unsubscribe); it
 // reports its local subscriber counts (SetCount); and it receives the
 // messages of the topics it is interested in through the Handler it passes to
-// Start. Implementations: the firetower topic service (package topicsvc,
-// embedded or remote) and Redis (package broker/redis, built with
-// -tags redis). Package brokertest holds the conformance suite every
+// Start. Implementations: the firetower topic service, embedded (package
+// topicsvc) or remote (package topicsvc/client), and Redis (package
+// broker/redis, built with -tags redis). Package brokertest holds the conformance suite every
 // implementation passes.
 package broker
 
@@ -27,6 +27,9 @@ type Message struct {
 	// byte for byte and never modify it; receivers must not modify it either.
 	Data []byte
 }
+
+// MaxTopicLen is the longest topic, in bytes, that every broker carries.
+const MaxTopicLen = 256
 
 // Handler receives the messages of the topics the node subscribed to.
 //
@@ -99,6 +102,14 @@ type NodeInfo struct {
 type NodeLister interface {
 	Nodes(ctx context.Context) ([]NodeInfo, error)
 }
+
+// InProcess is implemented by a broker whose calls run to completion in the
+// calling goroutine, never waiting on a network or another process (the
+// embedded topic service). A node bounds such calls by the caller's context
+// alone, with no BrokerTimeout timer. A broker that embeds another (a
+// wrapper that adds behaviour) must answer for itself, since the embedded
+// method would otherwise vouch for calls it does not make.
+type InProcess interface{ InProcess() bool }
 
 var (
 	// ErrUnavailable reports that the cluster cannot be reached now; the

@@ -37,9 +37,27 @@ func Register(scheme string, open Opener) {
 	openers[scheme] = open
 }
 
-// Open returns the broker a URL names, such as topicsvc://127.0.0.1:6666
-// or redis://127.0.0.1:6379/0. The package implementing the scheme must be
-// linked in (firetower links topicsvc; broker/redis needs -tags redis).
+// Open returns the broker a URL names. The package implementing the
+// scheme must be linked in; without it, Open says which import or build
+// tag is missing.
+//
+// The topic service, with import _ "github.com/OSMeteor/firetower/topicsvc/client":
+//
+//	topicsvc://host:port                   plaintext gRPC
+//	topicsvcs://host:port                  TLS, verified against the system roots
+//	topicsvcs://host:port?ca=/path/ca.pem  TLS, verified against a private CA
+//
+// Redis, with import _ "github.com/OSMeteor/firetower/broker/redis" in a
+// program built with -tags redis:
+//
+//	redis://[user:pass@]host:port/db                          one server
+//	rediss://[user:pass@]host:port/db                         one server, TLS
+//	redis+cluster://h1:p1?addr=h2:p2&addr=h3:p3               Redis Cluster
+//	redis+sentinel://h1:p1?addr=h2:p2&master_name=NAME        Sentinel
+//	rediss+cluster://..., rediss+sentinel://...               the same over TLS
+//
+// A Redis URL's query also takes go-redis's options and prefix=NAME, the
+// namespace of the broker's keys and channels (default firetower).
 func Open(rawURL string, opts Options) (Broker, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -52,13 +70,19 @@ func Open(rawURL string, opts Options) (Broker, error) {
 	open, ok := openers[u.Scheme]
 	openersMu.RUnlock()
 	if !ok {
-		if strings.HasPrefix(u.Scheme, "redis") {
+		switch {
+		case u.Scheme == "topicsvc" || u.Scheme == "topicsvcs":
+			return nil, fmt.Errorf("firetower: broker URL %q: the topic service client is not linked in; add import _ %q", rawURL, topicsvcClient)
+		case strings.HasPrefix(u.Scheme, "redis"):
 			return nil, fmt.Errorf("firetower: broker URL %q: the Redis broker is not compiled in; build with -tags redis", rawURL)
 		}
 		return nil, fmt.Errorf("firetower: broker URL %q: unknown scheme %q (known: %s)", rawURL, u.Scheme, strings.Join(schemes(), ", "))
 	}
 	return open(u, opts)
 }
+
+// topicsvcClient is the package that registers the topicsvc schemes.
+const topicsvcClient = "github.com/OSMeteor/firetower/topicsvc/client"
 
 func schemes() []string {
 	openersMu.RLock()

@@ -25,6 +25,24 @@ func TestOpenRedisWithoutTagSaysHowToBuild(t *testing.T) {
 	}
 }
 
+// Nor do they link topicsvc/client: this is what a program that did not
+// import it sees.
+func TestOpenTopicsvcWithoutClientSaysWhatToImport(t *testing.T) {
+	for _, u := range []string{
+		"topicsvc://127.0.0.1:6666",
+		"topicsvcs://topicsvc.example:6666?ca=/etc/firetower/ca.pem",
+	} {
+		b, err := Open(u, Options{Token: "secret"})
+		if err == nil {
+			b.Close()
+			t.Fatalf("Open(%q) succeeded without the topic service client linked in", u)
+		}
+		if want := `import _ "github.com/OSMeteor/firetower/topicsvc/client"`; !strings.Contains(err.Error(), want) {
+			t.Errorf("Open(%q) = %v, want an error that says to add %s", u, err, want)
+		}
+	}
+}
+
 func TestOpenUnknownScheme(t *testing.T) {
 	_, err := Open("nats://127.0.0.1:4222", Options{})
 	if err == nil || !strings.Contains(err.Error(), `unknown scheme "nats"`) {

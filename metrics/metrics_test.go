@@ -111,7 +111,8 @@ func (n *node) families() (map[string]*dto.MetricFamily, error) {
 	if resp.StatusCode != 200 {
 		return nil, fmt.Errorf("scrape: %d", resp.StatusCode)
 	}
-	return expfmt.NewTextParser(model.UTF8Validation).TextToMetricFamilies(resp.Body)
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	return p.TextToMetricFamilies(resp.Body)
 }
 
 // value returns the value of a counter or gauge with the given labels
@@ -295,10 +296,11 @@ func TestRegisterAndShutdown(t *testing.T) {
 		t.Fatalf("%d metric families left after every Shutdown", len(fams))
 	}
 	// Registering on a Tower already shut down leaves nothing behind.
-	if err := metrics.Register(second, reg); err != nil {
+	fresh := prometheus.NewRegistry()
+	if err := metrics.Register(second, fresh); err != nil {
 		t.Fatal(err)
 	}
-	if fams, _ := reg.Gather(); len(fams) != 0 {
+	if fams, _ := fresh.Gather(); len(fams) != 0 {
 		t.Fatalf("%d metric families registered for a Tower already shut down", len(fams))
 	}
 }

@@ -36,7 +36,7 @@ step "fuzzing the parsers (bounded)"
 # take a minute of the run; 2 s each leaves the time to fuzzing.
 go test -run '^$' -fuzz '^FuzzParseFrame$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s .
 go test -run '^$' -fuzz '^FuzzParsePublish$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s .
-go test -run '^$' -fuzz '^FuzzReadBatch$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s ./topicsvc
+go test -run '^$' -fuzz '^FuzzReadBatch$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s ./topicsvc/internal/wire
 
 step "firetower.js unit tests (node --test)"
 node --test js/

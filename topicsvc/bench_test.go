@@ -11,6 +11,9 @@ import (
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/broker/brokertest"
 	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/client"
+	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
+	"github.com/OSMeteor/firetower/topicsvc/server"
 )
 
 // BenchmarkCrossNode measures deliveries per second from a publishing node
@@ -30,18 +33,18 @@ func BenchmarkCrossNode(b *testing.B) {
 		benchPair(b, core.Embedded(), core.Embedded(), 0)
 	})
 	b.Run("topicsvc", func(b *testing.B) {
-		svc := startService(b, "127.0.0.1:0")
+		svc := svctest.Start(b, "127.0.0.1:0")
 		dial := func() broker.Broker {
-			c, err := topicsvc.Dial(svc.addr, topicsvc.ClientOptions{Token: testToken})
+			c, err := client.Dial(svc.Addr, client.Options{Token: svctest.Token})
 			if err != nil {
 				b.Fatal(err)
 			}
 			return c
 		}
-		benchPair(b, dial(), dial(), svc.cmd.Process.Pid)
+		benchPair(b, dial(), dial(), svc.Cmd.Process.Pid)
 	})
 	b.Run("in-process", func(b *testing.B) {
-		srv, err := topicsvc.NewServer(topicsvc.ServerConfig{Token: testToken})
+		srv, err := server.New(server.Config{Token: svctest.Token})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -59,7 +62,7 @@ func BenchmarkCrossNode(b *testing.B) {
 			<-served
 		}()
 		dial := func() broker.Broker {
-			c, err := topicsvc.Dial(l.Addr().String(), topicsvc.ClientOptions{Token: testToken})
+			c, err := client.Dial(l.Addr().String(), client.Options{Token: svctest.Token})
 			if err != nil {
 				b.Fatal(err)
 			}

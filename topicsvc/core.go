@@ -1,11 +1,16 @@
 // Package topicsvc is the firetower topic service: the routing and counting
-// core that connects the nodes of a cluster, and the ways to reach it.
+// core that connects the nodes of a cluster, and the embedded broker.
 //
 // The Core runs in-process for a single node (NewEmbedded, the default
 // broker of firetower) or inside a standalone service that nodes reach over
 // gRPC. It tracks, per node, the topics the node listens to and its
 // subscriber counts, routes each publish only to the nodes with
 // subscribers, and sums the counts across nodes.
+//
+// This package links neither gRPC nor Prometheus. The standalone service is
+// package topicsvc/server (run by cmd/firetower-topicsvc); a node reaches it
+// through package topicsvc/client, whose import registers the topicsvc://
+// and topicsvcs:// broker URLs.
 package topicsvc
 
 import (
@@ -30,6 +35,11 @@ type Core struct {
 	nodes map[string]*Node
 }
 
+// coreShard's lock is the first of a delivery's locks: Publish holds its
+// read lock while each listening node's deliver runs, which, for the
+// embedded broker, takes the node's hub shard lock and then each
+// subscriber's send queue lock (DESIGN §1). deliver must never call back
+// into the Core.
 type coreShard struct {
 	mu     sync.RWMutex
 	topics map[string]*coreTopic
@@ -155,6 +165,39 @@ func (c *Core) Nodes() []broker.NodeInfo {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// RouteStats are a Core's routing figures at one moment.
+type RouteStats struct {
+	// Topics counts the topics at least one node listens to.
+	Topics int
+	// Subscriptions counts the node-topic interests: the (node, topic)
+	// pairs the Core routes.
+	Subscriptions int
+	// Subscribers sums the subscriber counts the nodes report, over nodes
+	// and topics.
+	Subscribers int
+}
+
+// RouteStats counts, shard by shard, the topics some node listens to, the
+// node-topic interests and the subscribers the nodes report. It takes each
+// shard's read lock in turn, so that reading it (a metrics scrape) never
+// stalls routing for long.
+func (c *Core) RouteStats() RouteStats {
+	var rs RouteStats
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.RLock()
+		for _, t := range s.topics {
+			if len(t.listeners) > 0 {
+				rs.Topics++
+				rs.Subscriptions += len(t.listeners)
+			}
+			rs.Subscribers += t.total
+		}
+		s.mu.RUnlock()
+	}
+	return rs
 }
 
 // Expire removes the nodes not touched for longer than maxAge and returns

@@ -22,9 +22,12 @@ type Embedded struct {
 	closed  bool
 }
 
-var _ broker.Broker = (*Embedded)(nil)
-var _ broker.TopicLister = (*Embedded)(nil)
-var _ broker.NodeLister = (*Embedded)(nil)
+var (
+	_ broker.Broker      = (*Embedded)(nil)
+	_ broker.TopicLister = (*Embedded)(nil)
+	_ broker.NodeLister  = (*Embedded)(nil)
+	_ broker.InProcess   = (*Embedded)(nil)
+)
 
 // NewEmbedded returns a broker for a node that is its own cluster.
 func NewEmbedded() *Embedded { return NewCore().Embedded() }
@@ -129,6 +132,11 @@ func (e *Embedded) Nodes(context.Context) ([]broker.NodeInfo, error) {
 	n.Touch() // an in-process node is alive while it can ask
 	return e.core.Nodes(), nil
 }
+
+// InProcess implements broker.InProcess: every call of an Embedded broker
+// runs to completion in the caller's goroutine (Publish runs the
+// subscribed nodes' handlers, which must not block).
+func (e *Embedded) InProcess() bool { return true }
 
 // Close implements broker.Broker: the node leaves the Core.
 func (e *Embedded) Close() error {

@@ -18,3 +18,13 @@ func TestEmbeddedConformance(t *testing.T) {
 		return bs
 	}})
 }
+
+// TestEmbeddedInProcess: a node may skip its BrokerTimeout timer for the
+// embedded broker, which never waits on a network.
+func TestEmbeddedInProcess(t *testing.T) {
+	var b broker.Broker = topicsvc.NewEmbedded()
+	defer b.Close()
+	if ip, ok := b.(broker.InProcess); !ok || !ip.InProcess() {
+		t.Fatalf("%T does not report itself in-process", b)
+	}
+}

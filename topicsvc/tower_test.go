@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower"
+	"github.com/OSMeteor/firetower/broker/brokertest"
+	_ "github.com/OSMeteor/firetower/topicsvc/client"
+	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 )
@@ -31,7 +34,7 @@ func startGateway(t *testing.T, svcAddr string) *gateway {
 	t.Helper()
 	tower, err := firetower.New(firetower.Config{
 		BrokerURL:   "topicsvc://" + svcAddr,
-		BrokerToken: testToken,
+		BrokerToken: svctest.Token,
 		APIToken:    apiToken,
 		ReadHandler: func(*firetower.Conn, *firetower.Frame) bool { return true },
 	})
@@ -141,8 +144,8 @@ func restPublish(t *testing.T, g *gateway, body string) (int, string) {
 // while the service is down publishes answer 503 and error frames with
 // code unavailable.
 func TestTowersThroughService(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	g1, g2 := startGateway(t, svc.addr), startGateway(t, svc.addr)
+	svc := svctest.Start(t, "127.0.0.1:0")
+	g1, g2 := startGateway(t, svc.Addr), startGateway(t, svc.Addr)
 	a, b := dialWS(t, g1), dialWS(t, g2)
 	a.send(`{"type":"subscribe","topic":"/chat/world","id":1}`)
 	a.expect("subscribed")
@@ -160,7 +163,7 @@ func TestTowersThroughService(t *testing.T) {
 
 	// The count is the sum of both nodes, read on either.
 	for _, g := range []*gateway{g1, g2} {
-		eventually(t, 10*time.Second, func() error {
+		brokertest.Eventually(t, 10*time.Second, func() error {
 			if code, n := getCount(t, g, "/chat/world"); code != 200 || n != 2 {
 				return fmt.Errorf("GET count = %d %d, want 200 2", code, n)
 			}
@@ -178,8 +181,8 @@ func TestTowersThroughService(t *testing.T) {
 	b.expect("publish")
 
 	// The service goes away: publishes fail clearly instead of hanging.
-	svc.kill()
-	eventually(t, 10*time.Second, func() error {
+	svc.Kill()
+	brokertest.Eventually(t, 10*time.Second, func() error {
 		code, body := restPublish(t, g1, `{"topic":"/chat/world","data":1}`)
 		if code != http.StatusServiceUnavailable || !strings.Contains(body, "error") {
 			return fmt.Errorf("REST publish while the service is down: %d %s, want 503", code, body)
@@ -196,8 +199,8 @@ func TestTowersThroughService(t *testing.T) {
 
 	// It comes back on the same port: both nodes re-send their state, and
 	// cross-node delivery and counts resume without any client action.
-	startService(t, svc.addr)
-	eventually(t, 15*time.Second, func() error {
+	svctest.Start(t, svc.Addr)
+	brokertest.Eventually(t, 15*time.Second, func() error {
 		if code, n := getCount(t, g2, "/chat/world"); code != 200 || n != 2 {
 			return fmt.Errorf("GET count after the restart = %d %d, want 200 2", code, n)
 		}

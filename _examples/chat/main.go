@@ -32,6 +32,7 @@ import (
 
 	"github.com/OSMeteor/firetower"
 	"github.com/OSMeteor/firetower/metrics"
+	_ "github.com/OSMeteor/firetower/topicsvc/client" // FIRETOWER_BROKER=topicsvc://host:port
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"

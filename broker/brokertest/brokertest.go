@@ -311,52 +311,22 @@ func (s *suite) concurrentPublishers(t *testing.T) {
 	}
 }
 
-// eventually retries check until it returns nil or the propagation bound
-// passes.
-func (s *suite) eventually(t *testing.T, within time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func wantCount(c context.Context, b broker.Broker, topic string, want int) func() error {
-	return func() error {
-		got, err := b.Count(c, topic)
-		if err != nil {
-			return err
-		}
-		if got != want {
-			return fmt.Errorf("Count(%q) = %d, want %d", topic, got, want)
-		}
-		return nil
-	}
-}
-
 func (s *suite) countsSumAcrossNodes(t *testing.T) {
 	n := s.cluster(t, 3)
 	c := ctx(t)
 	n[0].SetCount("room", 2)
 	n[1].SetCount("room", 3)
 	for _, nd := range n {
-		s.eventually(t, s.cfg.Propagation, wantCount(c, nd, "room", 5))
+		Eventually(t, s.cfg.Propagation, CountIs(c, nd, "room", 5))
 	}
 	n[1].SetCount("room", 1)
-	s.eventually(t, s.cfg.Propagation, wantCount(c, n[2], "room", 3))
+	Eventually(t, s.cfg.Propagation, CountIs(c, n[2], "room", 3))
 	n[0].SetCount("room", 0)
 	n[1].SetCount("room", 0)
 	for _, nd := range n {
-		s.eventually(t, s.cfg.Propagation, wantCount(c, nd, "room", 0))
+		Eventually(t, s.cfg.Propagation, CountIs(c, nd, "room", 0))
 	}
-	must(t, wantCount(c, n[2], "unknown-topic", 0)())
+	must(t, CountIs(c, n[2], "unknown-topic", 0)())
 }
 
 func (s *suite) countReadsOwnWrites(t *testing.T) {
@@ -365,10 +335,10 @@ func (s *suite) countReadsOwnWrites(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		n[0].SetCount("mine", i)
 		// No waiting: the node that set a count reads it back at once.
-		must(t, wantCount(c, n[0], "mine", i)())
+		must(t, CountIs(c, n[0], "mine", i)())
 	}
 	n[0].SetCount("mine", 0)
-	must(t, wantCount(c, n[0], "mine", 0)())
+	must(t, CountIs(c, n[0], "mine", 0)())
 }
 
 func (s *suite) closedNodeStopsCounting(t *testing.T) {
@@ -376,9 +346,9 @@ func (s *suite) closedNodeStopsCounting(t *testing.T) {
 	c := ctx(t)
 	n[0].SetCount("gone", 4)
 	n[1].SetCount("gone", 1)
-	s.eventually(t, s.cfg.Propagation, wantCount(c, n[1], "gone", 5))
+	Eventually(t, s.cfg.Propagation, CountIs(c, n[1], "gone", 5))
 	must(t, n[0].Close())
-	s.eventually(t, s.cfg.Propagation, wantCount(c, n[1], "gone", 1))
+	Eventually(t, s.cfg.Propagation, CountIs(c, n[1], "gone", 1))
 }
 
 func (s *suite) closeIsIdempotent(t *testing.T) {
@@ -408,7 +378,7 @@ func (s *suite) topicLister(t *testing.T) {
 	n[0].SetCount("l1", 2)
 	n[1].SetCount("l1", 1)
 	n[1].SetCount("l2", 7)
-	s.eventually(t, s.cfg.Propagation, func() error {
+	Eventually(t, s.cfg.Propagation, func() error {
 		got, err := lister.Topics(c)
 		if err != nil {
 			return err

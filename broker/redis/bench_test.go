@@ -10,6 +10,8 @@ import (
 	"github.com/OSMeteor/firetower/broker/brokertest"
 	fredis "github.com/OSMeteor/firetower/broker/redis"
 	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/client"
+	"github.com/OSMeteor/firetower/topicsvc/server"
 )
 
 // BenchmarkCrossNode measures deliveries per second from a publishing node
@@ -32,14 +34,14 @@ func BenchmarkCrossNode(b *testing.B) {
 		})
 		b.Run("topicsvc/"+shape.name, func(b *testing.B) {
 			const token = "bench-token"
-			srv, err := topicsvc.NewServer(topicsvc.ServerConfig{Token: token})
+			srv, err := server.New(server.Config{Token: token})
 			must(b, err)
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			must(b, err)
 			go srv.Serve(l)
 			defer srv.Stop()
 			dial := func() broker.Broker {
-				c, err := topicsvc.Dial(l.Addr().String(), topicsvc.ClientOptions{Token: token})
+				c, err := client.Dial(l.Addr().String(), client.Options{Token: token})
 				must(b, err)
 				return c
 			}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -26,7 +27,7 @@ func TestSentinelFailover(t *testing.T) {
 	ctx := ctxFor(t, 2*time.Minute)
 	// The Sentinel must know the replica before the master goes, or it has
 	// nothing to promote.
-	eventually(t, 30*time.Second, func() error {
+	brokertest.Eventually(t, 30*time.Second, func() error {
 		rs, err := sc.Replicas(ctx, "firetower").Result()
 		if err != nil {
 			return err
@@ -43,7 +44,7 @@ func TestSentinelFailover(t *testing.T) {
 	must(t, b.Subscribe(ctx, "stream"))
 	a.SetCount("stream", 1)
 	b.SetCount("stream", 2)
-	eventually(t, 5*time.Second, countIs(ctx, a, "stream", 3))
+	brokertest.Eventually(t, 5*time.Second, brokertest.CountIs(ctx, a, "stream", 3))
 	inOrder(t, ctx, a, rec, "stream", "before", 50)
 
 	master.kill()
@@ -59,5 +60,5 @@ func TestSentinelFailover(t *testing.T) {
 	// The counts live on in the promoted replica (or are written again by
 	// the next flush); a new one reaches the other node.
 	b.SetCount("stream", 5)
-	eventually(t, 10*time.Second, countIs(ctx, a, "stream", 6))
+	brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, a, "stream", 6))
 }

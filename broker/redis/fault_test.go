@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	fredis "github.com/OSMeteor/firetower/broker/redis"
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -114,14 +115,14 @@ func TestRedisRestart(t *testing.T) {
 	must(t, b.Subscribe(ctx, "stream"))
 	a.SetCount("stream", 1)
 	b.SetCount("stream", 2)
-	eventually(t, 10*time.Second, countIs(ctx, a, "stream", 3))
+	brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, a, "stream", 3))
 
 	inOrder(t, ctx, a, rec, "stream", "before", 100)
 
-	eventually(t, 10*time.Second, statIs(b, "connected", 1))
+	brokertest.Eventually(t, 10*time.Second, statIs(b, "connected", 1))
 
 	srv.kill()
-	eventually(t, 10*time.Second, statIs(b, "connected", 0))
+	brokertest.Eventually(t, 10*time.Second, statIs(b, "connected", 0))
 	// Down: every call fails with ErrUnavailable within the broker's
 	// Timeout (2 s), even many at once; none blocks.
 	var wg sync.WaitGroup
@@ -163,11 +164,11 @@ func TestRedisRestart(t *testing.T) {
 	inOrder(t, ctx, a, rec, "stream", "after", 100)
 	// The restarted Redis was empty: the nodes wrote their counts again,
 	// including the one set while it was down.
-	eventually(t, 10*time.Second, countIs(ctx, b, "stream", 6))
-	eventually(t, 10*time.Second, countIs(ctx, a, "stream", 6))
+	brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, b, "stream", 6))
+	brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, a, "stream", 6))
 	must(t, b.Subscribe(ctx, "other"))
 
-	eventually(t, 5*time.Second, statIs(b, "connected", 1))
+	brokertest.Eventually(t, 5*time.Second, statIs(b, "connected", 1))
 	sb, sa := b.(broker.StatsReporter).BrokerStats(), a.(broker.StatsReporter).BrokerStats()
 	if sb["pubsub_connections_lost_total"] < 1 || sb["pubsub_reconnects_total"] < 1 || sb["messages_received_total"] < 201 {
 		t.Errorf("subscriber's stats %v: want a lost and restored connection and 201+ messages", sb)

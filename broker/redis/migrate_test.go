@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	fredis "github.com/OSMeteor/firetower/broker/redis"
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -37,7 +38,7 @@ func TestClusterSlotMoved(t *testing.T) {
 	host, port, _ := strings.Cut(procs[1].addr, ":")
 	p, _ := strconv.Atoi(port)
 	must(t, direct[0].ClusterMeet(ctx, host, strconv.Itoa(p)).Err())
-	eventually(t, 30*time.Second, func() error {
+	brokertest.Eventually(t, 30*time.Second, func() error {
 		for i, c := range direct {
 			info, err := c.ClusterInfo(ctx).Result()
 			if err != nil {
@@ -78,7 +79,7 @@ func TestClusterSlotMoved(t *testing.T) {
 	awaitResumed(t, ctx, a, rec, "stream", time.Now(), 30*time.Second, "the slot moving")
 	// The node now listens on the slot's new master, and no longer on the
 	// old one.
-	eventually(t, 10*time.Second, func() error {
+	brokertest.Eventually(t, 10*time.Second, func() error {
 		for i, c := range direct {
 			chans, err := c.PubSubShardChannels(ctx, opts.Prefix+"*").Result()
 			if err != nil {

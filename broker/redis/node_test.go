@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/broker/brokertest"
 	fredis "github.com/OSMeteor/firetower/broker/redis"
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -85,14 +86,14 @@ func TestTwoNodes(t *testing.T) {
 		// own before b has one: b's flush may land any moment after its
 		// SetCount.
 		a.SetCount("/room/1", 2)
-		must(t, countIs(ctx, a, "/room/1", 2)())
+		must(t, brokertest.CountIs(ctx, a, "/room/1", 2)())
 		b.SetCount("/room/1", 5)
 		// b sees its own 5 at once, with a's 2 if a has flushed by now.
 		if n, err := b.Count(ctx, "/room/1"); err != nil || (n != 5 && n != 7) {
 			t.Fatalf("b.Count(/room/1) = %d, %v; want 5 or 7", n, err)
 		}
-		eventually(t, 10*time.Second, countIs(ctx, a, "/room/1", 7))
-		eventually(t, 10*time.Second, countIs(ctx, b, "/room/1", 7))
+		brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, a, "/room/1", 7))
+		brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, b, "/room/1", 7))
 		nodes, err := a.Nodes(ctx)
 		must(t, err)
 		if len(nodes) != 2 {
@@ -118,7 +119,7 @@ func TestTwoNodes(t *testing.T) {
 
 		// Close withdraws the counts at once.
 		must(t, b.Close())
-		must(t, countIs(ctx, a, "/room/1", 2)())
+		must(t, brokertest.CountIs(ctx, a, "/room/1", 2)())
 	})
 }
 
@@ -187,14 +188,14 @@ func TestSlowHandlerDoesNotBlockTheNode(t *testing.T) {
 			t.Fatalf("got %+v", m)
 		}
 		a.SetCount("fast", 1)
-		must(t, countIs(ctx, a, "fast", 1)())
+		must(t, brokertest.CountIs(ctx, a, "fast", 1)())
 		// Subscribing needs the reader to see Redis's confirmation,
 		// which the stuck handler must not hold up.
 		must(t, a.Subscribe(ctx, "after"))
 		// Every one of the 51 was read, and queued or dropped, before the
 		// handler is released: on the Cluster "slow" and "after" belong to
 		// different shard groups, whose readers do not wait for each other.
-		eventually(t, 10*time.Second, statIs(a, "messages_received_total", 51))
+		brokertest.Eventually(t, 10*time.Second, statIs(a, "messages_received_total", 51))
 		// The stuck handler held one message; 15 more could wait with it
 		// (the queue holds 16, the held one included) and the rest of the
 		// 50 were dropped.
@@ -206,7 +207,7 @@ func TestSlowHandlerDoesNotBlockTheNode(t *testing.T) {
 		// The handler works through what was queued, on the goroutine of
 		// the reader of "slow", which on the Cluster is not the one that
 		// delivers "after".
-		eventually(t, 10*time.Second, func() error {
+		brokertest.Eventually(t, 10*time.Second, func() error {
 			if n := slowHandled.Load(); n != queued {
 				return fmt.Errorf("the slow handler got %d messages, want the %d queued", n, queued)
 			}
@@ -324,7 +325,7 @@ func TestKilledNodeStopsCounting(t *testing.T) {
 		t.Fatal("the helper node did not get ready")
 	}
 	ctx := ctxFor(t, 60*time.Second)
-	eventually(t, 10*time.Second, countIs(ctx, a, topic, 4))
+	brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, a, topic, 4))
 	if !hasNode(t, ctx, a, id) {
 		t.Fatalf("Nodes() lacks the helper %s", id)
 	}
@@ -336,7 +337,7 @@ func TestKilledNodeStopsCounting(t *testing.T) {
 	// kill, but a loaded machine may stretch the polling past a tight
 	// bound: check the promise, not the default.
 	const bound = 15 * time.Second
-	eventually(t, bound, countIs(ctx, a, topic, 1))
+	brokertest.Eventually(t, bound, brokertest.CountIs(ctx, a, topic, 1))
 	t.Logf("the killed node stopped counting after %v", time.Since(killedAt).Round(100*time.Millisecond))
 	if hasNode(t, ctx, a, id) {
 		t.Fatalf("Nodes() still lists the killed node %s", id)

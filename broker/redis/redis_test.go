@@ -295,35 +295,6 @@ func ctxFor(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-// eventually retries check every 20ms until it succeeds or d passes.
-func eventually(t testing.TB, d time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func countIs(ctx context.Context, b broker.Broker, topic string, want int) func() error {
-	return func() error {
-		n, err := b.Count(ctx, topic)
-		if err != nil {
-			return err
-		}
-		if n != want {
-			return fmt.Errorf("Count(%q) = %d, want %d", topic, n, want)
-		}
-		return nil
-	}
-}
-
 // testLogger logs through t, so that a failing test shows what the broker
 // saw.
 func testLogger(t testing.TB) *slog.Logger {

@@ -15,6 +15,13 @@
 // It logs with slog to stderr; the line "topic service listening" carries the
 // bound address, and "metrics listening" the metrics address. SIGTERM or
 // SIGINT stops it gracefully.
+//
+// It runs package topicsvc/server. Nodes reach it through package
+// topicsvc/client, which a program links with
+//
+//	import _ "github.com/OSMeteor/firetower/topicsvc/client"
+//
+// to open FIRETOWER_BROKER=topicsvc://host:port.
 package main
 
 import (
@@ -32,6 +39,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -91,7 +99,7 @@ func run(args []string) error {
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	srv, err := topicsvc.NewServer(topicsvc.ServerConfig{
+	srv, err := server.New(server.Config{
 		Token:            *token,
 		Logger:           log,
 		TLS:              tlsConf,
@@ -142,7 +150,7 @@ func run(args []string) error {
 
 // serveMetrics serves the service's figures, and the Go runtime's and the
 // process's, at /metrics on addr, from a registry of its own.
-func serveMetrics(addr string, srv *topicsvc.Server, log *slog.Logger) (stop func(), err error) {
+func serveMetrics(addr string, srv *server.Server, log *slog.Logger) (stop func(), err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(srv.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	l, err := net.Listen("tcp", addr)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower"
+	_ "github.com/OSMeteor/firetower/topicsvc/client"
 	"github.com/gin-gonic/gin"
 )
 

@@ -1,4 +1,4 @@
-package topicsvc_test
+package server_test
 
 import (
 	"context"
@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
-	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/broker/brokertest"
+	"github.com/OSMeteor/firetower/topicsvc/client"
+	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -41,17 +43,17 @@ func wantCode(t *testing.T, err error, code codes.Code, what string) {
 }
 
 func TestPushAPI(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	nd := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	other := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	ctx := testCtx(t)
+	svc := svctest.Start(t, "127.0.0.1:0")
+	nd := svctest.DialNode(t, svc.Addr, client.Options{})
+	other := svctest.DialNode(t, svc.Addr, client.Options{})
+	ctx := svctest.Ctx(t)
 	must(t, nd.Subscribe(ctx, "/chat/world"))
 	must(t, nd.Subscribe(ctx, "/chat/other"))
 	nd.SetCount("/chat/world", 2)
 	other.SetCount("/chat/world", 1)
 	other.SetCount("/chat/other", 5)
-	api := pushClient(t, svc.addr)
-	authed := withToken(ctx, testToken)
+	api := pushClient(t, svc.Addr)
+	authed := withToken(ctx, svctest.Token)
 
 	// Without a token, or with a wrong one, every call is refused.
 	_, err := api.Publish(ctx, &pb.PublishRequest{Topic: "/chat/world", Data: `1`})
@@ -71,7 +73,7 @@ func TestPushAPI(t *testing.T) {
 	if r.GetId() == "" || len(r.GetTopics()) != 1 || r.GetNodes() != 1 {
 		t.Fatalf("Publish answered %v", r)
 	}
-	got := nd.rec.waitN(t, 1, 10*time.Second)
+	got := nd.Rec.WaitN(t, 1, 10*time.Second)
 	if m := got[0]; m.ID != r.GetId() || m.Topic != "/chat/world" || string(m.Data) != `{"text":"from a backend","n":12345678901234567890}` {
 		t.Fatalf("node got %+v", m)
 	}
@@ -80,14 +82,14 @@ func TestPushAPI(t *testing.T) {
 	if r.GetId() != "my-id" || strings.Join(r.GetTopics(), ",") != "/chat/world,/chat/other" {
 		t.Fatalf("Publish to several topics answered %v", r)
 	}
-	got = nd.rec.waitN(t, 3, 10*time.Second)
+	got = nd.Rec.WaitN(t, 3, 10*time.Second)
 	for _, m := range got[1:] {
 		if m.ID != "my-id" || string(m.Data) != `"both"` {
 			t.Fatalf("node got %+v", m)
 		}
 	}
 
-	eventually(t, 10*time.Second, func() error {
+	brokertest.Eventually(t, 10*time.Second, func() error {
 		c, err := api.Count(authed, &pb.CountRequest{Topic: "/chat/world"})
 		if err != nil {
 			return err
@@ -104,7 +106,7 @@ func TestPushAPI(t *testing.T) {
 	}
 	// other's count of /chat/other may come one flush after its count of
 	// /chat/world, which the wait above saw.
-	eventually(t, 10*time.Second, func() error {
+	brokertest.Eventually(t, 10*time.Second, func() error {
 		tr, err := api.Topics(authed, &pb.TopicsRequest{})
 		if err != nil {
 			return err
@@ -144,7 +146,7 @@ func TestPushAPI(t *testing.T) {
 	big := `"` + strings.Repeat("y", 1<<20) + `"`
 	_, err = api.Publish(authed, &pb.PublishRequest{Topic: "/chat/world", Data: big})
 	must(t, err)
-	got = nd.rec.waitN(t, 4, 5*time.Second)
+	got = nd.Rec.WaitN(t, 4, 5*time.Second)
 	if string(got[3].Data) != big {
 		t.Fatalf("1 MiB payload arrived as %d bytes", len(got[3].Data))
 	}
@@ -158,54 +160,8 @@ func TestPushAPI(t *testing.T) {
 
 	// The nodes were not disturbed.
 	must(t, other.Publish(ctx, broker.Message{Topic: "/chat/other", ID: "last", Data: []byte(`1`)}))
-	got = nd.rec.waitN(t, 5, 10*time.Second)
+	got = nd.Rec.WaitN(t, 5, 10*time.Second)
 	if got[4].ID != "last" {
 		t.Fatalf("last message %+v", got[4])
-	}
-}
-
-// TestSessionRefusesBadOperations speaks the session protocol directly, as
-// a buggy node might: bad operations are refused one by one, the session
-// goes on.
-func TestSessionRefusesBadOperations(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	api := pushClient(t, svc.addr)
-	ctx := withToken(testCtx(t), testToken)
-	stream, err := api.Session(ctx)
-	must(t, err)
-	op := func(o *pb.NodeOp) *pb.NodeOp { return o }
-	must(t, stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{
-		op(&pb.NodeOp{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "raw"}}}),
-		op(&pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: 1, Topic: ""}}}),
-		op(&pb.NodeOp{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "again"}}}),
-		{},
-		op(&pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: 2, Topic: "ok"}}}),
-	}, Publishes: &pb.Batch{ // a topic too long, then a good message
-		Topics: []byte(strings.Repeat("x", 300) + "ok"), TopicLens: []uint32{300, 2},
-		Ids: []byte("1m"), IdLens: []uint32{1, 1},
-		Data: []byte("1"), DataLens: []uint32{0, 1},
-	}}))
-	var acks, notices []string
-	delivered := false
-	for !delivered {
-		f, err := stream.Recv()
-		must(t, err)
-		for _, o := range f.GetOps() {
-			switch {
-			case o.GetAck() != nil:
-				acks = append(acks, o.GetAck().GetError())
-			case o.GetNotice() != nil:
-				notices = append(notices, o.GetNotice().GetError())
-			}
-		}
-		if b := f.GetDeliveries(); b != nil {
-			delivered = string(b.GetIds()) == "m"
-		}
-	}
-	if len(acks) != 2 || !strings.Contains(acks[0], "empty topic") || acks[1] != "" {
-		t.Fatalf("acks %q", acks)
-	}
-	if len(notices) != 3 {
-		t.Fatalf("notices %q", notices)
 	}
 }

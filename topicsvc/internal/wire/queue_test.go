@@ -1,29 +1,29 @@
-package topicsvc
+package wire
 
 import (
 	"testing"
 	"time"
 )
 
-func TestOpQueue(t *testing.T) {
-	q := newOpQueue[int](3)
-	if got := q.take(); len(got) != 0 {
+func TestQueue(t *testing.T) {
+	q := NewQueue[int](3)
+	if got := q.Take(); len(got) != 0 {
 		t.Fatalf("take of an empty queue: %v", got)
 	}
 	for i := range 3 {
-		if !q.push(i) {
+		if !q.Push(i) {
 			t.Fatalf("push %d refused below the limit", i)
 		}
 	}
-	if q.push(3) {
+	if q.Push(3) {
 		t.Fatal("push beyond the limit accepted")
 	}
 	select {
-	case <-q.ready:
+	case <-q.Ready():
 	default:
 		t.Fatal("no ready token after the first push")
 	}
-	room := q.roomSignal()
+	room := q.RoomSignal()
 	select {
 	case <-room:
 		t.Fatal("room signalled while the queue is full")
@@ -32,9 +32,9 @@ func TestOpQueue(t *testing.T) {
 	done := make(chan bool)
 	go func() {
 		<-room
-		done <- q.push(3) // a producer that waited for room
+		done <- q.Push(3) // a producer that waited for room
 	}()
-	got := q.take()
+	got := q.Take()
 	if len(got) != 3 || got[0] != 0 || got[2] != 2 {
 		t.Fatalf("take: %v", got)
 	}
@@ -46,28 +46,28 @@ func TestOpQueue(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a waiting producer was not woken by take")
 	}
-	q.recycle(got)
-	if q.len() != 1 {
-		t.Fatalf("len %d after one push, want 1", q.len())
+	q.Recycle(got)
+	if q.Len() != 1 {
+		t.Fatalf("len %d after one push, want 1", q.Len())
 	}
-	if next := q.take(); len(next) != 1 || next[0] != 3 {
+	if next := q.Take(); len(next) != 1 || next[0] != 3 {
 		t.Fatalf("second take: %v", next)
 	}
 	select {
-	case <-q.roomSignal():
+	case <-q.RoomSignal():
 	default:
 		t.Fatal("no room signalled on a queue with room")
 	}
 
 	// A slice grown beyond maxSpare is let go; smaller ones are reused.
-	big := newOpQueue[int](2 * maxSpare)
+	big := NewQueue[int](2 * maxSpare)
 	for i := range maxSpare + 1 {
-		big.push(i)
+		big.Push(i)
 	}
-	items := big.take()
-	big.recycle(items)
-	big.push(1)
-	if again := big.take(); cap(again) == cap(items) && &again[:1][0] == &items[:1][0] {
+	items := big.Take()
+	big.Recycle(items)
+	big.Push(1)
+	if again := big.Take(); cap(again) == cap(items) && &again[:1][0] == &items[:1][0] {
 		t.Fatal("a slice larger than maxSpare was kept")
 	}
 }

@@ -1,4 +1,4 @@
-package topicsvc
+package server
 
 import (
 	"strings"
@@ -24,10 +24,10 @@ var disconnectReasons = [...]string{reasonLeft, reasonHeartbeat, reasonSlow, rea
 // firetower_topicsvc_api_calls_total{method}.
 var pushMethods = [...]string{"Publish", "Count", "Topics", "Nodes"}
 
-// serverStats are the service's counters. The hot path only adds to
+// counters are the service's figures. The hot path only adds to
 // atomics, most of them once per stream frame rather than per message;
 // the collector reads them at scrape time.
-type serverStats struct {
+type counters struct {
 	sessions       atomic.Int64 // node sessions accepted
 	publishedNode  atomic.Int64 // messages nodes published
 	publishedAPI   atomic.Int64 // messages the push API published, one per topic
@@ -43,7 +43,7 @@ type serverStats struct {
 	apiCalls       [len(pushMethods)]atomic.Int64
 }
 
-func (st *serverStats) disconnected(reason string) {
+func (st *counters) disconnected(reason string) {
 	for i, r := range disconnectReasons {
 		if r == reason {
 			st.disconnects[i].Add(1)
@@ -54,7 +54,7 @@ func (st *serverStats) disconnected(reason string) {
 
 // apiCalled counts a push API call; fullMethod is gRPC's
 // "/package.Service/Method".
-func (st *serverStats) apiCalled(fullMethod string) {
+func (st *counters) apiCalled(fullMethod string) {
 	name := fullMethod[strings.LastIndexByte(fullMethod, '/')+1:]
 	for i, m := range pushMethods {
 		if m == name {
@@ -119,12 +119,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		queued += int64(ss.queueLen())
 	}
 	s.mu.Unlock()
-	topics, subscriptions, subscribers := s.core.routeStats()
+	rs := s.core.RouteStats()
 
 	gauge(descNodes, int64(nodes))
-	gauge(descTopics, topics)
-	gauge(descSubscriptions, subscriptions)
-	gauge(descSubscribers, subscribers)
+	gauge(descTopics, int64(rs.Topics))
+	gauge(descSubscriptions, int64(rs.Subscriptions))
+	gauge(descSubscribers, int64(rs.Subscribers))
 	gauge(descQueued, queued)
 	counter(descSessions, st.sessions.Load())
 	counter(descPublished, st.publishedNode.Load(), "node")
@@ -143,23 +143,4 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for i, m := range pushMethods {
 		counter(descAPICalls, st.apiCalls[i].Load(), m)
 	}
-}
-
-// routeStats counts, shard by shard, the topics some node listens to, the
-// node-topic interests and the subscribers the nodes report. It takes each
-// shard's read lock in turn, so a scrape never stalls routing for long.
-func (c *Core) routeStats() (topics, subscriptions, subscribers int64) {
-	for i := range c.shards {
-		sh := &c.shards[i]
-		sh.mu.RLock()
-		for _, t := range sh.topics {
-			if len(t.listeners) > 0 {
-				topics++
-				subscriptions += int64(len(t.listeners))
-			}
-			subscribers += int64(t.total)
-		}
-		sh.mu.RUnlock()
-	}
-	return topics, subscriptions, subscribers
 }

@@ -1,4 +1,4 @@
-package topicsvc_test
+package client_test
 
 import (
 	"errors"
@@ -8,15 +8,17 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
-	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/broker/brokertest"
+	"github.com/OSMeteor/firetower/topicsvc/client"
+	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 )
 
-// TestClientStats follows a node's own figures through publishes, an
+// TestStats follows a node's own figures through publishes, an
 // outage of the service and its return on the same address.
-func TestClientStats(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	nd := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	ctx := testCtx(t)
+func TestStats(t *testing.T) {
+	svc := svctest.Start(t, "127.0.0.1:0")
+	nd := svctest.DialNode(t, svc.Addr, client.Options{})
+	ctx := svctest.Ctx(t)
 	start := time.Now()
 
 	s := nd.Stats()
@@ -30,17 +32,17 @@ func TestClientStats(t *testing.T) {
 	if err := nd.Publish(ctx, broker.Message{Topic: "", Data: []byte("1")}); err == nil {
 		t.Fatal("Publish to an empty topic succeeded")
 	}
-	nd.rec.waitN(t, 5, 5*time.Second)
-	eventually(t, 10*time.Second, func() error {
+	nd.Rec.WaitN(t, 5, 5*time.Second)
+	brokertest.Eventually(t, 10*time.Second, func() error {
 		if s := nd.Stats(); s.Published != 5 || s.Received != 5 || s.PublishErrors != 1 || s.Refused != 0 {
 			return fmt.Errorf("after 5 publishes and a refused one: %+v", s)
 		}
 		return nil
 	})
 
-	addr := svc.addr
-	svc.kill()
-	eventually(t, 5*time.Second, func() error {
+	addr := svc.Addr
+	svc.Kill()
+	brokertest.Eventually(t, 5*time.Second, func() error {
 		if s := nd.Stats(); s.Connected || s.SessionsLost != 1 || s.LastDisconnect.Before(start) || s.LastError == "" || s.ConnectFailures < 1 {
 			return fmt.Errorf("while the service is down: %+v", s)
 		}
@@ -54,8 +56,8 @@ func TestClientStats(t *testing.T) {
 		t.Fatalf("BrokerStats while down: %v", m)
 	}
 
-	startService(t, addr)
-	eventually(t, 15*time.Second, func() error {
+	svctest.Start(t, addr)
+	brokertest.Eventually(t, 15*time.Second, func() error {
 		if s := nd.Stats(); !s.Connected || s.Sessions != 2 || s.Reconnects != 1 || nd.Reconnects() != 1 || !s.LastConnect.After(s.LastDisconnect) {
 			return fmt.Errorf("after the service came back: %+v", s)
 		}

@@ -1,4 +1,4 @@
-package topicsvc_test
+package server_test
 
 import (
 	"bufio"
@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,27 +13,12 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
-	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/broker/brokertest"
+	"github.com/OSMeteor/firetower/topicsvc/client"
+	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
 	"google.golang.org/grpc/codes"
 )
-
-var metricsAddrRE = regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
-
-// metricsURL waits for the service to log its metrics address.
-func (s *service) metricsURL(t testing.TB) string {
-	t.Helper()
-	var url string
-	eventually(t, 5*time.Second, func() error {
-		m := metricsAddrRE.FindStringSubmatch(s.logs())
-		if m == nil {
-			return fmt.Errorf("no metrics address logged:\n%s", s.logs())
-		}
-		url = "http://" + m[1] + "/metrics"
-		return nil
-	})
-	return url
-}
 
 // scrape reads the service's /metrics over HTTP into a map from
 // `name{labels}` (as exposed) to value.
@@ -96,10 +80,10 @@ func metricsAre(t testing.TB, url string, want map[string]float64) func() error 
 // TestMetrics runs a known workload through a service process started with
 // -metrics-listen and scrapes /metrics over HTTP for the exact figures.
 func TestMetrics(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0")
-	url := svc.metricsURL(t)
+	svc := svctest.Start(t, "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0")
+	url := svc.MetricsURL(t)
 	t.Logf("metrics at %s", url)
-	ctx := testCtx(t)
+	ctx := svctest.Ctx(t)
 
 	// Before anything happens: every series is there, at zero.
 	zero := map[string]float64{
@@ -119,8 +103,8 @@ func TestMetrics(t *testing.T) {
 	// Two nodes listen to one topic; one publishes 10 messages, a backend
 	// one more through the push API.
 	const topic = "/metrics/room"
-	a := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	b := dialNode(t, svc.addr, topicsvc.ClientOptions{})
+	a := svctest.DialNode(t, svc.Addr, client.Options{})
+	b := svctest.DialNode(t, svc.Addr, client.Options{})
 	must(t, a.Subscribe(ctx, topic))
 	must(t, b.Subscribe(ctx, topic))
 	must(t, b.Subscribe(ctx, "/metrics/other"))
@@ -130,20 +114,20 @@ func TestMetrics(t *testing.T) {
 	for i := range 10 {
 		must(t, a.Publish(ctx, broker.Message{Topic: topic, ID: strconv.Itoa(i), Data: data}))
 	}
-	api := pushClient(t, svc.addr)
-	_, err := api.Publish(withToken(ctx, testToken), &pb.PublishRequest{Topic: topic, Data: `"hi"`}) // 4 bytes
+	api := pushClient(t, svc.Addr)
+	_, err := api.Publish(withToken(ctx, svctest.Token), &pb.PublishRequest{Topic: topic, Data: `"hi"`}) // 4 bytes
 	must(t, err)
-	_, err = api.Count(withToken(ctx, testToken), &pb.CountRequest{Topic: topic})
+	_, err = api.Count(withToken(ctx, svctest.Token), &pb.CountRequest{Topic: topic})
 	must(t, err)
 	_, err = api.Publish(withToken(ctx, "wrong"), &pb.PublishRequest{Topic: topic, Data: `1`})
 	wantCode(t, err, codes.Unauthenticated, "publish with a wrong token")
-	_, err = api.Publish(withToken(ctx, testToken), &pb.PublishRequest{Topic: topic, Data: `not json`})
+	_, err = api.Publish(withToken(ctx, svctest.Token), &pb.PublishRequest{Topic: topic, Data: `not json`})
 	wantCode(t, err, codes.InvalidArgument, "publish of invalid JSON")
-	a.rec.waitN(t, 11, 5*time.Second)
-	b.rec.waitN(t, 11, 5*time.Second)
+	a.Rec.WaitN(t, 11, 5*time.Second)
+	b.Rec.WaitN(t, 11, 5*time.Second)
 
 	const bytes = 10*11 + 4
-	eventually(t, 5*time.Second, metricsAre(t, url, map[string]float64{
+	brokertest.Eventually(t, 5*time.Second, metricsAre(t, url, map[string]float64{
 		`firetower_topicsvc_nodes`:                                   2,
 		`firetower_topicsvc_topics`:                                  2,
 		`firetower_topicsvc_subscriptions`:                           3,
@@ -172,12 +156,12 @@ func TestMetrics(t *testing.T) {
 	// one of the same node id, and a session that starts without a hello,
 	// are counted by reason.
 	must(t, a.Close())
-	raw1, err := api.Session(withToken(ctx, testToken))
+	raw1, err := api.Session(withToken(ctx, svctest.Token))
 	must(t, err)
 	must(t, raw1.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "raw"}}}}}))
 	_, err = raw1.Recv() // the welcome
 	must(t, err)
-	raw2, err := api.Session(withToken(ctx, testToken))
+	raw2, err := api.Session(withToken(ctx, svctest.Token))
 	must(t, err)
 	must(t, raw2.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "raw"}}}}}))
 	_, err = raw2.Recv()
@@ -187,12 +171,12 @@ func TestMetrics(t *testing.T) {
 			break // ended by the service: replaced
 		}
 	}
-	bad, err := api.Session(withToken(ctx, testToken))
+	bad, err := api.Session(withToken(ctx, svctest.Token))
 	must(t, err)
 	must(t, bad.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Heartbeat{Heartbeat: &pb.Heartbeat{}}}}}))
 	_, err = bad.Recv()
 	wantCode(t, err, codes.InvalidArgument, "a session without hello")
-	eventually(t, 5*time.Second, metricsAre(t, url, map[string]float64{
+	brokertest.Eventually(t, 5*time.Second, metricsAre(t, url, map[string]float64{
 		`firetower_topicsvc_nodes`:                                         2, // b and raw2
 		`firetower_topicsvc_topics`:                                        2,
 		`firetower_topicsvc_subscriptions`:                                 2,
@@ -209,20 +193,20 @@ func TestMetrics(t *testing.T) {
 // TestMetricsConfig: metrics are off by default, on with the environment
 // variable too, and a bad address stops the service at start.
 func TestMetricsConfig(t *testing.T) {
-	svc := startService(t, "127.0.0.1:0")
-	nd := dialNode(t, svc.addr, topicsvc.ClientOptions{})
-	must(t, nd.Subscribe(testCtx(t), "x")) // the service is well up by now
-	if strings.Contains(svc.logs(), "metrics listening") {
-		t.Fatalf("metrics served without -metrics-listen:\n%s", svc.logs())
+	svc := svctest.Start(t, "127.0.0.1:0")
+	nd := svctest.DialNode(t, svc.Addr, client.Options{})
+	must(t, nd.Subscribe(svctest.Ctx(t), "x")) // the service is well up by now
+	if strings.Contains(svc.Logs(), "metrics listening") {
+		t.Fatalf("metrics served without -metrics-listen:\n%s", svc.Logs())
 	}
 
 	t.Setenv("FIRETOWER_TOPICSVC_METRICS_LISTEN", "127.0.0.1:0")
-	svc = startService(t, "127.0.0.1:0")
-	if got := scrape(t, svc.metricsURL(t)); got["firetower_topicsvc_nodes"] != 0 {
+	svc = svctest.Start(t, "127.0.0.1:0")
+	if got := scrape(t, svc.MetricsURL(t)); got["firetower_topicsvc_nodes"] != 0 {
 		t.Fatalf("nodes = %v", got["firetower_topicsvc_nodes"])
 	}
 
-	cmd := exec.Command(serviceBin, "-listen", "127.0.0.1:0", "-token", testToken, "-metrics-listen", "127.0.0.1:notaport")
+	cmd := exec.Command(svctest.Bin(), "-listen", "127.0.0.1:0", "-token", svctest.Token, "-metrics-listen", "127.0.0.1:notaport")
 	cmd.Env = append(os.Environ(), "FIRETOWER_TOPICSVC_METRICS_LISTEN=")
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "metrics:") {

@@ -1,28 +1,33 @@
-package topicsvc
+package wire
 
 import "sync"
 
-// opQueue is the bounded FIFO between the goroutines that produce a
+// Queue is the bounded FIFO between the goroutines that produce a
 // stream's operations and the one goroutine that sends them. A producer
 // appends under a mutex, with no channel operation per message; the sender
 // takes everything queued at once and hands the slice back once sent, so
 // batches grow with the load and two slices serve a stream for its life.
-type opQueue[T any] struct {
+type Queue[T any] struct {
 	limit int
 	ready chan struct{} // holds a token while items may be queued
 
 	mu    sync.Mutex
 	items []T
 	spare []T
-	room  chan struct{} // closed at the next take; made for producers that wait
+	room  chan struct{} // closed at the next Take; made for producers that wait
 }
 
-func newOpQueue[T any](limit int) *opQueue[T] {
-	return &opQueue[T]{limit: limit, ready: make(chan struct{}, 1)}
+// NewQueue returns a queue that holds at most limit items.
+func NewQueue[T any](limit int) *Queue[T] {
+	return &Queue[T]{limit: limit, ready: make(chan struct{}, 1)}
 }
 
-// push queues v and reports true, or reports false if limit items wait.
-func (q *opQueue[T]) push(v T) bool {
+// Ready returns the channel that holds a token once items may be queued:
+// the sender waits on it, then takes.
+func (q *Queue[T]) Ready() <-chan struct{} { return q.ready }
+
+// Push queues v and reports true, or reports false if limit items wait.
+func (q *Queue[T]) Push(v T) bool {
 	q.mu.Lock()
 	if len(q.items) >= q.limit {
 		q.mu.Unlock()
@@ -32,7 +37,7 @@ func (q *opQueue[T]) push(v T) bool {
 	first := len(q.items) == 1
 	q.mu.Unlock()
 	if first {
-		// Only the push that makes the queue non-empty wakes the sender:
+		// Only the Push that makes the queue non-empty wakes the sender:
 		// whatever follows before it takes the queue goes in the same batch.
 		select {
 		case q.ready <- struct{}{}:
@@ -42,9 +47,9 @@ func (q *opQueue[T]) push(v T) bool {
 	return true
 }
 
-// roomSignal returns a channel that is closed once a push may succeed
+// RoomSignal returns a channel that is closed once a Push may succeed
 // again.
-func (q *opQueue[T]) roomSignal() <-chan struct{} {
+func (q *Queue[T]) RoomSignal() <-chan struct{} {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.items) < q.limit {
@@ -58,9 +63,9 @@ func (q *opQueue[T]) roomSignal() <-chan struct{} {
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// take returns every queued item, oldest first. The sender passes the
-// slice to recycle once it is done with it.
-func (q *opQueue[T]) take() []T {
+// Take returns every queued item, oldest first. The sender passes the
+// slice to Recycle once it is done with it.
+func (q *Queue[T]) Take() []T {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	items := q.items
@@ -75,13 +80,13 @@ func (q *opQueue[T]) take() []T {
 // maxSpare is the largest slice, in items, that a queue keeps for reuse,
 // the default queue size: a queue of a larger size lets go of what a burst
 // grew to rather than hold it for the life of the stream. (Keeping less
-// made the benchmark regrow its slice, with a dozen copies, on every take
+// made the benchmark regrow its slice, with a dozen copies, on every Take
 // of more than 3,408 items.) A queue holds at most two slices: 2 MiB at 64
 // bytes an item.
 const maxSpare = 16384
 
-// recycle gives back a slice that take returned, for a later batch.
-func (q *opQueue[T]) recycle(items []T) {
+// Recycle gives back a slice that Take returned, for a later batch.
+func (q *Queue[T]) Recycle(items []T) {
 	if cap(items) > maxSpare {
 		return
 	}
@@ -93,8 +98,8 @@ func (q *opQueue[T]) recycle(items []T) {
 	q.mu.Unlock()
 }
 
-// len returns how many items wait.
-func (q *opQueue[T]) len() int {
+// Len returns how many items wait.
+func (q *Queue[T]) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.items)

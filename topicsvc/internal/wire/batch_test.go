@@ -1,4 +1,4 @@
-package topicsvc
+package wire
 
 import (
 	"bytes"
@@ -51,7 +51,7 @@ func TestBatchRoundTrip(t *testing.T) {
 		if err := proto.Unmarshal(wire, &back); err != nil {
 			t.Fatal(err)
 		}
-		if err := readBatch(&back, func(m broker.Message) { got = append(got, m) }); err != nil {
+		if err := ReadBatch(&back, func(m broker.Message) { got = append(got, m) }); err != nil {
 			t.Fatal(err)
 		}
 		wire[0] ^= 0xff // what was read is the reader's own
@@ -77,7 +77,7 @@ func TestBatchRoundTrip(t *testing.T) {
 
 func TestReadBatchMalformed(t *testing.T) {
 	ok := &pb.Batch{Topics: []byte("ab"), TopicLens: []uint32{1, 1}, Ids: []byte("12"), IdLens: []uint32{1, 1}, Data: []byte("xy"), DataLens: []uint32{1, 1}}
-	if err := readBatch(ok, func(broker.Message) {}); err != nil {
+	if err := ReadBatch(ok, func(broker.Message) {}); err != nil {
 		t.Fatalf("a well-formed batch: %v", err)
 	}
 	for name, b := range map[string]*pb.Batch{
@@ -88,8 +88,8 @@ func TestReadBatchMalformed(t *testing.T) {
 		"lengths, no bytes": {TopicLens: []uint32{0, 1}, IdLens: []uint32{0, 0}, DataLens: []uint32{0, 0}},
 	} {
 		called := false
-		if err := readBatch(b, func(broker.Message) { called = true }); err != errBadBatch || called {
-			t.Errorf("%s: err %v, handler called %v; want errBadBatch before any message", name, err, called)
+		if err := ReadBatch(b, func(broker.Message) { called = true }); err != ErrBadBatch || called {
+			t.Errorf("%s: err %v, handler called %v; want ErrBadBatch before any message", name, err, called)
 		}
 	}
 }
@@ -115,7 +115,7 @@ func FuzzReadBatch(f *testing.F) {
 		}
 		var topics, ids, data []byte
 		n := 0
-		err := readBatch(&b, func(m broker.Message) {
+		err := ReadBatch(&b, func(m broker.Message) {
 			topics = append(topics, m.Topic...)
 			ids = append(ids, m.ID...)
 			data = append(data, m.Data...)

@@ -1,4 +1,8 @@
-package topicsvc
+// Package wire is what the topic service's client and server share on a
+// session stream: the column batches that carry messages (batch.go), the
+// bounded queue in front of each stream's sender (queue.go), and the limits
+// and validators of what travels (limits.go).
+package wire
 
 import (
 	"errors"
@@ -69,17 +73,18 @@ func (w *batchWriter) cut() *pb.Batch {
 	return b
 }
 
-var errBadBatch = errors.New("topicsvc: malformed batch: its lengths do not match its columns")
+// ErrBadBatch reports a batch whose lengths do not add up to its columns.
+var ErrBadBatch = errors.New("topicsvc: malformed batch: its lengths do not match its columns")
 
-// readBatch calls each with the messages of b, in order. Every message
+// ReadBatch calls each with the messages of b, in order. Every message
 // gets one buffer of its own that holds its topic, id and data (so a
 // message kept by a receiver keeps nothing else alive); its Topic and ID
 // are strings over that buffer, which nothing writes to afterwards. A
 // malformed batch is refused whole, before any message is handed on.
-func readBatch(b *pb.Batch, each func(broker.Message)) error {
+func ReadBatch(b *pb.Batch, each func(broker.Message)) error {
 	tl, il, dl := b.GetTopicLens(), b.GetIdLens(), b.GetDataLens()
 	if len(il) != len(tl) || len(dl) != len(tl) {
-		return errBadBatch
+		return ErrBadBatch
 	}
 	var st, si, sd uint64
 	for i := range tl {
@@ -89,7 +94,7 @@ func readBatch(b *pb.Batch, each func(broker.Message)) error {
 	}
 	topics, ids, data := b.GetTopics(), b.GetIds(), b.GetData()
 	if st != uint64(len(topics)) || si != uint64(len(ids)) || sd != uint64(len(data)) {
-		return errBadBatch
+		return ErrBadBatch
 	}
 	for i := range tl {
 		nt, ni, nd := int(tl[i]), int(il[i]), int(dl[i])
@@ -116,26 +121,26 @@ func bytesString(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
-// outgoing is one item of a stream's send queue: an operation when op is
+// Outgoing is one item of a stream's send queue: an operation when Op is
 // not nil, a message (a node's publish, the service's delivery) otherwise.
 // Messages are queued by value and become protobuf only when a frame is
 // cut, a few allocations per frame.
-type outgoing[O any] struct {
-	msg broker.Message
-	op  *O
+type Outgoing[O any] struct {
+	Msg broker.Message
+	Op  *O
 }
 
-// cutFrames sends first (if not nil) and items, in order, in as few stream
-// frames as batchOps and batchBytes allow. A frame carries its ops before
+// CutFrames sends first (if not nil) and items, in order, in as few stream
+// frames as BatchOps and batchBytes allow. A frame carries its ops before
 // its messages, so a frame ends where an op follows a message. send gets
 // each frame's ops, its messages as one batch (nil if none), and how many
 // messages and data bytes the batch holds; false from it stops the cutting
 // and is returned.
-func cutFrames[O any](first *O, items []outgoing[O], send func(ops []*O, b *pb.Batch, count, dataBytes int) bool) bool {
+func CutFrames[O any](first *O, items []Outgoing[O], send func(ops []*O, b *pb.Batch, count, dataBytes int) bool) bool {
 	var w batchWriter
 	var n, nt, ni, nd int
 	for i := range items {
-		if m := &items[i].msg; items[i].op == nil {
+		if m := &items[i].Msg; items[i].Op == nil {
 			n, nt, ni, nd = n+1, nt+len(m.Topic), ni+len(m.ID), nd+len(m.Data)
 		}
 	}
@@ -158,17 +163,17 @@ func cutFrames[O any](first *O, items []outgoing[O], send func(ops []*O, b *pb.B
 	}
 	for i := range items {
 		it := &items[i]
-		if it.op != nil {
+		if it.Op != nil {
 			if w.len() > 0 && !flush() {
 				return false
 			}
-			ops = append(ops, it.op)
+			ops = append(ops, it.Op)
 			size += 16
 			continue
 		}
-		m := it.msg
+		m := it.Msg
 		mn := messageSize(m)
-		if inFrame := len(ops) + w.len(); inFrame > 0 && (inFrame >= batchOps || size+mn > batchBytes) && !flush() {
+		if inFrame := len(ops) + w.len(); inFrame > 0 && (inFrame >= BatchOps || size+mn > batchBytes) && !flush() {
 			return false
 		}
 		w.add(m)

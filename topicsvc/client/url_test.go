@@ -1,4 +1,4 @@
-package topicsvc_test
+package client_test
 
 import (
 	"crypto/ecdsa"
@@ -11,11 +11,29 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/topicsvc/client"
+	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 )
+
+func TestOpenURL(t *testing.T) {
+	svc := svctest.Start(t, "127.0.0.1:0")
+	b, err := broker.Open("topicsvc://"+svc.Addr, broker.Options{Token: svctest.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, ok := b.(*client.Client); !ok {
+		t.Fatalf("broker.Open gave %T", b)
+	}
+	if _, err := broker.Open("topicsvc://"+svc.Addr, broker.Options{}); err == nil || !strings.Contains(err.Error(), "token") {
+		t.Fatalf("Open without a token: %v, want an error about the token", err)
+	}
+}
 
 // selfSigned writes a certificate for 127.0.0.1 and its key as PEM files.
 func selfSigned(t *testing.T) (certFile, keyFile string) {
@@ -48,24 +66,24 @@ func selfSigned(t *testing.T) (certFile, keyFile string) {
 // and -tls-key.
 func TestTLS(t *testing.T) {
 	cert, key := selfSigned(t)
-	svc := startService(t, "127.0.0.1:0", "-tls-cert", cert, "-tls-key", key)
+	svc := svctest.Start(t, "127.0.0.1:0", "-tls-cert", cert, "-tls-key", key)
 	var bs []broker.Broker
 	for range 2 {
-		b, err := broker.Open("topicsvcs://"+svc.addr+"?ca="+cert, broker.Options{Token: testToken})
+		b, err := broker.Open("topicsvcs://"+svc.Addr+"?ca="+cert, broker.Options{Token: svctest.Token})
 		must(t, err)
 		t.Cleanup(func() { b.Close() })
 		bs = append(bs, b)
 	}
-	rec := newRecorder()
-	must(t, bs[0].Start(rec.handle))
+	rec := svctest.NewRecorder()
+	must(t, bs[0].Start(rec.Handle))
 	must(t, bs[1].Start(func(broker.Message) {}))
-	ctx := testCtx(t)
+	ctx := svctest.Ctx(t)
 	must(t, bs[0].Subscribe(ctx, "secure"))
 	must(t, bs[1].Publish(ctx, broker.Message{Topic: "secure", ID: "1", Data: []byte(`"over TLS"`)}))
-	if m := rec.waitN(t, 1, 10*time.Second)[0]; string(m.Data) != `"over TLS"` {
+	if m := rec.WaitN(t, 1, 10*time.Second)[0]; string(m.Data) != `"over TLS"` {
 		t.Fatalf("got %+v", m)
 	}
-	if _, err := broker.Open("topicsvcs://"+svc.addr+"?ca=/nonexistent.pem", broker.Options{Token: testToken}); err == nil {
+	if _, err := broker.Open("topicsvcs://"+svc.Addr+"?ca=/nonexistent.pem", broker.Options{Token: svctest.Token}); err == nil {
 		t.Fatal("Open with a missing CA file succeeded")
 	}
 }

@@ -1,0 +1,201 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/topicsvc/internal/wire"
+	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Start implements broker.Broker.
+func (c *Client) Start(h broker.Handler) error {
+	if h == nil {
+		return errors.New("topicsvc: nil handler")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return broker.ErrClosed
+	}
+	if !c.handler.CompareAndSwap(nil, &h) {
+		return errors.New("topicsvc: client started twice")
+	}
+	return nil
+}
+
+// Publish implements broker.Broker. It returns once the message is queued
+// for the service, in order behind the caller's earlier publishes; it waits
+// only while the queue is full.
+func (c *Client) Publish(ctx context.Context, m broker.Message) error {
+	err := c.publish(ctx, m)
+	if err != nil {
+		c.stats.publishErrors.Add(1)
+	}
+	return err
+}
+
+func (c *Client) publish(ctx context.Context, m broker.Message) error {
+	if err := wire.ValidMessage(m.Topic, m.ID, len(m.Data), int(c.maxMsg.Load())); err != nil {
+		return err
+	}
+	s, err := c.current()
+	if err != nil {
+		return err
+	}
+	// Copy: the message is marshalled later, on the sender goroutine, and
+	// the caller may reuse its buffer once Publish returns.
+	m.Data = bytes.Clone(m.Data)
+	return c.enqueue(ctx, s, nodeOut{Msg: m})
+}
+
+// Subscribe implements broker.Broker: it returns once the service routes
+// the topic to this node.
+func (c *Client) Subscribe(ctx context.Context, topic string) error {
+	if err := wire.ValidTopic(topic); err != nil {
+		return err
+	}
+	if _, err := c.current(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	_, had := c.interests[topic]
+	c.interests[topic] = struct{}{}
+	s := c.sess
+	c.mu.Unlock()
+	err := errUnavailable
+	if s != nil {
+		_, err = c.request(ctx, s, func(seq uint64) *pb.NodeOp {
+			return &pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: seq, Topic: topic}}}
+		})
+	}
+	if err != nil && !had {
+		// Roll back, so that a later session does not re-send an interest
+		// the node was told it does not have.
+		c.mu.Lock()
+		delete(c.interests, topic)
+		s := c.sess
+		c.mu.Unlock()
+		if s != nil {
+			s.queue.Push(nodeOut{Op: &pb.NodeOp{Op: &pb.NodeOp_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Topic: topic}}}})
+		}
+	}
+	return err
+}
+
+// Unsubscribe implements broker.Broker: it returns once the service no
+// longer routes the topic to this node, so no message of it is delivered
+// afterwards. While the service is unreachable it only forgets the
+// interest, which the next session then lacks.
+func (c *Client) Unsubscribe(ctx context.Context, topic string) error {
+	if err := wire.ValidTopic(topic); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return broker.ErrClosed
+	}
+	_, had := c.interests[topic]
+	delete(c.interests, topic)
+	s := c.sess
+	c.mu.Unlock()
+	if !had || s == nil {
+		return nil
+	}
+	_, err := c.request(ctx, s, func(seq uint64) *pb.NodeOp {
+		return &pb.NodeOp{Op: &pb.NodeOp_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Seq: seq, Topic: topic}}}
+	})
+	if errors.Is(err, broker.ErrUnavailable) {
+		return nil // the next session does not have the interest
+	}
+	return err
+}
+
+// SetCount implements broker.Broker. It never blocks: changed counts are
+// sent together every CountFlushInterval.
+func (c *Client) SetCount(topic string, n int) {
+	if wire.ValidTopic(topic) != nil {
+		return
+	}
+	n = max(n, 0)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.counts[topic] == n {
+		return
+	}
+	if n == 0 {
+		delete(c.counts, topic)
+	} else {
+		c.counts[topic] = n
+	}
+	c.dirty[topic] = struct{}{}
+}
+
+// Count implements broker.Broker: the count of the other nodes, as the
+// service knows it, plus this node's own.
+func (c *Client) Count(ctx context.Context, topic string) (int, error) {
+	if err := wire.ValidTopic(topic); err != nil {
+		return 0, err
+	}
+	s, err := c.current()
+	if err != nil {
+		return 0, err
+	}
+	a, err := c.request(ctx, s, func(seq uint64) *pb.NodeOp {
+		return &pb.NodeOp{Op: &pb.NodeOp_CountQuery{CountQuery: &pb.CountQuery{Seq: seq, Topic: topic}}}
+	})
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	own := c.counts[topic]
+	c.mu.Unlock()
+	return int(a.GetCount()) + own, nil
+}
+
+// rpcErr maps a push API error to the broker's sentinels.
+func (c *Client) rpcErr(err error) error {
+	if status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded {
+		return fmt.Errorf("%w: %v", broker.ErrUnavailable, err)
+	}
+	return fmt.Errorf("topicsvc: %w", err)
+}
+
+// Topics implements broker.TopicLister, as the service knows the counts
+// (this node's at most one flush interval old).
+func (c *Client) Topics(ctx context.Context) ([]broker.TopicCount, error) {
+	if _, err := c.current(); err != nil {
+		return nil, err
+	}
+	r, err := c.rpc.Topics(ctx, &pb.TopicsRequest{})
+	if err != nil {
+		return nil, c.rpcErr(err)
+	}
+	out := make([]broker.TopicCount, len(r.GetTopics()))
+	for i, tc := range r.GetTopics() {
+		out[i] = broker.TopicCount{Topic: tc.GetTopic(), Count: int(tc.GetCount())}
+	}
+	return out, nil
+}
+
+// Nodes implements broker.NodeLister.
+func (c *Client) Nodes(ctx context.Context) ([]broker.NodeInfo, error) {
+	if _, err := c.current(); err != nil {
+		return nil, err
+	}
+	r, err := c.rpc.Nodes(ctx, &pb.NodesRequest{})
+	if err != nil {
+		return nil, c.rpcErr(err)
+	}
+	out := make([]broker.NodeInfo, len(r.GetNodes()))
+	for i, n := range r.GetNodes() {
+		out[i] = broker.NodeInfo{ID: n.GetId(), Connections: int(n.GetConnections()), Topics: int(n.GetTopics()), LastHeartbeat: n.GetLastHeartbeat()}
+	}
+	return out, nil
+}

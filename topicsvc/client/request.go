@@ -1,0 +1,83 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/OSMeteor/firetower/broker"
+	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
+)
+
+var errUnavailable = fmt.Errorf("%w: not connected to the topic service", broker.ErrUnavailable)
+
+// current returns the current session, or why there is none.
+func (c *Client) current() (*session, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return nil, broker.ErrClosed
+	case c.handler.Load() == nil:
+		return nil, errors.New("topicsvc: client not started")
+	case c.sess == nil:
+		return nil, errUnavailable
+	}
+	return c.sess, nil
+}
+
+// lost explains why an operation on s could not complete.
+func (c *Client) lost(s *session) error {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return broker.ErrClosed
+	}
+	return fmt.Errorf("%w: session lost: %v", broker.ErrUnavailable, context.Cause(s.ctx))
+}
+
+// enqueue queues o for the service, waiting while the queue is full.
+func (c *Client) enqueue(ctx context.Context, s *session, o nodeOut) error {
+	for !s.queue.Push(o) {
+		select {
+		case <-s.queue.RoomSignal():
+		case <-s.ctx.Done():
+			return c.lost(s)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// request sends the op mk builds and waits for its Ack.
+func (c *Client) request(ctx context.Context, s *session, mk func(seq uint64) *pb.NodeOp) (*pb.Ack, error) {
+	seq := s.seq.Add(1)
+	ch := make(chan *pb.Ack, 1)
+	s.pmu.Lock()
+	s.pending[seq] = ch
+	s.pmu.Unlock()
+	forget := func() {
+		s.pmu.Lock()
+		delete(s.pending, seq)
+		s.pmu.Unlock()
+	}
+	if err := c.enqueue(ctx, s, nodeOut{Op: mk(seq)}); err != nil {
+		forget()
+		return nil, err
+	}
+	select {
+	case a := <-ch:
+		if a.GetError() != "" {
+			return nil, fmt.Errorf("topicsvc: refused by the service: %s", a.GetError())
+		}
+		return a, nil
+	case <-s.ctx.Done():
+		forget()
+		return nil, c.lost(s)
+	case <-ctx.Done():
+		forget()
+		return nil, ctx.Err()
+	}
+}

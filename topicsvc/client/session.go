@@ -1,0 +1,233 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/OSMeteor/firetower/broker"
+	"github.com/OSMeteor/firetower/topicsvc/internal/wire"
+	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
+)
+
+// session is one stream to the service.
+type session struct {
+	stream  pb.TopicService_SessionClient
+	queue   *wire.Queue[nodeOut]
+	initial []*pb.NodeOp // the state re-sent first
+
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	seq      atomic.Uint64
+	lastRecv atomic.Int64 // Unix nanoseconds
+
+	pmu     sync.Mutex
+	pending map[uint64]chan *pb.Ack
+}
+
+// nodeOut is one operation waiting to be sent to the service: a publish
+// of Msg when Op is nil.
+type nodeOut = wire.Outgoing[pb.NodeOp]
+
+// connect opens a session: hello, welcome, then the node's whole state.
+func (c *Client) connect() (*session, error) {
+	ctx, cancel := context.WithCancelCause(c.ctx)
+	timer := time.AfterFunc(c.opts.ConnectTimeout, func() {
+		cancel(fmt.Errorf("no welcome within %v", c.opts.ConnectTimeout))
+	})
+	stream, err := c.rpc.Session(ctx)
+	if err == nil {
+		err = stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: c.opts.NodeID}}}}})
+		if errors.Is(err, io.EOF) {
+			// The service ended the stream (a refused token, say); Recv
+			// tells why.
+			err = nil
+		}
+	}
+	var welcome *pb.Welcome
+	if err == nil {
+		var f *pb.ServiceFrame
+		f, err = stream.Recv()
+		if err == nil {
+			if ops := f.GetOps(); len(ops) > 0 {
+				welcome = ops[0].GetWelcome()
+			}
+			if welcome == nil {
+				err = errors.New("the service did not answer hello with welcome")
+			}
+		}
+	}
+	if !timer.Stop() && err != nil {
+		err = fmt.Errorf("%w (%v)", err, context.Cause(ctx))
+	}
+	if err != nil {
+		cancel(err)
+		return nil, err
+	}
+	if n := welcome.GetMaxMessageSize(); n > 0 {
+		c.maxMsg.Store(int64(n))
+	}
+	s := &session{
+		stream:  stream,
+		queue:   wire.NewQueue[nodeOut](c.opts.QueueSize),
+		ctx:     ctx,
+		cancel:  cancel,
+		pending: map[uint64]chan *pb.Ack{},
+	}
+	s.lastRecv.Store(time.Now().UnixNano())
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		cancel(broker.ErrClosed)
+		return nil, broker.ErrClosed
+	}
+	// The state and the session are swapped under one lock, so every
+	// change after this point goes to the new session's queue, behind
+	// the state.
+	for t := range c.interests {
+		s.initial = append(s.initial, &pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Topic: t}}})
+	}
+	if len(c.counts) > 0 {
+		cu := &pb.CountUpdate{Counts: make([]*pb.TopicCount, 0, len(c.counts))}
+		for t, n := range c.counts {
+			cu.Counts = append(cu.Counts, &pb.TopicCount{Topic: t, Count: int64(n)})
+		}
+		s.initial = append(s.initial, &pb.NodeOp{Op: &pb.NodeOp_Count{Count: cu}})
+	}
+	clear(c.dirty)
+	c.sess = s
+	// Counted with the session under c.mu, so that Stats never shows a
+	// session up that it has not counted.
+	if c.stats.sessions.Add(1) > 1 {
+		c.stats.reconnects.Add(1)
+	}
+	c.stats.lastConnect.Store(time.Now().UnixNano())
+	return s, nil
+}
+
+// serve runs the session until it breaks: the receive loop here, so that
+// the handler is called from one goroutine, in order; the sender in
+// another goroutine.
+func (s *session) serve(c *Client) error {
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		s.sendLoop(c)
+	}()
+	for {
+		f, err := s.stream.Recv()
+		if err != nil {
+			s.cancel(err)
+			break
+		}
+		s.lastRecv.Store(time.Now().UnixNano())
+		received := 0
+		for _, op := range f.GetOps() {
+			switch o := op.GetOp().(type) {
+			case *pb.ServiceOp_Ack:
+				s.pmu.Lock()
+				ch := s.pending[o.Ack.GetSeq()]
+				delete(s.pending, o.Ack.GetSeq())
+				s.pmu.Unlock()
+				if ch != nil {
+					ch <- o.Ack
+				}
+				if o.Ack.GetError() != "" {
+					c.stats.refused.Add(1)
+				}
+			case *pb.ServiceOp_Notice:
+				c.stats.refused.Add(1)
+				c.log.Warn("topic service refused an operation", "err", o.Notice.GetError())
+			}
+		}
+		if b := f.GetDeliveries(); b != nil {
+			if h := c.handler.Load(); h != nil {
+				if err := wire.ReadBatch(b, *h); err != nil {
+					c.log.Warn("topic service sent a malformed batch", "err", err)
+				} else {
+					received += len(b.GetTopicLens())
+				}
+			}
+		}
+		if received > 0 {
+			c.stats.received.Add(int64(received))
+		}
+	}
+	<-sent
+	return context.Cause(s.ctx)
+}
+
+func (s *session) sendLoop(c *Client) {
+	tick := time.NewTicker(min(c.opts.CountFlushInterval, c.opts.HeartbeatInterval))
+	defer tick.Stop()
+	lastSend := time.Now()
+	for len(s.initial) > 0 {
+		n := min(len(s.initial), wire.BatchOps)
+		if err := s.stream.Send(&pb.NodeFrame{Ops: s.initial[:n]}); err != nil {
+			s.cancel(err)
+			return
+		}
+		s.initial = s.initial[n:]
+	}
+	for {
+		var first *pb.NodeOp
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.queue.Ready():
+		case <-tick.C:
+			if silent := time.Since(time.Unix(0, s.lastRecv.Load())); silent > c.opts.HeartbeatTimeout {
+				s.cancel(fmt.Errorf("%w: no heartbeat from the topic service for %v", broker.ErrUnavailable, silent.Round(time.Millisecond)))
+				return
+			}
+			if cu := c.takeDirty(); cu != nil {
+				first = cu
+			} else if time.Since(lastSend) >= c.opts.HeartbeatInterval {
+				first = &pb.NodeOp{Op: &pb.NodeOp_Heartbeat{Heartbeat: &pb.Heartbeat{}}}
+			} else {
+				continue
+			}
+		}
+		items := s.queue.Take()
+		if !s.sendBatch(c, first, items) {
+			return
+		}
+		s.queue.Recycle(items)
+		lastSend = time.Now()
+	}
+}
+
+// sendBatch sends first (if not nil) and items in as few frames as
+// wire.CutFrames allows.
+func (s *session) sendBatch(c *Client, first *pb.NodeOp, items []nodeOut) bool {
+	return wire.CutFrames(first, items, func(ops []*pb.NodeOp, b *pb.Batch, count, _ int) bool {
+		if err := s.stream.Send(&pb.NodeFrame{Ops: ops, Publishes: b}); err != nil {
+			s.cancel(err)
+			return false
+		}
+		if count > 0 {
+			c.stats.published.Add(int64(count))
+		}
+		return true
+	})
+}
+
+// takeDirty returns the counts changed since the last flush, or nil.
+func (c *Client) takeDirty() *pb.NodeOp {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.dirty) == 0 {
+		return nil
+	}
+	cu := &pb.CountUpdate{Counts: make([]*pb.TopicCount, 0, len(c.dirty))}
+	for t := range c.dirty {
+		cu.Counts = append(cu.Counts, &pb.TopicCount{Topic: t, Count: int64(c.counts[t])})
+	}
+	clear(c.dirty)
+	return &pb.NodeOp{Op: &pb.NodeOp_Count{Count: cu}}
+}

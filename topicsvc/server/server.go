@@ -1,0 +1,114 @@
+// Package server is the standalone firetower topic service: it serves a
+// topicsvc.Core over gRPC to the nodes of a cluster (package
+// topicsvc/client), and to backends in any language through the push API
+// (Publish, Count, Topics, Nodes), every call behind a shared token. The
+// service's figures are a Prometheus collector (Server.Collector).
+// cmd/firetower-topicsvc runs it.
+//
+//	srv, err := server.New(server.Config{Token: token})
+//	...
+//	err = srv.Serve(listener)
+//
+// A Server's methods are safe for concurrent use.
+package server
+
+import (
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/OSMeteor/firetower/topicsvc"
+	"github.com/OSMeteor/firetower/topicsvc/internal/wire"
+	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+)
+
+// Server serves a Core over gRPC: node sessions and the push API.
+type Server struct {
+	pb.UnimplementedTopicServiceServer
+
+	cfg  Config
+	core *topicsvc.Core
+	log  *slog.Logger
+	grpc *grpc.Server
+	auth []byte
+
+	mu       sync.Mutex
+	stopping bool
+	sessions map[string]*session // by node id
+
+	stats counters
+}
+
+// New returns a Server; Serve starts it.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		core:     cfg.Core,
+		log:      cfg.Logger,
+		auth:     []byte("Bearer " + cfg.Token),
+		sessions: map[string]*session{},
+	}
+	limit := cfg.MaxMessageSize + wire.FrameOverhead
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(limit),
+		grpc.MaxSendMsgSize(limit),
+		grpc.UnaryInterceptor(s.unaryAuth),
+		grpc.StreamInterceptor(s.streamAuth),
+		// Nodes heartbeat on their stream; transport pings only help to
+		// notice dead connections sooner, so allow them but not floods.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	s.grpc = grpc.NewServer(opts...)
+	pb.RegisterTopicServiceServer(s.grpc, s)
+	// Server reflection lets grpcurl and other tools list and call the
+	// service without the .proto file. It passes the same token check as
+	// every other call.
+	reflection.Register(s.grpc)
+	return s, nil
+}
+
+// Core returns the core the server serves.
+func (s *Server) Core() *topicsvc.Core { return s.core }
+
+// Serve accepts connections on l until Stop or GracefulStop.
+func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
+
+// Stop closes every connection at once.
+func (s *Server) Stop() {
+	s.endSessions()
+	s.grpc.Stop()
+}
+
+// GracefulStop ends the node sessions (nodes reconnect elsewhere or later),
+// lets the push API calls in flight finish, then stops.
+func (s *Server) GracefulStop() {
+	s.endSessions()
+	s.grpc.GracefulStop()
+}
+
+func (s *Server) endSessions() {
+	s.mu.Lock()
+	s.stopping = true
+	ss := make([]*session, 0, len(s.sessions))
+	for _, ss1 := range s.sessions {
+		ss = append(ss, ss1)
+	}
+	s.mu.Unlock()
+	for _, ss1 := range ss {
+		ss1.end(reasonShutdown, status.Error(codes.Unavailable, "topic service stopping"))
+	}
+}
