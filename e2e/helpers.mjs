@@ -2,7 +2,7 @@
 // and launching the system's Chromium. Servers listen on 127.0.0.1 at ports
 // picked here; every process started is stopped by stopAll.
 import {spawn, execFileSync} from 'node:child_process';
-import {existsSync, mkdirSync} from 'node:fs';
+import {accessSync, constants, existsSync, mkdirSync} from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
@@ -13,8 +13,24 @@ export const ROOT = path.resolve(E2E, '..');
 export const ARTIFACTS = path.join(E2E, 'artifacts');
 const BIN = path.join(E2E, '.bin');
 
-// The Debian package's browser, never a downloaded one.
-export const CHROMIUM = process.env.FIRETOWER_CHROMIUM || '/usr/bin/chromium';
+// The system's browser, never a downloaded one: FIRETOWER_CHROMIUM
+// (scripts/test.sh passes the one it found), else chromium or
+// chromium-browser on the PATH, else the Debian package's.
+export const CHROMIUM = process.env.FIRETOWER_CHROMIUM || findChromium();
+
+function findChromium() {
+  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
+    if (!dir) continue;
+    for (const name of ['chromium', 'chromium-browser']) {
+      const p = path.join(dir, name);
+      try {
+        accessSync(p, constants.X_OK);
+        return p;
+      } catch (e) { /* not here */ }
+    }
+  }
+  return '/usr/bin/chromium';
+}
 
 const procs = new Set();
 
@@ -96,7 +112,8 @@ export function tcpReady(port) {
 // close). A missing browser fails the tests; it is never skipped.
 export async function launch() {
   if (!existsSync(CHROMIUM)) {
-    throw new Error(`Chromium not found at ${CHROMIUM}: install the Debian package (apt-get install chromium) or set FIRETOWER_CHROMIUM`);
+    const where = process.env.FIRETOWER_CHROMIUM ? `${CHROMIUM} (FIRETOWER_CHROMIUM)` : `${CHROMIUM}, nor chromium or chromium-browser on the PATH`;
+    throw new Error(`Chromium not found at ${where}: install the Debian package (apt-get install chromium) or set FIRETOWER_CHROMIUM`);
   }
   return chromium.launch({
     executablePath: CHROMIUM,
