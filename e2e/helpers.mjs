@@ -1,6 +1,7 @@
 // Shared parts of the browser tests: building and running the Go servers,
 // and launching the system's Chromium. Servers listen on 127.0.0.1 at ports
 // picked here; every process started is stopped by stopAll.
+import assert from 'node:assert/strict';
 import {spawn, execFileSync} from 'node:child_process';
 import {accessSync, constants, existsSync, mkdirSync} from 'node:fs';
 import net from 'node:net';
@@ -128,6 +129,36 @@ export async function launch() {
       '--no-first-run',
     ],
   });
+}
+
+// newPage opens a page in a fresh context of browser. problems collects
+// what a page must not do: throw, log an error (other than a refused
+// request, 401 or 403) or open a dialog.
+export async function newPage(browser, viewport = {width: 1280, height: 860}) {
+  const ctx = await browser.newContext({viewport});
+  const page = await ctx.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push('page error: ' + e.message));
+  page.on('console', (m) => { if (m.type() === 'error' && !/401|403/.test(m.text())) problems.push('console: ' + m.text()); });
+  page.on('dialog', (d) => { problems.push('dialog: ' + d.message()); d.dismiss(); });
+  return {ctx, page, problems};
+}
+
+// waitFor polls check until it returns true, and fails the test with its
+// last answer (or error) after timeout ms.
+export async function waitFor(what, check, timeout = 10000) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await check();
+      if (last === true) return;
+    } catch (e) {
+      last = e.message;
+    }
+    if (Date.now() > deadline) assert.fail(`${what} within ${timeout} ms; last: ${JSON.stringify(last)}`);
+    await sleep(100);
+  }
 }
 
 export function artifacts() {
