@@ -108,6 +108,9 @@ test('an idle node: figures of zero, no topics, and the feed live', async (t) =>
   assert.deepEqual(await rows(page, 'top-topics'), [['no topics with subscribers']]);
   assert.equal(await text(page, '#nodes-info'), '1 node');
   assert.equal((await rows(page, 'nodes')).length, 1);
+  // The embedded broker has no link to report.
+  assert.equal(last.broker, undefined);
+  assert.equal(await page.isHidden('#broker-card'), true);
   assert.equal(await page.isHidden('#render-error'), true);
   assert.deepEqual(problems, []);
 });
@@ -125,6 +128,7 @@ test('events with nulls, missing fields and odd types: shown as far as they go, 
     assert.deepEqual(await rows(page, 'top-topics'), [['no topics with subscribers']], JSON.stringify(event));
     assert.deepEqual(await rows(page, 'nodes'), []);
     assert.equal(await text(page, '#nodes-info'), 'the broker does not list its nodes');
+    assert.equal(await page.isHidden('#broker-card'), true, 'no broker link to show');
   }
 
   // Values of the wrong type are left out, the rest is shown.
