@@ -114,7 +114,9 @@ go vet -tags redis ./... ./_examples/chat
 step "starting Redis (standalone and a 3-master cluster)"
 redis_dir=$(mktemp -d /tmp/firetower-redis.XXXXXX)
 trap 'scripts/redis-up.sh --stop "$redis_dir" >/dev/null 2>&1 || true; rm -rf "$redis_dir"' EXIT
-eval "$(scripts/redis-up.sh "$redis_dir")"
+# Not eval "$(...)": eval would hide redis-up.sh's failure from set -e.
+redis_env=$(scripts/redis-up.sh "$redis_dir") || fail "scripts/redis-up.sh failed (its error is above)"
+eval "$redis_env"
 
 step "go test -race -tags redis ./..."
 go test -race -tags redis -count=1 -timeout 20m ./...
