@@ -111,6 +111,33 @@ go vet ./... ./_examples/chat   # ./... skips directories starting with _
 go vet -tags redis ./... ./_examples/chat
 (cd bench && go vet ./...)
 
+step "import graph: no gRPC, protobuf or Prometheus client under the root package and topicsvc"
+# An app that imports firetower links what these two import; the gRPC
+# service and client and the Prometheus metrics live in packages of their
+# own, which only the apps that want them import (STYLE.md). gin itself
+# links google.golang.org/protobuf/proto (its binding and render import
+# it), so for a package that links gin what any gin app links is not
+# counted.
+heavy='^(google[.]golang[.]org/(grpc|protobuf)|github[.]com/prometheus)(/|$)'
+gin_deps=$(go list -deps github.com/gin-gonic/gin)
+graph_ok=1
+for pkg in . ./topicsvc; do
+	deps=$(go list -deps "$pkg")
+	allowed=
+	grep -qx github.com/gin-gonic/gin <<<"$deps" && allowed=$gin_deps
+	bad=$(grep -E "$heavy" <<<"$deps" | grep -vxF -f <(echo "$allowed") || true)
+	[ -n "$bad" ] || continue
+	graph_ok=
+	echo "$(go list "$pkg") links $(wc -l <<<"$bad") packages of gRPC, protobuf or the Prometheus client${allowed:+ beyond those gin links}, brought in by:" >&2
+	# The imports that bring them in: a package outside the set that
+	# imports one inside it.
+	go list -deps -f '{{.ImportPath}}{{range .Imports}} {{.}}{{end}}' "$pkg" |
+		awk 'NR == FNR { bad[$1] = 1; next } !($1 in bad) { for (i = 2; i <= NF; i++) if ($i in bad) print "  " $1 " imports " $i }' <(echo "$bad") - >&2
+	echo "  all of them:" >&2
+	sed 's/^/    /' <<<"$bad" >&2
+done
+[ -n "$graph_ok" ] || fail "the root package or topicsvc links gRPC, protobuf or the Prometheus client (see above)"
+
 step "starting Redis (standalone and a 3-master cluster)"
 redis_dir=$(mktemp -d /tmp/firetower-redis.XXXXXX)
 trap 'scripts/redis-up.sh --stop "$redis_dir" >/dev/null 2>&1 || true; rm -rf "$redis_dir"' EXIT
