@@ -4,7 +4,10 @@
 // POST /publish. The token is kept in sessionStorage (this tab only) and
 // sent as a bearer header; the feed is read with fetch, because
 // EventSource cannot send headers. Data is put on the page with
-// textContent only, never parsed as HTML.
+// textContent only, never parsed as HTML. An event may lack any field or
+// carry null (an idle node sends no topics; a node of another version may
+// send other fields): what is missing shows as "–", and an event that
+// cannot be shown is reported as such, never as the feed ending.
 'use strict';
 
 (() => {
@@ -12,6 +15,15 @@
   const $ = (id) => document.getElementById(id);
   // Relative to {prefix}/dashboard, so a prefix needs no configuration.
   const url = (p) => new URL(p, location.href).toString();
+
+  // The feed's values, read defensively: obj and list give {} and [] for
+  // anything else (null or absent included), num gives null for anything
+  // but a finite number.
+  const obj = (v) => (v !== null && typeof v === 'object' && !Array.isArray(v) ? v : {});
+  const list = (v) => (Array.isArray(v) ? v : []);
+  const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+  // sum adds the numbers among its arguments; null if there are none.
+  const sum = (...vs) => vs.reduce((acc, v) => (num(v) === null ? acc : (acc ?? 0) + v), null);
 
   const state = {
     token: null,
@@ -21,6 +33,7 @@
     latencyWindow: [], // recent latency histograms, for a recent p99
     searchSeq: 0,
     retry: null,
+    shownAt: 0, // when the last event was shown (ms), for a note on one that was not
   };
   window.dashboard = state; // for the browser tests and curious operators
 
@@ -109,7 +122,7 @@
           const chunk = buf.slice(0, end);
           buf = buf.slice(end + 2);
           const data = chunk.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5)).join('\n');
-          if (data) render(JSON.parse(data));
+          if (data) take(data);
         }
       }
     } catch (e) {
@@ -118,25 +131,57 @@
     if (!controller.signal.aborted) retryLater('feed ended');
   }
 
+  // take shows one event of the feed. An event that is not JSON or that
+  // render cannot show is reported on the console and on the page, and
+  // the feed goes on: the status is the feed's, not the page's.
+  function take(data) {
+    state.events++;
+    let d;
+    try {
+      d = JSON.parse(data);
+    } catch (e) {
+      return renderFailed('an event of the feed is not JSON', e);
+    }
+    try {
+      render(d);
+    } catch (e) {
+      return renderFailed('an event of the feed could not be shown', e);
+    }
+    $('render-error').hidden = true;
+    if (state.events % 5 === 0 && $('search').value) search();
+  }
+
+  function renderFailed(what, err) {
+    console.error('firetower dashboard: ' + what + ':', err);
+    const note = $('render-error');
+    note.textContent = what + ' (' + (err && err.message || err) + '); ' +
+      (state.shownAt ? 'the figures are those of ' + new Date(state.shownAt).toLocaleTimeString() : 'no event shown yet');
+    note.hidden = false;
+  }
+
   function retryLater(why) {
     setStatus('error', why + ', retrying…');
     state.retry = setTimeout(connect, 2000);
   }
 
-  // Formatting.
-  const fmtInt = (n) => Math.round(n).toLocaleString('en-US');
+  // Formatting. Each formatter shows a missing number (null) as "–".
+  const NONE = '–';
+  const fmtInt = (n) => (num(n) === null ? NONE : Math.round(n).toLocaleString('en-US'));
   function fmtRate(n) {
+    if (num(n) === null) return NONE;
     if (n >= 100) return fmtInt(n);
     if (n >= 10) return n.toFixed(1);
     return n.toFixed(n === 0 ? 0 : 2);
   }
   function fmtBytes(n) {
+    if (num(n) === null) return NONE;
     const units = ['B', 'KB', 'MB', 'GB'];
     let i = 0;
     while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
     return (i === 0 ? Math.round(n) : n.toFixed(1)) + ' ' + units[i];
   }
   function fmtDuration(ms) {
+    if (num(ms) === null) return NONE;
     const s = Math.max(0, Math.round(ms / 1000));
     if (s < 60) return s + ' s';
     if (s < 3600) return Math.floor(s / 60) + ' min ' + (s % 60) + ' s';
@@ -154,26 +199,37 @@
   function setWarn(id, n) {
     const el = $(id);
     el.textContent = fmtInt(n);
-    el.dataset.nonzero = String(n > 0);
+    el.dataset.nonzero = String(num(n) !== null && n > 0);
   }
 
-  // p99 over the last minute of the node's cumulative latency histogram.
+  // p99 over the last minute of the node's cumulative latency histogram;
+  // null when the event has no histogram, or none to compare with.
   function recentP99(node) {
+    const buckets = list(node.latencyBuckets);
+    const counts = list(node.latencyCounts);
+    const count = num(node.latencyCount);
+    if (count === null || buckets.length === 0 || counts.length !== buckets.length ||
+      !counts.every((c) => num(c) !== null)) return null;
     const w = state.latencyWindow;
-    w.push({counts: node.latencyCounts, count: node.latencyCount});
+    // A histogram of other buckets (another node version) starts afresh.
+    if (w.length && w[0].counts.length !== counts.length) w.length = 0;
+    w.push({counts, count});
     if (w.length > 61) w.shift();
     const first = w[0];
-    const total = node.latencyCount - first.count;
-    if (total <= 0) return null;
+    const total = count - first.count;
+    if (!(total > 0)) return null;
     const want = 0.99 * total;
-    for (let i = 0; i < node.latencyBuckets.length; i++) {
-      if (node.latencyCounts[i] - first.counts[i] >= want) return node.latencyBuckets[i];
+    for (let i = 0; i < buckets.length; i++) {
+      if (counts[i] - first.counts[i] >= want) return num(buckets[i]);
     }
     return Infinity;
   }
 
+  // fillTable puts rows of [text, className] cells in tbody; a row of one
+  // cell (a note such as "no topics") spans the table.
   function fillTable(tbody, rows) {
     const frag = document.createDocumentFragment();
+    const columns = tbody.parentElement.tHead?.rows[0]?.cells.length || 1;
     for (const cells of rows) {
       const tr = document.createElement('tr');
       if (cells.className) tr.className = cells.className;
@@ -181,6 +237,7 @@
         const td = document.createElement('td');
         td.textContent = text;
         if (cls) td.className = cls;
+        if (cells.length === 1) td.colSpan = columns;
         tr.appendChild(td);
       }
       frag.appendChild(tr);
@@ -188,67 +245,86 @@
     tbody.replaceChildren(frag);
   }
 
-  function topicRows(list) {
-    return list.map((t) => [[t.topic], [fmtInt(t.count), 'num']]);
+  // topicRows makes table rows of a list of {topic, count}, leaving out
+  // entries without a topic.
+  function topicRows(topics) {
+    return list(topics)
+      .filter((t) => typeof obj(t).topic === 'string')
+      .map((t) => [[t.topic], [fmtInt(t.count), 'num']]);
   }
 
-  function render(d) {
-    state.last = d;
-    state.events++;
-    const n = d.node;
+  const str = (v) => (typeof v === 'string' ? v : '');
+
+  function render(event) {
+    state.last = event;
+    const d = obj(event);
+    const n = obj(d.node);
+    const rates = obj(d.rates);
+    const topics = obj(d.topics);
+    const time = num(d.time);
+    const startedAt = num(d.startedAt);
     setText('connections', fmtInt(n.connections));
     setText('subscriptions', fmtInt(n.subscriptions));
-    setText('topics-total', d.topics.error ? '?' : fmtInt(d.topics.total));
-    setText('published-rate', fmtRate(d.rates.published));
-    setText('delivered-rate', fmtRate(d.rates.delivered));
-    setText('framesin-rate', fmtRate(d.rates.framesIn));
-    setText('bytesout-rate', fmtBytes(d.rates.bytesOut));
+    setText('topics-total', str(topics.error) ? '?' : fmtInt(topics.total));
+    setText('published-rate', fmtRate(rates.published));
+    setText('delivered-rate', fmtRate(rates.delivered));
+    setText('framesin-rate', fmtRate(rates.framesIn));
+    setText('bytesout-rate', fmtBytes(rates.bytesOut));
     const p99 = recentP99(n);
-    setText('latency-p99', p99 === null ? '–' : p99 === Infinity ? '> 5 s' : '≤ ' + fmtSeconds(p99));
-    setWarn('dropped', n.droppedQueueFull + n.rateLimited);
+    setText('latency-p99', p99 === null ? NONE : p99 === Infinity ? '> 5 s' : '≤ ' + fmtSeconds(p99));
+    setWarn('dropped', sum(n.droppedQueueFull, n.rateLimited));
     setText('dropped-detail', fmtInt(n.droppedQueueFull) + ' queue full · ' + fmtInt(n.rateLimited) + ' rate limited');
     setWarn('slow', n.slowClosed);
     setWarn('broker-errors', n.brokerErrors);
-    setText('uptime', fmtDuration(d.time - d.startedAt));
+    setText('uptime', time === null || startedAt === null ? NONE : fmtDuration(time - startedAt));
     // A remote broker's session (topic service client): up or reconnecting.
-    const br = d.broker;
-    $('broker-card').hidden = !br || !('connected' in br);
-    if (br && 'connected' in br) {
+    const br = obj(d.broker);
+    $('broker-card').hidden = !('connected' in br);
+    if ('connected' in br) {
       const link = $('broker-link');
       link.textContent = br.connected ? 'connected' : 'reconnecting';
       link.dataset.nonzero = String(!br.connected);
-      setText('broker-detail', 'reconnects ' + fmtInt(br.reconnects_total || 0));
+      setText('broker-detail', 'reconnects ' + fmtInt(num(br.reconnects_total) ?? 0));
     }
-    setText('updated', 'updated ' + new Date(d.time).toLocaleTimeString());
+    setText('updated', time === null ? '' : 'updated ' + new Date(time).toLocaleTimeString());
 
     drawCharts(d.history);
 
-    fillTable($('top-topics').tBodies[0], d.topics.error
-      ? [[['topics unavailable: ' + d.topics.error]]]
-      : topicRows(d.topics.top));
+    const top = topicRows(topics.top);
+    fillTable($('top-topics').tBodies[0], str(topics.error)
+      ? [[['topics unavailable: ' + topics.error]]]
+      : top.length ? top : [[['no topics with subscribers', 'muted']]]);
 
-    if (d.nodes) {
-      setText('nodes-info', d.nodes.length + (d.nodes.length === 1 ? ' node' : ' nodes'));
-      fillTable($('nodes').tBodies[0], d.nodes.map((node) => {
-        const age = d.time - node.lastHeartbeat;
-        const row = [[node.id], [fmtInt(node.connections), 'num'], [fmtInt(node.topics), 'num'],
-          [node.lastHeartbeat ? fmtDuration(Math.max(age, 0)) + ' ago' : 'never', 'num']];
+    if (Array.isArray(d.nodes)) {
+      const nodes = d.nodes.filter((node) => node !== null && typeof node === 'object');
+      setText('nodes-info', nodes.length + (nodes.length === 1 ? ' node' : ' nodes'));
+      fillTable($('nodes').tBodies[0], nodes.map((node) => {
+        const beat = num(node.lastHeartbeat);
+        const age = time !== null && beat ? time - beat : null;
+        const row = [[String(node.id ?? '?')], [fmtInt(node.connections), 'num'], [fmtInt(node.topics), 'num'],
+          [!beat ? 'never' : age === null ? NONE : fmtDuration(Math.max(age, 0)) + ' ago', 'num']];
         if (age > 5000) row.className = 'stale';
         return row;
       }));
     } else {
-      setText('nodes-info', d.nodesError ? 'nodes unavailable: ' + d.nodesError : 'the broker does not list its nodes');
+      setText('nodes-info', str(d.nodesError) ? 'nodes unavailable: ' + d.nodesError : 'the broker does not list its nodes');
       fillTable($('nodes').tBodies[0], []);
     }
-    if (state.events % 5 === 0 && $('search').value) search();
+    state.shownAt = Date.now();
   }
 
-  function drawCharts(h) {
-    setText('chart-span', h.connections.length > 1 ? 'last ' + fmtDuration((h.connections.length - 1) * h.step) : '');
-    drawChart($('chart-connections'), [{values: h.connections, color: '#f78c40'}]);
+  // drawCharts draws the history of an event; values that are not
+  // numbers count as 0.
+  function drawCharts(history) {
+    const h = obj(history);
+    const values = (v) => list(v).map((x) => num(x) ?? 0);
+    const connections = values(h.connections);
+    const step = num(h.step) ?? 1000;
+    setText('chart-span', connections.length > 1 ? 'last ' + fmtDuration((connections.length - 1) * step) : '');
+    drawChart($('chart-connections'), [{values: connections, color: '#f78c40'}]);
     drawChart($('chart-messages'), [
-      {values: h.published, color: '#f78c40'},
-      {values: h.delivered, color: '#4fb3ff'},
+      {values: values(h.published), color: '#f78c40'},
+      {values: values(h.delivered), color: '#4fb3ff'},
     ]);
   }
 
@@ -350,11 +426,19 @@
       setText('search-info', 'search failed: ' + await errorText(resp));
       return;
     }
-    const page = await resp.json();
+    let page;
+    try {
+      page = obj(await resp.json());
+    } catch (e) {
+      if (seq === state.searchSeq) setText('search-info', 'search failed: the answer is not JSON');
+      return;
+    }
     if (seq !== state.searchSeq) return;
-    setText('search-info', page.total === 0 ? 'no topic contains it'
-      : page.total + (page.total === 1 ? ' topic' : ' topics') + (page.total > page.topics.length ? ', busiest ' + page.topics.length + ' shown' : ''));
-    fillTable(body, topicRows(page.topics));
+    const rows = topicRows(page.topics);
+    const total = num(page.total) ?? rows.length;
+    setText('search-info', total === 0 ? 'no topic contains it'
+      : total + (total === 1 ? ' topic' : ' topics') + (total > rows.length ? ', busiest ' + rows.length + ' shown' : ''));
+    fillTable(body, rows);
   }
 
   let searchTimer;
@@ -382,7 +466,7 @@
       clearTimeout(searchTimer);
       searchTimer = setTimeout(search, 200);
     });
-    window.addEventListener('resize', () => state.last && drawCharts(state.last.history));
+    window.addEventListener('resize', () => state.events && drawCharts(obj(state.last).history));
     connect();
   }
 

@@ -10,7 +10,7 @@ import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
 import {copyFileSync} from 'node:fs';
 import path from 'node:path';
-import {ROOT, artifacts, build, freePort, httpReady, launch, sleep, start, stopAll, tcpReady} from './helpers.mjs';
+import {ROOT, artifacts, build, freePort, httpReady, launch, newPage, sleep, start, stopAll, tcpReady, waitFor} from './helpers.mjs';
 
 const API_TOKEN = 'e2e-dashboard-token';
 const SVC_TOKEN = 'e2e-dashboard-topicsvc-token';
@@ -50,20 +50,10 @@ after(async () => {
   await stopAll();
 });
 
-async function newPage(viewport = {width: 1280, height: 860}) {
-  const ctx = await browser.newContext({viewport});
-  const page = await ctx.newPage();
-  const problems = [];
-  page.on('pageerror', (e) => problems.push('page error: ' + e.message));
-  page.on('console', (m) => { if (m.type() === 'error' && !/401|403/.test(m.text())) problems.push('console: ' + m.text()); });
-  page.on('dialog', (d) => { problems.push('dialog: ' + d.message()); d.dismiss(); });
-  return {ctx, page, problems};
-}
-
 // loadPage opens a document of base's origin (no WebSocket of its own)
 // from which the test opens WebSocket clients, as browsers would.
 async function loadPage(base) {
-  const {ctx, page} = await newPage();
+  const {ctx, page} = await newPage(browser);
   await page.goto(base + '/firetower.js');
   await page.evaluate(() => {
     window.socks = [];
@@ -93,21 +83,6 @@ async function publish(base, topic, data) {
 const text = (page, sel) => page.textContent(sel);
 const num = async (page, sel) => Number((await text(page, sel)).replace(/[^0-9.]/g, ''));
 
-async function waitFor(what, check, timeout = 10000) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    try {
-      last = await check();
-      if (last === true) return;
-    } catch (e) {
-      last = e.message;
-    }
-    if (Date.now() > deadline) assert.fail(`${what} within ${timeout} ms; last: ${JSON.stringify(last)}`);
-    await sleep(100);
-  }
-}
-
 test('the dashboard is refused without the token and shows no figures', async () => {
   for (const p of ['/stats', '/topics', '/dashboard/events']) {
     const none = await fetch(nodeA + p);
@@ -115,7 +90,7 @@ test('the dashboard is refused without the token and shows no figures', async ()
     const wrong = await fetch(nodeA + p, {headers: {Authorization: 'Bearer nope'}});
     assert.equal(wrong.status, 401, p);
   }
-  const {ctx, page, problems} = await newPage();
+  const {ctx, page, problems} = await newPage(browser);
   await page.goto(nodeA + '/dashboard');
   await page.waitForSelector('#login:not([hidden])');
   assert.equal(await page.isHidden('#main'), true);
@@ -144,7 +119,7 @@ test('the dashboard is refused without the token and shows no figures', async ()
 });
 
 test('its figures follow connections, publishes, drops and the cluster; screenshot', async () => {
-  const {ctx, page, problems} = await newPage();
+  const {ctx, page, problems} = await newPage(browser);
   // The token in the fragment: used, stored, and gone from the address bar.
   await page.goto(nodeA + '/dashboard#token=' + API_TOKEN);
   await waitFor('the live feed', async () => (await page.getAttribute('#status', 'data-state')) === 'live');

@@ -1,8 +1,9 @@
 // Shared parts of the browser tests: building and running the Go servers,
 // and launching the system's Chromium. Servers listen on 127.0.0.1 at ports
 // picked here; every process started is stopped by stopAll.
+import assert from 'node:assert/strict';
 import {spawn, execFileSync} from 'node:child_process';
-import {existsSync, mkdirSync} from 'node:fs';
+import {accessSync, constants, existsSync, mkdirSync} from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
@@ -13,8 +14,24 @@ export const ROOT = path.resolve(E2E, '..');
 export const ARTIFACTS = path.join(E2E, 'artifacts');
 const BIN = path.join(E2E, '.bin');
 
-// The Debian package's browser, never a downloaded one.
-export const CHROMIUM = process.env.FIRETOWER_CHROMIUM || '/usr/bin/chromium';
+// The system's browser, never a downloaded one: FIRETOWER_CHROMIUM
+// (scripts/test.sh passes the one it found), else chromium or
+// chromium-browser on the PATH, else the Debian package's.
+export const CHROMIUM = process.env.FIRETOWER_CHROMIUM || findChromium();
+
+function findChromium() {
+  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
+    if (!dir) continue;
+    for (const name of ['chromium', 'chromium-browser']) {
+      const p = path.join(dir, name);
+      try {
+        accessSync(p, constants.X_OK);
+        return p;
+      } catch (e) { /* not here */ }
+    }
+  }
+  return '/usr/bin/chromium';
+}
 
 const procs = new Set();
 
@@ -96,7 +113,8 @@ export function tcpReady(port) {
 // close). A missing browser fails the tests; it is never skipped.
 export async function launch() {
   if (!existsSync(CHROMIUM)) {
-    throw new Error(`Chromium not found at ${CHROMIUM}: install the Debian package (apt-get install chromium) or set FIRETOWER_CHROMIUM`);
+    const where = process.env.FIRETOWER_CHROMIUM ? `${CHROMIUM} (FIRETOWER_CHROMIUM)` : `${CHROMIUM}, nor chromium or chromium-browser on the PATH`;
+    throw new Error(`Chromium not found at ${where}: install the Debian package (apt-get install chromium) or set FIRETOWER_CHROMIUM`);
   }
   return chromium.launch({
     executablePath: CHROMIUM,
@@ -111,6 +129,36 @@ export async function launch() {
       '--no-first-run',
     ],
   });
+}
+
+// newPage opens a page in a fresh context of browser. problems collects
+// what a page must not do: throw, log an error (other than a refused
+// request, 401 or 403) or open a dialog.
+export async function newPage(browser, viewport = {width: 1280, height: 860}) {
+  const ctx = await browser.newContext({viewport});
+  const page = await ctx.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push('page error: ' + e.message));
+  page.on('console', (m) => { if (m.type() === 'error' && !/401|403/.test(m.text())) problems.push('console: ' + m.text()); });
+  page.on('dialog', (d) => { problems.push('dialog: ' + d.message()); d.dismiss(); });
+  return {ctx, page, problems};
+}
+
+// waitFor polls check until it returns true, and fails the test with its
+// last answer (or error) after timeout ms.
+export async function waitFor(what, check, timeout = 10000) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await check();
+      if (last === true) return;
+    } catch (e) {
+      last = e.message;
+    }
+    if (Date.now() > deadline) assert.fail(`${what} within ${timeout} ms; last: ${JSON.stringify(last)}`);
+    await sleep(100);
+  }
 }
 
 export function artifacts() {

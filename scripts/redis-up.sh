@@ -93,7 +93,7 @@ start() {
 			done
 		fi
 		echo "redis-up: $name did not start on port $port, retrying; log:" >&2
-		tail -n 5 "$d/redis.log" >&2 || true
+		[ -f "$d/redis.log" ] && tail -n 5 "$d/redis.log" >&2 || true
 		[ -f "$d/redis.pid" ] && kill "$(cat "$d/redis.pid")" 2>/dev/null || true
 	done
 	echo "redis-up: could not start $name" >&2
