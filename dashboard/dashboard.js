@@ -205,9 +205,10 @@
   // p99 over the last minute of the node's cumulative latency histogram;
   // null when the event has no histogram, or none to compare with.
   function recentP99(node) {
-    const buckets = list(node.latencyBuckets);
-    const counts = list(node.latencyCounts);
-    const count = num(node.latencyCount);
+    const h = obj(node.latency);
+    const buckets = list(h.buckets);
+    const counts = list(h.counts);
+    const count = num(h.count);
     if (count === null || buckets.length === 0 || counts.length !== buckets.length ||
       !counts.every((c) => num(c) !== null)) return null;
     const w = state.latencyWindow;

@@ -135,7 +135,7 @@ test('events with nulls, missing fields and odd types: shown as far as they go, 
   const now = Date.now();
   await sendAndWait(page, {
     time: now, startedAt: now - 5000,
-    node: {connections: '7', subscriptions: 3, rateLimited: 2, latencyBuckets: [0.001], latencyCounts: null, latencyCount: 4},
+    node: {connections: '7', subscriptions: 3, rateLimited: 2, latency: {buckets: [0.001], counts: null, count: 4}},
     rates: null,
     history: {connections: null, published: [1, null, 'x'], step: 'soon'},
     topics: {total: 2, top: [null, {topic: '/a', count: 2}, {count: 1}, 'b']},

@@ -164,6 +164,8 @@ test('its figures follow connections, publishes, drops and the cluster; screensh
     }
   })();
   await waitFor('a publish rate', async () => (await num(page, '#published-rate')) > 0 && (await num(page, '#delivered-rate')) > 0);
+  // Deliveries were written: the node's latency histogram gives a p99.
+  await waitFor('a delivery p99', async () => /^≤ /.test(await text(page, '#latency-p99')));
   // A client over its inbound rate: its extra frames are dropped. The node
   // allows a burst of 200 and 100 a second, so 500 pings leave at least 50
   // dropped even if reading them all takes the node two seconds (260 left

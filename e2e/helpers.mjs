@@ -62,9 +62,10 @@ export function freePort() {
 }
 
 // start runs a server binary and resolves once ready() passes. Its output
-// is kept for the failure message.
-export async function start(bin, env, ready, label) {
-  const p = spawn(bin, [], {env: {...process.env, ...env}, stdio: ['ignore', 'pipe', 'pipe']});
+// is kept for the failure message. cwd is its working directory (default:
+// the test's own).
+export async function start(bin, env, ready, label, cwd = undefined) {
+  const p = spawn(bin, [], {cwd, env: {...process.env, ...env}, stdio: ['ignore', 'pipe', 'pipe']});
   const proc = {p, label, log: '', exited: null};
   p.stdout.on('data', (d) => { proc.log += d; });
   p.stderr.on('data', (d) => { proc.log += d; });
