@@ -22,14 +22,28 @@ func TestAppendHeader(t *testing.T) {
 	}
 }
 
+// TestHeaderBoundaries sweeps the lengths around every boundary of the
+// three header forms through FuzzHeader's check.
+func TestHeaderBoundaries(t *testing.T) {
+	for _, edge := range []int{0, 125, 0xffff, 1 << 32} {
+		for n := max(0, edge-300); n <= edge+300; n++ {
+			checkHeader(t, n)
+		}
+	}
+}
+
 // FuzzHeader reads every header back as RFC 6455 §5.2 defines it: a final
 // text frame, unmasked, of the length written, in the shortest form.
 func FuzzHeader(f *testing.F) {
 	for _, n := range []uint32{0, 1, 125, 126, 127, 65535, 65536, 1 << 30} {
 		f.Add(n)
 	}
-	f.Fuzz(func(t *testing.T, n32 uint32) {
-		n := int(n32)
+	f.Fuzz(func(t *testing.T, n32 uint32) { checkHeader(t, int(n32)) })
+}
+
+func checkHeader(t *testing.T, n int) {
+	t.Helper()
+	{
 		h := AppendHeader(nil, n)
 		if len(h) != HeaderLen(n) || len(h) > MaxHeader {
 			t.Fatalf("%d: header of %d bytes, HeaderLen %d", n, len(h), HeaderLen(n))
@@ -53,5 +67,5 @@ func FuzzHeader(f *testing.F) {
 		if got != n {
 			t.Fatalf("header of %d bytes reads back as %d", n, got)
 		}
-	})
+	}
 }
