@@ -72,6 +72,14 @@
 // its own connection (status 1011) and the panic is logged; the node and
 // the other connections go on.
 //
+// Work that waits for the broker or the network — a GetConnectNum, a
+// Publish to a remote broker, a call to another service — belongs off the
+// read path: let the callback record what happened (a room that changed,
+// in a map under a mutex) and return, and let a goroutine of the app's,
+// stopped before Shutdown, do the work, coalescing what piled up since
+// its last round (the chat demo's presence.go announces each changed
+// room's count at most every 500 ms).
+//
 // A publish never waits for a connection: each connection has a bounded
 // send queue (Config.SendQueueSize frames) drained by its own writer, and a
 // connection whose queue is full is closed with status 1008 instead of

@@ -145,7 +145,7 @@ test('switching rooms moves the page, its messages and the counts', async () => 
   await waitJoined(bob.page, '2');
   await waitOnline(alice.page, 1);
   await waitOnline(bob.page, 1);
-  assert.deepEqual(await bob.page.evaluate(() => window.chat.ft.topics()), ['/chat/2']);
+  assert.deepEqual(await bob.page.evaluate(() => window.chat.ft.topics()), ['/chat/2', '/online/chat/2']);
 
   await say(alice.page, 'only for world');
   await say(bob.page, 'only for room 2');

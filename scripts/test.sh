@@ -147,6 +147,7 @@ eval "$redis_env"
 
 step "go test -race -tags redis ./..."
 go test -race -tags redis -count=1 -timeout 20m ./...
+go test -race -count=1 -timeout 5m ./_examples/chat   # ./... skips directories starting with _
 
 step "fuzzing the parsers (bounded)"
 # Minimizing a new interesting input shows as 0 execs/sec and by default may

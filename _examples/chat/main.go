@@ -17,7 +17,6 @@ import (
 	"crypto/rand"
 	"embed"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"io/fs"
@@ -28,9 +27,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/OSMeteor/firetower"
+	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/metrics"
 	_ "github.com/OSMeteor/firetower/topicsvc/client" // FIRETOWER_BROKER=topicsvc://host:port
 	"github.com/gin-gonic/gin"
@@ -71,49 +70,12 @@ func main() {
 		log.Info("generated an API token for POST /publish; set FIRETOWER_API_TOKEN to choose one", "token", *apiToken)
 	}
 
-	// Whenever someone joins or leaves a room, tell the room how many are
-	// in it now. c.Context() is still live in UnSubscribeHandler, on a
-	// disconnect too (it ends once the disconnect hooks returned). With
-	// bare data the frames take the v0.x chat's shape, so its pages show
-	// the count.
-	announce := func(kind string) func(*firetower.Conn, []string) {
-		return func(c *firetower.Conn, rooms []string) {
-			ctx, cancel := context.WithTimeout(c.Context(), 5*time.Second)
-			defer cancel()
-			for _, room := range rooms {
-				n, err := c.Tower().GetConnectNum(ctx, room)
-				if err != nil {
-					log.Warn("counting a room", "room", room, "err", err)
-					continue
-				}
-				msg := map[string]any{"type": "online", "count": n}
-				if *bare {
-					msg = map[string]any{"type": kind, "data": n}
-				}
-				if _, err := c.Tower().Publish(ctx, room, msg); err != nil {
-					log.Warn("announcing a room's count", "room", room, "err", err)
-				}
-			}
-		}
-	}
-	tower, err := firetower.New(firetower.Config{
-		Dashboard:   true,
+	tower, rooms, err := newTower(chatConfig{
 		APIToken:    *apiToken,
 		BrokerURL:   *brokerURL,
 		BrokerToken: *svcToken,
 		BareData:    *bare,
 		Logger:      log,
-		BeforeSubscribeHandler: func(_ *firetower.Conn, topics []string) bool {
-			for _, t := range topics {
-				if !strings.HasPrefix(t, "/chat/") {
-					return false
-				}
-			}
-			return true
-		},
-		SubscribeHandler:   announce("onSubscribe"),
-		UnSubscribeHandler: announce("onUnsubscribe"),
-		ReadHandler:        allowChatMessage,
 	})
 	if err != nil {
 		log.Error("starting firetower", "err", err)
@@ -160,29 +122,77 @@ func main() {
 	<-stop.Done()
 	ctx, done := context.WithTimeout(context.Background(), 10*time.Second)
 	defer done()
+	rooms.Close() // first: the connections' leaves need no announcement
 	tower.Shutdown(ctx)
 	srv.Shutdown(ctx)
 }
 
-// allowChatMessage lets a page publish chat lines to a room: a JSON object
-// with a short text, {"text":"hi",...}, or the v0.x chat's
-// {"from":"1234","data":"hi","type":"publish"}.
-func allowChatMessage(_ *firetower.Conn, f *firetower.Frame) bool {
-	if f.Type != firetower.TypePublish || len(f.Topics) != 1 || !strings.HasPrefix(f.Topics[0], "/chat/") {
-		return false
+// chatConfig is what newTower needs; Broker, if set, replaces BrokerURL
+// (the tests wrap a broker), and a zero Interval means presenceInterval.
+type chatConfig struct {
+	APIToken, BrokerURL, BrokerToken string
+	Broker                           broker.Broker
+	BareData                         bool
+	Logger                           *slog.Logger
+	Interval                         time.Duration
+}
+
+// presenceInterval is how often, at most, a node announces one room's
+// count: a burst of joins and leaves shows as one update.
+const presenceInterval = 500 * time.Millisecond
+
+// newTower builds the demo's Tower, and the presence goroutine that
+// announces the rooms' counts; close it before shutting the Tower down.
+func newTower(cc chatConfig) (*firetower.Tower, *presence, error) {
+	interval := cc.Interval
+	if interval == 0 {
+		interval = presenceInterval
 	}
-	var msg struct {
-		Text string `json:"text"`
-		Data any    `json:"data"`
+	var tower *firetower.Tower
+	// Whenever someone joins or leaves a room, tell the room how many are
+	// in it now — not from the callbacks: they run on the connection's
+	// read path, and a count is a broker round trip. The callbacks mark
+	// the room; the presence goroutine counts and publishes.
+	//
+	// The count goes to the room's online topic (onlineTopic), never to
+	// the room itself: allowChatMessage refuses every client publish
+	// outside /chat/, so whatever arrives on /online/... comes from a
+	// node or a backend holding the API token, and a page takes counts
+	// from there only. A client cannot forge it, whatever fields its
+	// message carries. With bare data the frames carry no topic, so the
+	// count takes the v0.x chat's shape in the room itself; there
+	// allowChatMessage refuses any "type" but "publish", so a client
+	// cannot forge that shape either.
+	rooms := newPresence(interval, 5*time.Second, cc.Logger,
+		func(ctx context.Context, room string) (int, error) { return tower.GetConnectNum(ctx, room) },
+		func(ctx context.Context, room, kind string, n int) error {
+			var err error
+			if cc.BareData {
+				_, err = tower.Publish(ctx, room, map[string]any{"type": kind, "data": n})
+			} else {
+				_, err = tower.Publish(ctx, onlineTopic(room), map[string]any{"type": "online", "count": n})
+			}
+			return err
+		})
+	tower, err := firetower.New(firetower.Config{
+		Dashboard:              true,
+		APIToken:               cc.APIToken,
+		Broker:                 cc.Broker,
+		BrokerURL:              cc.BrokerURL,
+		BrokerToken:            cc.BrokerToken,
+		BareData:               cc.BareData,
+		Logger:                 cc.Logger,
+		BeforeSubscribeHandler: allowSubscribe,
+		SubscribeHandler:       func(_ *firetower.Conn, topics []string) { rooms.changed("onSubscribe", chatRooms(topics)) },
+		UnSubscribeHandler:     func(_ *firetower.Conn, topics []string) { rooms.changed("onUnsubscribe", chatRooms(topics)) },
+		ReadHandler:            allowChatMessage,
+	})
+	if err != nil {
+		rooms.Close()
+		return nil, nil, err
 	}
-	if json.Unmarshal(f.Data, &msg) != nil {
-		return false
-	}
-	text := msg.Text
-	if v0, ok := msg.Data.(string); ok && text == "" {
-		text = v0
-	}
-	return text != "" && utf8.RuneCountInString(text) <= 2000
+	tower.RegisterOnShutdown(rooms.Close)
+	return tower, rooms, nil
 }
 
 // localAddr turns a listen address into one a browser on this machine

@@ -1,5 +1,8 @@
 // The chat page. Everything a user typed reaches the DOM through textContent,
 // never as markup: a message like <img src=x onerror=...> shows as typed.
+// Nothing a message holds can stop the page: a message of another shape is
+// skipped, each field is checked before it is used, and one message that
+// fails to render is shown as plain text without the others failing.
 import {connect} from '/firetower.mjs';
 
 const ROOMS = ['world', '2'];
@@ -14,6 +17,10 @@ const el = (tag, cls, text) => {
   return e;
 };
 const topicOf = (room) => '/chat/' + room;
+// The room's count: only the server publishes to /online/... (its
+// ReadHandler refuses client publishes outside /chat/), so a user's
+// message in the room cannot pass for it.
+const onlineOf = (room) => '/online/chat/' + room;
 
 // A message that cannot be sent within 5 s is marked as not sent, with a
 // retry button, rather than left spinning.
@@ -60,6 +67,7 @@ ft.onError((err) => console.warn('firetower:', err.message));
 const rooms = new Map();
 let room = null;
 let offMessages = null;
+let offOnline = null;
 let online = {room: null, count: null};
 
 function renderRooms() {
@@ -76,6 +84,9 @@ function renderRooms() {
   }
 }
 
+// A count is a non-negative safe integer; anything else is not one.
+const isCount = (n) => Number.isSafeInteger(n) && n >= 0;
+
 function setOnline(r, count) {
   online = {room: r, count};
   $('online').textContent = count === null ? '' : `${count} online`;
@@ -89,16 +100,20 @@ async function join(name) {
   room = name;
   if (!rooms.has(name)) rooms.set(name, []);
   if (offMessages) offMessages();
-  offMessages = ft.on(topicOf(name), (data, frame) => receive(name, data, frame));
+  if (offOnline) offOnline();
+  offMessages = ft.on(topicOf(name), (data, frame) => guard(() => receive(name, data, frame)));
+  offOnline = ft.on(onlineOf(name), (data) => guard(() => {
+    if (name === room && data && data.type === 'online' && isCount(data.count)) setOnline(name, data.count);
+  }));
   $('room-title').textContent = '#' + name;
   $('topic').textContent = topicOf(name);
   setOnline(name, null);
   renderRooms();
   renderMessages();
   if (decodeURIComponent(location.hash.slice(1)) !== name) history.replaceState(null, '', '#' + name);
-  if (prev) ft.unsubscribe(topicOf(prev)).catch(() => {});
+  if (prev) ft.unsubscribe([topicOf(prev), onlineOf(prev)]).catch(() => {});
   try {
-    await ft.subscribe(topicOf(name));
+    await ft.subscribe([topicOf(name), onlineOf(name)]);
   } catch (err) {
     // While the connection is down the room stays wanted and is joined as
     // soon as it is back; only a refusal is worth telling.
@@ -111,7 +126,7 @@ async function join(name) {
   try {
     const res = await fetch('/topics/' + encodeURIComponent(topicOf(name)) + '/count');
     const body = await res.json();
-    if (room === name && online.count === null && typeof body.count === 'number') setOnline(name, body.count);
+    if (room === name && online.count === null && isCount(body.count)) setOnline(name, body.count);
   } catch { /* the pushed count will do */ }
 }
 
@@ -134,25 +149,33 @@ $('room-input').addEventListener('input', () => $('room-input').setCustomValidit
 // Sent by this page and not yet seen coming back, by client id.
 const mine = new Map();
 
-function receive(name, data, frame) {
-  if (!data || typeof data !== 'object') return;
-  // The server's presence updates: {"type":"online","count":N}, or the
-  // firetower v0.x chat's {"type":"onSubscribe"|"onUnsubscribe","data":N}.
-  if (data.type === 'online' || data.type === 'onSubscribe' || data.type === 'onUnsubscribe') {
-    const n = typeof data.count === 'number' ? data.count : data.data;
-    if (name === room && typeof n === 'number') setOnline(name, n);
-    return;
+// guard runs f and keeps what it throws from the caller: one message's
+// failure stays with that message.
+function guard(f) {
+  try {
+    f();
+  } catch (err) {
+    console.warn('chat: a message was skipped:', err);
   }
-  if (typeof data.text !== 'string') return;
+}
+
+// A time a Date can show; the server takes 2000 to 2100, a backend may send
+// anything.
+const isTime = (t) => Number.isFinite(t) && Math.abs(t) <= 8.64e15;
+
+// receive takes a chat line from the room: an object with a string text.
+// Counts never come from here (see onlineOf), and anything else is skipped.
+function receive(name, data, frame) {
+  if (!data || typeof data !== 'object' || Array.isArray(data) || typeof data.text !== 'string') return;
   const msg = {
-    nick: String(data.nick || 'anonymous').slice(0, 24),
+    nick: typeof data.nick === 'string' && data.nick ? data.nick.slice(0, 24) : 'anonymous',
     text: data.text.slice(0, 2000),
-    at: typeof data.at === 'number' ? data.at : Date.now(),
+    at: isTime(data.at) ? data.at : Date.now(),
     cid: typeof data.cid === 'string' ? data.cid : '',
-    id: frame.id,
+    id: frame && typeof frame.id === 'string' ? frame.id : '',
     status: 'delivered',
   };
-  const own = mine.get(msg.cid);
+  const own = msg.cid ? mine.get(msg.cid) : undefined;
   if (own) {
     // Our own message came back through the server: it reached the room.
     mine.delete(msg.cid);
@@ -176,33 +199,47 @@ function system(text) {
 }
 
 const timeFmt = new Intl.DateTimeFormat(undefined, {hour: '2-digit', minute: '2-digit'});
+const timeText = (t) => {
+  try {
+    return timeFmt.format(t);
+  } catch {
+    return '';
+  }
+};
 
 function renderMessages() {
   const ol = $('messages');
   const atBottom = ol.scrollHeight - ol.scrollTop - ol.clientHeight < 40;
   ol.replaceChildren();
   for (const m of rooms.get(room) || []) {
-    if (m.system) {
-      ol.append(el('li', 'system', m.text));
-      continue;
+    try {
+      ol.append(renderMessage(m));
+    } catch (err) {
+      console.warn('chat: a message could not be shown:', err);
+      ol.append(el('li', 'plain', String(m && m.text)));
     }
-    const li = el('li', 'msg ' + m.status + (m.own ? ' own' : ''));
-    li.dataset.status = m.status;
-    const head = el('div', 'head');
-    head.append(el('span', 'who', m.nick), el('time', 'when', timeFmt.format(m.at)));
-    li.append(head, el('div', 'text', m.text));
-    if (m.status === 'sending') li.append(el('div', 'note', 'sending…'));
-    if (m.status === 'failed') {
-      const note = el('div', 'note', 'not sent: ' + m.error + ' ');
-      const retry = el('button', 'retry', 'retry');
-      retry.type = 'button';
-      retry.addEventListener('click', () => send(m));
-      note.append(retry);
-      li.append(note);
-    }
-    ol.append(li);
   }
   if (atBottom) ol.scrollTop = ol.scrollHeight;
+}
+
+// renderMessage makes the list item of one kept message.
+function renderMessage(m) {
+  if (m.system) return el('li', 'system', m.text);
+  const li = el('li', 'msg ' + m.status + (m.own ? ' own' : ''));
+  li.dataset.status = m.status;
+  const head = el('div', 'head');
+  head.append(el('span', 'who', m.nick), el('time', 'when', timeText(m.at)));
+  li.append(head, el('div', 'text', m.text));
+  if (m.status === 'sending') li.append(el('div', 'note', 'sending…'));
+  if (m.status === 'failed') {
+    const note = el('div', 'note', 'not sent: ' + m.error + ' ');
+    const retry = el('button', 'retry', 'retry');
+    retry.type = 'button';
+    retry.addEventListener('click', () => send(m));
+    note.append(retry);
+    li.append(note);
+  }
+  return li;
 }
 
 // newId names a message so the page recognises it when it comes back.
