@@ -78,8 +78,9 @@ func (c *Conn) Request() *http.Request { return c.req }
 
 // Context returns a context that is cancelled once the connection closed
 // and its disconnect hooks (UnSubscribeHandler, OnDisconnect) returned:
-// it is still live inside those hooks, so a broker call made there (a
-// count to announce, say) completes.
+// it is still live inside those hooks. Hooks must not block for long:
+// work that waits on the broker belongs off the read path (the package
+// doc's Concurrency section says how).
 func (c *Conn) Context() context.Context { return c.ctx }
 
 // DisconnectReason returns why the connection ended, or DisconnectNone

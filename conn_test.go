@@ -43,7 +43,7 @@ func TestDisconnectReasons(t *testing.T) {
 	reasons := make(chan DisconnectReason, 10)
 	opened := make(chan *Conn, 10)
 	s := newServer(t, Config{
-		MaxFrameSize: 1024, SendQueueSize: 4,
+		MaxFrameSize: 1024,
 		PingInterval: 100 * time.Millisecond, PongTimeout: 400 * time.Millisecond,
 		OnConnect: func(c *Conn) {
 			if got := c.DisconnectReason(); got != DisconnectNone {
@@ -97,8 +97,15 @@ func TestDisconnectReasons(t *testing.T) {
 	want(DisconnectServer)
 
 	// A client that reads nothing: once its socket's buffers are full, its
-	// queue fills (4 frames) and it is closed.
-	ws, _, err := websocket.DefaultDialer.Dial(s.wsURL(""), nil)
+	// queue fills (4 frames) and it is closed. On a node of its own with
+	// the default pings, so that a slow machine does not make it a ping
+	// timeout first.
+	slowNode := newServer(t, Config{
+		SendQueueSize: 4,
+		OnConnect:     func(c *Conn) { opened <- c },
+		OnDisconnect:  func(c *Conn) { reasons <- c.DisconnectReason() },
+	})
+	ws, _, err := websocket.DefaultDialer.Dial(slowNode.wsURL(""), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,15 +115,18 @@ func TestDisconnectReasons(t *testing.T) {
 	for i := 0; i < 200 && slow.Send(big) == nil; i++ {
 	}
 	want(DisconnectSlow)
+	if d := slowNode.tower.Stats().Disconnects; d["slow"] != 1 {
+		t.Errorf("disconnects %v: want one slow", d)
+	}
 
 	brokertest.Eventually(t, 5*time.Second, func() error {
 		d := s.tower.Stats().Disconnects
-		for _, r := range []string{"ping_timeout", "too_large", "protocol_error", "server", "slow"} {
+		for _, r := range []string{"ping_timeout", "too_large", "protocol_error", "server"} {
 			if d[r] != 1 {
 				return fmt.Errorf("disconnects %v: want one %s", d, r)
 			}
 		}
-		if d["client"] != 2 || d["write_error"] != 0 || d["shutdown"] != 0 {
+		if d["client"] != 2 || d["write_error"] != 0 || d["shutdown"] != 0 || d["slow"] != 0 {
 			return fmt.Errorf("disconnects %v: want 2 by the client", d)
 		}
 		if _, ok := d[""]; ok {
