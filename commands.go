@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
+	"github.com/gorilla/websocket"
 	"github.com/olahol/melody"
 )
 
@@ -17,8 +18,9 @@ func (t *Tower) onMessage(s *melody.Session, raw []byte) {
 	c := sessionConn(s)
 	defer t.recoverCallback(c)
 	t.stats.framesIn.Add(1)
-	if !c.limiter.Allow(time.Now()) {
-		t.rateLimited(c, raw)
+	now := time.Now()
+	if !t.admit(c, now, len(raw)) {
+		t.rateLimited(c, raw, "frame dropped: more than the allowed frames or bytes per second", nil, nil)
 		return
 	}
 	f, perr := parseFrame(raw)
@@ -27,10 +29,18 @@ func (t *Tower) onMessage(s *melody.Session, raw []byte) {
 		return
 	}
 	switch f.Type {
-	case TypeSubscribe:
-		t.subscribe(c, f)
-	case TypeUnsubscribe:
-		t.unsubscribe(c, f)
+	case TypeSubscribe, TypeUnsubscribe:
+		// A frame's topics are its cost at the broker: they count against
+		// SubscribeRate, so the frame rate alone cannot buy more.
+		if !c.topicsIn.AllowN(now, float64(len(f.Topics))) {
+			t.rateLimited(c, raw, "frame dropped: more than the allowed topic subscriptions per second", f.Topics, f.ID)
+			return
+		}
+		if f.Type == TypeSubscribe {
+			t.subscribe(c, f)
+		} else {
+			t.unsubscribe(c, f)
+		}
 	case TypePublish:
 		t.clientPublish(c, f)
 	case TypePing:
@@ -44,23 +54,51 @@ func (t *Tower) onMessage(s *melody.Session, raw []byte) {
 	}
 }
 
-func (t *Tower) onBinary(s *melody.Session, _ []byte) {
+func (t *Tower) onBinary(s *melody.Session, raw []byte) {
 	c := sessionConn(s)
 	defer t.recoverCallback(c)
 	t.stats.framesIn.Add(1)
-	if !c.limiter.Allow(time.Now()) {
-		t.rateLimited(c, nil)
+	if !t.admit(c, time.Now(), len(raw)) {
+		t.rateLimited(c, nil, "frame dropped: more than the allowed frames or bytes per second", nil, nil)
 		return
 	}
 	c.reply(errorFrame(badRequest("binary frames are not supported: send JSON text frames"), nil))
 }
 
-func (t *Tower) rateLimited(c *Conn, frame []byte) {
+// admit takes a frame of size payload bytes, of any kind, from c's inbound
+// budget: one of InboundRate and size of InboundBytesRate. It runs on the
+// read path, which owns the buckets.
+func (t *Tower) admit(c *Conn, now time.Time, size int) bool {
+	return c.limiter.Allow(now) && c.bytesIn.AllowN(now, float64(size))
+}
+
+// minStrikes is the fewest frames over budget a connection may send at
+// once before it is closed, whatever its InboundBurst: a small burst
+// should not turn a client's few extra frames into a disconnect.
+const minStrikes = 64
+
+// overBudget counts a frame dropped over c's budget, and closes c (1008,
+// rate_limited) once it has dropped more than max(InboundBurst, 64) frames
+// beyond InboundRate a second: a client that keeps sending more than twice
+// what it may costs the node its reads for nothing.
+func (t *Tower) overBudget(c *Conn, now time.Time) (closed bool) {
 	t.stats.rateLimited.Add(1)
+	if c.strikes.Allow(now) {
+		return false
+	}
+	c.shutdown(DisconnectRateLimited, websocket.ClosePolicyViolation, "firetower: over the inbound rate: the client sends too much", true)
+	return true
+}
+
+// rateLimited answers a data frame dropped over budget.
+func (t *Tower) rateLimited(c *Conn, frame []byte, message string, topics []string, id []byte) {
+	if t.overBudget(c, time.Now()) {
+		return
+	}
 	if t.cfg.ReadTimeoutHandler != nil {
 		t.cfg.ReadTimeoutHandler(c, frame)
 	}
-	c.reply(errorFrame(&protocolError{code: CodeRateLimited, message: "frame dropped: more than the allowed frames per second"}, nil))
+	c.reply(errorFrame(&protocolError{code: CodeRateLimited, message: message, topic: topics}, id))
 }
 
 func (t *Tower) brokerContext(c *Conn) (context.Context, context.CancelFunc) {
@@ -84,24 +122,17 @@ func (t *Tower) subscribe(c *Conn, f *Frame) {
 	ctx, cancel := t.brokerContext(c)
 	defer cancel()
 	c.hold()
-	for i, topic := range fresh {
-		if err := t.hub.subscribe(ctx, c, topic); err != nil {
-			for _, done := range fresh[:i] { // all or nothing
-				t.hub.unsubscribe(ctx, c, done)
-			}
-			c.release(nil)
-			t.stats.brokerErrors.Add(1)
-			t.log.Warn("firetower: broker subscribe failed", "conn", c.id, "user", c.userID, "topic", topic, "err", err)
-			c.reply(errorFrame(brokerError(err, fresh), f.ID))
-			return
-		}
+	if err := t.hub.subscribe(ctx, c, fresh); err != nil { // all or nothing
+		c.release(nil)
+		t.stats.brokerErrors.Add(1)
+		t.log.Warn("firetower: broker subscribe failed", "conn", c.id, "user", c.userID, "topics", len(fresh), "err", err)
+		c.reply(errorFrame(brokerError(err, fresh), f.ID))
+		return
 	}
 	if !c.addTopics(fresh, t.cfg.MaxTopicsPerConn) {
 		// Only the read path adds topics, so the limit checked above
 		// still holds; should that change, the frame is refused whole.
-		for _, done := range fresh {
-			t.hub.unsubscribe(ctx, c, done)
-		}
+		t.hub.unsubscribe(ctx, c, fresh)
 		c.release(nil)
 		c.reply(t.tooManyTopics(f.Topics, f.ID))
 		return
@@ -120,11 +151,9 @@ func (t *Tower) unsubscribe(c *Conn, f *Frame) {
 	held := c.removeTopics(f.Topics)
 	ctx, cancel := t.brokerContext(c)
 	defer cancel()
-	for _, topic := range held {
-		if err := t.hub.unsubscribe(ctx, c, topic); err != nil {
-			t.stats.brokerErrors.Add(1)
-			t.log.Warn("firetower: broker unsubscribe failed", "conn", c.id, "user", c.userID, "topic", topic, "err", err)
-		}
+	if err := t.hub.unsubscribe(ctx, c, held); err != nil {
+		t.stats.brokerErrors.Add(1)
+		t.log.Warn("firetower: broker unsubscribe failed", "conn", c.id, "user", c.userID, "topics", len(held), "err", err)
 	}
 	if !t.cfg.BareData {
 		c.reply(encodeReply(replyFrame{Type: TypeUnsubscribed, Topic: f.Topics, ID: f.ID}))

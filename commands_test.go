@@ -9,10 +9,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/broker/brokertest"
+	"github.com/OSMeteor/firetower/topicsvc"
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 )
@@ -337,4 +340,277 @@ func TestBareData(t *testing.T) {
 	if f := c.next(); string(f.raw) != `{"text":"hi","type":"chat"}` {
 		t.Fatalf("got %s, want the bare data", f.raw)
 	}
+}
+
+// batchBroker is an embedded topic service that counts how the node
+// subscribes, and fails the batches fail refuses.
+type batchBroker struct {
+	*topicsvc.Embedded
+	fail func(topics []string) error
+
+	mu           sync.Mutex
+	singles      int        // Subscribe and Unsubscribe calls
+	subs, unsubs [][]string // SubscribeTopics and UnsubscribeTopics calls
+}
+
+func (b *batchBroker) InProcess() bool { return false }
+
+func (b *batchBroker) Subscribe(ctx context.Context, topic string) error {
+	b.mu.Lock()
+	b.singles++
+	b.mu.Unlock()
+	return b.Embedded.Subscribe(ctx, topic)
+}
+
+func (b *batchBroker) Unsubscribe(ctx context.Context, topic string) error {
+	b.mu.Lock()
+	b.singles++
+	b.mu.Unlock()
+	return b.Embedded.Unsubscribe(ctx, topic)
+}
+
+func (b *batchBroker) SubscribeTopics(ctx context.Context, topics []string) error {
+	b.mu.Lock()
+	b.subs = append(b.subs, slices.Clone(topics))
+	b.mu.Unlock()
+	if b.fail != nil {
+		if err := b.fail(topics); err != nil {
+			return err
+		}
+	}
+	return b.Embedded.SubscribeTopics(ctx, topics)
+}
+
+func (b *batchBroker) UnsubscribeTopics(ctx context.Context, topics []string) error {
+	b.mu.Lock()
+	b.unsubs = append(b.unsubs, slices.Clone(topics))
+	b.mu.Unlock()
+	return b.Embedded.UnsubscribeTopics(ctx, topics)
+}
+
+// calls returns the batch sizes so far and the single calls, and forgets them.
+func (b *batchBroker) calls() (subs, unsubs []int, singles int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range b.subs {
+		subs = append(subs, len(c))
+	}
+	for _, c := range b.unsubs {
+		unsubs = append(unsubs, len(c))
+	}
+	singles = b.singles
+	b.subs, b.unsubs, b.singles = nil, nil, 0
+	return subs, unsubs, singles
+}
+
+// TestSubscribeFrameIsOneBrokerCall: a frame of 128 topics costs the
+// broker one call, not 128; the node still declares a topic only for its
+// first local subscriber and withdraws it after the last, and a broker
+// error rolls the whole frame back.
+func TestSubscribeFrameIsOneBrokerCall(t *testing.T) {
+	b := &batchBroker{Embedded: topicsvc.NewEmbedded()}
+	b.fail = func(topics []string) error {
+		if slices.Contains(topics, "down") {
+			return broker.ErrUnavailable
+		}
+		return nil
+	}
+	s := newServer(t, Config{Broker: b, MaxTopicsPerConn: 129})
+	topics := make([]string, 128)
+	for i := range topics {
+		topics[i] = fmt.Sprintf("/t/%d", i)
+	}
+	one, two := dial(t, s, "", nil), dial(t, s, "", nil)
+	one.subscribe(topics...)
+	if subs, _, singles := b.calls(); !slices.Equal(subs, []int{128}) || singles != 0 {
+		t.Fatalf("128 topics in one frame: batches %v and %d single calls, want one batch of 128", subs, singles)
+	}
+	two.subscribe(append([]string{"/t/new"}, topics...)...)
+	if subs, _, singles := b.calls(); !slices.Equal(subs, []int{1}) || singles != 0 {
+		t.Fatalf("second subscriber: batches %v and %d single calls, want one batch of the 1 new topic", subs, singles)
+	}
+	one.send(map[string]any{"type": "unsubscribe", "topic": topics})
+	one.expect(TypeUnsubscribed)
+	if _, unsubs, singles := b.calls(); len(unsubs) != 0 || singles != 0 {
+		t.Fatalf("topics still held by another connection were withdrawn: %v, %d", unsubs, singles)
+	}
+	two.send(map[string]any{"type": "unsubscribe", "topic": topics})
+	two.expect(TypeUnsubscribed)
+	if _, unsubs, singles := b.calls(); !slices.Equal(unsubs, []int{128}) || singles != 0 {
+		t.Fatalf("last subscriber left: unsubscribe batches %v and %d single calls, want one of 128", unsubs, singles)
+	}
+
+	// All or nothing: nothing of a failed frame is held, locally or at the
+	// broker, and the next frame starts clean.
+	one.send(map[string]any{"type": "subscribe", "topic": []string{"/t/0", "/t/1", "down"}, "id": 7})
+	if f := one.expectError(CodeUnavailable); string(f.ID) != "7" {
+		t.Fatalf("error frame %s", f.raw)
+	}
+	for _, topic := range []string{"/t/0", "/t/1", "down"} {
+		if n := s.tower.hub.count(topic); n != 0 {
+			t.Fatalf("after a failed frame %s has %d local subscribers", topic, n)
+		}
+	}
+	b.calls()
+	one.subscribe("/t/0")
+	if subs, _, _ := b.calls(); !slices.Equal(subs, []int{1}) {
+		t.Fatalf("after the rollback /t/0 was not declared again: %v", subs)
+	}
+	two.subscribe("/t/0")
+	if _, err := s.tower.Publish(context.Background(), "/t/0", 1); err != nil {
+		t.Fatal(err)
+	}
+	one.expect(TypePublish)
+	two.expect(TypePublish)
+}
+
+// TestSubscribeRateCountsTopics: each topic of a subscribe or unsubscribe
+// frame costs one of SubscribeRate, so a frame rate within InboundRate
+// cannot churn more topics than that.
+func TestSubscribeRateCountsTopics(t *testing.T) {
+	s := newServer(t, Config{SubscribeRate: 0.001, SubscribeBurst: 200, MaxTopicsPerConn: 128})
+	c := dial(t, s, "", nil)
+	topics := make([]string, 100)
+	for i := range topics {
+		topics[i] = fmt.Sprintf("/t/%d", i)
+	}
+	c.subscribe(topics...)
+	c.send(map[string]any{"type": "unsubscribe", "topic": topics})
+	c.expect(TypeUnsubscribed)
+	before := s.tower.Stats().RateLimited
+	c.send(map[string]any{"type": "subscribe", "topic": topics[:1], "id": "over"})
+	f := c.expectError(CodeRateLimited)
+	if string(f.ID) != `"over"` || !slices.Equal(f.topics(), topics[:1]) {
+		t.Fatalf("rate_limited frame %s, want the frame's id and topic", f.raw)
+	}
+	if got := s.tower.Stats().RateLimited - before; got != 1 {
+		t.Fatalf("Stats.RateLimited rose by %d, want 1", got)
+	}
+	if n := s.tower.hub.count(topics[0]); n != 0 {
+		t.Fatalf("a dropped subscribe frame subscribed: %d", n)
+	}
+	c.alive() // pings are frames, not topics
+}
+
+// pinger is a raw client that sends ping control frames and counts the
+// pongs it gets.
+type pinger struct {
+	ws     *websocket.Conn
+	pongs  atomic.Int64
+	closed chan error
+}
+
+func dialPinger(t *testing.T, s *server) *pinger {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(s.wsURL(""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pinger{ws: ws, closed: make(chan error, 1)}
+	ws.SetPongHandler(func(string) error { p.pongs.Add(1); return nil })
+	go func() {
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				p.closed <- err
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { ws.Close() })
+	return p
+}
+
+// TestPingsCountAgainstTheRate: a ping is a frame; over the budget it gets
+// no pong, is counted, and a client that keeps flooding is closed with
+// 1008 while the others go on.
+func TestPingsCountAgainstTheRate(t *testing.T) {
+	s := newServer(t, Config{InboundRate: 0.001, InboundBurst: 5})
+	other := dial(t, s, "", nil)
+	other.subscribe("/room")
+	p := dialPinger(t, s)
+	for range 8 {
+		if err := p.ws.WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A text frame after the pings: its answer comes after theirs.
+	if err := p.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.Eventually(t, 5*time.Second, func() error {
+		if n := s.tower.Stats().RateLimited; n != 4 {
+			return fmt.Errorf("Stats.RateLimited = %d, want 4 (3 pings, 1 text frame)", n)
+		}
+		return nil
+	})
+	// The node answers only the last of the pings waiting for its writer,
+	// so up to 5: the 3 over budget never get one.
+	brokertest.Eventually(t, 5*time.Second, func() error {
+		if n := p.pongs.Load(); n < 1 || n > 5 {
+			return fmt.Errorf("%d pongs for 8 pings with a burst of 5, want 1 to 5", n)
+		}
+		return nil
+	})
+	// Dropped frames beyond minStrikes (the burst of 5 is less) close the
+	// connection.
+	for range minStrikes + 10 {
+		p.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second))
+	}
+	select {
+	case err := <-p.closed:
+		if !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+			t.Fatalf("flooding client closed with %v, want 1008", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a client flooding pings was not closed")
+	}
+	brokertest.Eventually(t, 5*time.Second, func() error {
+		if n := s.tower.Stats().Disconnects["rate_limited"]; n != 1 {
+			return fmt.Errorf("Stats.Disconnects[rate_limited] = %d, want 1", n)
+		}
+		return nil
+	})
+	other.alive()
+	if _, err := s.tower.Publish(context.Background(), "/room", 1); err != nil {
+		t.Fatal(err)
+	}
+	other.expect(TypePublish)
+}
+
+// TestBytesCountAgainstTheRate: a frame costs its size of InboundBytesRate,
+// so 64 KiB frames within the frame rate are dropped once the byte budget
+// is spent, with a rate_limited error each; a flood of them is closed.
+func TestBytesCountAgainstTheRate(t *testing.T) {
+	s := newServer(t, Config{InboundBytesRate: 1})
+	other := dial(t, s, "", nil)
+	c := dial(t, s, "", nil)
+	big := fmt.Sprintf(`{"type":"ping","pad":"%s"}`, strings.Repeat("x", 64<<10-32))
+	for range 6 {
+		c.send(big)
+	}
+	for range 4 { // the default burst: 4 × MaxFrameSize
+		c.expect(TypePong)
+	}
+	c.expectError(CodeRateLimited)
+	c.expectError(CodeRateLimited)
+	if n := s.tower.Stats().RateLimited; n != 2 {
+		t.Fatalf("Stats.RateLimited = %d, want 2", n)
+	}
+	c.send(`{"type":"ping","pad":"` + strings.Repeat("x", 100) + `"}`) // still over: the bucket holds 32 bytes
+	c.expectError(CodeRateLimited)
+	for range 400 {
+		if c.ws.WriteMessage(websocket.TextMessage, []byte(big)) != nil {
+			break
+		}
+	}
+	if err := c.waitClosed(); !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+		t.Fatalf("flooding client closed with %v, want 1008", err)
+	}
+	brokertest.Eventually(t, 5*time.Second, func() error {
+		if n := s.tower.Stats().Disconnects["rate_limited"]; n != 1 {
+			return fmt.Errorf("Stats.Disconnects[rate_limited] = %d, want 1", n)
+		}
+		return nil
+	})
+	other.alive()
 }

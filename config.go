@@ -92,9 +92,11 @@ type Config struct {
 	// forbidden error frame and custom frames with bad_request; backends
 	// publish over REST or Tower.Publish.
 	ReadHandler func(c *Conn, f *Frame) bool
-	// ReadTimeoutHandler is told of each frame dropped because c sends
-	// faster than InboundRate allows (c also gets a rate_limited error
-	// frame). frame must not be kept after it returns. Default: nil.
+	// ReadTimeoutHandler is told of each data frame dropped because c sends
+	// faster than InboundRate, InboundBytesRate or SubscribeRate allows (c
+	// also gets a rate_limited error frame); frame is nil for a binary
+	// frame. Pings over budget are dropped unanswered, without it. frame
+	// must not be kept after it returns. Default: nil.
 	ReadTimeoutHandler func(c *Conn, frame []byte)
 
 	// BareData makes publish frames carry only the published data, as
@@ -114,6 +116,26 @@ type Config struct {
 	// InboundBurst is how many frames one connection may send at once.
 	// Default: 200.
 	InboundBurst int
+	// InboundBytesRate is how many bytes per second one connection may send
+	// on average, counting the payload of every frame it sends, pings
+	// included. Default: 65536 (one frame of the default MaxFrameSize a
+	// second).
+	InboundBytesRate float64
+	// InboundBytesBurst is how many bytes one connection may send at once;
+	// at least MaxFrameSize, so that every accepted frame can pass.
+	// Default: 4 × MaxFrameSize (262144).
+	InboundBytesBurst int64
+	// SubscribeRate is how many topics per second one connection may
+	// subscribe or unsubscribe on average: each topic of a subscribe or
+	// unsubscribe frame counts one, besides the frame itself counting
+	// against InboundRate. Default: 128 (a connection's default topics a
+	// second).
+	SubscribeRate float64
+	// SubscribeBurst is how many topics one connection may subscribe or
+	// unsubscribe at once; at least MaxTopicsPerConn, so that a frame of
+	// a connection's whole topic set can pass. Default: 4 ×
+	// MaxTopicsPerConn (512).
+	SubscribeBurst int
 	// MaxBodySize bounds a REST request body in bytes; larger answers 413.
 	// Default: 1 MiB.
 	MaxBodySize int64
@@ -166,6 +188,14 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.InboundRate = 100
 	}
 	def(&cfg.InboundBurst, 200)
+	if cfg.InboundBytesRate == 0 {
+		cfg.InboundBytesRate = 64 << 10
+	}
+	def64(&cfg.InboundBytesBurst, 4*cfg.MaxFrameSize)
+	if cfg.SubscribeRate == 0 {
+		cfg.SubscribeRate = 128
+	}
+	def(&cfg.SubscribeBurst, 4*cfg.MaxTopicsPerConn)
 	def64(&cfg.MaxBodySize, 1<<20)
 	def(&cfg.SendQueueSize, 1024)
 	defDur(&cfg.WriteTimeout, 10*time.Second)
@@ -184,8 +214,13 @@ func (cfg Config) withDefaults() (Config, error) {
 	case cfg.Prefix != "" && (!strings.HasPrefix(cfg.Prefix, "/") || strings.HasSuffix(cfg.Prefix, "/")):
 		return bad("Prefix %q must start with / and not end with /", cfg.Prefix)
 	case cfg.MaxFrameSize < 0, cfg.MaxTopicsPerConn < 0, cfg.InboundRate < 0, cfg.InboundBurst < 0,
+		cfg.InboundBytesRate < 0, cfg.InboundBytesBurst < 0, cfg.SubscribeRate < 0, cfg.SubscribeBurst < 0,
 		cfg.MaxBodySize < 0, cfg.SendQueueSize < 0, cfg.WriteTimeout < 0, cfg.PingInterval < 0, cfg.BrokerTimeout < 0:
 		return bad("limits and durations must not be negative")
+	case cfg.InboundBytesBurst < cfg.MaxFrameSize:
+		return bad("InboundBytesBurst (%d) must be at least MaxFrameSize (%d), or frames that size never pass", cfg.InboundBytesBurst, cfg.MaxFrameSize)
+	case cfg.SubscribeBurst < cfg.MaxTopicsPerConn:
+		return bad("SubscribeBurst (%d) must be at least MaxTopicsPerConn (%d), or a frame of that many topics never passes", cfg.SubscribeBurst, cfg.MaxTopicsPerConn)
 	case cfg.PongTimeout <= cfg.PingInterval:
 		return bad("PongTimeout (%v) must exceed PingInterval (%v)", cfg.PongTimeout, cfg.PingInterval)
 	case cfg.Broker != nil && cfg.BrokerURL != "":

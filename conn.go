@@ -34,7 +34,10 @@ type Conn struct {
 	topics map[string]struct{}
 	keys   map[string]any
 
-	limiter ratelimit.Bucket // read path only
+	// The inbound budget (commands.go admit), read path only: frames,
+	// bytes, topics subscribed or unsubscribed, and the frames dropped
+	// over budget that the connection may still send before it is closed.
+	limiter, bytesIn, topicsIn, strikes ratelimit.Bucket
 
 	sendQueue // the outgoing side (writer.go)
 
@@ -54,6 +57,9 @@ func newConn(t *Tower, r *http.Request, userID string) *Conn {
 		cancel:   cancel,
 		topics:   map[string]struct{}{},
 		limiter:  ratelimit.New(t.cfg.InboundRate, t.cfg.InboundBurst, now),
+		bytesIn:  ratelimit.New(t.cfg.InboundBytesRate, int(t.cfg.InboundBytesBurst), now),
+		topicsIn: ratelimit.New(t.cfg.SubscribeRate, t.cfg.SubscribeBurst, now),
+		strikes:  ratelimit.New(t.cfg.InboundRate, max(t.cfg.InboundBurst, minStrikes), now),
 		upgraded: make(chan struct{}),
 	}
 	c.sink = c.write
@@ -225,14 +231,18 @@ const (
 	DisconnectServer
 	// DisconnectError: a write to the client failed or timed out.
 	DisconnectError
+	// DisconnectRateLimited: it kept sending over its inbound budget
+	// (closed with status 1008).
+	DisconnectRateLimited
 	numDisconnectReasons
 )
 
-var disconnectNames = [...]string{"", "client", "ping_timeout", "too_large", "protocol_error", "slow", "shutdown", "server", "write_error"}
+var disconnectNames = [...]string{"", "client", "ping_timeout", "too_large", "protocol_error", "slow", "shutdown", "server", "write_error", "rate_limited"}
 
 // String returns the reason's name as Stats.Disconnects and the metrics
 // label it: "client", "ping_timeout", "too_large", "protocol_error",
-// "slow", "shutdown", "server", "write_error"; "" for DisconnectNone.
+// "slow", "shutdown", "server", "write_error", "rate_limited"; "" for
+// DisconnectNone.
 func (r DisconnectReason) String() string {
 	if r < 0 || r >= numDisconnectReasons {
 		return "unknown"

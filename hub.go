@@ -3,6 +3,7 @@ package firetower
 import (
 	"context"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 
@@ -61,77 +62,108 @@ func (h *hub) slot(topic string) uint64 { return maphash.String(h.seed, topic) }
 
 func (h *hub) shard(topic string) *hubShard { return &h.shards[h.slot(topic)%hubShards] }
 
-// subscribe adds c to topic, declaring the node's interest at the broker
-// when c is the topic's first local subscriber.
-func (h *hub) subscribe(ctx context.Context, c *Conn, topic string) error {
-	l := &h.locks[h.slot(topic)%topicLocks]
-	l.Lock()
-	defer l.Unlock()
-	s := h.shard(topic)
-	s.mu.RLock()
-	_, known := s.topics[topic]
-	s.mu.RUnlock()
-	if !known {
-		if err := h.broker.Subscribe(ctx, topic); err != nil {
-			return err
+// lockTopics takes the per-topic locks of topics, each once and in
+// ascending order, so that two frames with overlapping topics cannot
+// deadlock; unlockTopics releases what it returns.
+func (h *hub) lockTopics(topics []string) []uint16 {
+	held := make([]uint16, len(topics))
+	for i, topic := range topics {
+		held[i] = uint16(h.slot(topic) % topicLocks)
+	}
+	slices.Sort(held)
+	held = slices.Compact(held)
+	for _, i := range held {
+		h.locks[i].Lock()
+	}
+	return held
+}
+
+func (h *hub) unlockTopics(held []uint16) {
+	for _, i := range held {
+		h.locks[i].Unlock()
+	}
+}
+
+// subscribe adds c to every one of topics (distinct), declaring the node's
+// interest at the broker, in one call, in the topics of which c is the
+// first local subscriber. It is all or nothing: on a broker error nothing
+// changed.
+func (h *hub) subscribe(ctx context.Context, c *Conn, topics []string) error {
+	held := h.lockTopics(topics)
+	defer h.unlockTopics(held)
+	var need []string
+	for _, topic := range topics {
+		s := h.shard(topic)
+		s.mu.RLock()
+		_, known := s.topics[topic]
+		s.mu.RUnlock()
+		if !known {
+			need = append(need, topic)
 		}
 	}
-	s.mu.Lock()
-	subs := s.topics[topic]
-	if subs == nil {
-		subs = &subscribers{pos: map[*Conn]int{}}
-		s.topics[topic] = subs
-		h.stats.topics.Add(1)
+	if err := broker.SubscribeTopics(ctx, h.broker, need); err != nil {
+		return err
 	}
-	if _, dup := subs.pos[c]; !dup {
-		subs.pos[c] = len(subs.conns)
-		subs.conns = append(subs.conns, c)
-		h.stats.subscriptions.Add(1)
+	for _, topic := range topics {
+		s := h.shard(topic)
+		s.mu.Lock()
+		subs := s.topics[topic]
+		if subs == nil {
+			subs = &subscribers{pos: map[*Conn]int{}}
+			s.topics[topic] = subs
+			h.stats.topics.Add(1)
+		}
+		if _, dup := subs.pos[c]; !dup {
+			subs.pos[c] = len(subs.conns)
+			subs.conns = append(subs.conns, c)
+			h.stats.subscriptions.Add(1)
+		}
+		n := len(subs.conns)
+		s.mu.Unlock()
+		h.broker.SetCount(topic, n)
 	}
-	n := len(subs.conns)
-	s.mu.Unlock()
-	h.broker.SetCount(topic, n)
 	return nil
 }
 
-// unsubscribe removes c from topic and withdraws the node's interest when
-// c was the last local subscriber. Broker errors are returned after the
-// local state changed: the connection is unsubscribed either way.
-func (h *hub) unsubscribe(ctx context.Context, c *Conn, topic string) error {
-	l := &h.locks[h.slot(topic)%topicLocks]
-	l.Lock()
-	defer l.Unlock()
-	s := h.shard(topic)
-	s.mu.Lock()
-	subs := s.topics[topic]
-	if subs == nil {
+// unsubscribe removes c from every one of topics and withdraws the node's
+// interest, in one call, in those c was the last local subscriber of.
+// Broker errors are returned after the local state changed: the connection
+// is unsubscribed either way.
+func (h *hub) unsubscribe(ctx context.Context, c *Conn, topics []string) error {
+	held := h.lockTopics(topics)
+	defer h.unlockTopics(held)
+	var gone []string
+	for _, topic := range topics {
+		s := h.shard(topic)
+		s.mu.Lock()
+		subs := s.topics[topic]
+		if subs == nil {
+			s.mu.Unlock()
+			continue
+		}
+		i, ok := subs.pos[c]
+		if !ok {
+			s.mu.Unlock()
+			continue
+		}
+		last := len(subs.conns) - 1
+		moved := subs.conns[last]
+		subs.conns[i] = moved
+		subs.pos[moved] = i
+		subs.conns[last] = nil
+		subs.conns = subs.conns[:last]
+		delete(subs.pos, c)
+		h.stats.subscriptions.Add(-1)
+		n := len(subs.conns)
+		if n == 0 {
+			delete(s.topics, topic)
+			h.stats.topics.Add(-1)
+			gone = append(gone, topic)
+		}
 		s.mu.Unlock()
-		return nil
+		h.broker.SetCount(topic, n)
 	}
-	i, ok := subs.pos[c]
-	if !ok {
-		s.mu.Unlock()
-		return nil
-	}
-	last := len(subs.conns) - 1
-	moved := subs.conns[last]
-	subs.conns[i] = moved
-	subs.pos[moved] = i
-	subs.conns[last] = nil
-	subs.conns = subs.conns[:last]
-	delete(subs.pos, c)
-	h.stats.subscriptions.Add(-1)
-	n := len(subs.conns)
-	if n == 0 {
-		delete(s.topics, topic)
-		h.stats.topics.Add(-1)
-	}
-	s.mu.Unlock()
-	h.broker.SetCount(topic, n)
-	if n == 0 {
-		return h.broker.Unsubscribe(ctx, topic)
-	}
-	return nil
+	return broker.UnsubscribeTopics(ctx, h.broker, gone)
 }
 
 // deliver is the broker.Handler: it encodes m once and queues the same

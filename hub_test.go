@@ -36,7 +36,7 @@ func BenchmarkHubFanout(b *testing.B) {
 			}
 			b.Cleanup(func() { tower.Shutdown(context.Background()) })
 			for range n {
-				if err := tower.hub.subscribe(b.Context(), benchConn(b, tower), "bench"); err != nil {
+				if err := tower.hub.subscribe(b.Context(), benchConn(b, tower), []string{"bench"}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -61,7 +61,7 @@ func BenchmarkPublishEmbedded(b *testing.B) {
 	}
 	b.Cleanup(func() { tower.Shutdown(context.Background()) })
 	for range 100 {
-		tower.hub.subscribe(b.Context(), benchConn(b, tower), "bench")
+		tower.hub.subscribe(b.Context(), benchConn(b, tower), []string{"bench"})
 	}
 	b.ReportAllocs()
 	for range b.N {

@@ -116,6 +116,12 @@ func (f *fakeBroker) Subscribe(ctx context.Context, topic string) error {
 	return f.Embedded.Subscribe(ctx, topic)
 }
 
+// SubscribeTopics hides the embedded broker's batch: the node then
+// subscribes one topic after another, through the test's subscribe.
+func (f *fakeBroker) SubscribeTopics(ctx context.Context, topics []string) error {
+	return broker.SubscribeTopics(ctx, struct{ broker.Broker }{f}, topics)
+}
+
 func TestBrokerUnavailable(t *testing.T) {
 	down := func(context.Context, broker.Message) error { return broker.ErrUnavailable }
 	b := &fakeBroker{Embedded: topicsvc.NewEmbedded(), publish: down}
@@ -245,7 +251,7 @@ func BenchmarkRESTPublish(b *testing.B) {
 	}
 	b.Cleanup(func() { tower.Shutdown(context.Background()) })
 	for range 10 {
-		tower.hub.subscribe(b.Context(), benchConn(b, tower), "/room/1")
+		tower.hub.subscribe(b.Context(), benchConn(b, tower), []string{"/room/1"})
 	}
 	r := gin.New()
 	r.Use(tower.Middleware())

@@ -204,8 +204,14 @@ func (c *Conn) closedReason() DisconnectReason {
 // that writes to the socket besides gorilla's close reply: gorilla's own
 // handler would write the pong beside the writer's Write and re-arm the
 // socket's write deadline under it. Only the last ping is answered, as
-// RFC 6455 §5.5.3 allows.
+// RFC 6455 §5.5.3 allows. A ping counts against the inbound budget like
+// any frame (gorilla calls this on the read path, which owns the
+// budget): over it, no pong.
 func (c *Conn) onPing(data string) error {
+	if t := c.tower; !t.admit(c, time.Now(), len(data)) {
+		t.overBudget(c, time.Now())
+		return nil
+	}
 	c.qmu.Lock()
 	if c.closing {
 		c.qmu.Unlock()

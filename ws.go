@@ -204,11 +204,9 @@ func (t *Tower) onDisconnect(s *melody.Session) {
 		topics := c.takeTopics()
 		ctx, cancel := context.WithTimeout(context.Background(), t.cfg.BrokerTimeout)
 		defer cancel()
-		for _, topic := range topics {
-			if err := t.hub.unsubscribe(ctx, c, topic); err != nil {
-				t.stats.brokerErrors.Add(1)
-				t.log.Warn("firetower: broker unsubscribe failed", "conn", c.id, "user", c.userID, "topic", topic, "err", err)
-			}
+		if err := t.hub.unsubscribe(ctx, c, topics); err != nil {
+			t.stats.brokerErrors.Add(1)
+			t.log.Warn("firetower: broker unsubscribe failed", "conn", c.id, "user", c.userID, "topics", len(topics), "err", err)
 		}
 		why := c.DisconnectReason()
 		t.stats.disconnects[why].Add(1)

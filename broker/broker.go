@@ -103,6 +103,68 @@ type NodeLister interface {
 	Nodes(ctx context.Context) ([]NodeInfo, error)
 }
 
+// BatchSubscriber is implemented by brokers that can declare the node's
+// interest in many topics in one round trip to the cluster. The node
+// subscribes a client frame's topics with one call (SubscribeTopics in this
+// package uses it, or falls back to one Subscribe per topic).
+//
+// SubscribeTopics is all or nothing: when it returns nil, a message
+// published anywhere afterwards to any of topics reaches the node's
+// Handler; when it returns an error, none of topics that the node did not
+// already hold is left subscribed.
+type BatchSubscriber interface {
+	SubscribeTopics(ctx context.Context, topics []string) error
+}
+
+// BatchUnsubscriber is implemented by brokers that can withdraw the node's
+// interest in many topics in one round trip. UnsubscribeTopics withdraws
+// every one of topics as far as the node is concerned, even when it
+// returns an error (which then says the cluster may not know yet, as for
+// Unsubscribe).
+type BatchUnsubscriber interface {
+	UnsubscribeTopics(ctx context.Context, topics []string) error
+}
+
+// SubscribeTopics subscribes b to every one of topics, in one call when b
+// is a BatchSubscriber, else one Subscribe after another. Either way it is
+// all or nothing: on an error, the topics subscribed by this call are
+// unsubscribed again. The caller passes topics the node does not hold.
+func SubscribeTopics(ctx context.Context, b Broker, topics []string) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	if bs, ok := b.(BatchSubscriber); ok {
+		return bs.SubscribeTopics(ctx, topics)
+	}
+	for i, topic := range topics {
+		if err := b.Subscribe(ctx, topic); err != nil {
+			for _, done := range topics[:i] {
+				_ = b.Unsubscribe(ctx, done)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// UnsubscribeTopics withdraws b's interest in every one of topics, in one
+// call when b is a BatchUnsubscriber; it returns the first error.
+func UnsubscribeTopics(ctx context.Context, b Broker, topics []string) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	if bu, ok := b.(BatchUnsubscriber); ok {
+		return bu.UnsubscribeTopics(ctx, topics)
+	}
+	var first error
+	for _, topic := range topics {
+		if err := b.Unsubscribe(ctx, topic); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
 // InProcess is implemented by a broker whose calls run to completion in the
 // calling goroutine, never waiting on a network or another process (the
 // embedded topic service). A node bounds such calls by the caller's context

@@ -71,7 +71,7 @@ func newCollector(t *firetower.Tower) *collector {
 		writes:            d("websocket_writes_total", "WebSocket frames written (a batch of server frames counts once)."),
 		bytesOut:          d("bytes_out_total", "Bytes of server frames written to connections."),
 		dropped:           d("dropped_messages_total", "Frames dropped: queue_full (with a connection closed for reading too slowly), rate_limited (client frames over the inbound rate).", "reason"),
-		disconnects:       d("disconnects_total", "Connections ended, by reason: client, ping_timeout, too_large, protocol_error, slow, shutdown, server, write_error.", "reason"),
+		disconnects:       d("disconnects_total", "Connections ended, by reason: client, ping_timeout, too_large, protocol_error, slow, shutdown, server, write_error, rate_limited.", "reason"),
 		latency:           d("delivery_latency_seconds", "Time from queueing a frame to finishing its write, observed once per write."),
 		brokerErrors:      d("broker_errors_total", "Failed broker calls."),
 		brokerDescs:       map[string]*prometheus.Desc{},

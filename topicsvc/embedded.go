@@ -27,6 +27,9 @@ var (
 	_ broker.TopicLister = (*Embedded)(nil)
 	_ broker.NodeLister  = (*Embedded)(nil)
 	_ broker.InProcess   = (*Embedded)(nil)
+
+	_ broker.BatchSubscriber   = (*Embedded)(nil)
+	_ broker.BatchUnsubscriber = (*Embedded)(nil)
 )
 
 // NewEmbedded returns a broker for a node that is its own cluster.
@@ -97,6 +100,31 @@ func (e *Embedded) Unsubscribe(_ context.Context, topic string) error {
 		return err
 	}
 	n.Unlisten(topic)
+	return nil
+}
+
+// SubscribeTopics implements broker.BatchSubscriber: in process, it
+// cannot fail half way.
+func (e *Embedded) SubscribeTopics(_ context.Context, topics []string) error {
+	n, err := e.attached()
+	if err != nil {
+		return err
+	}
+	for _, topic := range topics {
+		n.Listen(topic)
+	}
+	return nil
+}
+
+// UnsubscribeTopics implements broker.BatchUnsubscriber.
+func (e *Embedded) UnsubscribeTopics(_ context.Context, topics []string) error {
+	n, err := e.attached()
+	if err != nil {
+		return err
+	}
+	for _, topic := range topics {
+		n.Unlisten(topic)
+	}
 	return nil
 }
 

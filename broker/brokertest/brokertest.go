@@ -41,6 +41,7 @@ func Run(t *testing.T, cfg Config) {
 	t.Run("PublisherReceivesOwnTopics", s.publisherReceivesOwnTopics)
 	t.Run("UnsubscribeStopsDelivery", s.unsubscribeStopsDelivery)
 	t.Run("SubscribeIsIdempotent", s.subscribeIsIdempotent)
+	t.Run("SubscribesTopicsInOneCall", s.subscribesTopicsInOneCall)
 	t.Run("PayloadsArriveIntact", s.payloadsArriveIntact)
 	t.Run("TopicsArriveIntact", s.topicsArriveIntact)
 	t.Run("PerPublisherOrder", s.perPublisherOrder)
@@ -182,6 +183,53 @@ func (s *suite) unsubscribeStopsDelivery(t *testing.T) {
 		if m.Topic == "u" {
 			t.Fatalf("got %+v after unsubscribing", m)
 		}
+	}
+}
+
+// subscribesTopicsInOneCall runs broker.SubscribeTopics and
+// UnsubscribeTopics, which use the broker's BatchSubscriber and
+// BatchUnsubscriber when it has them: a frame's worth of topics, one
+// already held, then half of them withdrawn.
+func (s *suite) subscribesTopicsInOneCall(t *testing.T) {
+	n := s.cluster(t, 2)
+	c := ctx(t)
+	_, batch := n[0].Broker.(broker.BatchSubscriber)
+	_, unbatch := n[0].Broker.(broker.BatchUnsubscriber)
+	t.Logf("BatchSubscriber: %v, BatchUnsubscriber: %v", batch, unbatch)
+	must(t, n[0].Subscribe(c, "many/0"))
+	topics := make([]string, 128)
+	for i := range topics {
+		topics[i] = fmt.Sprintf("many/%d", i)
+	}
+	must(t, broker.SubscribeTopics(c, n[0].Broker, topics))
+	for i, topic := range topics {
+		must(t, n[1].Publish(c, msg(topic, fmt.Sprint(i), `1`)))
+	}
+	got := n[0].waitFor(t, len(topics), s.cfg.Propagation)
+	seen := map[string]int{}
+	for _, m := range got {
+		seen[m.Topic]++
+	}
+	for _, topic := range topics {
+		if seen[topic] != 1 {
+			t.Fatalf("topic %s delivered %d times, want 1", topic, seen[topic])
+		}
+	}
+	must(t, broker.UnsubscribeTopics(c, n[0].Broker, topics[:64]))
+	must(t, broker.UnsubscribeTopics(c, n[0].Broker, []string{"many/never"}))
+	for i, topic := range topics {
+		must(t, n[1].Publish(c, msg(topic, fmt.Sprint(1000+i), `2`)))
+	}
+	n[0].waitFor(t, len(topics)+64, s.cfg.Propagation)
+	time.Sleep(s.cfg.Propagation / 4)
+	for _, m := range n[0].messages()[len(topics):] {
+		if m.ID < "1064" {
+			t.Fatalf("got %+v after unsubscribing its topic", m)
+		}
+	}
+	must(t, n[0].Close())
+	if err := broker.SubscribeTopics(c, n[0].Broker, topics[:2]); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("SubscribeTopics after Close: %v, want ErrClosed", err)
 	}
 }
 

@@ -135,6 +135,13 @@ func (b *Broker) Subscribe(ctx context.Context, topic string) error {
 }
 
 func (r *reader) subscribe(ctx context.Context, topic, ch string) error {
+	return r.subscribeMany(ctx, []string{topic}, []string{ch})
+}
+
+// subscribeMany subscribes to chs (the channels of topics) with one
+// command and waits for every confirmation; on an error it takes back the
+// subscriptions it added, so that it is all or nothing.
+func (r *reader) subscribeMany(ctx context.Context, topics, chs []string) error {
 	if err := r.lock(ctx); err != nil {
 		return err
 	}
@@ -144,12 +151,19 @@ func (r *reader) subscribe(ctx context.Context, topic, ch string) error {
 		r.unlock()
 		return broker.ErrClosed
 	}
-	s, existed := r.subs[ch]
-	if !existed {
-		s = &sub{topic: topic, ready: make(chan struct{})}
-		r.subs[ch] = s
+	var added []string
+	var addedSubs []*sub
+	ready := make([]chan struct{}, 0, len(chs))
+	for i, ch := range chs {
+		s, existed := r.subs[ch]
+		if !existed {
+			s = &sub{topic: topics[i], ready: make(chan struct{})}
+			r.subs[ch] = s
+			added = append(added, ch)
+			addedSubs = append(addedSubs, s)
+		}
+		ready = append(ready, s.ready)
 	}
-	ready := s.ready
 	ps, fresh := r.ps, r.ps == nil
 	if fresh {
 		ps = r.b.newPubSub(ctx)
@@ -158,8 +172,8 @@ func (r *reader) subscribe(ctx context.Context, topic, ch string) error {
 	}
 	r.mu.Unlock()
 	var err error
-	if !existed {
-		err = r.b.subscribeCmd(ctx, ps, ch)
+	if len(added) > 0 {
+		err = r.b.subscribeCmd(ctx, ps, added...)
 	}
 	if fresh {
 		select {
@@ -169,24 +183,92 @@ func (r *reader) subscribe(ctx context.Context, topic, ch string) error {
 	}
 	r.unlock()
 
-	if err == nil {
+	for _, ch := range ready {
+		if err != nil {
+			break
+		}
 		select {
-		case <-ready:
-			return nil
+		case <-ch:
 		case <-ctx.Done():
 			err = ctx.Err()
 		case <-r.b.done:
 			return broker.ErrClosed
 		}
 	}
-	if !existed {
-		// The interest was never confirmed, so it is not the node's:
-		// take it back, or the next connection would subscribe again.
+	if err != nil && len(added) > 0 {
+		// The interests were never confirmed, so they are not the node's:
+		// take them back, or the next connection would subscribe again.
 		rb, cancel := context.WithTimeout(context.Background(), r.b.opts.Timeout)
-		r.unsubscribe(rb, ch, s)
+		r.unsubscribeMany(rb, added, addedSubs)
 		cancel()
 	}
 	return err
+}
+
+// SubscribeTopics implements broker.BatchSubscriber: one SUBSCRIBE (one
+// SSUBSCRIBE per slot group on Redis Cluster) for all of topics; it
+// returns once Redis confirmed every one, and on an error none of the
+// topics it added stays subscribed.
+func (b *Broker) SubscribeTopics(ctx context.Context, topics []string) error {
+	if err := b.ready(); err != nil {
+		return err
+	}
+	opCtx, cancel := b.opCtx(ctx)
+	defer cancel()
+	groups := b.group(topics)
+	for i, g := range groups {
+		if err := g.r.subscribeMany(opCtx, g.topics, g.chs); err != nil {
+			rb, cancel := b.opCtx(context.Background())
+			for _, done := range groups[:i] {
+				_ = done.r.unsubscribeMany(rb, done.chs, nil)
+			}
+			cancel()
+			return b.fail(ctx, "subscribe", err)
+		}
+	}
+	return nil
+}
+
+// UnsubscribeTopics implements broker.BatchUnsubscriber: one UNSUBSCRIBE
+// per reader. As for Unsubscribe, the interests are withdrawn on the node
+// at once.
+func (b *Broker) UnsubscribeTopics(ctx context.Context, topics []string) error {
+	if err := b.ready(); err != nil {
+		return err
+	}
+	opCtx, cancel := b.opCtx(ctx)
+	defer cancel()
+	var first error
+	for _, g := range b.group(topics) {
+		if err := g.r.unsubscribeMany(opCtx, g.chs, nil); err != nil && first == nil {
+			first = b.fail(ctx, "unsubscribe", err)
+		}
+	}
+	return first
+}
+
+// topicGroup is the topics of one call that one reader carries.
+type topicGroup struct {
+	r           *reader
+	topics, chs []string
+}
+
+// group sorts topics by the reader that carries them, in reader order.
+func (b *Broker) group(topics []string) []topicGroup {
+	var groups []topicGroup
+	idx := make(map[*reader]int, len(b.readers))
+	for _, topic := range topics {
+		r, ch := b.route(topic)
+		i, ok := idx[r]
+		if !ok {
+			i = len(groups)
+			idx[r] = i
+			groups = append(groups, topicGroup{r: r})
+		}
+		groups[i].topics = append(groups[i].topics, topic)
+		groups[i].chs = append(groups[i].chs, ch)
+	}
+	return groups
 }
 
 // Unsubscribe implements broker.Broker. The interest is withdrawn at once
@@ -209,34 +291,50 @@ func (b *Broker) Unsubscribe(ctx context.Context, topic string) error {
 // unsubscribe withdraws the interest in ch, or only the subscription only if
 // that is not nil.
 func (r *reader) unsubscribe(ctx context.Context, ch string, only *sub) error {
+	if only == nil {
+		return r.unsubscribeMany(ctx, []string{ch}, nil)
+	}
+	return r.unsubscribeMany(ctx, []string{ch}, []*sub{only})
+}
+
+// unsubscribeMany withdraws the interests in chs with one command; with
+// only, chs[i] only if its subscription is still only[i].
+func (r *reader) unsubscribeMany(ctx context.Context, chs []string, only []*sub) error {
 	if err := r.lock(ctx); err != nil {
 		return err
 	}
 	defer r.unlock()
 	r.mu.Lock()
-	s, ok := r.subs[ch]
-	if !ok || (only != nil && s != only) {
-		r.mu.Unlock()
-		return nil
+	gone := make([]string, 0, len(chs))
+	for i, ch := range chs {
+		s, ok := r.subs[ch]
+		if !ok || (only != nil && s != only[i]) {
+			continue
+		}
+		delete(r.subs, ch)
+		gone = append(gone, ch)
 	}
-	delete(r.subs, ch)
 	ps := r.ps
 	if ps != nil {
-		r.unsubs[ch]++
+		for _, ch := range gone {
+			r.unsubs[ch]++
+		}
 	}
 	r.mu.Unlock()
-	if ps == nil {
+	if ps == nil || len(gone) == 0 {
 		return nil
 	}
-	if err := r.b.unsubscribeCmd(ctx, ps, ch); err != nil {
-		// go-redis dropped the channel from its list already and replaces
+	if err := r.b.unsubscribeCmd(ctx, ps, gone...); err != nil {
+		// go-redis dropped the channels from its list already and replaces
 		// a connection that failed a write; no confirmation will come.
 		r.mu.Lock()
-		if r.unsubs[ch]--; r.unsubs[ch] <= 0 {
-			delete(r.unsubs, ch)
+		for _, ch := range gone {
+			if r.unsubs[ch]--; r.unsubs[ch] <= 0 {
+				delete(r.unsubs, ch)
+			}
 		}
 		r.mu.Unlock()
-		r.b.log.Debug("unsubscribe not sent; the connection forgets it", "channel", ch, "err", err)
+		r.b.log.Debug("unsubscribe not sent; the connection forgets it", "channels", len(gone), "err", err)
 	}
 	return nil
 }

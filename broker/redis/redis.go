@@ -230,9 +230,12 @@ type Broker struct {
 }
 
 var (
-	_ broker.Broker      = (*Broker)(nil)
-	_ broker.TopicLister = (*Broker)(nil)
-	_ broker.NodeLister  = (*Broker)(nil)
+	_ broker.Broker = (*Broker)(nil)
+
+	_ broker.BatchSubscriber   = (*Broker)(nil)
+	_ broker.BatchUnsubscriber = (*Broker)(nil)
+	_ broker.TopicLister       = (*Broker)(nil)
+	_ broker.NodeLister        = (*Broker)(nil)
 
 	_ broker.StatsReporter = (*Broker)(nil)
 )

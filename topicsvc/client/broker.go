@@ -117,6 +117,90 @@ func (c *Client) Unsubscribe(ctx context.Context, topic string) error {
 	return err
 }
 
+// SubscribeTopics implements broker.BatchSubscriber: the subscriptions go
+// to the service in one frame and it returns once the service routes every
+// one of topics to this node. On an error the topics this call added are
+// withdrawn again (all or nothing).
+func (c *Client) SubscribeTopics(ctx context.Context, topics []string) error {
+	for _, topic := range topics {
+		if err := wire.ValidTopic(topic); err != nil {
+			return err
+		}
+	}
+	if _, err := c.current(); err != nil {
+		return err
+	}
+	added := make([]string, 0, len(topics))
+	c.mu.Lock()
+	for _, topic := range topics {
+		if _, had := c.interests[topic]; !had {
+			c.interests[topic] = struct{}{}
+			added = append(added, topic)
+		}
+	}
+	s := c.sess
+	c.mu.Unlock()
+	err := errUnavailable
+	if s != nil {
+		err = c.requestAll(ctx, s, len(topics), func(i int, seq uint64) *pb.NodeOp {
+			return &pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: seq, Topic: topics[i]}}}
+		})
+	}
+	if err != nil && len(added) > 0 {
+		// Roll back, as Subscribe does.
+		c.mu.Lock()
+		for _, topic := range added {
+			delete(c.interests, topic)
+		}
+		s := c.sess
+		c.mu.Unlock()
+		if s != nil {
+			os := make([]nodeOut, len(added))
+			for i, topic := range added {
+				os[i] = nodeOut{Op: &pb.NodeOp{Op: &pb.NodeOp_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Topic: topic}}}}
+			}
+			s.queue.PushSome(os) // what does not fit goes with the session
+		}
+	}
+	return err
+}
+
+// UnsubscribeTopics implements broker.BatchUnsubscriber: one frame to the
+// service, and it returns once the service no longer routes any of topics
+// to this node. While the service is unreachable it only forgets the
+// interests, as Unsubscribe does.
+func (c *Client) UnsubscribeTopics(ctx context.Context, topics []string) error {
+	for _, topic := range topics {
+		if err := wire.ValidTopic(topic); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return broker.ErrClosed
+	}
+	held := make([]string, 0, len(topics))
+	for _, topic := range topics {
+		if _, had := c.interests[topic]; had {
+			delete(c.interests, topic)
+			held = append(held, topic)
+		}
+	}
+	s := c.sess
+	c.mu.Unlock()
+	if len(held) == 0 || s == nil {
+		return nil
+	}
+	err := c.requestAll(ctx, s, len(held), func(i int, seq uint64) *pb.NodeOp {
+		return &pb.NodeOp{Op: &pb.NodeOp_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Seq: seq, Topic: held[i]}}}
+	})
+	if errors.Is(err, broker.ErrUnavailable) {
+		return nil // the next session does not have the interests
+	}
+	return err
+}
+
 // SetCount implements broker.Broker. It never blocks: changed counts are
 // sent together every CountFlushInterval.
 func (c *Client) SetCount(topic string, n int) {

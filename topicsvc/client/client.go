@@ -70,6 +70,9 @@ var (
 	_ broker.TopicLister   = (*Client)(nil)
 	_ broker.NodeLister    = (*Client)(nil)
 	_ broker.StatsReporter = (*Client)(nil)
+
+	_ broker.BatchSubscriber   = (*Client)(nil)
+	_ broker.BatchUnsubscriber = (*Client)(nil)
 )
 
 // Dial connects to the topic service at addr (host:port). It waits for the

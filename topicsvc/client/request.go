@@ -81,3 +81,65 @@ func (c *Client) request(ctx context.Context, s *session, mk func(seq uint64) *p
 		return nil, ctx.Err()
 	}
 }
+
+// enqueueAll queues os for the service, as few Takes of the sender apart
+// as the queue's room allows, waiting while it is full.
+func (c *Client) enqueueAll(ctx context.Context, s *session, os []nodeOut) error {
+	for {
+		os = os[s.queue.PushSome(os):]
+		if len(os) == 0 {
+			return nil
+		}
+		select {
+		case <-s.queue.RoomSignal():
+		case <-s.ctx.Done():
+			return c.lost(s)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// requestAll sends the n ops mk builds, queued together so that the
+// sender puts them in one frame, and waits for all their Acks: one round
+// trip for the lot. It returns the first refusal.
+func (c *Client) requestAll(ctx context.Context, s *session, n int, mk func(i int, seq uint64) *pb.NodeOp) error {
+	ch := make(chan *pb.Ack, n) // the receive loop never blocks on it
+	first := s.seq.Add(uint64(n)) - uint64(n) + 1
+	os := make([]nodeOut, n)
+	s.pmu.Lock()
+	for i := range n {
+		s.pending[first+uint64(i)] = ch
+	}
+	s.pmu.Unlock()
+	for i := range n {
+		os[i] = nodeOut{Op: mk(i, first+uint64(i))}
+	}
+	forget := func() {
+		s.pmu.Lock()
+		for i := range n {
+			delete(s.pending, first+uint64(i))
+		}
+		s.pmu.Unlock()
+	}
+	if err := c.enqueueAll(ctx, s, os); err != nil {
+		forget()
+		return err
+	}
+	var refused error
+	for range n {
+		select {
+		case a := <-ch:
+			if a.GetError() != "" && refused == nil {
+				refused = fmt.Errorf("topicsvc: refused by the service: %s", a.GetError())
+			}
+		case <-s.ctx.Done():
+			forget()
+			return c.lost(s)
+		case <-ctx.Done():
+			forget()
+			return ctx.Err()
+		}
+	}
+	return refused
+}

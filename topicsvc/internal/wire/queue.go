@@ -47,6 +47,24 @@ func (q *Queue[T]) Push(v T) bool {
 	return true
 }
 
+// PushSome queues as many of vs as there is room for, in order, and
+// returns how many: a producer's burst then goes to the sender in one Take
+// rather than waking it once per item.
+func (q *Queue[T]) PushSome(vs []T) int {
+	q.mu.Lock()
+	n := min(len(vs), max(q.limit-len(q.items), 0))
+	q.items = append(q.items, vs[:n]...)
+	first := n > 0 && len(q.items) == n
+	q.mu.Unlock()
+	if first {
+		select {
+		case q.ready <- struct{}{}:
+		default:
+		}
+	}
+	return n
+}
+
 // RoomSignal returns a channel that is closed once a Push may succeed
 // again.
 func (q *Queue[T]) RoomSignal() <-chan struct{} {
