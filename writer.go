@@ -276,8 +276,17 @@ func (c *Conn) writer() {
 			}
 			c.qmu.Unlock()
 			if closeMsg != nil {
-				c.ws.WriteControl(websocket.CloseMessage, closeMsg, time.Now().Add(time.Second))
-				c.ws.Close()
+				// The closing handshake of RFC 6455 §7.1.1: the read side
+				// goes on until the client's close frame answers ours
+				// (melody then closes the socket), for at most
+				// closeHandshake. Closing the socket at once would make a
+				// client that is still sending see a reset (1006) instead
+				// of our status.
+				if c.ws.WriteControl(websocket.CloseMessage, closeMsg, time.Now().Add(time.Second)) != nil {
+					c.ws.Close()
+				} else {
+					c.ws.NetConn().SetReadDeadline(time.Now().Add(closeHandshake))
+				}
 			}
 			return
 		}
@@ -492,6 +501,9 @@ func (c *Conn) writeLarge(f []byte) error {
 	c.tower.stats.bytesOut.Add(int64(n))
 	return nil
 }
+
+// closeHandshake bounds the wait for a client's answer to our close frame.
+const closeHandshake = time.Second
 
 var arrayOpen, arrayClose = []byte{'['}, []byte{']'}
 

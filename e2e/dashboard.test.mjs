@@ -166,12 +166,19 @@ test('its figures follow connections, publishes, drops and the cluster; screensh
   await waitFor('a publish rate', async () => (await num(page, '#published-rate')) > 0 && (await num(page, '#delivered-rate')) > 0);
   // Deliveries were written: the node's latency histogram gives a p99.
   await waitFor('a delivery p99', async () => /^≤ /.test(await text(page, '#latency-p99')));
-  // A client over its inbound rate: its extra frames are dropped. The node
-  // allows a burst of 200 and 100 a second, so 500 pings leave at least 50
-  // dropped even if reading them all takes the node two seconds (260 left
-  // 10 frames, a tenth of a second, of margin).
-  await a.page.evaluate(() => { for (let i = 0; i < 500; i++) window.socks[0].send('{"type":"ping"}'); });
+  // A client over its inbound rate: its extra frames are dropped, and as
+  // it keeps on, it is closed (1008). The node allows a burst of 200 and
+  // 100 a second, so 500 pings leave at least 50 dropped even if reading
+  // them all takes the node two seconds. It is a connection of its own,
+  // subscribed to nothing, so the other figures stay as they are.
+  const closeCode = a.page.evaluate(() => new Promise((resolve) => {
+    const ws = new WebSocket(`ws://${location.host}/ws`);
+    ws.onopen = () => { for (let i = 0; i < 500; i++) ws.send('{"type":"ping"}'); };
+    ws.onclose = (e) => resolve(e.code);
+  }));
   await waitFor('dropped messages', async () => (await num(page, '#dropped')) >= 50);
+  assert.equal(await closeCode, 1008, 'the flooding client is closed with 1008');
+  await waitFor('12 connections again', async () => (await text(page, '#connections')) === '12');
   assert.match(await text(page, '#dropped-detail'), /rate limited/);
   assert.equal(await page.getAttribute('#dropped', 'data-nonzero'), 'true');
 
