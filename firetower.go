@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/topicsvc"
@@ -74,6 +75,10 @@ func New(cfg Config) (*Tower, error) {
 		t.brokerInProcess = ip.InProcess()
 	}
 	t.hub = newHub(b, cfg.BareData, &t.stats)
+	// What an in-process broker delivers was published through this node,
+	// which checked it; any other broker carries what others sent.
+	t.hub.checkData = !t.brokerInProcess
+	t.hub.log = cfg.Logger
 	t.ops = newOps(t)
 	t.routes = t.newRoutes()
 	if err := b.Start(t.hub.deliver); err != nil {
@@ -86,7 +91,8 @@ func New(cfg Config) (*Tower, error) {
 }
 
 // Publish publishes data, encoded as JSON, to topic and returns the
-// message id. A json.RawMessage is sent as it is (it must be valid JSON).
+// message id. A json.RawMessage is sent as it is: it must be valid JSON in
+// valid UTF-8, or the error wraps ErrInvalidData.
 func (t *Tower) Publish(ctx context.Context, topic string, data any) (string, error) {
 	return t.PublishTopics(ctx, []string{topic}, data)
 }
@@ -97,7 +103,12 @@ func (t *Tower) Publish(ctx context.Context, topic string, data any) (string, er
 func (t *Tower) PublishTopics(ctx context.Context, topics []string, data any) (string, error) {
 	raw, err := json.Marshal(data)
 	if err != nil {
-		return "", fmt.Errorf("firetower: encoding published data: %w", err)
+		return "", fmt.Errorf("%w: encoding it as JSON: %v", ErrInvalidData, err)
+	}
+	// encoding/json checks a json.RawMessage (or a Marshaler's output)
+	// is JSON, but passes invalid UTF-8 in it through.
+	if !utf8.Valid(raw) {
+		return "", fmt.Errorf("%w: not valid UTF-8", ErrInvalidData)
 	}
 	for _, topic := range topics {
 		if err := ValidateTopic(topic); err != nil {

@@ -6,12 +6,14 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/OSMeteor/firetower/internal/jsonstr"
 	"github.com/OSMeteor/firetower/internal/publishbody"
@@ -49,9 +51,79 @@ func (t *Tower) authorizeREST(c *gin.Context) bool {
 }
 
 type publishRequest struct {
-	Topic  *string         `json:"topic"`
-	Topics []string        `json:"topics"`
+	Topic  *strictString   `json:"topic"`
+	Topics []strictString  `json:"topics"`
 	Data   json.RawMessage `json:"data"`
+}
+
+// strictString is a JSON string that encoding/json would not rewrite: an
+// escaped lone surrogate (\ud800 alone) decodes to U+FFFD, and a topic
+// is refused rather than changed.
+type strictString string
+
+func (s *strictString) UnmarshalJSON(b []byte) error {
+	var v string
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	if hasLoneSurrogate(b) {
+		return fmt.Errorf("%w: %s holds an escaped lone surrogate, which is not a character", ErrInvalidTopic, b)
+	}
+	*s = strictString(v)
+	return nil
+}
+
+// hasLoneSurrogate reports whether the JSON string b escapes a UTF-16
+// surrogate (\ud800-\udfff) that is not the first of a pair followed by
+// its second.
+func hasLoneSurrogate(b []byte) bool {
+	for i := 0; i+1 < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		if b[i+1] != 'u' {
+			i++ // a two-byte escape: skip its second byte
+			continue
+		}
+		r, ok := hex4(b, i+2)
+		switch {
+		case !ok || r < 0xd800 || r > 0xdfff:
+			i += 5
+			continue
+		case r >= 0xdc00:
+			return true // a second half first
+		}
+		if i+11 < len(b) && b[i+6] == '\\' && b[i+7] == 'u' {
+			if r2, ok := hex4(b, i+8); ok && r2 >= 0xdc00 && r2 <= 0xdfff {
+				i += 11
+				continue
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// hex4 decodes the four hex digits at b[i:].
+func hex4(b []byte, i int) (rune, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
 }
 
 // restPublish is the scratch space of one REST publish, pooled: the body
@@ -127,6 +199,12 @@ func (t *Tower) servePublish(c *gin.Context) {
 		jsonError(c, http.StatusBadRequest, "reading the body: "+err.Error())
 		return
 	}
+	if !utf8.Valid(body) {
+		// encoding/json would turn the invalid bytes of a topic into
+		// U+FFFD and pass those of data through to every subscriber.
+		jsonError(c, http.StatusBadRequest, "body must be valid UTF-8")
+		return
+	}
 	topics, data, ok := publishbody.Parse(body, p.topics[:0])
 	p.topics = topics
 	if !ok {
@@ -143,10 +221,14 @@ func (t *Tower) servePublish(c *gin.Context) {
 			jsonError(c, http.StatusBadRequest, msg)
 			return
 		}
-		topics = req.Topics
+		topics = topics[:0]
 		if req.Topic != nil {
-			topics = append([]string{*req.Topic}, topics...)
+			topics = append(topics, string(*req.Topic))
 		}
+		for _, topic := range req.Topics {
+			topics = append(topics, string(topic))
+		}
+		p.topics = topics
 		data = req.Data
 	}
 	if len(topics) == 0 {
