@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"unicode/utf8"
 
@@ -97,7 +98,8 @@ func (t *Tower) Publish(ctx context.Context, topic string, data any) (string, er
 	return t.PublishTopics(ctx, []string{topic}, data)
 }
 
-// PublishTopics publishes one message, with one id, to several topics.
+// PublishTopics publishes one message, with one id, to several topics:
+// at most MaxPublishTopics, a topic named twice is published once.
 // Topics are published in order; on an error the ones before it are
 // already sent.
 func (t *Tower) PublishTopics(ctx context.Context, topics []string, data any) (string, error) {
@@ -110,10 +112,16 @@ func (t *Tower) PublishTopics(ctx context.Context, topics []string, data any) (s
 	if !utf8.Valid(raw) {
 		return "", fmt.Errorf("%w: not valid UTF-8", ErrInvalidData)
 	}
+	if len(topics) > MaxPublishTopics {
+		return "", fmt.Errorf("%w: %d topics in one publish, at most %d allowed", ErrInvalidTopic, len(topics), MaxPublishTopics)
+	}
 	for _, topic := range topics {
 		if err := ValidateTopic(topic); err != nil {
 			return "", err
 		}
+	}
+	if len(topics) > 1 {
+		topics = dedupeTopics(slices.Clone(topics)) // the caller's slice is theirs
 	}
 	return t.publish(ctx, topics, raw)
 }

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/internal/jsonstr"
 	"github.com/OSMeteor/firetower/internal/publishbody"
 	"github.com/gin-gonic/gin"
@@ -126,6 +127,41 @@ func hex4(b []byte, i int) (rune, bool) {
 	return r, true
 }
 
+// MaxPublishTopics is the most topics one publish may name, duplicates
+// included: on REST (POST /publish answers 400 above it) and on the topic
+// service's push API alike.
+const MaxPublishTopics = 1024
+
+// dedupeTopics drops the repeats of topics, keeping the first-seen order:
+// a topic named twice in one publish is delivered once. It changes topics
+// in place and returns it shortened.
+func dedupeTopics(topics []string) []string {
+	if len(topics) <= 16 { // a map costs more than comparing a few
+		out := topics[:0]
+	next:
+		for _, t := range topics {
+			for _, seen := range out {
+				if seen == t {
+					continue next
+				}
+			}
+			out = append(out, t)
+		}
+		clear(topics[len(out):])
+		return out
+	}
+	seen := make(map[string]struct{}, len(topics))
+	out := topics[:0]
+	for _, t := range topics {
+		if _, dup := seen[t]; !dup {
+			seen[t] = struct{}{}
+			out = append(out, t)
+		}
+	}
+	clear(topics[len(out):])
+	return out
+}
+
 // restPublish is the scratch space of one REST publish, pooled: the body
 // and the answer are reused from one request to the next. Nothing in it
 // outlives the request: the published data is copied out of the body, since
@@ -213,12 +249,13 @@ func (t *Tower) servePublish(c *gin.Context) {
 		var req publishRequest
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil || dec.More() {
-			msg := `body must be one JSON object {"topic":"a","data":<JSON>} or {"topics":["a","b"],"data":<JSON>}`
-			if err != nil {
-				msg += ": " + err.Error()
-			}
-			jsonError(c, http.StatusBadRequest, msg)
+		err := dec.Decode(&req)
+		if err == nil && len(bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n")) != 0 {
+			// As json.Unmarshal says; dec.More would take a '}' or ']'.
+			err = errors.New("invalid character after the top-level value")
+		}
+		if err != nil {
+			jsonError(c, http.StatusBadRequest, `body must be one JSON object {"topic":"a","data":<JSON>} or {"topics":["a","b"],"data":<JSON>}: `+err.Error())
 			return
 		}
 		topics = topics[:0]
@@ -235,12 +272,17 @@ func (t *Tower) servePublish(c *gin.Context) {
 		jsonError(c, http.StatusBadRequest, `missing "topic" or "topics"`)
 		return
 	}
+	if len(topics) > MaxPublishTopics {
+		jsonError(c, http.StatusBadRequest, "publish to "+itoa(len(topics))+" topics: at most "+itoa(MaxPublishTopics)+" allowed")
+		return
+	}
 	for _, topic := range topics {
 		if err := ValidateTopic(topic); err != nil {
 			jsonError(c, http.StatusBadRequest, err.Error())
 			return
 		}
 	}
+	topics = dedupeTopics(topics)
 	if len(data) == 0 {
 		jsonError(c, http.StatusBadRequest, `missing "data"`)
 		return
@@ -256,8 +298,11 @@ func (t *Tower) servePublish(c *gin.Context) {
 	}
 	id, err := t.publish(ctx, topics, data)
 	if err != nil {
-		t.log.Warn("firetower: REST publish failed", "err", err)
-		jsonError(c, http.StatusServiceUnavailable, err.Error())
+		status := brokerErrorStatus(err)
+		if status == http.StatusServiceUnavailable {
+			t.log.Warn("firetower: REST publish failed", "err", err)
+		}
+		jsonError(c, status, err.Error())
 		return
 	}
 	// {"id":"<uuid>","topics":[...]}, encoded by hand into the pooled
@@ -275,6 +320,19 @@ func (t *Tower) servePublish(c *gin.Context) {
 	b = append(b, "]}"...)
 	p.out = b
 	writeJSON(c, http.StatusOK, b)
+}
+
+// brokerErrorStatus is the status of a REST answer to a broker's error:
+// 503 when the broker cannot serve now (unavailable, closed, shutting
+// down, or no answer within BrokerTimeout), and 400 for what it refused
+// (a topic or data it does not carry), which a retry would not change.
+func brokerErrorStatus(err error) int {
+	switch {
+	case errors.Is(err, broker.ErrUnavailable), errors.Is(err, broker.ErrClosed), errors.Is(err, ErrShutdown),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusBadRequest
 }
 
 // jsonContentType is shared by every answer that writeJSON sets it on; its

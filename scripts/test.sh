@@ -152,6 +152,7 @@ step "fuzzing the parsers (bounded)"
 # Minimizing a new interesting input shows as 0 execs/sec and by default may
 # take a minute of the run; 2 s each leaves the time to fuzzing.
 go test -run '^$' -fuzz '^FuzzParseFrame$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s .
+go test -run '^$' -fuzz '^FuzzRESTPublish$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s .
 go test -run '^$' -fuzz '^FuzzParse$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s ./internal/publishbody
 # The smaller codecs: their whole input space is small.
 go test -run '^$' -fuzz '^FuzzAppend$' -fuzztime "${FUZZTIME_SMALL:-10s}" -fuzzminimizetime 2s ./internal/jsonstr
