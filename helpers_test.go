@@ -252,6 +252,7 @@ func post(t testing.TB, s *server, path, token, body string) (int, map[string]an
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	req.Header.Set("Content-Type", "application/json")
 	return do(t, req)
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -219,8 +220,34 @@ func readBody(r io.Reader, buf []byte, size, limit int64) ([]byte, error) {
 	}
 }
 
+// sameSiteWrite applies DESIGN §4's rule for the routes that change
+// state: a browser's request from another site is refused (403) unless
+// its origin is allowed, whatever credentials (cookies) it carries, and
+// the body must be declared JSON (415 otherwise), which no HTML form can
+// send without a CORS preflight. A backend sends neither Origin nor
+// Sec-Fetch-Site, so only the content type applies to it.
+func (t *Tower) sameSiteWrite(c *gin.Context) bool {
+	r := c.Request
+	origin := r.Header.Get("Origin")
+	site := r.Header.Get("Sec-Fetch-Site")
+	switch {
+	case origin != "" && !t.originMatches(r, origin):
+		jsonError(c, http.StatusForbidden, "cross-site request refused: origin "+origin+" is not allowed to publish; add its host to Config.AllowedOrigins")
+		return false
+	case origin == "" && (site == "cross-site" || site == "same-site"):
+		// A browser that sends Sec-Fetch-Site also sends Origin on a POST.
+		jsonError(c, http.StatusForbidden, "cross-site request refused: Sec-Fetch-Site: "+site+" without an Origin")
+		return false
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		jsonError(c, http.StatusUnsupportedMediaType, "the body must be sent with Content-Type: application/json")
+		return false
+	}
+	return true
+}
+
 func (t *Tower) servePublish(c *gin.Context) {
-	if !t.authorizeREST(c) {
+	if !t.sameSiteWrite(c) || !t.authorizeREST(c) {
 		return
 	}
 	p := restPublishPool.Get().(*restPublish)

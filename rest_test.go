@@ -49,6 +49,7 @@ func TestRESTAuthorization(t *testing.T) {
 	}
 	req, _ := http.NewRequest(http.MethodPost, hook.URL+"/publish", strings.NewReader(`{"topic":"a","data":1}`))
 	req.Header.Set("X-Key", "k")
+	req.Header.Set("Content-Type", "application/json")
 	if code, body := do(t, req); code != http.StatusOK {
 		t.Fatalf("hook allowing: %d %v", code, body)
 	}
@@ -163,6 +164,7 @@ func TestRESTBodyLimit(t *testing.T) {
 			}
 			req, _ := http.NewRequest(http.MethodPost, s.URL+"/publish", r)
 			req.Header.Set("Authorization", "Bearer "+testToken)
+			req.Header.Set("Content-Type", "application/json")
 			code, answer := do(t, req)
 			if code != want || (want == 413 && answer["error"] != "body larger than 64 bytes") {
 				t.Errorf("chunked %v, %d bytes: %d %v, want %d", chunked, n, code, answer, want)
@@ -203,6 +205,7 @@ func TestRESTPublishAnswer(t *testing.T) {
 	for range 3 { // the answer's buffer is reused
 		req, _ := http.NewRequest(http.MethodPost, s.URL+"/publish", strings.NewReader(`{"topics":["b","c"],"data":{"x":[1,2]},"topic":"a"}`))
 		req.Header.Set("Authorization", "Bearer "+testToken)
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -259,6 +262,7 @@ func BenchmarkRESTPublish(b *testing.B) {
 	for range b.N {
 		req := httptest.NewRequest("POST", "/publish", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer t")
+		req.Header.Set("Content-Type", "application/json")
 		w := httptest.NewRecorder()
 		r.ServeHTTP(w, req)
 		if w.Code != 200 {
@@ -444,4 +448,51 @@ func FuzzRESTPublish(f *testing.F) {
 			t.Fatalf("%q: published to %q, answered %q, want each of %q once", body, got, answer.Topics, want)
 		}
 	})
+}
+
+// TestRESTRefusesCrossSite: a browser's publish from another site is 403
+// whatever its credentials, unless Config.AllowedOrigins allows it; a
+// body not declared JSON is 415 (what an HTML form sends); a backend's
+// request, with neither Origin nor Sec-Fetch-Site, goes through.
+func TestRESTRefusesCrossSite(t *testing.T) {
+	s := newServer(t, Config{APIToken: testToken, AllowedOrigins: []string{"app.example.com"}})
+	c := dial(t, s, "", nil)
+	c.subscribe("a")
+	host := strings.TrimPrefix(s.URL, "http://")
+	for _, tc := range []struct {
+		header map[string]string
+		code   int
+	}{
+		{map[string]string{"Content-Type": "text/plain"}, 415},
+		{map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, 415},
+		{map[string]string{"Content-Type": "multipart/form-data; boundary=x"}, 415},
+		{map[string]string{}, 415},
+		{map[string]string{"Content-Type": "application/jsonx"}, 415},
+		{map[string]string{"Content-Type": "application/json", "Origin": "http://evil.example"}, 403},
+		{map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}, 403},
+		{map[string]string{"Content-Type": "application/json", "Origin": "null"}, 403},
+		{map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, 403},
+		{map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "same-site"}, 403},
+		{map[string]string{"Content-Type": "application/json", "Origin": "http://sub." + host, "Sec-Fetch-Site": "same-site"}, 403},
+		// what is allowed
+		{map[string]string{"Content-Type": "application/json"}, 200},
+		{map[string]string{"Content-Type": "Application/JSON; charset=utf-8"}, 200},
+		{map[string]string{"Content-Type": "application/json", "Origin": "http://" + host, "Sec-Fetch-Site": "same-origin"}, 200},
+		{map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "none"}, 200},
+		{map[string]string{"Content-Type": "application/json", "Origin": "https://app.example.com", "Sec-Fetch-Site": "cross-site"}, 200},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, s.URL+"/publish", strings.NewReader(`{"topic":"a","data":1}`))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		for k, v := range tc.header {
+			req.Header.Set(k, v)
+		}
+		code, answer := do(t, req)
+		if code != tc.code || (code != 200 && answer["error"] == "") {
+			t.Errorf("%v: %d %v, want %d", tc.header, code, answer, tc.code)
+		}
+		if code == 200 {
+			c.expect(TypePublish)
+		}
+	}
+	c.quiet(200 * time.Millisecond)
 }
