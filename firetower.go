@@ -37,8 +37,9 @@ type Tower struct {
 	shutdownDone chan struct{}
 	shutdownErr  error
 
-	stats stats
-	ops   *ops // the operations routes (ops.go)
+	stats  stats
+	ops    *ops       // the operations routes (ops.go)
+	counts countCache // of GET {prefix}/topics/:topic/count (countcache.go)
 
 	onShutdown []func() // guarded by mu; run by Shutdown
 	hooksRun   bool     // guarded by mu; Shutdown ran the hooks

@@ -392,11 +392,15 @@ func (t *Tower) serveCount(c *gin.Context, escaped string) {
 		jsonError(c, http.StatusBadRequest, "topic in the path: "+err.Error()+" (percent-encode it: /topics/%2Fchat%2Fworld/count)")
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.Request.Context(), t.cfg.BrokerTimeout)
-	defer cancel()
-	n, err := t.broker.Count(ctx, topic)
+	// The shared call is bounded by BrokerTimeout, not by the request that
+	// happened to make it: the others wait on it too.
+	n, err := t.counts.count(c.Request.Context(), topic, func(topic string) (int, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), t.cfg.BrokerTimeout)
+		defer cancel()
+		return t.broker.Count(ctx, topic)
+	})
 	if err != nil {
-		jsonError(c, http.StatusServiceUnavailable, err.Error())
+		jsonError(c, brokerErrorStatus(err), err.Error())
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"topic": topic, "count": n})

@@ -102,6 +102,14 @@ type fakeBroker struct {
 	*topicsvc.Embedded
 	publish   func(context.Context, broker.Message) error
 	subscribe func(context.Context, string) error
+	count     func(context.Context, string) (int, error)
+}
+
+func (f *fakeBroker) Count(ctx context.Context, topic string) (int, error) {
+	if f.count != nil {
+		return f.count(ctx, topic)
+	}
+	return f.Embedded.Count(ctx, topic)
 }
 
 // InProcess is false: the calls a test sets may wait, and the embedded
