@@ -16,8 +16,14 @@ const countCacheTTL = time.Second
 // requests of the next countCacheTTL. Entries live in the generation they
 // were made in, and a generation is dropped whole once it is countCacheTTL
 // old, so the cache holds at most the topics asked for in the last
-// second.
+// second. An outage the node sees on a publish drops them all (reset).
 type countCache struct {
+	// connected, if set, says whether the broker is connected to its
+	// cluster now (its broker.StatsReporter "connected" gauge): while it
+	// is not, no answer is reused, so the route says the broker is down
+	// rather than what it counted before.
+	connected func() bool
+
 	mu    sync.Mutex
 	gen   map[string]*countEntry
 	start time.Time // of gen
@@ -31,6 +37,14 @@ type countEntry struct {
 	err  error
 }
 
+// reset forgets every answer: the node saw the broker fail, so counts
+// from before are not reused while it may be down.
+func (cc *countCache) reset() {
+	cc.mu.Lock()
+	cc.gen = nil
+	cc.mu.Unlock()
+}
+
 // count returns topic's count, asking ask at most once per countCacheTTL
 // and once at a time. Errors are not reused: the next request asks again.
 func (cc *countCache) count(ctx context.Context, topic string, ask func(string) (int, error)) (int, error) {
@@ -40,6 +54,9 @@ func (cc *countCache) count(ctx context.Context, topic string, ask func(string) 
 		cc.gen, cc.start = map[string]*countEntry{}, now
 	}
 	e, ok := cc.gen[topic]
+	if ok && cc.connected != nil && !cc.connected() {
+		ok = false
+	}
 	if !ok {
 		e = &countEntry{done: make(chan struct{})}
 		cc.gen[topic] = e

@@ -133,3 +133,42 @@ func BenchmarkCountRoute(b *testing.B) {
 	})
 	b.ReportMetric(float64(calls.Load())/float64(b.N), "broker-calls/op")
 }
+
+// statsBroker reports its link to the cluster as up or down.
+type statsBroker struct {
+	*fakeBroker
+	up *atomic.Bool
+}
+
+func (s statsBroker) BrokerStats() map[string]int64 {
+	if s.up.Load() {
+		return map[string]int64{"connected": 1}
+	}
+	return map[string]int64{"connected": 0}
+}
+
+// TestCountRouteNotReusedWhileDisconnected: while the broker reports it
+// is not connected, the route asks it again rather than reuse a count.
+func TestCountRouteNotReusedWhileDisconnected(t *testing.T) {
+	var calls atomic.Int64
+	up := &atomic.Bool{}
+	up.Store(true)
+	fb := &fakeBroker{Embedded: topicsvc.NewEmbedded()}
+	fb.count = func(ctx context.Context, topic string) (int, error) {
+		calls.Add(1)
+		if !up.Load() {
+			return 0, broker.ErrUnavailable
+		}
+		return 2, nil
+	}
+	s := newServer(t, Config{Broker: statsBroker{fb, up}})
+	get(t, s, "/topics/a/count")
+	get(t, s, "/topics/a/count")
+	if calls.Load() != 1 {
+		t.Fatalf("%d calls while connected, want 1", calls.Load())
+	}
+	up.Store(false)
+	if code, _ := get(t, s, "/topics/a/count"); code != http.StatusServiceUnavailable || calls.Load() != 2 {
+		t.Fatalf("disconnected: %d, %d calls", code, calls.Load())
+	}
+}

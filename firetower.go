@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"unicode/utf8"
@@ -81,6 +82,12 @@ func New(cfg Config) (*Tower, error) {
 	// which checked it; any other broker carries what others sent.
 	t.hub.checkData = !t.brokerInProcess
 	t.hub.log = cfg.Logger
+	if r, ok := b.(broker.StatsReporter); ok && !t.brokerInProcess {
+		t.counts.connected = func() bool {
+			up, ok := r.BrokerStats()["connected"]
+			return !ok || up != 0
+		}
+	}
 	t.ops = newOps(t)
 	t.routes = t.newRoutes()
 	if err := b.Start(t.hub.deliver); err != nil {
@@ -139,6 +146,9 @@ func (t *Tower) publish(ctx context.Context, topics []string, raw []byte) (strin
 	for _, topic := range topics {
 		if err := t.broker.Publish(ctx, broker.Message{Topic: topic, ID: id, Data: raw}); err != nil {
 			t.stats.brokerErrors.Add(1)
+			if brokerErrorStatus(err) == http.StatusServiceUnavailable {
+				t.counts.reset() // counts from before the outage are stale
+			}
 			return "", fmt.Errorf("firetower: publishing to %q: %w", topic, err)
 		}
 		t.stats.published.Add(1)
