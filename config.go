@@ -50,7 +50,9 @@ type Config struct {
 	// AuthorizeREST, POST /publish answers 403.
 	APIToken string
 	// AuthorizeREST, if set, authorizes REST publishes instead of APIToken:
-	// a non-nil error answers 401 with its text. Default: nil.
+	// a non-nil error answers 401 with its text. It may check a cookie:
+	// a browser's publish from another site is refused before it runs
+	// (DESIGN §4). Default: nil.
 	AuthorizeREST func(c *gin.Context) error
 
 	// Authenticate runs before the WebSocket upgrade. A non-nil error
@@ -59,13 +61,15 @@ type Config struct {
 	Authenticate func(c *gin.Context) (userID string, err error)
 
 	// AllowedOrigins lists the origins, besides the page's own host, that
-	// may open WebSockets from a browser: host patterns in path.Match
-	// syntax, matched against the Origin's host ("example.com",
-	// "*.example.com", "localhost:*"). Default: none (same origin only).
+	// may open WebSockets and POST /publish from a browser: host patterns
+	// in path.Match syntax, matched against the Origin's host
+	// ("example.com", "*.example.com", "localhost:*"; "*" is any host).
+	// Default: none (same origin only).
 	AllowedOrigins []string
 	// InsecureSkipOriginCheck lets any web page open WebSockets to this
 	// node with its visitors' cookies. Only for development or when
-	// Authenticate does not rely on cookies. Default: false.
+	// Authenticate does not rely on cookies. It does not open POST
+	// /publish to other sites: AllowedOrigins does. Default: false.
 	InsecureSkipOriginCheck bool
 
 	// OnConnect runs once a connection is open, before its first frame is

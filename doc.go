@@ -36,12 +36,16 @@
 // percent-encoded: /topics/%2Fchat%2Fworld/count. Config.BareData sends
 // only the bare data of each message, as firetower v0.x servers did.
 //
-// REST: POST /publish with {"topic":"a","data":<JSON>} or
-// {"topics":["a","b"],"data":<JSON>} answers {"id":"<message id>","topics":[...]};
-// GET /topics/:topic/count answers {"topic":"a","count":N}. Errors are
-// {"error":"..."} with 400 (bad JSON or topic), 401 (wrong or missing
-// token), 403 (no token configured), 405, 413 (body over MaxBodySize) or
-// 503 (the broker cannot be reached).
+// REST: POST /publish with Content-Type: application/json and
+// {"topic":"a","data":<JSON>} or {"topics":["a","b"],"data":<JSON>} (at
+// most MaxPublishTopics topics; one named twice is published once)
+// answers {"id":"<message id>","topics":[...]}; GET /topics/:topic/count
+// answers {"topic":"a","count":N}, reused for up to a second. Errors are
+// {"error":"..."} with 400 (bad JSON, topic or data, or refused by the
+// broker), 401 (wrong or missing token), 403 (no token configured, or a
+// browser's request from another site), 405, 413 (body over
+// MaxBodySize), 415 (not sent as application/json) or 503 (the broker
+// cannot be reached).
 //
 // # Authorization
 //
@@ -56,7 +60,11 @@
 // and the client's script files are public. The dashboard page itself
 // holds no data and is public; its script sends the token as a header, and
 // firetower sets no cookie, so another site cannot act with a visitor's
-// authority.
+// authority. An AuthorizeREST that checks the app's own cookie is safe
+// too: POST /publish refuses a browser's request from another site (an
+// Origin that is not the node's host or in AllowedOrigins, or
+// Sec-Fetch-Site cross-site or same-site without one: 403) and any body
+// not sent as application/json (415), which no HTML form can send.
 //
 // # Concurrency
 //

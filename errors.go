@@ -10,6 +10,9 @@ var (
 	// ErrInvalidTopic reports a topic that breaks DESIGN §3's rule: 1..256
 	// bytes of UTF-8, no comma, no whitespace or control characters.
 	ErrInvalidTopic = errors.New("firetower: invalid topic")
+	// ErrInvalidData reports published data that is not valid JSON in
+	// valid UTF-8: no subscriber ever gets it (DESIGN §3).
+	ErrInvalidData = errors.New("firetower: invalid data")
 	// ErrInvalidQuery reports a TopicsQuery that Tower.Topics refuses.
 	ErrInvalidQuery = errors.New("firetower: invalid query")
 	// ErrInvalidConfig reports a Config that New refuses.

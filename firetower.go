@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"slices"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/topicsvc"
@@ -35,8 +38,9 @@ type Tower struct {
 	shutdownDone chan struct{}
 	shutdownErr  error
 
-	stats stats
-	ops   *ops // the operations routes (ops.go)
+	stats  stats
+	ops    *ops       // the operations routes (ops.go)
+	counts countCache // of GET {prefix}/topics/:topic/count (countcache.go)
 
 	onShutdown []func() // guarded by mu; run by Shutdown
 	hooksRun   bool     // guarded by mu; Shutdown ran the hooks
@@ -74,6 +78,16 @@ func New(cfg Config) (*Tower, error) {
 		t.brokerInProcess = ip.InProcess()
 	}
 	t.hub = newHub(b, cfg.BareData, &t.stats)
+	// What an in-process broker delivers was published through this node,
+	// which checked it; any other broker carries what others sent.
+	t.hub.checkData = !t.brokerInProcess
+	t.hub.log = cfg.Logger
+	if r, ok := b.(broker.StatsReporter); ok && !t.brokerInProcess {
+		t.counts.connected = func() bool {
+			up, ok := r.BrokerStats()["connected"]
+			return !ok || up != 0
+		}
+	}
 	t.ops = newOps(t)
 	t.routes = t.newRoutes()
 	if err := b.Start(t.hub.deliver); err != nil {
@@ -86,23 +100,36 @@ func New(cfg Config) (*Tower, error) {
 }
 
 // Publish publishes data, encoded as JSON, to topic and returns the
-// message id. A json.RawMessage is sent as it is (it must be valid JSON).
+// message id. A json.RawMessage is sent as it is: it must be valid JSON in
+// valid UTF-8, or the error wraps ErrInvalidData.
 func (t *Tower) Publish(ctx context.Context, topic string, data any) (string, error) {
 	return t.PublishTopics(ctx, []string{topic}, data)
 }
 
-// PublishTopics publishes one message, with one id, to several topics.
+// PublishTopics publishes one message, with one id, to several topics:
+// at most MaxPublishTopics, a topic named twice is published once.
 // Topics are published in order; on an error the ones before it are
 // already sent.
 func (t *Tower) PublishTopics(ctx context.Context, topics []string, data any) (string, error) {
 	raw, err := json.Marshal(data)
 	if err != nil {
-		return "", fmt.Errorf("firetower: encoding published data: %w", err)
+		return "", fmt.Errorf("%w: encoding it as JSON: %v", ErrInvalidData, err)
+	}
+	// encoding/json checks a json.RawMessage (or a Marshaler's output)
+	// is JSON, but passes invalid UTF-8 in it through.
+	if !utf8.Valid(raw) {
+		return "", fmt.Errorf("%w: not valid UTF-8", ErrInvalidData)
+	}
+	if len(topics) > MaxPublishTopics {
+		return "", fmt.Errorf("%w: %d topics in one publish, at most %d allowed", ErrInvalidTopic, len(topics), MaxPublishTopics)
 	}
 	for _, topic := range topics {
 		if err := ValidateTopic(topic); err != nil {
 			return "", err
 		}
+	}
+	if len(topics) > 1 {
+		topics = dedupeTopics(slices.Clone(topics)) // the caller's slice is theirs
 	}
 	return t.publish(ctx, topics, raw)
 }
@@ -119,6 +146,9 @@ func (t *Tower) publish(ctx context.Context, topics []string, raw []byte) (strin
 	for _, topic := range topics {
 		if err := t.broker.Publish(ctx, broker.Message{Topic: topic, ID: id, Data: raw}); err != nil {
 			t.stats.brokerErrors.Add(1)
+			if brokerErrorStatus(err) == http.StatusServiceUnavailable {
+				t.counts.reset() // counts from before the outage are stale
+			}
 			return "", fmt.Errorf("firetower: publishing to %q: %w", topic, err)
 		}
 		t.stats.published.Add(1)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
@@ -110,11 +111,16 @@ func (c *client) readLoop(batched bool) {
 	defer close(c.closed)
 	defer close(c.frames)
 	for {
-		_, b, err := c.ws.ReadMessage()
+		mt, b, err := c.ws.ReadMessage()
 		if err != nil {
 			c.mu.Lock()
 			c.err = err
 			c.mu.Unlock()
+			return
+		}
+		if mt == websocket.TextMessage && !utf8.Valid(b) {
+			// A browser closes the connection on such a frame (1006).
+			c.t.Errorf("text frame is not valid UTF-8: %q", b)
 			return
 		}
 		var batch []json.RawMessage
@@ -246,6 +252,7 @@ func post(t testing.TB, s *server, path, token, body string) (int, map[string]an
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	req.Header.Set("Content-Type", "application/json")
 	return do(t, req)
 }
 

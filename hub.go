@@ -3,9 +3,12 @@ package firetower
 import (
 	"context"
 	"hash/maphash"
+	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/OSMeteor/firetower/broker"
 )
@@ -30,6 +33,13 @@ type hub struct {
 	// bare makes publish frames the bare data (firetower v0.x compatibility).
 	bare  bool
 	stats *stats
+	// checkData makes deliver drop a message whose data is not valid JSON
+	// in valid UTF-8, or whose id is not valid UTF-8: set for a broker
+	// that is not in-process, which carries what other nodes, backends or
+	// anyone with access to Redis sent.
+	checkData bool
+	log       *slog.Logger
+	invalid   dropLog
 }
 
 // Lock order, for the locks a delivery holds at once: the topic service
@@ -169,6 +179,12 @@ func (h *hub) unsubscribe(ctx context.Context, c *Conn, topics []string) error {
 // deliver is the broker.Handler: it encodes m once and queues the same
 // bytes to every local subscriber of its topic.
 func (h *hub) deliver(m broker.Message) {
+	// Checked once per message, before any lock, never per subscriber.
+	if h.checkData && !(validData(m.Data) && utf8.ValidString(m.ID)) {
+		h.stats.droppedInvalid.Add(1)
+		h.invalid.note(h.log, m.Topic)
+		return
+	}
 	s := h.shard(m.Topic)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -212,4 +228,23 @@ func (h *hub) topics() []broker.TopicCount {
 		s.mu.RUnlock()
 	}
 	return out
+}
+
+// dropLog logs dropped messages at a bounded rate: at most one line per
+// dropLogEvery, with how many were dropped since the last line.
+type dropLog struct {
+	since atomic.Int64 // dropped since the last line
+	last  atomic.Int64 // time of the last line, Unix nanoseconds
+}
+
+const dropLogEvery = time.Second
+
+func (d *dropLog) note(log *slog.Logger, topic string) {
+	d.since.Add(1)
+	now := time.Now().UnixNano()
+	last := d.last.Load()
+	if now-last < int64(dropLogEvery) || !d.last.CompareAndSwap(last, now) {
+		return
+	}
+	log.Warn("firetower: dropped messages from the broker whose data is not valid JSON in valid UTF-8", "dropped", d.since.Swap(0), "lastTopic", topic)
 }

@@ -6,13 +6,17 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
+	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/internal/jsonstr"
 	"github.com/OSMeteor/firetower/internal/publishbody"
 	"github.com/gin-gonic/gin"
@@ -49,9 +53,114 @@ func (t *Tower) authorizeREST(c *gin.Context) bool {
 }
 
 type publishRequest struct {
-	Topic  *string         `json:"topic"`
-	Topics []string        `json:"topics"`
+	Topic  *strictString   `json:"topic"`
+	Topics []strictString  `json:"topics"`
 	Data   json.RawMessage `json:"data"`
+}
+
+// strictString is a JSON string that encoding/json would not rewrite: an
+// escaped lone surrogate (\ud800 alone) decodes to U+FFFD, and a topic
+// is refused rather than changed.
+type strictString string
+
+func (s *strictString) UnmarshalJSON(b []byte) error {
+	var v string
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	if hasLoneSurrogate(b) {
+		return fmt.Errorf("%w: %s holds an escaped lone surrogate, which is not a character", ErrInvalidTopic, b)
+	}
+	*s = strictString(v)
+	return nil
+}
+
+// hasLoneSurrogate reports whether the JSON string b escapes a UTF-16
+// surrogate (\ud800-\udfff) that is not the first of a pair followed by
+// its second.
+func hasLoneSurrogate(b []byte) bool {
+	for i := 0; i+1 < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		if b[i+1] != 'u' {
+			i++ // a two-byte escape: skip its second byte
+			continue
+		}
+		r, ok := hex4(b, i+2)
+		switch {
+		case !ok || r < 0xd800 || r > 0xdfff:
+			i += 5
+			continue
+		case r >= 0xdc00:
+			return true // a second half first
+		}
+		if i+11 < len(b) && b[i+6] == '\\' && b[i+7] == 'u' {
+			if r2, ok := hex4(b, i+8); ok && r2 >= 0xdc00 && r2 <= 0xdfff {
+				i += 11
+				continue
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// hex4 decodes the four hex digits at b[i:].
+func hex4(b []byte, i int) (rune, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
+// MaxPublishTopics is the most topics one publish may name, duplicates
+// included: on REST (POST /publish answers 400 above it) and on the topic
+// service's push API alike.
+const MaxPublishTopics = 1024
+
+// dedupeTopics drops the repeats of topics, keeping the first-seen order:
+// a topic named twice in one publish is delivered once. It changes topics
+// in place and returns it shortened.
+func dedupeTopics(topics []string) []string {
+	if len(topics) <= 16 { // a map costs more than comparing a few
+		out := topics[:0]
+	next:
+		for _, t := range topics {
+			for _, seen := range out {
+				if seen == t {
+					continue next
+				}
+			}
+			out = append(out, t)
+		}
+		clear(topics[len(out):])
+		return out
+	}
+	seen := make(map[string]struct{}, len(topics))
+	out := topics[:0]
+	for _, t := range topics {
+		if _, dup := seen[t]; !dup {
+			seen[t] = struct{}{}
+			out = append(out, t)
+		}
+	}
+	clear(topics[len(out):])
+	return out
 }
 
 // restPublish is the scratch space of one REST publish, pooled: the body
@@ -111,8 +220,34 @@ func readBody(r io.Reader, buf []byte, size, limit int64) ([]byte, error) {
 	}
 }
 
+// sameSiteWrite applies DESIGN §4's rule for the routes that change
+// state: a browser's request from another site is refused (403) unless
+// its origin is allowed, whatever credentials (cookies) it carries, and
+// the body must be declared JSON (415 otherwise), which no HTML form can
+// send without a CORS preflight. A backend sends neither Origin nor
+// Sec-Fetch-Site, so only the content type applies to it.
+func (t *Tower) sameSiteWrite(c *gin.Context) bool {
+	r := c.Request
+	origin := r.Header.Get("Origin")
+	site := r.Header.Get("Sec-Fetch-Site")
+	switch {
+	case origin != "" && !t.originMatches(r, origin):
+		jsonError(c, http.StatusForbidden, "cross-site request refused: origin "+origin+" is not allowed to publish; add its host to Config.AllowedOrigins")
+		return false
+	case origin == "" && (site == "cross-site" || site == "same-site"):
+		// A browser that sends Sec-Fetch-Site also sends Origin on a POST.
+		jsonError(c, http.StatusForbidden, "cross-site request refused: Sec-Fetch-Site: "+site+" without an Origin")
+		return false
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		jsonError(c, http.StatusUnsupportedMediaType, "the body must be sent with Content-Type: application/json")
+		return false
+	}
+	return true
+}
+
 func (t *Tower) servePublish(c *gin.Context) {
-	if !t.authorizeREST(c) {
+	if !t.sameSiteWrite(c) || !t.authorizeREST(c) {
 		return
 	}
 	p := restPublishPool.Get().(*restPublish)
@@ -127,6 +262,12 @@ func (t *Tower) servePublish(c *gin.Context) {
 		jsonError(c, http.StatusBadRequest, "reading the body: "+err.Error())
 		return
 	}
+	if !utf8.Valid(body) {
+		// encoding/json would turn the invalid bytes of a topic into
+		// U+FFFD and pass those of data through to every subscriber.
+		jsonError(c, http.StatusBadRequest, "body must be valid UTF-8")
+		return
+	}
 	topics, data, ok := publishbody.Parse(body, p.topics[:0])
 	p.topics = topics
 	if !ok {
@@ -135,22 +276,31 @@ func (t *Tower) servePublish(c *gin.Context) {
 		var req publishRequest
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil || dec.More() {
-			msg := `body must be one JSON object {"topic":"a","data":<JSON>} or {"topics":["a","b"],"data":<JSON>}`
-			if err != nil {
-				msg += ": " + err.Error()
-			}
-			jsonError(c, http.StatusBadRequest, msg)
+		err := dec.Decode(&req)
+		if err == nil && len(bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n")) != 0 {
+			// As json.Unmarshal says; dec.More would take a '}' or ']'.
+			err = errors.New("invalid character after the top-level value")
+		}
+		if err != nil {
+			jsonError(c, http.StatusBadRequest, `body must be one JSON object {"topic":"a","data":<JSON>} or {"topics":["a","b"],"data":<JSON>}: `+err.Error())
 			return
 		}
-		topics = req.Topics
+		topics = topics[:0]
 		if req.Topic != nil {
-			topics = append([]string{*req.Topic}, topics...)
+			topics = append(topics, string(*req.Topic))
 		}
+		for _, topic := range req.Topics {
+			topics = append(topics, string(topic))
+		}
+		p.topics = topics
 		data = req.Data
 	}
 	if len(topics) == 0 {
 		jsonError(c, http.StatusBadRequest, `missing "topic" or "topics"`)
+		return
+	}
+	if len(topics) > MaxPublishTopics {
+		jsonError(c, http.StatusBadRequest, "publish to "+itoa(len(topics))+" topics: at most "+itoa(MaxPublishTopics)+" allowed")
 		return
 	}
 	for _, topic := range topics {
@@ -159,6 +309,7 @@ func (t *Tower) servePublish(c *gin.Context) {
 			return
 		}
 	}
+	topics = dedupeTopics(topics)
 	if len(data) == 0 {
 		jsonError(c, http.StatusBadRequest, `missing "data"`)
 		return
@@ -174,8 +325,11 @@ func (t *Tower) servePublish(c *gin.Context) {
 	}
 	id, err := t.publish(ctx, topics, data)
 	if err != nil {
-		t.log.Warn("firetower: REST publish failed", "err", err)
-		jsonError(c, http.StatusServiceUnavailable, err.Error())
+		status := brokerErrorStatus(err)
+		if status == http.StatusServiceUnavailable {
+			t.log.Warn("firetower: REST publish failed", "err", err)
+		}
+		jsonError(c, status, err.Error())
 		return
 	}
 	// {"id":"<uuid>","topics":[...]}, encoded by hand into the pooled
@@ -193,6 +347,19 @@ func (t *Tower) servePublish(c *gin.Context) {
 	b = append(b, "]}"...)
 	p.out = b
 	writeJSON(c, http.StatusOK, b)
+}
+
+// brokerErrorStatus is the status of a REST answer to a broker's error:
+// 503 when the broker cannot serve now (unavailable, closed, shutting
+// down, or no answer within BrokerTimeout), and 400 for what it refused
+// (a topic or data it does not carry), which a retry would not change.
+func brokerErrorStatus(err error) int {
+	switch {
+	case errors.Is(err, broker.ErrUnavailable), errors.Is(err, broker.ErrClosed), errors.Is(err, ErrShutdown),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusBadRequest
 }
 
 // jsonContentType is shared by every answer that writeJSON sets it on; its
@@ -225,11 +392,15 @@ func (t *Tower) serveCount(c *gin.Context, escaped string) {
 		jsonError(c, http.StatusBadRequest, "topic in the path: "+err.Error()+" (percent-encode it: /topics/%2Fchat%2Fworld/count)")
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.Request.Context(), t.cfg.BrokerTimeout)
-	defer cancel()
-	n, err := t.broker.Count(ctx, topic)
+	// The shared call is bounded by BrokerTimeout, not by the request that
+	// happened to make it: the others wait on it too.
+	n, err := t.counts.count(c.Request.Context(), topic, func(topic string) (int, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), t.cfg.BrokerTimeout)
+		defer cancel()
+		return t.broker.Count(ctx, topic)
+	})
 	if err != nil {
-		jsonError(c, http.StatusServiceUnavailable, err.Error())
+		jsonError(c, brokerErrorStatus(err), err.Error())
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"topic": topic, "count": n})

@@ -1,17 +1,22 @@
 package firetower
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"testing/iotest"
 	"time"
+	"unicode/utf8"
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/topicsvc"
@@ -44,6 +49,7 @@ func TestRESTAuthorization(t *testing.T) {
 	}
 	req, _ := http.NewRequest(http.MethodPost, hook.URL+"/publish", strings.NewReader(`{"topic":"a","data":1}`))
 	req.Header.Set("X-Key", "k")
+	req.Header.Set("Content-Type", "application/json")
 	if code, body := do(t, req); code != http.StatusOK {
 		t.Fatalf("hook allowing: %d %v", code, body)
 	}
@@ -96,6 +102,14 @@ type fakeBroker struct {
 	*topicsvc.Embedded
 	publish   func(context.Context, broker.Message) error
 	subscribe func(context.Context, string) error
+	count     func(context.Context, string) (int, error)
+}
+
+func (f *fakeBroker) Count(ctx context.Context, topic string) (int, error) {
+	if f.count != nil {
+		return f.count(ctx, topic)
+	}
+	return f.Embedded.Count(ctx, topic)
 }
 
 // InProcess is false: the calls a test sets may wait, and the embedded
@@ -164,6 +178,7 @@ func TestRESTBodyLimit(t *testing.T) {
 			}
 			req, _ := http.NewRequest(http.MethodPost, s.URL+"/publish", r)
 			req.Header.Set("Authorization", "Bearer "+testToken)
+			req.Header.Set("Content-Type", "application/json")
 			code, answer := do(t, req)
 			if code != want || (want == 413 && answer["error"] != "body larger than 64 bytes") {
 				t.Errorf("chunked %v, %d bytes: %d %v, want %d", chunked, n, code, answer, want)
@@ -204,6 +219,7 @@ func TestRESTPublishAnswer(t *testing.T) {
 	for range 3 { // the answer's buffer is reused
 		req, _ := http.NewRequest(http.MethodPost, s.URL+"/publish", strings.NewReader(`{"topics":["b","c"],"data":{"x":[1,2]},"topic":"a"}`))
 		req.Header.Set("Authorization", "Bearer "+testToken)
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -260,10 +276,237 @@ func BenchmarkRESTPublish(b *testing.B) {
 	for range b.N {
 		req := httptest.NewRequest("POST", "/publish", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer t")
+		req.Header.Set("Content-Type", "application/json")
 		w := httptest.NewRecorder()
 		r.ServeHTTP(w, req)
 		if w.Code != 200 {
 			b.Fatal(w.Code, w.Body.String())
 		}
 	}
+}
+
+// TestRESTBodyMeansOneThing: trailing data after the object is 400 (as
+// json.Unmarshal says), a topic named twice is delivered once, and the
+// topics of one publish are capped.
+func TestRESTBodyMeansOneThing(t *testing.T) {
+	s := newServer(t, Config{APIToken: testToken})
+	for _, body := range []string{
+		`{"topic":"a","data":1} } not json`,
+		`{"topic":"a","data":1} }`,
+		`{"topic":"a","data":1}]`,
+		`{"topic":"a","data":1}{}`,
+		`{"topic":"a\u0062","data":1} ]`, // encoding/json's path
+		`{"topic":"a\u0062","data":1} x`,
+		`{"topic":"a\u0062","data":1} {"topic":"b","data":2}`,
+	} {
+		if code, answer := post(t, s, "/publish", testToken, body); code != http.StatusBadRequest || answer["error"] == "" {
+			t.Errorf("%q: %d %v, want 400", body, code, answer)
+		}
+	}
+	c := dial(t, s, "batch=1", nil)
+	c.subscribe("a", "b")
+	many := make([]string, 40)
+	for i := range many {
+		many[i] = `"` + []string{"b", "a"}[i%2] + `"`
+	}
+	for _, tc := range []struct{ body, topics string }{
+		{`{"topic":"a","topics":["a","a"],"data":1}`, "a"},
+		{`{"topic":"a\u0000","data":1}`, ""}, // refused: control character
+		{`{"topics":["b","a","b","a"],"topic":"a","data":2}`, "a,b"},
+		{`{"topics":[` + strings.Join(many, ",") + `],"data":3}`, "b,a"},
+		{`{"topic":"\u0061","topics":["a"],"data":4}`, "a"},
+	} {
+		code, answer := post(t, s, "/publish", testToken, tc.body)
+		if tc.topics == "" {
+			if code != 400 {
+				t.Errorf("%q: %d %v", tc.body, code, answer)
+			}
+			continue
+		}
+		got, _ := json.Marshal(answer["topics"])
+		if code != 200 || strings.Join(strings.Split(strings.Trim(string(got), `[]`), ","), ",") != `"`+strings.ReplaceAll(tc.topics, ",", `","`)+`"` {
+			t.Fatalf("%q: %d %v, want topics %s", tc.body, code, answer, tc.topics)
+		}
+		for range strings.Split(tc.topics, ",") {
+			c.expect(TypePublish)
+		}
+	}
+	c.quiet(200 * time.Millisecond)
+
+	topics := make([]string, MaxPublishTopics+1)
+	for i := range topics {
+		topics[i] = `"t` + strconv.Itoa(i) + `"`
+	}
+	if code, answer := post(t, s, "/publish", testToken, `{"topics":[`+strings.Join(topics, ",")+`],"data":1}`); code != 400 || !strings.Contains(answer["error"].(string), "at most 1024") {
+		t.Errorf("%d topics: %d %v", len(topics), code, answer)
+	}
+	if code, answer := post(t, s, "/publish", testToken, `{"topics":[`+strings.Join(topics[:MaxPublishTopics], ",")+`],"data":1}`); code != 200 {
+		t.Errorf("%d topics: %d %v", MaxPublishTopics, code, answer)
+	}
+	if _, err := s.tower.PublishTopics(context.Background(), make([]string, MaxPublishTopics+1), 1); !errors.Is(err, ErrInvalidTopic) {
+		t.Errorf("PublishTopics over the cap: %v", err)
+	}
+	in := []string{"a", "b", "a"}
+	if _, err := s.tower.PublishTopics(context.Background(), in, 5); err != nil || strings.Join(in, ",") != "a,b,a" {
+		t.Fatalf("PublishTopics: %v, the caller's slice is now %q", err, in)
+	}
+	c.expect(TypePublish)
+	c.expect(TypePublish)
+	c.quiet(200 * time.Millisecond)
+}
+
+// TestRESTPublishErrorStatus: the broker's refusals are 400, its
+// unavailability 503.
+func TestRESTPublishErrorStatus(t *testing.T) {
+	var fail error
+	b := &fakeBroker{Embedded: topicsvc.NewEmbedded()}
+	b.publish = func(ctx context.Context, m broker.Message) error { return fail }
+	s := newServer(t, Config{APIToken: testToken, Broker: b})
+	for _, tc := range []struct {
+		err  error
+		code int
+	}{
+		{errors.New("topicsvc: topic longer than the service carries"), 400},
+		{fmt.Errorf("%w: session lost", broker.ErrUnavailable), 503},
+		{broker.ErrClosed, 503},
+		{context.DeadlineExceeded, 503},
+		{nil, 200},
+	} {
+		fail = tc.err
+		code, answer := post(t, s, "/publish", testToken, `{"topic":"a","data":1}`)
+		if code != tc.code || (tc.err != nil && !strings.Contains(answer["error"].(string), tc.err.Error())) {
+			t.Errorf("broker error %v: %d %v, want %d with its message", tc.err, code, answer, tc.code)
+		}
+	}
+}
+
+// FuzzRESTPublish checks the meaning of any body POST /publish takes: it
+// is one JSON object in valid UTF-8 with nothing after it (json.Unmarshal
+// takes it), and each topic it names is published exactly once, in the
+// order first named, with valid data.
+func FuzzRESTPublish(f *testing.F) {
+	for _, s := range []string{
+		`{"topic":"a","data":1}`,
+		`{"topic":"a","topics":["a","a"],"data":1}`,
+		`{"topics":["b","a","b"],"data":{"x":"é"}}`,
+		`{"topic":"a\u0062","topics":["ab"],"data":1}`,
+		`{"topic":"a","data":1} } not json`,
+		`{"topic":"a","data":1}]`,
+		`{"topic":"a\u0062","data":1} ]`,
+		`{"topic":"a","data":"` + "\xff" + `"}`,
+		`{"topic":"\udc00","data":1}`,
+		`{"TOPIC":"a","Data":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	var mu sync.Mutex
+	var published []broker.Message
+	b := &fakeBroker{Embedded: topicsvc.NewEmbedded()}
+	b.publish = func(_ context.Context, m broker.Message) error {
+		mu.Lock()
+		published = append(published, m)
+		mu.Unlock()
+		return nil
+	}
+	tower, err := New(Config{APIToken: testToken, Broker: b})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { tower.Shutdown(context.Background()) })
+	r := gin.New()
+	r.Use(tower.Middleware())
+	f.Fuzz(func(t *testing.T, body []byte) {
+		mu.Lock()
+		published = published[:0]
+		mu.Unlock()
+		req := httptest.NewRequest(http.MethodPost, "/publish", strings.NewReader(string(body)))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		req.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		if w.Code != 200 {
+			if w.Code != 400 && w.Code != 413 {
+				t.Fatalf("%q: %d %s", body, w.Code, w.Body)
+			}
+			return
+		}
+		var req2 struct {
+			Topic  *string
+			Topics []string
+			Data   json.RawMessage
+		}
+		if !utf8.Valid(body) || json.Unmarshal(body, &req2) != nil {
+			t.Fatalf("%q: taken, but json.Unmarshal refuses it (or it is not UTF-8)", body)
+		}
+		var want []string
+		if req2.Topic != nil {
+			want = append(want, *req2.Topic)
+		}
+		for _, topic := range append(want, req2.Topics...) {
+			if !slices.Contains(want, topic) {
+				want = append(want, topic)
+			}
+		}
+		var answer struct{ Topics []string }
+		json.Unmarshal(w.Body.Bytes(), &answer)
+		mu.Lock()
+		defer mu.Unlock()
+		var got []string
+		for _, m := range published {
+			got = append(got, m.Topic)
+			if !validData(m.Data) || !bytes.Equal(m.Data, req2.Data) {
+				t.Fatalf("%q: published data %q", body, m.Data)
+			}
+		}
+		if !slices.Equal(got, want) || !slices.Equal(answer.Topics, want) {
+			t.Fatalf("%q: published to %q, answered %q, want each of %q once", body, got, answer.Topics, want)
+		}
+	})
+}
+
+// TestRESTRefusesCrossSite: a browser's publish from another site is 403
+// whatever its credentials, unless Config.AllowedOrigins allows it; a
+// body not declared JSON is 415 (what an HTML form sends); a backend's
+// request, with neither Origin nor Sec-Fetch-Site, goes through.
+func TestRESTRefusesCrossSite(t *testing.T) {
+	s := newServer(t, Config{APIToken: testToken, AllowedOrigins: []string{"app.example.com"}})
+	c := dial(t, s, "", nil)
+	c.subscribe("a")
+	host := strings.TrimPrefix(s.URL, "http://")
+	for _, tc := range []struct {
+		header map[string]string
+		code   int
+	}{
+		{map[string]string{"Content-Type": "text/plain"}, 415},
+		{map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, 415},
+		{map[string]string{"Content-Type": "multipart/form-data; boundary=x"}, 415},
+		{map[string]string{}, 415},
+		{map[string]string{"Content-Type": "application/jsonx"}, 415},
+		{map[string]string{"Content-Type": "application/json", "Origin": "http://evil.example"}, 403},
+		{map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}, 403},
+		{map[string]string{"Content-Type": "application/json", "Origin": "null"}, 403},
+		{map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, 403},
+		{map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "same-site"}, 403},
+		{map[string]string{"Content-Type": "application/json", "Origin": "http://sub." + host, "Sec-Fetch-Site": "same-site"}, 403},
+		// what is allowed
+		{map[string]string{"Content-Type": "application/json"}, 200},
+		{map[string]string{"Content-Type": "Application/JSON; charset=utf-8"}, 200},
+		{map[string]string{"Content-Type": "application/json", "Origin": "http://" + host, "Sec-Fetch-Site": "same-origin"}, 200},
+		{map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "none"}, 200},
+		{map[string]string{"Content-Type": "application/json", "Origin": "https://app.example.com", "Sec-Fetch-Site": "cross-site"}, 200},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, s.URL+"/publish", strings.NewReader(`{"topic":"a","data":1}`))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		for k, v := range tc.header {
+			req.Header.Set(k, v)
+		}
+		code, answer := do(t, req)
+		if code != tc.code || (code != 200 && answer["error"] == "") {
+			t.Errorf("%v: %d %v, want %d", tc.header, code, answer, tc.code)
+		}
+		if code == 200 {
+			c.expect(TypePublish)
+		}
+	}
+	c.quiet(200 * time.Millisecond)
 }

@@ -22,6 +22,7 @@ type stats struct {
 	slowClosed       atomic.Int64 // connections closed because their queue was full
 	droppedQueueFull atomic.Int64 // frames lost with them
 	rateLimited      atomic.Int64 // client frames dropped by the inbound rate limit
+	droppedInvalid   atomic.Int64 // messages from the broker dropped as not valid JSON in UTF-8
 	brokerErrors     atomic.Int64
 
 	disconnects [numDisconnectReasons]atomic.Int64
@@ -44,6 +45,7 @@ type Stats struct {
 	SlowClosed       int64 `json:"slowClosed"`       // connections closed for a full send queue
 	DroppedQueueFull int64 `json:"droppedQueueFull"` // frames dropped with them
 	RateLimited      int64 `json:"rateLimited"`      // client frames dropped by the rate limit
+	DroppedInvalid   int64 `json:"droppedInvalid"`   // messages from the broker dropped: data not valid JSON in valid UTF-8
 	BrokerErrors     int64 `json:"brokerErrors"`     // failed broker calls
 
 	Disconnects map[string]int64 `json:"disconnects"` // by reason
@@ -78,6 +80,7 @@ func (t *Tower) Stats() Stats {
 		SlowClosed:       s.slowClosed.Load(),
 		DroppedQueueFull: s.droppedQueueFull.Load(),
 		RateLimited:      s.rateLimited.Load(),
+		DroppedInvalid:   s.droppedInvalid.Load(),
 		BrokerErrors:     s.brokerErrors.Load(),
 		Disconnects:      map[string]int64{},
 	}

@@ -307,9 +307,10 @@ test('firetower.js works as a plain script and firetower.mjs as a module; a REST
   assert.deepEqual(urls, [`ws://127.0.0.1:${node.port}/ws?batch=1`, `ws://127.0.0.1:${node.port}/ws`]);
 
   const body = `{"topic":"/chat/e2e-rest","data":{"text":"pushed by a backend","n":42,"s":"żółw"}}`;
-  const noAuth = await fetch(node.base + '/publish', {method: 'POST', body});
+  const json = {'Content-Type': 'application/json'};
+  const noAuth = await fetch(node.base + '/publish', {method: 'POST', body, headers: json});
   assert.equal(noAuth.status, 401);
-  const res = await fetch(node.base + '/publish', {method: 'POST', body, headers: {Authorization: 'Bearer ' + API_TOKEN}});
+  const res = await fetch(node.base + '/publish', {method: 'POST', body, headers: {...json, Authorization: 'Bearer ' + API_TOKEN}});
   assert.equal(res.status, 200, await res.text());
   await page.waitForFunction(() => window.received.length === 2, null, {timeout: 10000}).catch(async (e) => {
     throw new Error(`the page received ${JSON.stringify(await page.evaluate(() => window.received))}: ${e.message}`);

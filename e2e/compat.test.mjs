@@ -76,7 +76,7 @@ test('a firetower v0.x page works unchanged against a node with bare data', asyn
   // A backend publish over REST, to a topic only a listens to.
   const res = await fetch(base + '/publish', {
     method: 'POST',
-    headers: {Authorization: 'Bearer ' + API_TOKEN},
+    headers: {Authorization: 'Bearer ' + API_TOKEN, 'Content-Type': 'application/json'},
     body: JSON.stringify({topic: '/chat/2', data: {type: 'event', data: {type: 'info', msg: 'from the backend'}}}),
   });
   assert.equal(res.status, 200, await res.text());

@@ -79,7 +79,7 @@ test('the quick start page connects, subscribes, publishes and shows what a back
   // The README's curl lines: a publish with the token, and a count.
   const resp = await fetch(base + '/publish', {
     method: 'POST',
-    headers: {Authorization: `Bearer ${TOKEN}`},
+    headers: {Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json'},
     body: JSON.stringify({topic: '/chat/world', data: {text: 'hi'}}),
   });
   assert.equal(resp.status, 200, await resp.text());
@@ -87,7 +87,7 @@ test('the quick start page connects, subscribes, publishes and shows what a back
     (await page.$$eval('#messages li', (lis) => lis.map((li) => li.textContent))).includes('hi'));
   const count = await (await fetch(base + '/topics/%2Fchat%2Fworld/count')).json();
   assert.deepEqual(count, {topic: '/chat/world', count: 1});
-  const refused = await fetch(base + '/publish', {method: 'POST', body: '{"topic":"/chat/world","data":1}'});
+  const refused = await fetch(base + '/publish', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: '{"topic":"/chat/world","data":1}'});
   assert.equal(refused.status, 401, 'a publish without the token is refused');
   assert.deepEqual(failed, []);
   assert.deepEqual(problems.filter((p) => !/status of 404/.test(p)), []);

@@ -70,7 +70,7 @@ func newCollector(t *firetower.Tower) *collector {
 		framesOut:         d("frames_sent_total", "Server frames written to connections, replies included."),
 		writes:            d("websocket_writes_total", "WebSocket frames written (a batch of server frames counts once)."),
 		bytesOut:          d("bytes_out_total", "Bytes of server frames written to connections."),
-		dropped:           d("dropped_messages_total", "Frames dropped: queue_full (with a connection closed for reading too slowly), rate_limited (client frames over the inbound rate).", "reason"),
+		dropped:           d("dropped_messages_total", "Frames dropped: queue_full (with a connection closed for reading too slowly), rate_limited (client frames over the inbound rate), invalid_data (messages from the broker whose data is not valid JSON in valid UTF-8).", "reason"),
 		disconnects:       d("disconnects_total", "Connections ended, by reason: client, ping_timeout, too_large, protocol_error, slow, shutdown, server, write_error, rate_limited.", "reason"),
 		latency:           d("delivery_latency_seconds", "Time from queueing a frame to finishing its write, observed once per write."),
 		brokerErrors:      d("broker_errors_total", "Failed broker calls."),
@@ -137,6 +137,7 @@ func (m *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(m.bytesOut, s.BytesOut)
 	counter(m.dropped, s.DroppedQueueFull, "queue_full")
 	counter(m.dropped, s.RateLimited, "rate_limited")
+	counter(m.dropped, s.DroppedInvalid, "invalid_data")
 	for reason, n := range s.Disconnects {
 		counter(m.disconnects, n, reason)
 	}

@@ -92,6 +92,7 @@ func (n *node) publish(body string) {
 	n.t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, n.srv.URL+"/publish", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		n.t.Fatal(err)

@@ -16,12 +16,13 @@ type request struct {
 }
 
 // decode is the encoding/json reading of a publish body that Parse must
-// agree with.
+// agree with: one object with nothing after it but whitespace, as
+// json.Unmarshal takes it (dec.More alone would take a '}' or ']').
 func decode(b []byte) (topics []string, data []byte, ok bool) {
 	var req request
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || dec.More() {
+	if err := dec.Decode(&req); err != nil || len(bytes.TrimLeft(b[dec.InputOffset():], " \t\r\n")) != 0 {
 		return nil, nil, false
 	}
 	topics = req.Topics
@@ -39,7 +40,10 @@ var seeds = []string{
 	`{"topics":[ "a" , "b" ],"topic":"c","data":null}`,
 	`{"topic":"é","data":"\u00e9"}`,
 	`{"topic":"a\u0062","data":1}`,
+	`{"topic":"a","topics":["a","a"],"data":1}`,
 	`{"topic":"a","data":1} trailing`,
+	`{"topic":"a","data":1} } not json`,
+	`{"topic":"a","data":1}{}`,
 	`{"topic":"a","data":1} }`,
 	`{"topic":"a","data":1}]`,
 	`{"topic":"a"}`,
