@@ -614,3 +614,22 @@ func TestBytesCountAgainstTheRate(t *testing.T) {
 	})
 	other.alive()
 }
+
+// TestSubscribeRefusesLoneSurrogates: a topic escaped with an unpaired
+// UTF-16 surrogate is refused, never rewritten to U+FFFD; a paired one is
+// the character it spells.
+func TestSubscribeRefusesLoneSurrogates(t *testing.T) {
+	s := newServer(t, Config{})
+	c := dial(t, s, "", nil)
+	for _, topic := range []string{`"\udc00"`, `"a\ud800b"`, `["ok","\ud83d"]`} {
+		c.send(`{"type":"subscribe","topic":` + topic + `}`)
+		c.expectError(CodeBadRequest)
+	}
+	c.send(`{"type":"subscribe","topic":"\ud83d\ude00"}`)
+	if f := c.expect(TypeSubscribed); len(f.topics()) != 1 || f.topics()[0] != "😀" {
+		t.Fatalf("a surrogate pair: %s", f.raw)
+	}
+	if got := s.tower.hub.count("\ufffd"); got != 0 {
+		t.Fatalf("%d subscribers of U+FFFD", got)
+	}
+}

@@ -100,7 +100,7 @@ func sampleOf(s Stats, at time.Time) sample {
 	return sample{
 		at: at, connections: s.Connections, framesIn: s.FramesIn, published: s.Published,
 		delivered: s.Delivered, framesOut: s.FramesOut, bytesOut: s.BytesOut,
-		dropped: s.DroppedQueueFull + s.RateLimited, slowClosed: s.SlowClosed, brokerEr: s.BrokerErrors,
+		dropped: s.DroppedQueueFull + s.RateLimited + s.DroppedInvalid, slowClosed: s.SlowClosed, brokerEr: s.BrokerErrors,
 	}
 }
 

@@ -148,6 +148,10 @@ func parseTopics(raw json.RawMessage) ([]string, *protocolError) {
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return nil, badRequest("missing topic")
 	}
+	if hasLoneSurrogate(raw) {
+		// encoding/json would decode it to U+FFFD: refused, not changed.
+		return nil, badRequest("topic holds an escaped lone surrogate (\\ud800-\\udfff unpaired), which is not a character")
+	}
 	var pieces []string
 	switch raw[0] {
 	case '"':

@@ -16,6 +16,8 @@ func FuzzParseFrame(f *testing.F) {
 		`{"type":"ping","id":-1.5e3}`,
 		`{"type":"custom","topic":null}`,
 		`{"type":"subscribe","topic":"a\u0000"}`,
+		`{"type":"subscribe","topic":["\udc00","a"]}`,
+		`{"type":"subscribe","topic":"\ud83d\ude00"}`,
 		`[]`, `null`, `{`, "\xff",
 	} {
 		f.Add([]byte(seed))
@@ -42,6 +44,11 @@ func FuzzParseFrame(f *testing.F) {
 		for _, topic := range fr.Topics {
 			if ValidateTopic(topic) != nil || strings.Contains(topic, ",") || seen[topic] {
 				t.Fatalf("accepted topic %q of %q", topic, raw)
+			}
+			// A U+FFFD in a topic was sent as one, never made by decoding.
+			if strings.ContainsRune(topic, utf8.RuneError) && !strings.Contains(string(raw), "\uFFFD") &&
+				!strings.Contains(strings.ToLower(string(raw)), `\ufffd`) {
+				t.Fatalf("topic %q of %q holds a U+FFFD the client did not send", topic, raw)
 			}
 			seen[topic] = true
 		}

@@ -273,8 +273,8 @@
     setText('bytesout-rate', fmtBytes(rates.bytesOut));
     const p99 = recentP99(n);
     setText('latency-p99', p99 === null ? NONE : p99 === Infinity ? '> 5 s' : '≤ ' + fmtSeconds(p99));
-    setWarn('dropped', sum(n.droppedQueueFull, n.rateLimited));
-    setText('dropped-detail', fmtInt(n.droppedQueueFull) + ' queue full · ' + fmtInt(n.rateLimited) + ' rate limited');
+    setWarn('dropped', sum(n.droppedQueueFull, n.rateLimited, n.droppedInvalid));
+    setText('dropped-detail', fmtInt(n.droppedQueueFull) + ' queue full · ' + fmtInt(n.rateLimited) + ' rate limited · ' + fmtInt(n.droppedInvalid) + ' invalid');
     setWarn('slow', n.slowClosed);
     setWarn('broker-errors', n.brokerErrors);
     setText('uptime', time === null || startedAt === null ? NONE : fmtDuration(time - startedAt));
