@@ -38,12 +38,13 @@ func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerI
 }
 
 // streamAuth guards the node sessions and server reflection.
-func (s *Server) streamAuth(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if err := s.authorized(ss.Context()); err != nil {
 		s.stats.refusedAuth.Add(1)
 		s.log.Warn("node refused", "peer", peerAddr(ss.Context()), "err", err)
 		return err
 	}
+	s.stats.apiCalled(info.FullMethod) // counts the listings, Topics and Nodes
 	return h(srv, ss)
 }
 
