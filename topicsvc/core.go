@@ -271,6 +271,36 @@ func (n *Node) Listen(topic string) {
 	s.mu.Unlock()
 }
 
+// Listening reports whether the node listens to topic.
+func (n *Node) Listening(topic string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.listens[topic]
+	return ok
+}
+
+// Counts reports whether the node has a non-zero count for topic.
+func (n *Node) Counts(topic string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.counts[topic]
+	return ok
+}
+
+// Counted returns how many topics the node has a non-zero count for.
+func (n *Node) Counted() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.counts)
+}
+
+// Listens returns how many topics the node listens to.
+func (n *Node) Listens() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.listens)
+}
+
 // Unlisten stops routing the messages of topic to the node.
 func (n *Node) Unlisten(topic string) {
 	n.mu.Lock()

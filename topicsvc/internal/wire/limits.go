@@ -13,6 +13,10 @@ const (
 	MaxIDLen = 256
 	// MaxNodeIDLen is the longest node id, in bytes.
 	MaxNodeIDLen = 128
+	// MaxCount is the largest subscriber count a node may report for one
+	// topic (16,777,216): far above what one node holds, far below what
+	// would overflow a cluster's sum.
+	MaxCount = 1 << 24
 	// FrameOverhead is what a gRPC message may carry on top of its largest
 	// data: the topic, the id and the protobuf framing of a batch.
 	FrameOverhead = 64 << 10
