@@ -250,8 +250,11 @@ func (c *Core) Expire(maxAge time.Duration) []string {
 // ID returns the node's id.
 func (n *Node) ID() string { return n.id }
 
-// Touch records a sign of life (a heartbeat) from the node.
-func (n *Node) Touch() { n.lastSeen.Store(time.Now().UnixMilli()) }
+// Touch records a sign of life (any traffic) from the node.
+func (n *Node) Touch() { n.TouchAt(time.Now()) }
+
+// TouchAt is Touch at a time the caller already read.
+func (n *Node) TouchAt(t time.Time) { n.lastSeen.Store(t.UnixMilli()) }
 
 // Listen routes the messages of topic to the node.
 func (n *Node) Listen(topic string) {

@@ -253,7 +253,11 @@ func (ss *session) recvLoop(frame *pb.NodeFrame, skip int) {
 			return
 		}
 		st.framesIn.Add(1)
-		ss.lastSeen.Store(time.Now().UnixNano())
+		// Any frame is a sign of life: a busy node sends data rather than
+		// heartbeats, and its lastHeartbeat (Nodes) must not go stale.
+		now := time.Now()
+		ss.lastSeen.Store(now.UnixNano())
+		ss.node.TouchAt(now)
 	}
 }
 

@@ -223,3 +223,37 @@ func TestSilentNodeForgotten(t *testing.T) {
 		`firetower_topicsvc_node_disconnects_total{reason="stream_error"}`:      0,
 	}))
 }
+
+// TestBusyNodeLastHeartbeat: a node that sends data and no heartbeat
+// message for seconds (a busy node) shows a fresh lastHeartbeat: any
+// frame is a sign of life.
+func TestBusyNodeLastHeartbeat(t *testing.T) {
+	svc := svctest.Start(t, "127.0.0.1:0")
+	api := pushClient(t, svc.Addr)
+	ctx := withToken(svctest.Ctx(t), svctest.Token)
+	stream, err := api.Session(ctx)
+	must(t, err)
+	must(t, stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "busy"}}}}}))
+	_, err = stream.Recv()
+	must(t, err)
+	go func() {
+		for {
+			if _, err := stream.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(3 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		must(t, stream.Send(&pb.NodeFrame{Publishes: &pb.Batch{Topics: []byte("/busy"), TopicLens: []uint32{5}, Ids: []byte("m"), IdLens: []uint32{1}, Data: []byte("1"), DataLens: []uint32{1}}}))
+		time.Sleep(20 * time.Millisecond)
+	}
+	nodes, err := listNodes(ctx, api)
+	must(t, err)
+	if len(nodes) != 1 {
+		t.Fatalf("Nodes = %v", nodes)
+	}
+	if age := time.Since(time.UnixMilli(nodes[0].GetLastHeartbeat())); age > time.Second {
+		t.Fatalf("the busy node's lastHeartbeat is %v old, want under 1s", age.Round(time.Millisecond))
+	}
+}
