@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -34,8 +33,8 @@ func (s *Server) Publish(_ context.Context, req *pb.PublishRequest) (*pb.Publish
 	}
 	// Nodes embed the data in their websocket frames as raw JSON, so
 	// anything else would corrupt their clients' streams.
-	if !json.Valid(data) {
-		return nil, invalid(errors.New("topicsvc: data must be a JSON text, such as {\"text\":\"hi\"} or \"hi\""))
+	if err := wire.ValidData(data); err != nil {
+		return nil, invalid(err)
 	}
 	id := req.GetId()
 	if id == "" {

@@ -233,6 +233,10 @@ func (ss *session) recvLoop(frame *pb.NodeFrame, skip int) {
 			}
 		}
 		skip = 0
+		if t.invalid > 0 {
+			ss.srv.stats.refusedInvalid.Add(t.invalid - 1) // noticeKind adds the last
+			ss.noticeKind(refusedData, fmt.Errorf("%d messages dropped: %w", t.invalid, t.invalidErr))
+		}
 		if t.published > 0 {
 			st.publishedNode.Add(t.published)
 			st.publishedBytes.Add(t.bytes)
@@ -263,12 +267,26 @@ func (ss *session) recvLoop(frame *pb.NodeFrame, skip int) {
 
 // tally counts what one frame of a node published, so that the shared
 // counters are updated once per frame.
-type tally struct{ published, bytes, routed int64 }
+type tally struct {
+	published, bytes, routed int64
+	invalid                  int64 // messages dropped for their data
+	invalidErr               error // the first of them
+}
 
 // publish routes a message the node published.
 func (ss *session) publish(m broker.Message, t *tally) {
 	if err := wire.ValidMessage(m.Topic, m.ID, len(m.Data), ss.srv.cfg.MaxMessageSize); err != nil {
 		ss.notice(err)
+		return
+	}
+	// Every node embeds the data in its clients' frames as raw JSON: what
+	// is not JSON in UTF-8 is dropped here, counted and summarised in the
+	// log; the node hears once per frame.
+	if err := wire.ValidData(m.Data); err != nil {
+		if t.invalid == 0 {
+			t.invalidErr = fmt.Errorf("%w (message %q on %q)", err, m.ID, m.Topic)
+		}
+		t.invalid++
 		return
 	}
 	t.routed += int64(ss.srv.core.Publish(m))

@@ -257,3 +257,49 @@ func TestBusyNodeLastHeartbeat(t *testing.T) {
 		t.Fatalf("the busy node's lastHeartbeat is %v old, want under 1s", age.Round(time.Millisecond))
 	}
 }
+
+// TestSessionDropsInvalidData: a node session's messages whose data is
+// not JSON in valid UTF-8 (which would break a browser's connection, or
+// forge the fields of a frame) are dropped and counted; the valid ones
+// around them are delivered.
+func TestSessionDropsInvalidData(t *testing.T) {
+	svc := svctest.Start(t, "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-log-interval", "1s")
+	nd := svctest.DialNode(t, svc.Addr, client.Options{})
+	must(t, nd.Subscribe(svctest.Ctx(t), "/v"))
+	api := pushClient(t, svc.Addr)
+	stream, err := api.Session(withToken(svctest.Ctx(t), svctest.Token))
+	must(t, err)
+	must(t, stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "forger"}}}}}))
+	_, err = stream.Recv()
+	must(t, err)
+	data := []string{`{"text":"ok1"}`, "{\"text\":\"\xff\"}", `{"text":"hi"},"topic":"/chat/other","type":"subscribed"`, `"ok2"`}
+	var b pb.Batch
+	for i, d := range data {
+		id := fmt.Sprint(i)
+		b.Topics = append(b.Topics, "/v"...)
+		b.TopicLens = append(b.TopicLens, 2)
+		b.Ids = append(b.Ids, id...)
+		b.IdLens = append(b.IdLens, uint32(len(id)))
+		b.Data = append(b.Data, d...)
+		b.DataLens = append(b.DataLens, uint32(len(d)))
+	}
+	must(t, stream.Send(&pb.NodeFrame{Publishes: &b}))
+	f, err := stream.Recv()
+	must(t, err)
+	if n := f.GetOps()[0].GetNotice(); n == nil || !strings.Contains(n.GetError(), "2 messages dropped") {
+		t.Fatalf("the node was told %v, want a notice of 2 dropped messages", f)
+	}
+	got := nd.Rec.WaitN(t, 2, 5*time.Second)
+	if got[0].ID != "0" || got[1].ID != "3" {
+		t.Fatalf("delivered %+v, want messages 0 and 3", got)
+	}
+	brokertest.Eventually(t, 5*time.Second, metricsAre(t, svc.MetricsURL(t), map[string]float64{
+		`firetower_topicsvc_refused_total{reason="invalid"}`: 2,
+	}))
+	brokertest.Eventually(t, 5*time.Second, func() error {
+		if !strings.Contains(svc.Logs(), "invalid_data=1") {
+			return fmt.Errorf("no summary of the invalid data:\n%s", svc.Logs())
+		}
+		return nil
+	})
+}
