@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"fmt"
 	"strings"
 	"syscall"
@@ -146,7 +145,7 @@ func TestSlowNodeIsCutOff(t *testing.T) {
 	must(t, fast.Subscribe(ctx, "flood"))
 	must(t, slow.Subscribe(ctx, "flood"))
 
-	data := bytes.Repeat([]byte("x"), 16<<10)
+	data := []byte(`"` + strings.Repeat("x", 16<<10) + `"`)
 	const window = 128 // keeps the fast node's queue short
 	sent := 0
 	deadline := time.Now().Add(30 * time.Second)
