@@ -25,6 +25,8 @@ type Message struct {
 	ID string
 	// Data is the published JSON, carried as raw bytes. Brokers deliver it
 	// byte for byte and never modify it; receivers must not modify it either.
+	// It must be a JSON text in valid UTF-8: the topic service drops any
+	// other message a node publishes.
 	Data []byte
 }
 

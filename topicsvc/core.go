@@ -149,6 +149,33 @@ func (c *Core) Topics() []broker.TopicCount {
 	return out
 }
 
+// EachTopicShard calls fn with the topics of one shard at a time (those
+// with a non-zero count), in no particular order, until fn returns an
+// error. Only one shard's topics are held at once (a 64th of them), and
+// each shard's read lock only while they are copied, so that listing a
+// million topics neither stalls routing nor doubles the memory.
+func (c *Core) EachTopicShard(fn func([]broker.TopicCount) error) error {
+	var buf []broker.TopicCount
+	for i := range c.shards {
+		s := &c.shards[i]
+		buf = buf[:0]
+		s.mu.RLock()
+		for name, t := range s.topics {
+			if t.total > 0 {
+				buf = append(buf, broker.TopicCount{Topic: name, Count: t.total})
+			}
+		}
+		s.mu.RUnlock()
+		if len(buf) == 0 {
+			continue
+		}
+		if err := fn(buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Nodes describes the attached nodes, sorted by id.
 func (c *Core) Nodes() []broker.NodeInfo {
 	c.mu.Lock()
@@ -223,8 +250,11 @@ func (c *Core) Expire(maxAge time.Duration) []string {
 // ID returns the node's id.
 func (n *Node) ID() string { return n.id }
 
-// Touch records a sign of life (a heartbeat) from the node.
-func (n *Node) Touch() { n.lastSeen.Store(time.Now().UnixMilli()) }
+// Touch records a sign of life (any traffic) from the node.
+func (n *Node) Touch() { n.TouchAt(time.Now()) }
+
+// TouchAt is Touch at a time the caller already read.
+func (n *Node) TouchAt(t time.Time) { n.lastSeen.Store(t.UnixMilli()) }
 
 // Listen routes the messages of topic to the node.
 func (n *Node) Listen(topic string) {
@@ -242,6 +272,36 @@ func (n *Node) Listen(topic string) {
 	t := s.topic(topic)
 	t.listeners = append(t.listeners, n)
 	s.mu.Unlock()
+}
+
+// Listening reports whether the node listens to topic.
+func (n *Node) Listening(topic string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.listens[topic]
+	return ok
+}
+
+// Counts reports whether the node has a non-zero count for topic.
+func (n *Node) Counts(topic string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.counts[topic]
+	return ok
+}
+
+// Counted returns how many topics the node has a non-zero count for.
+func (n *Node) Counted() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.counts)
+}
+
+// Listens returns how many topics the node listens to.
+func (n *Node) Listens() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.listens)
 }
 
 // Unlisten stops routing the messages of topic to the node.

@@ -264,10 +264,7 @@ func (s *suite) payloadsArriveIntact(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	var sent [][]byte
 	for _, size := range []int{0, 1, 4 << 10, 4<<10 + 1, 64 << 10, 1 << 20} {
-		b := make([]byte, size)
-		for i := range b {
-			b[i] = byte(rnd.UintN(256)) // any byte, NUL and newline included
-		}
+		b := RandomJSON(rnd, size)
 		sent = append(sent, b)
 		must(t, n[1].Publish(c, broker.Message{Topic: "p", ID: fmt.Sprint(size), Data: b}))
 	}
@@ -440,4 +437,18 @@ func (s *suite) topicLister(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// RandomJSON returns a JSON string text of about size bytes (at least
+// 2) made of runes of every width, escapes of NUL, newline and quote
+// included: data any broker must carry byte for byte, and that a topic
+// service accepts (JSON in valid UTF-8).
+func RandomJSON(rnd *rand.Rand, size int) []byte {
+	pieces := []string{"a", "Z", "0", " ", `\n`, `\u0000`, `\"`, `\\`, "é", "€", "😀", "{", "}", ","}
+	b := make([]byte, 0, size+8)
+	b = append(b, '"')
+	for len(b) < size-1 {
+		b = append(b, pieces[rnd.UintN(uint(len(pieces)))]...)
+	}
+	return append(b, '"')
 }

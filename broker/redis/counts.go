@@ -114,6 +114,7 @@ func (b *Broker) flush() {
 	}
 	clear(c.dirty)
 	c.resync = false
+	total := c.total
 	c.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(b.ctx, b.opts.Timeout)
@@ -132,6 +133,7 @@ func (b *Broker) flush() {
 		tx.HDel(ctx, b.countsKey, del...)
 	}
 	tx.PExpire(ctx, b.countsKey, b.opts.NodeTTL)
+	tx.Set(ctx, sumKey(b.opts.Prefix, b.opts.NodeID), total, b.opts.NodeTTL)
 	if _, err := tx.Exec(ctx); err != nil {
 		c.markResync()
 		if !b.closed.Load() {
@@ -146,8 +148,12 @@ func (b *Broker) heartbeat() {
 	defer cancel()
 	now := time.Now().UnixMilli()
 	ttl := b.opts.NodeTTL
+	b.counts.mu.Lock()
+	total := b.counts.total
+	b.counts.mu.Unlock()
 	tx := b.client.TxPipeline()
 	tx.Set(ctx, b.hbKey, now, ttl)
+	tx.Set(ctx, sumKey(b.opts.Prefix, b.opts.NodeID), total, ttl)
 	alive := tx.PExpire(ctx, b.countsKey, ttl)
 	tx.ZAdd(ctx, b.nodesKey, goredis.Z{Score: float64(now), Member: b.opts.NodeID})
 	// Forget the ids of nodes dead for long; their keys expired already.
@@ -221,7 +227,13 @@ func (b *Broker) Count(ctx context.Context, topic string) (int, error) {
 	return sum, nil
 }
 
-// Topics implements broker.TopicLister.
+// scanCount is the fields one HSCAN asks Redis for: a listing reads a
+// node's counts a few thousand at a time, so that a hash of a million
+// topics never blocks Redis (or makes one reply) for all of them at once.
+const scanCount = 4096
+
+// Topics implements broker.TopicLister: this node's counts, plus every
+// other node's hash read with HSCAN, scanCount fields a round trip.
 func (b *Broker) Topics(ctx context.Context) ([]broker.TopicCount, error) {
 	if err := b.ready(); err != nil {
 		return nil, err
@@ -232,26 +244,27 @@ func (b *Broker) Topics(ctx context.Context) ([]broker.TopicCount, error) {
 	if err != nil {
 		return nil, b.fail(ctx, "topics", err)
 	}
-	pipe := b.client.Pipeline()
-	cmds := make([]*goredis.MapStringStringCmd, len(ids))
-	for i, id := range ids {
-		cmds[i] = pipe.HGetAll(opCtx, countsKey(b.opts.Prefix, id))
-	}
-	if len(ids) > 0 {
-		if _, err := pipe.Exec(opCtx); err != nil {
-			return nil, b.fail(ctx, "topics", err)
-		}
-	}
-	sums := map[string]int{}
 	b.counts.mu.Lock()
+	sums := make(map[string]int, len(b.counts.local))
 	for topic, n := range b.counts.local {
 		sums[topic] = n
 	}
 	b.counts.mu.Unlock()
-	for _, cmd := range cmds {
-		for topic, v := range cmd.Val() {
-			if n, err := strconv.Atoi(v); err == nil && n > 0 {
-				sums[topic] += n
+	for _, id := range ids {
+		key := countsKey(b.opts.Prefix, id)
+		var cursor uint64
+		for {
+			kv, next, err := b.client.HScan(opCtx, key, cursor, "", scanCount).Result()
+			if err != nil {
+				return nil, b.fail(ctx, "topics", err)
+			}
+			for i := 0; i+1 < len(kv); i += 2 {
+				if n, err := strconv.Atoi(kv[i+1]); err == nil && n > 0 {
+					sums[kv[i]] += n
+				}
+			}
+			if cursor = next; cursor == 0 {
+				break
 			}
 		}
 	}
@@ -264,7 +277,10 @@ func (b *Broker) Topics(ctx context.Context) ([]broker.TopicCount, error) {
 
 // Nodes implements broker.NodeLister: the nodes whose heartbeat has not
 // expired, this one included. Connections is the sum of a node's topic
-// counts and Topics the number of topics it counts subscribers of.
+// counts as of its last flush (the summary key each flush and heartbeat
+// write) and Topics the number of topics it counts subscribers of (HLEN),
+// so that listing nodes costs a few commands per node, whatever their
+// topics.
 func (b *Broker) Nodes(ctx context.Context) ([]broker.NodeInfo, error) {
 	if err := b.ready(); err != nil {
 		return nil, err
@@ -277,10 +293,12 @@ func (b *Broker) Nodes(ctx context.Context) ([]broker.NodeInfo, error) {
 	}
 	pipe := b.client.Pipeline()
 	beats := make([]*goredis.StringCmd, len(ids))
-	hashes := make([]*goredis.MapStringStringCmd, len(ids))
+	sums := make([]*goredis.StringCmd, len(ids))
+	lens := make([]*goredis.IntCmd, len(ids))
 	for i, id := range ids {
 		beats[i] = pipe.Get(opCtx, hbKey(b.opts.Prefix, id))
-		hashes[i] = pipe.HGetAll(opCtx, countsKey(b.opts.Prefix, id))
+		sums[i] = pipe.Get(opCtx, sumKey(b.opts.Prefix, id))
+		lens[i] = pipe.HLen(opCtx, countsKey(b.opts.Prefix, id))
 	}
 	if len(ids) > 0 {
 		if _, err := pipe.Exec(opCtx); err != nil && !errors.Is(err, goredis.Nil) {
@@ -296,14 +314,8 @@ func (b *Broker) Nodes(ctx context.Context) ([]broker.NodeInfo, error) {
 		if err != nil {
 			continue // expired: the node is dead
 		}
-		info := broker.NodeInfo{ID: id, LastHeartbeat: last}
-		for _, v := range hashes[i].Val() {
-			if n, err := strconv.Atoi(v); err == nil && n > 0 {
-				info.Connections += n
-				info.Topics++
-			}
-		}
-		out = append(out, info)
+		conns, _ := sums[i].Int()
+		out = append(out, broker.NodeInfo{ID: id, LastHeartbeat: last, Connections: conns, Topics: int(lens[i].Val())})
 	}
 	return out, nil
 }

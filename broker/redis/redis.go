@@ -294,6 +294,11 @@ func New(client goredis.UniversalClient, opts Options) (*Broker, error) {
 func countsKey(prefix, node string) string { return "{" + prefix + "}:n:" + node }
 func hbKey(prefix, node string) string     { return "{" + prefix + "}:hb:" + node }
 
+// sumKey holds the node's connections summed over its topics, written
+// with each heartbeat, so that listing nodes needs no pass over the
+// node's counts.
+func sumKey(prefix, node string) string { return "{" + prefix + "}:sum:" + node }
+
 // NodeID returns the id under which the node appears in Redis.
 func (b *Broker) NodeID() string { return b.opts.NodeID }
 
@@ -386,7 +391,7 @@ func (b *Broker) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 	defer cancel()
 	tx := b.client.TxPipeline()
-	tx.Del(ctx, b.countsKey, b.hbKey)
+	tx.Del(ctx, b.countsKey, b.hbKey, sumKey(b.opts.Prefix, b.opts.NodeID))
 	tx.ZRem(ctx, b.nodesKey, b.opts.NodeID)
 	_, err := tx.Exec(ctx)
 	if err != nil {

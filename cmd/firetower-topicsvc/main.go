@@ -7,7 +7,8 @@
 // Flags override the environment:
 //
 //	-listen     FIRETOWER_TOPICSVC_LISTEN    listen address (default 127.0.0.1:6666; port 0 picks one)
-//	-token      FIRETOWER_TOPICSVC_TOKEN     shared secret of nodes and backends (required)
+//	-token      FIRETOWER_TOPICSVC_TOKEN     node token: node sessions and the push API (required)
+//	-api-token  FIRETOWER_TOPICSVC_API_TOKEN backends' token: the push API only, never a node session (default empty: none)
 //	-tls-cert   FIRETOWER_TOPICSVC_TLS_CERT  PEM certificate; with -tls-key the service speaks TLS only
 //	-tls-key    FIRETOWER_TOPICSVC_TLS_KEY   PEM private key
 //	-metrics-listen FIRETOWER_TOPICSVC_METRICS_LISTEN  address of the Prometheus /metrics endpoint (default empty: off)
@@ -62,7 +63,12 @@ func env(name, def string) string {
 func run(args []string) error {
 	fs := flag.NewFlagSet("firetower-topicsvc", flag.ContinueOnError)
 	listen := fs.String("listen", env("FIRETOWER_TOPICSVC_LISTEN", "127.0.0.1:6666"), "listen address (env FIRETOWER_TOPICSVC_LISTEN)")
-	token := fs.String("token", env("FIRETOWER_TOPICSVC_TOKEN", ""), "shared secret of nodes and backends, required (env FIRETOWER_TOPICSVC_TOKEN)")
+	token := fs.String("token", env("FIRETOWER_TOPICSVC_TOKEN", ""), "node token: node sessions and the push API, required (env FIRETOWER_TOPICSVC_TOKEN)")
+	apiToken := fs.String("api-token", env("FIRETOWER_TOPICSVC_API_TOKEN", ""), "backends' token: the push API only, never a node session (env FIRETOWER_TOPICSVC_API_TOKEN)")
+	maxNodeTopics := fs.Int("max-node-topics", 100_000, "topics one node may listen to")
+	helloTimeout := fs.Duration("hello-timeout", 5*time.Second, "deadline of a connection's handshake and of a session's hello")
+	idleTimeout := fs.Duration("idle-timeout", time.Minute, "close a connection with no call in flight for this long")
+	logInterval := fs.Duration("log-interval", 10*time.Second, "at most one summary line of refused calls per interval")
 	certFile := fs.String("tls-cert", env("FIRETOWER_TOPICSVC_TLS_CERT", ""), "TLS certificate PEM file (env FIRETOWER_TOPICSVC_TLS_CERT)")
 	keyFile := fs.String("tls-key", env("FIRETOWER_TOPICSVC_TLS_KEY", ""), "TLS private key PEM file (env FIRETOWER_TOPICSVC_TLS_KEY)")
 	metricsListen := fs.String("metrics-listen", env("FIRETOWER_TOPICSVC_METRICS_LISTEN", ""), "address of the Prometheus /metrics endpoint, empty: off (env FIRETOWER_TOPICSVC_METRICS_LISTEN)")
@@ -101,6 +107,11 @@ func run(args []string) error {
 	}
 	srv, err := server.New(server.Config{
 		Token:            *token,
+		APIToken:         *apiToken,
+		MaxNodeTopics:    *maxNodeTopics,
+		HelloTimeout:     *helloTimeout,
+		IdleTimeout:      *idleTimeout,
+		LogInterval:      *logInterval,
 		Logger:           log,
 		TLS:              tlsConf,
 		HeartbeatTimeout: *heartbeat,

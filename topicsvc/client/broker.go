@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/topicsvc/internal/wire"
@@ -252,34 +253,58 @@ func (c *Client) rpcErr(err error) error {
 }
 
 // Topics implements broker.TopicLister, as the service knows the counts
-// (this node's at most one flush interval old).
+// (this node's at most one flush interval old). The service streams the
+// listing in chunks; Topics assembles them.
 func (c *Client) Topics(ctx context.Context) ([]broker.TopicCount, error) {
 	if _, err := c.current(); err != nil {
 		return nil, err
 	}
-	r, err := c.rpc.Topics(ctx, &pb.TopicsRequest{})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream on an early return
+	stream, err := c.rpc.Topics(ctx, &pb.TopicsRequest{})
 	if err != nil {
 		return nil, c.rpcErr(err)
 	}
-	out := make([]broker.TopicCount, len(r.GetTopics()))
-	for i, tc := range r.GetTopics() {
-		out[i] = broker.TopicCount{Topic: tc.GetTopic(), Count: int(tc.GetCount())}
+	var out []broker.TopicCount
+	for {
+		r, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, c.rpcErr(err)
+		}
+		if out == nil {
+			out = make([]broker.TopicCount, 0, len(r.GetTopics()))
+		}
+		for _, tc := range r.GetTopics() {
+			out = append(out, broker.TopicCount{Topic: tc.GetTopic(), Count: int(tc.GetCount())})
+		}
 	}
-	return out, nil
 }
 
-// Nodes implements broker.NodeLister.
+// Nodes implements broker.NodeLister, assembling the service's chunks.
 func (c *Client) Nodes(ctx context.Context) ([]broker.NodeInfo, error) {
 	if _, err := c.current(); err != nil {
 		return nil, err
 	}
-	r, err := c.rpc.Nodes(ctx, &pb.NodesRequest{})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.rpc.Nodes(ctx, &pb.NodesRequest{})
 	if err != nil {
 		return nil, c.rpcErr(err)
 	}
-	out := make([]broker.NodeInfo, len(r.GetNodes()))
-	for i, n := range r.GetNodes() {
-		out[i] = broker.NodeInfo{ID: n.GetId(), Connections: int(n.GetConnections()), Topics: int(n.GetTopics()), LastHeartbeat: n.GetLastHeartbeat()}
+	out := []broker.NodeInfo{}
+	for {
+		r, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, c.rpcErr(err)
+		}
+		for _, n := range r.GetNodes() {
+			out = append(out, broker.NodeInfo{ID: n.GetId(), Connections: int(n.GetConnections()), Topics: int(n.GetTopics()), LastHeartbeat: n.GetLastHeartbeat()})
+		}
 	}
-	return out, nil
 }

@@ -84,10 +84,7 @@ func TestThreeNodes(t *testing.T) {
 		rnd := rand.New(rand.NewPCG(3, 4))
 		var sent [][]byte
 		for _, size := range []int{0, 4 << 10, 64 << 10, 1 << 20} {
-			b := make([]byte, size)
-			for i := range b {
-				b[i] = byte(rnd.UintN(256))
-			}
+			b := brokertest.RandomJSON(rnd, size)
 			sent = append(sent, b)
 			must(t, n[0].Publish(ctx, broker.Message{Topic: "payloads", ID: fmt.Sprint(size), Data: b}))
 		}

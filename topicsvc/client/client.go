@@ -120,7 +120,7 @@ func Dial(addr string, opts Options) (*Client, error) {
 	defer t.Stop()
 	select {
 	case <-c.firstDone:
-		if status.Code(c.firstErr) == codes.Unauthenticated {
+		if code := status.Code(c.firstErr); code == codes.Unauthenticated || code == codes.PermissionDenied {
 			c.Close()
 			return nil, fmt.Errorf("topicsvc: %s refused the token: %w", addr, c.firstErr)
 		}

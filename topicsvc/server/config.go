@@ -14,10 +14,31 @@ import (
 // New refuses negative sizes and durations. New fills the defaults in on a
 // copy and never changes the caller's Config.
 type Config struct {
-	// Token is the shared secret every node and backend presents in the
-	// gRPC metadata as "authorization: Bearer <token>".
+	// Token is the node token: the secret nodes present in the gRPC
+	// metadata as "authorization: Bearer <token>". It opens node sessions
+	// and calls the push API (nodes list topics and nodes through it).
 	// Default: "" (New refuses it: a token is required).
 	Token string
+	// APIToken is the backends' token: it calls the push API (Publish,
+	// Count, Topics, Nodes) and reflection, and cannot open a node
+	// session, so a backend that holds it cannot act as a node. It must
+	// differ from Token. Default: "" (the push API takes the node token
+	// only).
+	APIToken string
+	// MaxNodeTopics bounds the topics one node may listen to; a subscribe
+	// beyond it is refused. Default: 100000.
+	MaxNodeTopics int
+	// HelloTimeout bounds the connection's handshake (TLS and the HTTP/2
+	// preface) and the wait for a session's hello. Default: 5s.
+	HelloTimeout time.Duration
+	// IdleTimeout closes a connection that has had no call in flight for
+	// this long: a connection that never calls, or a backend's between
+	// calls (gRPC clients reconnect by themselves). A node's session
+	// keeps its connection busy. Default: 1m.
+	IdleTimeout time.Duration
+	// LogInterval is the most often the service writes its summary of
+	// refused calls and operations (one line, with counts). Default: 10s.
+	LogInterval time.Duration
 	// Logger receives the service's logs. Default: nil (discarded).
 	Logger *slog.Logger
 	// Core is the routing and counting core to serve. Default: nil (a new
@@ -61,6 +82,10 @@ func (c Config) withDefaults() (Config, error) {
 		{"QueueBytes", int64(c.QueueBytes)},
 		{"MaxMessageSize", int64(c.MaxMessageSize)},
 		{"MaxPublishTopics", int64(c.MaxPublishTopics)},
+		{"MaxNodeTopics", int64(c.MaxNodeTopics)},
+		{"HelloTimeout", int64(c.HelloTimeout)},
+		{"IdleTimeout", int64(c.IdleTimeout)},
+		{"LogInterval", int64(c.LogInterval)},
 	} {
 		if f.v < 0 {
 			return c, fmt.Errorf("topicsvc: Config.%s must not be negative (zero means the default)", f.name)
@@ -68,6 +93,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Token == "" {
 		return c, errors.New("topicsvc: Config.Token is required")
+	}
+	if c.APIToken == c.Token {
+		return c, errors.New("topicsvc: Config.APIToken must differ from Config.Token (the node token)")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -92,6 +120,18 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxPublishTopics == 0 {
 		c.MaxPublishTopics = 1024
+	}
+	if c.MaxNodeTopics == 0 {
+		c.MaxNodeTopics = 100_000
+	}
+	if c.HelloTimeout == 0 {
+		c.HelloTimeout = 5 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = time.Minute
+	}
+	if c.LogInterval == 0 {
+		c.LogInterval = 10 * time.Second
 	}
 	return c, nil
 }

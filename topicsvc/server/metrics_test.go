@@ -161,10 +161,19 @@ func TestMetrics(t *testing.T) {
 	must(t, raw1.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "raw"}}}}}))
 	_, err = raw1.Recv() // the welcome
 	must(t, err)
-	raw2, err := api.Session(withToken(ctx, svctest.Token))
-	must(t, err)
-	must(t, raw2.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "raw"}}}}}))
-	_, err = raw2.Recv()
+	hello := func() (pb.TopicService_SessionClient, error) {
+		raw, err := api.Session(withToken(ctx, svctest.Token))
+		must(t, err)
+		must(t, raw.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "raw"}}}}}))
+		_, err = raw.Recv()
+		return raw, err
+	}
+	// While raw1 is live, its id is refused; once it has been silent for
+	// half the heartbeat timeout, a new session replaces it.
+	_, err = hello()
+	wantCode(t, err, codes.AlreadyExists, "a second session of a live node id")
+	time.Sleep(2600 * time.Millisecond)
+	_, err = hello()
 	must(t, err)
 	for {
 		if _, err := raw1.Recv(); err != nil {
@@ -186,7 +195,7 @@ func TestMetrics(t *testing.T) {
 		`firetower_topicsvc_node_disconnects_total{reason="replaced"}`:     1,
 		`firetower_topicsvc_node_disconnects_total{reason="stream_error"}`: 0,
 		`firetower_topicsvc_node_disconnects_total{reason="slow"}`:         0,
-		`firetower_topicsvc_refused_total{reason="invalid"}`:               2,
+		`firetower_topicsvc_refused_total{reason="invalid"}`:               3,
 	}))
 }
 

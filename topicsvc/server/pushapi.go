@@ -2,10 +2,8 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/topicsvc/internal/wire"
@@ -35,8 +33,8 @@ func (s *Server) Publish(_ context.Context, req *pb.PublishRequest) (*pb.Publish
 	}
 	// Nodes embed the data in their websocket frames as raw JSON, so
 	// anything else would corrupt their clients' streams.
-	if !json.Valid(data) {
-		return nil, invalid(errors.New("topicsvc: data must be a JSON text, such as {\"text\":\"hi\"} or \"hi\""))
+	if err := wire.ValidData(data); err != nil {
+		return nil, invalid(err)
 	}
 	id := req.GetId()
 	if id == "" {
@@ -71,23 +69,46 @@ func (s *Server) Count(_ context.Context, req *pb.CountRequest) (*pb.CountRespon
 	return &pb.CountResponse{Topic: req.GetTopic(), Count: int64(s.core.Count(req.GetTopic()))}, nil
 }
 
-// Topics implements the push API.
-func (s *Server) Topics(context.Context, *pb.TopicsRequest) (*pb.TopicsResponse, error) {
-	tcs := s.core.Topics()
-	sort.Slice(tcs, func(i, j int) bool { return tcs[i].Topic < tcs[j].Topic })
-	out := make([]*pb.TopicCount, len(tcs))
-	for i, tc := range tcs {
-		out[i] = &pb.TopicCount{Topic: tc.Topic, Count: int64(tc.Count)}
-	}
-	return &pb.TopicsResponse{Topics: out}, nil
+// Listing chunks: a TopicsResponse of 4,096 topics of 256 bytes is about
+// 1 MiB, well under the 4 MiB a gRPC client receives by default; a node
+// entry is at most 128 bytes of id and three numbers.
+const (
+	topicsChunk = 4096
+	nodesChunk  = 1024
+)
+
+// Topics implements the push API: the listing as a stream of chunks, shard
+// by shard of the Core, so that it scales to any number of topics.
+func (s *Server) Topics(_ *pb.TopicsRequest, stream pb.TopicService_TopicsServer) error {
+	return s.core.EachTopicShard(func(tcs []broker.TopicCount) error {
+		for len(tcs) > 0 {
+			n := min(len(tcs), topicsChunk)
+			out := make([]*pb.TopicCount, n)
+			for i, tc := range tcs[:n] {
+				out[i] = &pb.TopicCount{Topic: tc.Topic, Count: int64(tc.Count)}
+			}
+			if err := stream.Send(&pb.TopicsResponse{Topics: out}); err != nil {
+				return err
+			}
+			tcs = tcs[n:]
+		}
+		return nil
+	})
 }
 
-// Nodes implements the push API.
-func (s *Server) Nodes(context.Context, *pb.NodesRequest) (*pb.NodesResponse, error) {
+// Nodes implements the push API: the nodes in chunks, sorted by id.
+func (s *Server) Nodes(_ *pb.NodesRequest, stream pb.TopicService_NodesServer) error {
 	ns := s.core.Nodes()
-	out := make([]*pb.NodeInfo, len(ns))
-	for i, n := range ns {
-		out[i] = &pb.NodeInfo{Id: n.ID, Connections: int64(n.Connections), Topics: int64(n.Topics), LastHeartbeat: n.LastHeartbeat}
+	for len(ns) > 0 {
+		n := min(len(ns), nodesChunk)
+		out := make([]*pb.NodeInfo, n)
+		for i, nd := range ns[:n] {
+			out[i] = &pb.NodeInfo{Id: nd.ID, Connections: int64(nd.Connections), Topics: int64(nd.Topics), LastHeartbeat: nd.LastHeartbeat}
+		}
+		if err := stream.Send(&pb.NodesResponse{Nodes: out}); err != nil {
+			return err
+		}
+		ns = ns[n:]
 	}
-	return &pb.NodesResponse{Nodes: out}, nil
+	return nil
 }

@@ -1,7 +1,7 @@
 // Package server is the standalone firetower topic service: it serves a
 // topicsvc.Core over gRPC to the nodes of a cluster (package
 // topicsvc/client), and to backends in any language through the push API
-// (Publish, Count, Topics, Nodes), every call behind a shared token. The
+// (Publish, Count, Topics, Nodes), behind a node token and an API token. The
 // service's figures are a Prometheus collector (Server.Collector).
 // cmd/firetower-topicsvc runs it.
 //
@@ -37,7 +37,9 @@ type Server struct {
 	core *topicsvc.Core
 	log  *slog.Logger
 	grpc *grpc.Server
-	auth []byte
+
+	nodeAuth, apiAuth []byte // "Bearer <token>"; apiAuth nil without Config.APIToken
+	refusals          *refusalLog
 
 	mu       sync.Mutex
 	stopping bool
@@ -56,8 +58,12 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		core:     cfg.Core,
 		log:      cfg.Logger,
-		auth:     []byte("Bearer " + cfg.Token),
+		nodeAuth: []byte("Bearer " + cfg.Token),
+		refusals: newRefusalLog(cfg.Logger, cfg.LogInterval),
 		sessions: map[string]*session{},
+	}
+	if cfg.APIToken != "" {
+		s.apiAuth = []byte("Bearer " + cfg.APIToken)
 	}
 	limit := cfg.MaxMessageSize + wire.FrameOverhead
 	opts := []grpc.ServerOption{
@@ -68,6 +74,14 @@ func New(cfg Config) (*Server, error) {
 		// Nodes heartbeat on their stream; transport pings only help to
 		// notice dead connections sooner, so allow them but not floods.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// A connection that has not called anything for IdleTimeout (one
+		// that never authenticated, say) is told to go away; one that is
+		// silent that long is pinged and closed unless it answers within
+		// HelloTimeout, which is what ends a peer that ignores the
+		// GOAWAY. gRPC clients answer pings by themselves. The handshake
+		// and the HTTP/2 preface must come within HelloTimeout.
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.IdleTimeout, Time: cfg.IdleTimeout, Timeout: cfg.HelloTimeout}),
+		grpc.ConnectionTimeout(cfg.HelloTimeout),
 	}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
@@ -91,6 +105,7 @@ func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
 func (s *Server) Stop() {
 	s.endSessions()
 	s.grpc.Stop()
+	s.refusals.close()
 }
 
 // GracefulStop ends the node sessions (nodes reconnect elsewhere or later),
@@ -98,6 +113,7 @@ func (s *Server) Stop() {
 func (s *Server) GracefulStop() {
 	s.endSessions()
 	s.grpc.GracefulStop()
+	s.refusals.close()
 }
 
 func (s *Server) endSessions() {

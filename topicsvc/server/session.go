@@ -40,19 +40,23 @@ var errNodeLeft = errors.New("node closed its session")
 
 // Session implements the node stream.
 func (s *Server) Session(stream pb.TopicService_SessionServer) error {
-	first, err := stream.Recv()
+	first, err := s.hello(stream)
 	if err != nil {
 		return err
 	}
 	ops := first.GetOps()
 	if len(ops) == 0 || ops[0].GetHello() == nil {
 		s.stats.refusedInvalid.Add(1)
-		return invalid(errors.New("topicsvc: the first frame of a session must start with a hello"))
+		err := invalid(errors.New("topicsvc: the first frame of a session must start with a hello"))
+		s.refusals.note(refusedInvalid, peerAddr(stream.Context()), err)
+		return err
 	}
 	id := ops[0].GetHello().GetNodeId()
 	if id == "" || len(id) > wire.MaxNodeIDLen {
 		s.stats.refusedInvalid.Add(1)
-		return invalid(fmt.Errorf("topicsvc: node id must be 1..%d bytes", wire.MaxNodeIDLen))
+		err := invalid(fmt.Errorf("topicsvc: node id must be 1..%d bytes", wire.MaxNodeIDLen))
+		s.refusals.note(refusedInvalid, peerAddr(stream.Context()), err)
+		return err
 	}
 	ss := &session{
 		srv:    s,
@@ -71,6 +75,14 @@ func (s *Server) Session(stream pb.TopicService_SessionServer) error {
 		return status.Error(codes.Unavailable, "topic service stopping")
 	}
 	old := s.sessions[id]
+	if old != nil && old.live() {
+		s.mu.Unlock()
+		silent := time.Since(time.Unix(0, old.lastSeen.Load())).Round(time.Millisecond)
+		err := status.Errorf(codes.AlreadyExists, "topicsvc: node %q has a live session (its last frame %v ago, from %s); a node id connects once", id, silent, old.peer)
+		s.stats.refusedInvalid.Add(1)
+		s.refusals.note(refusedLive, ss.peer, err)
+		return err
+	}
 	s.sessions[id] = ss
 	ss.node = s.core.AddNode(id, ss.deliver) // removes old's node
 	s.mu.Unlock()
@@ -131,6 +143,41 @@ func (s *Server) Session(stream pb.TopicService_SessionServer) error {
 	return status.Error(codes.Aborted, cause.Error())
 }
 
+// hello receives the session's first frame, within HelloTimeout.
+func (s *Server) hello(stream pb.TopicService_SessionServer) (*pb.NodeFrame, error) {
+	type recv struct {
+		f   *pb.NodeFrame
+		err error
+	}
+	ch := make(chan recv, 1)
+	go func() {
+		f, err := stream.Recv()
+		ch <- recv{f, err}
+	}()
+	t := time.NewTimer(s.cfg.HelloTimeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.f, r.err
+	case <-t.C:
+		// Returning ends the stream, which ends the Recv above.
+		err := status.Errorf(codes.DeadlineExceeded, "topicsvc: no hello within %v", s.cfg.HelloTimeout)
+		s.stats.refusedInvalid.Add(1)
+		s.refusals.note(refusedHello, peerAddr(stream.Context()), err)
+		return nil, err
+	}
+}
+
+// live reports whether the session is healthy: not ended, and a frame
+// from its node within half the heartbeat timeout (2.5 s by default; nodes
+// send one at least every second). A second session for the same node id
+// is refused while the first is live, and replaces it otherwise: a node
+// that reconnects after its connection broke, before the service noticed,
+// is accepted once the old session has been silent that long.
+func (ss *session) live() bool {
+	return ss.ctx.Err() == nil && time.Since(time.Unix(0, ss.lastSeen.Load())) < ss.srv.cfg.HeartbeatTimeout/2
+}
+
 // end ends the session for reason (one of the reason constants); the first
 // call decides both the reason and the cause.
 func (ss *session) end(reason string, cause error) {
@@ -186,6 +233,10 @@ func (ss *session) recvLoop(frame *pb.NodeFrame, skip int) {
 			}
 		}
 		skip = 0
+		if t.invalid > 0 {
+			ss.srv.stats.refusedInvalid.Add(t.invalid - 1) // noticeKind adds the last
+			ss.noticeKind(refusedData, fmt.Errorf("%d messages dropped: %w", t.invalid, t.invalidErr))
+		}
 		if t.published > 0 {
 			st.publishedNode.Add(t.published)
 			st.publishedBytes.Add(t.bytes)
@@ -206,18 +257,36 @@ func (ss *session) recvLoop(frame *pb.NodeFrame, skip int) {
 			return
 		}
 		st.framesIn.Add(1)
-		ss.lastSeen.Store(time.Now().UnixNano())
+		// Any frame is a sign of life: a busy node sends data rather than
+		// heartbeats, and its lastHeartbeat (Nodes) must not go stale.
+		now := time.Now()
+		ss.lastSeen.Store(now.UnixNano())
+		ss.node.TouchAt(now)
 	}
 }
 
 // tally counts what one frame of a node published, so that the shared
 // counters are updated once per frame.
-type tally struct{ published, bytes, routed int64 }
+type tally struct {
+	published, bytes, routed int64
+	invalid                  int64 // messages dropped for their data
+	invalidErr               error // the first of them
+}
 
 // publish routes a message the node published.
 func (ss *session) publish(m broker.Message, t *tally) {
 	if err := wire.ValidMessage(m.Topic, m.ID, len(m.Data), ss.srv.cfg.MaxMessageSize); err != nil {
 		ss.notice(err)
+		return
+	}
+	// Every node embeds the data in its clients' frames as raw JSON: what
+	// is not JSON in UTF-8 is dropped here, counted and summarised in the
+	// log; the node hears once per frame.
+	if err := wire.ValidData(m.Data); err != nil {
+		if t.invalid == 0 {
+			t.invalidErr = fmt.Errorf("%w (message %q on %q)", err, m.ID, m.Topic)
+		}
+		t.invalid++
 		return
 	}
 	t.routed += int64(ss.srv.core.Publish(m))
@@ -234,9 +303,11 @@ func (ss *session) ack(seq uint64, count int, err error) {
 	ss.push(outOp{Op: &pb.ServiceOp{Op: &pb.ServiceOp_Ack{Ack: a}}}, 0)
 }
 
-func (ss *session) notice(err error) {
+func (ss *session) notice(err error) { ss.noticeKind(refusedInvalid, err) }
+
+func (ss *session) noticeKind(kind string, err error) {
 	ss.srv.stats.refusedInvalid.Add(1)
-	ss.srv.log.Warn("node operation refused", "node", ss.id, "err", err)
+	ss.srv.refusals.note(kind, ss.peer+" node "+ss.id, err)
 	ss.push(outOp{Op: &pb.ServiceOp{Op: &pb.ServiceOp_Notice{Notice: &pb.Notice{Error: err.Error()}}}}, 0)
 }
 
@@ -249,7 +320,14 @@ func (ss *session) apply(op *pb.NodeOp, t *tally) {
 			ss.ack(o.Subscribe.GetSeq(), 0, err)
 			return
 		}
-		ss.node.Listen(o.Subscribe.GetTopic())
+		topic := o.Subscribe.GetTopic()
+		if max := ss.srv.cfg.MaxNodeTopics; ss.node.Listens() >= max && !ss.node.Listening(topic) {
+			err := fmt.Errorf("topicsvc: node listens to %d topics, the limit is %d", max, max)
+			ss.srv.refusals.note(refusedLimit, ss.peer+" node "+ss.id, err)
+			ss.ack(o.Subscribe.GetSeq(), 0, err)
+			return
+		}
+		ss.node.Listen(topic)
 		ss.ack(o.Subscribe.GetSeq(), 0, nil)
 	case *pb.NodeOp_Unsubscribe:
 		ss.node.Unlisten(o.Unsubscribe.GetTopic())
@@ -263,8 +341,13 @@ func (ss *session) apply(op *pb.NodeOp, t *tally) {
 				continue
 			}
 			n := tc.GetCount()
-			if n > 1<<31 {
-				n = 1 << 31
+			switch {
+			case n < 0 || n > wire.MaxCount:
+				ss.noticeKind(refusedLimit, fmt.Errorf("topicsvc: count %d for %q, counts are 0..%d", n, tc.GetTopic(), wire.MaxCount))
+				continue
+			case n > 0 && ss.node.Counted() >= ss.srv.cfg.MaxNodeTopics && !ss.node.Counts(tc.GetTopic()):
+				ss.noticeKind(refusedLimit, fmt.Errorf("topicsvc: node counts %d topics, the limit is %d", ss.srv.cfg.MaxNodeTopics, ss.srv.cfg.MaxNodeTopics))
+				continue
 			}
 			ss.node.SetCount(tc.GetTopic(), int(n))
 		}

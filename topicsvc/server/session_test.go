@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"fmt"
 	"strings"
 	"syscall"
@@ -146,7 +145,7 @@ func TestSlowNodeIsCutOff(t *testing.T) {
 	must(t, fast.Subscribe(ctx, "flood"))
 	must(t, slow.Subscribe(ctx, "flood"))
 
-	data := bytes.Repeat([]byte("x"), 16<<10)
+	data := []byte(`"` + strings.Repeat("x", 16<<10) + `"`)
 	const window = 128 // keeps the fast node's queue short
 	sent := 0
 	deadline := time.Now().Add(30 * time.Second)
@@ -222,4 +221,84 @@ func TestSilentNodeForgotten(t *testing.T) {
 		`firetower_topicsvc_node_disconnects_total{reason="heartbeat_timeout"}`: 1,
 		`firetower_topicsvc_node_disconnects_total{reason="stream_error"}`:      0,
 	}))
+}
+
+// TestBusyNodeLastHeartbeat: a node that sends data and no heartbeat
+// message for seconds (a busy node) shows a fresh lastHeartbeat: any
+// frame is a sign of life.
+func TestBusyNodeLastHeartbeat(t *testing.T) {
+	svc := svctest.Start(t, "127.0.0.1:0")
+	api := pushClient(t, svc.Addr)
+	ctx := withToken(svctest.Ctx(t), svctest.Token)
+	stream, err := api.Session(ctx)
+	must(t, err)
+	must(t, stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "busy"}}}}}))
+	_, err = stream.Recv()
+	must(t, err)
+	go func() {
+		for {
+			if _, err := stream.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(3 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		must(t, stream.Send(&pb.NodeFrame{Publishes: &pb.Batch{Topics: []byte("/busy"), TopicLens: []uint32{5}, Ids: []byte("m"), IdLens: []uint32{1}, Data: []byte("1"), DataLens: []uint32{1}}}))
+		time.Sleep(20 * time.Millisecond)
+	}
+	nodes, err := listNodes(ctx, api)
+	must(t, err)
+	if len(nodes) != 1 {
+		t.Fatalf("Nodes = %v", nodes)
+	}
+	if age := time.Since(time.UnixMilli(nodes[0].GetLastHeartbeat())); age > time.Second {
+		t.Fatalf("the busy node's lastHeartbeat is %v old, want under 1s", age.Round(time.Millisecond))
+	}
+}
+
+// TestSessionDropsInvalidData: a node session's messages whose data is
+// not JSON in valid UTF-8 (which would break a browser's connection, or
+// forge the fields of a frame) are dropped and counted; the valid ones
+// around them are delivered.
+func TestSessionDropsInvalidData(t *testing.T) {
+	svc := svctest.Start(t, "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-log-interval", "1s")
+	nd := svctest.DialNode(t, svc.Addr, client.Options{})
+	must(t, nd.Subscribe(svctest.Ctx(t), "/v"))
+	api := pushClient(t, svc.Addr)
+	stream, err := api.Session(withToken(svctest.Ctx(t), svctest.Token))
+	must(t, err)
+	must(t, stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Hello{Hello: &pb.Hello{NodeId: "forger"}}}}}))
+	_, err = stream.Recv()
+	must(t, err)
+	data := []string{`{"text":"ok1"}`, "{\"text\":\"\xff\"}", `{"text":"hi"},"topic":"/chat/other","type":"subscribed"`, `"ok2"`}
+	var b pb.Batch
+	for i, d := range data {
+		id := fmt.Sprint(i)
+		b.Topics = append(b.Topics, "/v"...)
+		b.TopicLens = append(b.TopicLens, 2)
+		b.Ids = append(b.Ids, id...)
+		b.IdLens = append(b.IdLens, uint32(len(id)))
+		b.Data = append(b.Data, d...)
+		b.DataLens = append(b.DataLens, uint32(len(d)))
+	}
+	must(t, stream.Send(&pb.NodeFrame{Publishes: &b}))
+	f, err := stream.Recv()
+	must(t, err)
+	if n := f.GetOps()[0].GetNotice(); n == nil || !strings.Contains(n.GetError(), "2 messages dropped") {
+		t.Fatalf("the node was told %v, want a notice of 2 dropped messages", f)
+	}
+	got := nd.Rec.WaitN(t, 2, 5*time.Second)
+	if got[0].ID != "0" || got[1].ID != "3" {
+		t.Fatalf("delivered %+v, want messages 0 and 3", got)
+	}
+	brokertest.Eventually(t, 5*time.Second, metricsAre(t, svc.MetricsURL(t), map[string]float64{
+		`firetower_topicsvc_refused_total{reason="invalid"}`: 2,
+	}))
+	brokertest.Eventually(t, 5*time.Second, func() error {
+		if !strings.Contains(svc.Logs(), "invalid_data=1") {
+			return fmt.Errorf("no summary of the invalid data:\n%s", svc.Logs())
+		}
+		return nil
+	})
 }

@@ -1,10 +1,13 @@
 // The firetower topic service.
 //
 // Nodes (firetower gateways) hold one Session stream each; backends in any
-// language push with the unary Publish, Count and Topics calls. Every call
-// carries the shared token in the gRPC metadata:
+// language push with Publish and Count and list with Topics and Nodes.
+// Every call carries a token in the gRPC metadata:
 //
 //	authorization: Bearer <token>
+//
+// The node token opens sessions and calls the push API; the API token
+// (for backends) calls the push API only.
 //
 // Regenerate with `go generate ./topicsvc/topicsvcpb` (protoc, protoc-gen-go,
 // protoc-gen-go-grpc).
@@ -1252,6 +1255,7 @@ func (*TopicsRequest) Descriptor() ([]byte, []int) {
 	return file_topicsvc_proto_rawDescGZIP(), []int{19}
 }
 
+// TopicsResponse is one chunk of the listing.
 type TopicsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Topics        []*TopicCount          `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
@@ -1400,6 +1404,7 @@ func (x *NodeInfo) GetLastHeartbeat() int64 {
 	return 0
 }
 
+// NodesResponse is one chunk of the node list.
 type NodesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Nodes         []*NodeInfo            `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
@@ -1531,13 +1536,13 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\x06topics\x18\x03 \x01(\x03R\x06topics\x12%\n" +
 	"\x0elast_heartbeat\x18\x04 \x01(\x03R\rlastHeartbeat\"F\n" +
 	"\rNodesResponse\x125\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x1f.firetower.topicsvc.v1.NodeInfoR\x05nodes2\xbd\x03\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x1f.firetower.topicsvc.v1.NodeInfoR\x05nodes2\xc1\x03\n" +
 	"\fTopicService\x12T\n" +
 	"\aSession\x12 .firetower.topicsvc.v1.NodeFrame\x1a#.firetower.topicsvc.v1.ServiceFrame(\x010\x01\x12X\n" +
 	"\aPublish\x12%.firetower.topicsvc.v1.PublishRequest\x1a&.firetower.topicsvc.v1.PublishResponse\x12R\n" +
-	"\x05Count\x12#.firetower.topicsvc.v1.CountRequest\x1a$.firetower.topicsvc.v1.CountResponse\x12U\n" +
-	"\x06Topics\x12$.firetower.topicsvc.v1.TopicsRequest\x1a%.firetower.topicsvc.v1.TopicsResponse\x12R\n" +
-	"\x05Nodes\x12#.firetower.topicsvc.v1.NodesRequest\x1a$.firetower.topicsvc.v1.NodesResponseB3Z1github.com/OSMeteor/firetower/topicsvc/topicsvcpbb\x06proto3"
+	"\x05Count\x12#.firetower.topicsvc.v1.CountRequest\x1a$.firetower.topicsvc.v1.CountResponse\x12W\n" +
+	"\x06Topics\x12$.firetower.topicsvc.v1.TopicsRequest\x1a%.firetower.topicsvc.v1.TopicsResponse0\x01\x12T\n" +
+	"\x05Nodes\x12#.firetower.topicsvc.v1.NodesRequest\x1a$.firetower.topicsvc.v1.NodesResponse0\x01B3Z1github.com/OSMeteor/firetower/topicsvc/topicsvcpbb\x06proto3"
 
 var (
 	file_topicsvc_proto_rawDescOnce sync.Once

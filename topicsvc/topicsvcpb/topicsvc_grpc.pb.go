@@ -1,10 +1,13 @@
 // The firetower topic service.
 //
 // Nodes (firetower gateways) hold one Session stream each; backends in any
-// language push with the unary Publish, Count and Topics calls. Every call
-// carries the shared token in the gRPC metadata:
+// language push with Publish and Count and list with Topics and Nodes.
+// Every call carries a token in the gRPC metadata:
 //
 //	authorization: Bearer <token>
+//
+// The node token opens sessions and calls the push API; the API token
+// (for backends) calls the push API only.
 //
 // Regenerate with `go generate ./topicsvc/topicsvcpb` (protoc, protoc-gen-go,
 // protoc-gen-go-grpc).
@@ -52,10 +55,14 @@ type TopicServiceClient interface {
 	// Count returns the number of connections subscribed to a topic across
 	// the cluster.
 	Count(ctx context.Context, in *CountRequest, opts ...grpc.CallOption) (*CountResponse, error)
-	// Topics lists every topic with at least one subscriber, with its count.
-	Topics(ctx context.Context, in *TopicsRequest, opts ...grpc.CallOption) (*TopicsResponse, error)
-	// Nodes lists the nodes attached to the service.
-	Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error)
+	// Topics lists every topic with at least one subscriber, with its count,
+	// as a stream of chunks (at most 4,096 topics each, in no particular
+	// order), so that a listing of any size stays under the gRPC message
+	// limit and the service never holds it whole.
+	Topics(ctx context.Context, in *TopicsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TopicsResponse], error)
+	// Nodes lists the nodes attached to the service, in chunks of at most
+	// 1,024 nodes, sorted by id.
+	Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodesResponse], error)
 }
 
 type topicServiceClient struct {
@@ -99,25 +106,43 @@ func (c *topicServiceClient) Count(ctx context.Context, in *CountRequest, opts .
 	return out, nil
 }
 
-func (c *topicServiceClient) Topics(ctx context.Context, in *TopicsRequest, opts ...grpc.CallOption) (*TopicsResponse, error) {
+func (c *topicServiceClient) Topics(ctx context.Context, in *TopicsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TopicsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(TopicsResponse)
-	err := c.cc.Invoke(ctx, TopicService_Topics_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &TopicService_ServiceDesc.Streams[1], TopicService_Topics_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[TopicsRequest, TopicsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
 }
 
-func (c *topicServiceClient) Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error) {
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TopicService_TopicsClient = grpc.ServerStreamingClient[TopicsResponse]
+
+func (c *topicServiceClient) Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodesResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(NodesResponse)
-	err := c.cc.Invoke(ctx, TopicService_Nodes_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &TopicService_ServiceDesc.Streams[2], TopicService_Nodes_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[NodesRequest, NodesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TopicService_NodesClient = grpc.ServerStreamingClient[NodesResponse]
 
 // TopicServiceServer is the server API for TopicService service.
 // All implementations must embed UnimplementedTopicServiceServer
@@ -134,10 +159,14 @@ type TopicServiceServer interface {
 	// Count returns the number of connections subscribed to a topic across
 	// the cluster.
 	Count(context.Context, *CountRequest) (*CountResponse, error)
-	// Topics lists every topic with at least one subscriber, with its count.
-	Topics(context.Context, *TopicsRequest) (*TopicsResponse, error)
-	// Nodes lists the nodes attached to the service.
-	Nodes(context.Context, *NodesRequest) (*NodesResponse, error)
+	// Topics lists every topic with at least one subscriber, with its count,
+	// as a stream of chunks (at most 4,096 topics each, in no particular
+	// order), so that a listing of any size stays under the gRPC message
+	// limit and the service never holds it whole.
+	Topics(*TopicsRequest, grpc.ServerStreamingServer[TopicsResponse]) error
+	// Nodes lists the nodes attached to the service, in chunks of at most
+	// 1,024 nodes, sorted by id.
+	Nodes(*NodesRequest, grpc.ServerStreamingServer[NodesResponse]) error
 	mustEmbedUnimplementedTopicServiceServer()
 }
 
@@ -157,11 +186,11 @@ func (UnimplementedTopicServiceServer) Publish(context.Context, *PublishRequest)
 func (UnimplementedTopicServiceServer) Count(context.Context, *CountRequest) (*CountResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Count not implemented")
 }
-func (UnimplementedTopicServiceServer) Topics(context.Context, *TopicsRequest) (*TopicsResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Topics not implemented")
+func (UnimplementedTopicServiceServer) Topics(*TopicsRequest, grpc.ServerStreamingServer[TopicsResponse]) error {
+	return status.Error(codes.Unimplemented, "method Topics not implemented")
 }
-func (UnimplementedTopicServiceServer) Nodes(context.Context, *NodesRequest) (*NodesResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Nodes not implemented")
+func (UnimplementedTopicServiceServer) Nodes(*NodesRequest, grpc.ServerStreamingServer[NodesResponse]) error {
+	return status.Error(codes.Unimplemented, "method Nodes not implemented")
 }
 func (UnimplementedTopicServiceServer) mustEmbedUnimplementedTopicServiceServer() {}
 func (UnimplementedTopicServiceServer) testEmbeddedByValue()                      {}
@@ -227,41 +256,27 @@ func _TopicService_Count_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
-func _TopicService_Topics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(TopicsRequest)
-	if err := dec(in); err != nil {
-		return nil, err
+func _TopicService_Topics_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(TopicsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
 	}
-	if interceptor == nil {
-		return srv.(TopicServiceServer).Topics(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: TopicService_Topics_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TopicServiceServer).Topics(ctx, req.(*TopicsRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+	return srv.(TopicServiceServer).Topics(m, &grpc.GenericServerStream[TopicsRequest, TopicsResponse]{ServerStream: stream})
 }
 
-func _TopicService_Nodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(NodesRequest)
-	if err := dec(in); err != nil {
-		return nil, err
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TopicService_TopicsServer = grpc.ServerStreamingServer[TopicsResponse]
+
+func _TopicService_Nodes_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(NodesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
 	}
-	if interceptor == nil {
-		return srv.(TopicServiceServer).Nodes(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: TopicService_Nodes_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TopicServiceServer).Nodes(ctx, req.(*NodesRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+	return srv.(TopicServiceServer).Nodes(m, &grpc.GenericServerStream[NodesRequest, NodesResponse]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TopicService_NodesServer = grpc.ServerStreamingServer[NodesResponse]
 
 // TopicService_ServiceDesc is the grpc.ServiceDesc for TopicService service.
 // It's only intended for direct use with grpc.RegisterService,
@@ -278,14 +293,6 @@ var TopicService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Count",
 			Handler:    _TopicService_Count_Handler,
 		},
-		{
-			MethodName: "Topics",
-			Handler:    _TopicService_Topics_Handler,
-		},
-		{
-			MethodName: "Nodes",
-			Handler:    _TopicService_Nodes_Handler,
-		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -293,6 +300,16 @@ var TopicService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _TopicService_Session_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Topics",
+			Handler:       _TopicService_Topics_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Nodes",
+			Handler:       _TopicService_Nodes_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "topicsvc.proto",

@@ -2,7 +2,9 @@ package wire
 
 import (
 	"bytes"
+	"fmt"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/OSMeteor/firetower/broker"
@@ -131,4 +133,32 @@ func FuzzReadBatch(f *testing.F) {
 			t.Fatalf("read %d messages that do not add up to the batch", n)
 		}
 	})
+}
+
+func TestValidData(t *testing.T) {
+	for data, ok := range map[string]bool{
+		`{"text":"hi"}`: true, `"hi"`: true, `1`: true, "\"caf\u00e9\"": true,
+		"{\"text\":\"\xff\"}": false, `{"text":"hi"},"topic":"x"`: false, ``: false, `{"a":`: false,
+	} {
+		if err := ValidData([]byte(data)); (err == nil) != ok {
+			t.Errorf("ValidData(%q) = %v, want ok %v", data, err, ok)
+		}
+	}
+}
+
+// BenchmarkValidData is the service's cost per message of checking its
+// data (JSON and UTF-8).
+func BenchmarkValidData(b *testing.B) {
+	for _, size := range []int{40, 1024, 16 << 10} {
+		data := []byte(`{"text":"` + strings.Repeat("x", max(0, size-12)) + `"}`)
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if ValidData(data) != nil {
+					b.Fatal("invalid")
+				}
+			}
+		})
+	}
 }

@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"unicode/utf8"
 
@@ -13,6 +15,10 @@ const (
 	MaxIDLen = 256
 	// MaxNodeIDLen is the longest node id, in bytes.
 	MaxNodeIDLen = 128
+	// MaxCount is the largest subscriber count a node may report for one
+	// topic (16,777,216): far above what one node holds, far below what
+	// would overflow a cluster's sum.
+	MaxCount = 1 << 24
 	// FrameOverhead is what a gRPC message may carry on top of its largest
 	// data: the topic, the id and the protobuf framing of a batch.
 	FrameOverhead = 64 << 10
@@ -72,6 +78,22 @@ func ValidMessage(topic, id string, size, maxSize int) error {
 	}
 	if size > maxSize {
 		return fmt.Errorf("topicsvc: message data of %d bytes, the limit is %d", size, maxSize)
+	}
+	return nil
+}
+
+// ValidData reports whether data is what a node may embed in a frame
+// as raw JSON: a JSON text in valid UTF-8. json.Valid alone accepts
+// invalid UTF-8 inside strings, which a browser refuses (it drops the
+// whole connection); anything else, such as `1},"topic":"x"`, would let a
+// publisher forge the fields around it. Outside strings JSON is ASCII, so
+// one utf8.Valid over the whole text checks the strings.
+func ValidData(data []byte) error {
+	if !utf8.Valid(data) {
+		return errors.New("topicsvc: data must be valid UTF-8")
+	}
+	if !json.Valid(data) {
+		return errors.New("topicsvc: data must be a JSON text, such as {\"text\":\"hi\"} or \"hi\"")
 	}
 	return nil
 }
