@@ -163,9 +163,16 @@ func (s *session) serve(c *Client) error {
 }
 
 func (s *session) sendLoop(c *Client) {
-	tick := time.NewTicker(min(c.opts.CountFlushInterval, c.opts.HeartbeatInterval))
+	period := min(c.opts.CountFlushInterval, c.opts.HeartbeatInterval)
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	lastSend := time.Now()
+	// lastTick is when this loop last ran its tick. A tick far later than
+	// period means this node was the silent side (its process stopped,
+	// starved or paused): the service's frames wait unread meanwhile, so
+	// the silence is measured from the end of the stall, not blamed on
+	// the service.
+	lastTick, stallEnd := time.Now(), time.Time{}
 	for len(s.initial) > 0 {
 		n := min(len(s.initial), wire.BatchOps)
 		if err := s.stream.Send(&pb.NodeFrame{Ops: s.initial[:n]}); err != nil {
@@ -181,8 +188,20 @@ func (s *session) sendLoop(c *Client) {
 			return
 		case <-s.queue.Ready():
 		case <-tick.C:
-			if silent := time.Since(time.Unix(0, s.lastRecv.Load())); silent > c.opts.HeartbeatTimeout {
-				s.cancel(fmt.Errorf("%w: no heartbeat from the topic service for %v", broker.ErrUnavailable, silent.Round(time.Millisecond)))
+			now := time.Now()
+			if gap := now.Sub(lastTick); gap > period+c.opts.HeartbeatTimeout/2 {
+				stallEnd = now
+				c.stats.stalls.Add(1)
+				c.log.Warn("this node was stalled: its session loop ran late, so the topic service may have taken it for dead; the service is not blamed for the silence",
+					"stalled", gap.Round(time.Millisecond))
+			}
+			lastTick = now
+			heard := time.Unix(0, s.lastRecv.Load())
+			if stallEnd.After(heard) {
+				heard = stallEnd
+			}
+			if silent := now.Sub(heard); silent > c.opts.HeartbeatTimeout {
+				s.cancel(fmt.Errorf("%w: no heartbeat from the topic service for %v, while this node ran on time", broker.ErrUnavailable, silent.Round(time.Millisecond)))
 				return
 			}
 			if cu := c.takeDirty(); cu != nil {

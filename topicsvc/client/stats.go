@@ -25,6 +25,10 @@ type Stats struct {
 	Received int64
 	// Refused counts the operations the service refused.
 	Refused int64
+	// Stalls counts the times this node itself went silent: its session
+	// loop ran more than half of HeartbeatTimeout late (the process was
+	// stopped, starved of CPU or paused).
+	Stalls int64
 	// LastConnect and LastDisconnect are when the last session was
 	// established and lost; zero for never.
 	LastConnect, LastDisconnect time.Time
@@ -37,7 +41,7 @@ type Stats struct {
 // once per stream frame.
 type counters struct {
 	sessions, reconnects, connectFailures, sessionsLost atomic.Int64
-	published, publishErrors, received, refused         atomic.Int64
+	published, publishErrors, received, refused, stalls atomic.Int64
 	lastConnect, lastDisconnect                         atomic.Int64 // Unix nanoseconds, 0 for never
 
 	mu      sync.Mutex
@@ -73,6 +77,7 @@ func (c *Client) Stats() Stats {
 		PublishErrors:   st.publishErrors.Load(),
 		Received:        st.received.Load(),
 		Refused:         st.refused.Load(),
+		Stalls:          st.stalls.Load(),
 		LastConnect:     at(st.lastConnect.Load()),
 		LastDisconnect:  at(st.lastDisconnect.Load()),
 		LastError:       lastErr,
@@ -85,7 +90,7 @@ func (c *Client) Reconnects() int64 { return c.stats.reconnects.Load() }
 // BrokerStats implements broker.StatsReporter with the figures of Stats:
 // connected, sessions_total, reconnects_total, connect_failures_total,
 // sessions_lost_total, messages_published_total, publish_errors_total,
-// messages_received_total, refused_total, last_connect_timestamp_seconds
+// messages_received_total, refused_total, stalls_total, last_connect_timestamp_seconds
 // and last_disconnect_timestamp_seconds.
 func (c *Client) BrokerStats() map[string]int64 {
 	s := c.Stats()
@@ -105,6 +110,7 @@ func (c *Client) BrokerStats() map[string]int64 {
 		"reconnects_total":                  s.Reconnects,
 		"connect_failures_total":            s.ConnectFailures,
 		"sessions_lost_total":               s.SessionsLost,
+		"stalls_total":                      s.Stalls,
 		"messages_published_total":          s.Published,
 		"publish_errors_total":              s.PublishErrors,
 		"messages_received_total":           s.Received,

@@ -71,7 +71,7 @@ func TestStats(t *testing.T) {
 			t.Fatalf("BrokerStats()[%q] = %d, want %d (all: %v)", k, m[k], v, m)
 		}
 	}
-	if len(m) != 11 || m["connect_failures_total"] < 1 || m["last_connect_timestamp_seconds"] < start.Unix() {
+	if len(m) != 12 || m["stalls_total"] != 0 || m["connect_failures_total"] < 1 || m["last_connect_timestamp_seconds"] < start.Unix() {
 		t.Fatalf("BrokerStats: %v", m)
 	}
 

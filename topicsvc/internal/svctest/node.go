@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
@@ -127,8 +129,24 @@ const helperEnv = "TOPICSVC_TEST_HELPER_NODE"
 // when the test ends, if it has not been already.
 func StartHelperNode(t testing.TB, addr, topic string, count int) *exec.Cmd {
 	t.Helper()
+	return startHelperNode(t, addr, topic, count, nil)
+}
+
+// StartLoggedHelperNode is StartHelperNode with the node's client logging
+// (text, debug level) to logs.
+func StartLoggedHelperNode(t testing.TB, addr, topic string, count int, logs io.Writer) *exec.Cmd {
+	t.Helper()
+	return startHelperNode(t, addr, topic, count, logs)
+}
+
+func startHelperNode(t testing.TB, addr, topic string, count int, logs io.Writer) *exec.Cmd {
+	t.Helper()
 	helper := exec.Command(os.Args[0], "-test.run=^$")
 	helper.Env = append(os.Environ(), helperEnv+"=1", "TOPICSVC_TEST_ADDR="+addr, "TOPICSVC_TEST_TOPIC="+topic, "TOPICSVC_TEST_COUNT="+strconv.Itoa(count))
+	if logs != nil {
+		helper.Env = append(helper.Env, "TOPICSVC_TEST_LOG=1")
+		helper.Stderr = logs
+	}
 	out, err := helper.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +168,11 @@ func helperNode() {
 	addr, topic := os.Getenv("TOPICSVC_TEST_ADDR"), os.Getenv("TOPICSVC_TEST_TOPIC")
 	var count int
 	fmt.Sscan(os.Getenv("TOPICSVC_TEST_COUNT"), &count)
-	c, err := client.Dial(addr, client.Options{Token: Token})
+	opts := client.Options{Token: Token}
+	if os.Getenv("TOPICSVC_TEST_LOG") == "1" {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	c, err := client.Dial(addr, opts)
 	if err != nil {
 		fmt.Println("dial:", err)
 		os.Exit(1)
@@ -167,6 +189,6 @@ func helperNode() {
 	}
 	c.SetCount(topic, count)
 	fmt.Println("ready")
-	time.Sleep(time.Minute) // killed long before
+	time.Sleep(2 * time.Minute) // killed long before
 	os.Exit(2)
 }
