@@ -359,6 +359,9 @@ func (s *suite) concurrentPublishers(t *testing.T) {
 func (s *suite) countsSumAcrossNodes(t *testing.T) {
 	n := s.cluster(t, 3)
 	c := ctx(t)
+	// A node counts the subscribers of topics it subscribed to.
+	must(t, n[0].Subscribe(c, "room"))
+	must(t, n[1].Subscribe(c, "room"))
 	n[0].SetCount("room", 2)
 	n[1].SetCount("room", 3)
 	for _, nd := range n {
@@ -377,6 +380,7 @@ func (s *suite) countsSumAcrossNodes(t *testing.T) {
 func (s *suite) countReadsOwnWrites(t *testing.T) {
 	n := s.cluster(t, 2)
 	c := ctx(t)
+	must(t, n[0].Subscribe(c, "mine"))
 	for i := 1; i <= 3; i++ {
 		n[0].SetCount("mine", i)
 		// No waiting: the node that set a count reads it back at once.
@@ -389,6 +393,8 @@ func (s *suite) countReadsOwnWrites(t *testing.T) {
 func (s *suite) closedNodeStopsCounting(t *testing.T) {
 	n := s.cluster(t, 2)
 	c := ctx(t)
+	must(t, n[0].Subscribe(c, "gone"))
+	must(t, n[1].Subscribe(c, "gone"))
 	n[0].SetCount("gone", 4)
 	n[1].SetCount("gone", 1)
 	Eventually(t, s.cfg.Propagation, CountIs(c, n[1], "gone", 5))
@@ -420,6 +426,9 @@ func (s *suite) topicLister(t *testing.T) {
 		t.Skip("the broker does not implement broker.TopicLister (optional)")
 	}
 	c := ctx(t)
+	must(t, n[0].Subscribe(c, "l1"))
+	must(t, n[1].Subscribe(c, "l1"))
+	must(t, n[1].Subscribe(c, "l2"))
 	n[0].SetCount("l1", 2)
 	n[1].SetCount("l1", 1)
 	n[1].SetCount("l2", 7)

@@ -137,6 +137,9 @@ func TestThreeNodes(t *testing.T) {
 
 	t.Run("CountsSumAndDropWhenANodeIsKilled", func(t *testing.T) {
 		const topic = "/count/room"
+		for _, nd := range n {
+			must(t, nd.Subscribe(ctx, topic))
+		}
 		n[0].SetCount(topic, 2)
 		n[1].SetCount(topic, 3)
 		n[2].SetCount(topic, 4)

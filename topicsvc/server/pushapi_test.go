@@ -91,6 +91,8 @@ func TestPushAPI(t *testing.T) {
 	ctx := svctest.Ctx(t)
 	must(t, nd.Subscribe(ctx, "/chat/world"))
 	must(t, nd.Subscribe(ctx, "/chat/other"))
+	must(t, other.Subscribe(ctx, "/chat/world"))
+	must(t, other.Subscribe(ctx, "/chat/other"))
 	nd.SetCount("/chat/world", 2)
 	other.SetCount("/chat/world", 1)
 	other.SetCount("/chat/other", 5)
@@ -112,7 +114,7 @@ func TestPushAPI(t *testing.T) {
 
 	r, err := api.Publish(authed, &pb.PublishRequest{Topic: "/chat/world", Data: `{"text":"from a backend","n":12345678901234567890}`})
 	must(t, err)
-	if r.GetId() == "" || len(r.GetTopics()) != 1 || r.GetNodes() != 1 {
+	if r.GetId() == "" || len(r.GetTopics()) != 1 || r.GetNodes() != 2 {
 		t.Fatalf("Publish answered %v", r)
 	}
 	got := nd.Rec.WaitN(t, 1, 10*time.Second)

@@ -331,6 +331,7 @@ func (ss *session) apply(op *pb.NodeOp, t *tally) {
 		ss.ack(o.Subscribe.GetSeq(), 0, nil)
 	case *pb.NodeOp_Unsubscribe:
 		ss.node.Unlisten(o.Unsubscribe.GetTopic())
+		ss.node.SetCount(o.Unsubscribe.GetTopic(), 0) // counts only what it routes
 		if seq := o.Unsubscribe.GetSeq(); seq != 0 {
 			ss.ack(seq, 0, nil)
 		}
@@ -344,6 +345,11 @@ func (ss *session) apply(op *pb.NodeOp, t *tally) {
 			switch {
 			case n < 0 || n > wire.MaxCount:
 				ss.noticeKind(refusedLimit, fmt.Errorf("topicsvc: count %d for %q, counts are 0..%d", n, tc.GetTopic(), wire.MaxCount))
+				continue
+			case n > 0 && !ss.node.Listening(tc.GetTopic()):
+				// A node counts the subscribers of what it subscribed to,
+				// nothing else: no count for a topic it does not route.
+				ss.noticeKind(refusedInvalid, fmt.Errorf("topicsvc: count %d for %q, which the node does not subscribe to", n, tc.GetTopic()))
 				continue
 			case n > 0 && ss.node.Counted() >= ss.srv.cfg.MaxNodeTopics && !ss.node.Counts(tc.GetTopic()):
 				ss.noticeKind(refusedLimit, fmt.Errorf("topicsvc: node counts %d topics, the limit is %d", ss.srv.cfg.MaxNodeTopics, ss.srv.cfg.MaxNodeTopics))

@@ -197,6 +197,7 @@ func TestSilentNodeForgotten(t *testing.T) {
 	nd := svctest.DialNode(t, svc.Addr, client.Options{})
 	ctx := svctest.Ctx(t)
 	const topic = "silent"
+	must(t, nd.Subscribe(ctx, topic))
 	nd.SetCount(topic, 1)
 	helper := svctest.StartHelperNode(t, svc.Addr, topic, 6)
 	brokertest.Eventually(t, 10*time.Second, brokertest.CountIs(ctx, nd, topic, 7))
