@@ -172,6 +172,13 @@ func (t *Tower) clientPublish(c *Conn, f *Frame) {
 		c.reply(errorFrame(&protocolError{code: CodeForbidden, message: "publish refused", topic: f.Topics}, f.ID))
 		return
 	}
+	// ReadHandler may have rewritten the frame: what goes out is checked
+	// as what came in was.
+	if perr := checkRewritten(f); perr != nil {
+		t.log.Warn("firetower: ReadHandler left a publish that cannot be sent", "conn", c.id, "user", c.userID, "err", perr.message)
+		c.reply(errorFrame(perr, f.ID))
+		return
+	}
 	ctx, cancel := t.brokerContext(c)
 	defer cancel()
 	if f.ID == nil {
@@ -197,4 +204,22 @@ func brokerError(err error, topics []string) *protocolError {
 		return &protocolError{code: CodeUnavailable, message: "the server is shutting down", topic: topics}
 	}
 	return &protocolError{code: CodeUnavailable, message: "the broker is unavailable, retry later", topic: topics}
+}
+
+// checkRewritten checks a client publish after ReadHandler returned: its
+// topics valid and its data JSON in valid UTF-8, as parseFrame checked
+// them on arrival.
+func checkRewritten(f *Frame) *protocolError {
+	if len(f.Topics) == 0 {
+		return badRequest("publish without a topic")
+	}
+	for _, topic := range f.Topics {
+		if err := ValidateTopic(topic); err != nil {
+			return &protocolError{code: CodeBadRequest, message: err.Error(), topic: topic}
+		}
+	}
+	if !validData(f.Data) {
+		return badRequest("publish data is not JSON in valid UTF-8")
+	}
+	return nil
 }

@@ -633,3 +633,34 @@ func TestSubscribeRefusesLoneSurrogates(t *testing.T) {
 		t.Fatalf("%d subscribers of U+FFFD", got)
 	}
 }
+
+// TestReadHandlerRewriteChecked: a ReadHandler that rewrites a publish
+// into invalid data or an invalid topic gets it refused, not sent.
+func TestReadHandlerRewriteChecked(t *testing.T) {
+	rewrites := []func(f *Frame){
+		func(f *Frame) { f.Data = []byte("\xff") },
+		func(f *Frame) { f.Data = []byte(`{"broken":`) },
+		func(f *Frame) { f.Topics = []string{"a,b"} },
+		func(f *Frame) { f.Topics = nil },
+	}
+	var next int
+	s := newServer(t, Config{ReadHandler: func(c *Conn, f *Frame) bool {
+		if string(f.Data) != `"ok"` {
+			rewrites[next](f)
+			next++
+		}
+		return true
+	}})
+	sub := dial(t, s, "", nil)
+	sub.subscribe("a")
+	pub := dial(t, s, "", nil)
+	for range rewrites {
+		pub.send(`{"type":"publish","topic":"a","data":"x","id":1}`)
+		pub.expectError(CodeBadRequest)
+	}
+	pub.send(`{"type":"publish","topic":"a","data":"ok","id":2}`)
+	pub.expect(TypePublished)
+	if f := sub.expect(TypePublish); string(f.Data) != `"ok"` {
+		t.Fatalf("the subscriber got %s first", f.raw)
+	}
+}
