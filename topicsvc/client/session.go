@@ -173,6 +173,20 @@ func (s *session) sendLoop(c *Client) {
 	// the silence is measured from the end of the stall, not blamed on
 	// the service.
 	lastTick, stallEnd := time.Now(), time.Time{}
+	// stalled reports whether the loop ran late at now, and if so logs
+	// and counts the stall. The session may end at once when the node runs
+	// again (the service gave up on it): that end is checked too.
+	stalled := func(now time.Time) bool {
+		gap := now.Sub(lastTick)
+		lastTick = now
+		if gap <= period+c.opts.HeartbeatTimeout/2 {
+			return false
+		}
+		c.stats.stalls.Add(1)
+		c.log.Warn("this node was stalled: its session loop ran late, so the topic service may have taken it for dead; the service is not blamed for the silence",
+			"stalled", gap.Round(time.Millisecond))
+		return true
+	}
 	for len(s.initial) > 0 {
 		n := min(len(s.initial), wire.BatchOps)
 		if err := s.stream.Send(&pb.NodeFrame{Ops: s.initial[:n]}); err != nil {
@@ -185,17 +199,14 @@ func (s *session) sendLoop(c *Client) {
 		var first *pb.NodeOp
 		select {
 		case <-s.ctx.Done():
+			stalled(time.Now())
 			return
 		case <-s.queue.Ready():
 		case <-tick.C:
 			now := time.Now()
-			if gap := now.Sub(lastTick); gap > period+c.opts.HeartbeatTimeout/2 {
+			if stalled(now) {
 				stallEnd = now
-				c.stats.stalls.Add(1)
-				c.log.Warn("this node was stalled: its session loop ran late, so the topic service may have taken it for dead; the service is not blamed for the silence",
-					"stalled", gap.Round(time.Millisecond))
 			}
-			lastTick = now
 			heard := time.Unix(0, s.lastRecv.Load())
 			if stallEnd.After(heard) {
 				heard = stallEnd
