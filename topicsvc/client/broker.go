@@ -56,66 +56,18 @@ func (c *Client) publish(ctx context.Context, m broker.Message) error {
 }
 
 // Subscribe implements broker.Broker: it returns once the service routes
-// the topic to this node.
+// the topic to this node. It is SubscribeTopics of one topic.
 func (c *Client) Subscribe(ctx context.Context, topic string) error {
-	if err := wire.ValidTopic(topic); err != nil {
-		return err
-	}
-	if _, err := c.current(); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	_, had := c.interests[topic]
-	c.interests[topic] = struct{}{}
-	s := c.sess
-	c.mu.Unlock()
-	err := errUnavailable
-	if s != nil {
-		_, err = c.request(ctx, s, func(seq uint64) *pb.NodeOp {
-			return &pb.NodeOp{Op: &pb.NodeOp_Subscribe{Subscribe: &pb.Subscribe{Seq: seq, Topic: topic}}}
-		})
-	}
-	if err != nil && !had {
-		// Roll back, so that a later session does not re-send an interest
-		// the node was told it does not have.
-		c.mu.Lock()
-		delete(c.interests, topic)
-		s := c.sess
-		c.mu.Unlock()
-		if s != nil {
-			s.queue.Push(nodeOut{Op: &pb.NodeOp{Op: &pb.NodeOp_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Topic: topic}}}})
-		}
-	}
-	return err
+	return c.SubscribeTopics(ctx, []string{topic})
 }
 
 // Unsubscribe implements broker.Broker: it returns once the service no
 // longer routes the topic to this node, so no message of it is delivered
 // afterwards. While the service is unreachable it only forgets the
-// interest, which the next session then lacks.
+// interest, which the next session then lacks. It is UnsubscribeTopics of
+// one topic.
 func (c *Client) Unsubscribe(ctx context.Context, topic string) error {
-	if err := wire.ValidTopic(topic); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return broker.ErrClosed
-	}
-	_, had := c.interests[topic]
-	delete(c.interests, topic)
-	s := c.sess
-	c.mu.Unlock()
-	if !had || s == nil {
-		return nil
-	}
-	_, err := c.request(ctx, s, func(seq uint64) *pb.NodeOp {
-		return &pb.NodeOp{Op: &pb.NodeOp_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Seq: seq, Topic: topic}}}
-	})
-	if errors.Is(err, broker.ErrUnavailable) {
-		return nil // the next session does not have the interest
-	}
-	return err
+	return c.UnsubscribeTopics(ctx, []string{topic})
 }
 
 // SubscribeTopics implements broker.BatchSubscriber: the subscriptions go
@@ -148,7 +100,8 @@ func (c *Client) SubscribeTopics(ctx context.Context, topics []string) error {
 		})
 	}
 	if err != nil && len(added) > 0 {
-		// Roll back, as Subscribe does.
+		// Roll back, so that a later session does not re-send an interest
+		// the node was told it does not have.
 		c.mu.Lock()
 		for _, topic := range added {
 			delete(c.interests, topic)
