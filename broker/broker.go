@@ -28,6 +28,11 @@ type Message struct {
 	// It must be a JSON text in valid UTF-8: the topic service drops any
 	// other message a node publishes.
 	Data []byte
+	// Offset is the message's place in the topic's stream (1, 2, 3, …),
+	// and Epoch the stream's epoch, for a message published with
+	// Streamer.PublishStream; 0 and "" for any other.
+	Offset uint64
+	Epoch  string
 }
 
 // MaxTopicLen is the longest topic, in bytes, that every broker carries.

@@ -33,6 +33,8 @@ type Core struct {
 
 	mu    sync.Mutex
 	nodes map[string]*Node
+
+	streams streamsState // streams.go
 }
 
 // coreShard's lock is the first of a delivery's locks: Publish holds its
@@ -72,13 +74,14 @@ func NewCore() *Core {
 	c := &Core{seed: maphash.MakeSeed(), nodes: map[string]*Node{}}
 	for i := range c.shards {
 		c.shards[i].topics = map[string]*coreTopic{}
+		c.streams.sshards[i].m = map[string]*stream{}
 	}
 	return c
 }
 
-func (c *Core) shard(topic string) *coreShard {
-	return &c.shards[maphash.String(c.seed, topic)%coreShards]
-}
+func (c *Core) slot(topic string) uint64 { return maphash.String(c.seed, topic) }
+
+func (c *Core) shard(topic string) *coreShard { return &c.shards[c.slot(topic)%coreShards] }
 
 // AddNode attaches a node. deliver receives the messages of the topics the
 // node listens to; it is called with a shard lock held, so it must not block

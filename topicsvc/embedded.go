@@ -30,6 +30,8 @@ var (
 
 	_ broker.BatchSubscriber   = (*Embedded)(nil)
 	_ broker.BatchUnsubscriber = (*Embedded)(nil)
+	_ broker.Streamer          = (*Embedded)(nil)
+	_ broker.StatsReporter     = (*Embedded)(nil)
 )
 
 // NewEmbedded returns a broker for a node that is its own cluster.
@@ -81,6 +83,44 @@ func (e *Embedded) Publish(ctx context.Context, m broker.Message) error {
 	}
 	e.core.Publish(m)
 	return nil
+}
+
+// PublishStream implements broker.Streamer: the message is appended to
+// the Core's stream of its topic and delivered before it returns.
+func (e *Embedded) PublishStream(ctx context.Context, m broker.Message, opts broker.StreamOptions) (broker.StreamPosition, error) {
+	if _, err := e.attached(); err != nil {
+		return broker.StreamPosition{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return broker.StreamPosition{}, err
+	}
+	return e.core.PublishStream(m, opts), nil
+}
+
+// History implements broker.Streamer.
+func (e *Embedded) History(ctx context.Context, topic string, q broker.HistoryQuery) (broker.HistoryResult, error) {
+	if _, err := e.attached(); err != nil {
+		return broker.HistoryResult{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return broker.HistoryResult{}, err
+	}
+	return e.core.History(topic, q), nil
+}
+
+// BrokerStats implements broker.StatsReporter: the figures of the Core's
+// streams (streams.go).
+func (e *Embedded) BrokerStats() map[string]int64 {
+	s := e.core.StreamStats()
+	return map[string]int64{
+		"streams":                       s.Streams,
+		"stream_messages":               s.Messages,
+		"stream_bytes":                  s.Bytes,
+		"stream_max_bytes":              s.MaxBytes,
+		"streams_evicted_total":         s.Evicted,
+		"stream_messages_trimmed_total": s.Trimmed,
+		"streams_expired_total":         s.Expired,
+	}
 }
 
 // Subscribe implements broker.Broker.

@@ -9,7 +9,7 @@ import (
 )
 
 func TestEmbeddedConformance(t *testing.T) {
-	brokertest.Run(t, brokertest.Config{NewCluster: func(t *testing.T, n int) []broker.Broker {
+	brokertest.Run(t, brokertest.Config{Streams: true, NewCluster: func(t *testing.T, n int) []broker.Broker {
 		core := topicsvc.NewCore()
 		bs := make([]broker.Broker, n)
 		for i := range bs {

@@ -29,6 +29,13 @@ type Config struct {
 	// Propagation bounds how long a publish, or a count made on one node,
 	// takes to be visible on another; 2s if zero.
 	Propagation time.Duration
+	// Streams says the broker must implement broker.Streamer; the streams
+	// part of the suite runs for every broker that does.
+	Streams bool
+	// LoseStreams, if not nil, makes the store lose every stream (restart
+	// it, or wipe it), for the test that a lost stream gets a new epoch.
+	// The brokers of the cluster may need to reconnect afterwards.
+	LoseStreams func(t *testing.T)
 }
 
 // Run runs the suite as subtests of t.
@@ -51,6 +58,7 @@ func Run(t *testing.T, cfg Config) {
 	t.Run("ClosedNodeStopsCounting", s.closedNodeStopsCounting)
 	t.Run("CloseIsIdempotent", s.closeIsIdempotent)
 	t.Run("TopicLister", s.topicLister)
+	s.runStreams(t)
 }
 
 type suite struct{ cfg Config }
