@@ -41,6 +41,13 @@ func (t *Tower) onMessage(s *melody.Session, raw []byte) {
 		} else {
 			t.unsubscribe(c, f)
 		}
+	case TypeHistory:
+		// A broker read, charged as one topic of SubscribeRate.
+		if !c.topicsIn.AllowN(now, 1) {
+			t.rateLimited(c, raw, "frame dropped: more than the allowed topic subscriptions or history reads per second", f.Topics, f.ID)
+			return
+		}
+		t.historyFrame(c, f)
 	case TypePublish:
 		t.clientPublish(c, f)
 	case TypePing:
@@ -121,34 +128,74 @@ func (t *Tower) subscribe(c *Conn, f *Frame) {
 	}
 	ctx, cancel := t.brokerContext(c)
 	defer cancel()
+	streams := t.streamTopics(fresh)
 	c.hold()
+	c.beginRecovery(streams)
 	if err := t.hub.subscribe(ctx, c, fresh); err != nil { // all or nothing
+		c.abortRecovery(streams)
 		c.release(nil)
 		t.stats.brokerErrors.Add(1)
 		t.log.Warn("firetower: broker subscribe failed", "conn", c.id, "user", c.userID, "topics", len(fresh), "err", err)
 		c.reply(errorFrame(brokerError(err, fresh), f.ID))
 		return
 	}
+	// The connection is a subscriber now: what the streams' reads miss
+	// reaches it live, held until the reads are merged in (streamqueue.go).
+	var recs []recovered
+	var positions map[string]streamReply
+	if len(streams) > 0 {
+		var err error
+		if recs, positions, err = t.readStreams(ctx, f, streams); err != nil {
+			t.hub.unsubscribe(ctx, c, fresh)
+			c.abortRecovery(streams)
+			c.release(nil)
+			t.stats.brokerErrors.Add(1)
+			t.log.Warn("firetower: broker history failed", "conn", c.id, "user", c.userID, "topics", len(streams), "err", err)
+			c.reply(errorFrame(brokerError(err, fresh), f.ID))
+			return
+		}
+	}
 	if !c.addTopics(fresh, t.cfg.MaxTopicsPerConn) {
 		// Only the read path adds topics, so the limit checked above
 		// still holds; should that change, the frame is refused whole.
 		t.hub.unsubscribe(ctx, c, fresh)
+		c.abortRecovery(streams)
 		c.release(nil)
 		c.reply(t.tooManyTopics(f.Topics, f.ID))
 		return
 	}
 	var reply []byte
 	if !t.cfg.BareData {
-		reply = encodeReply(replyFrame{Type: TypeSubscribed, Topic: f.Topics, ID: f.ID})
+		reply = encodeReply(replyFrame{Type: TypeSubscribed, Topic: f.Topics, ID: f.ID, Streams: positions})
 	}
-	c.release(reply)
+	if len(streams) > 0 {
+		c.endRecovery(reply, recs)
+	} else {
+		c.release(reply)
+	}
 	if len(fresh) > 0 && t.cfg.SubscribeHandler != nil {
 		t.cfg.SubscribeHandler(c, fresh)
 	}
 }
 
+// streamTopics returns those of topics that have history, for a node
+// that speaks the v1 protocol (a BareData node sends plain data only).
+func (t *Tower) streamTopics(topics []string) []string {
+	if t.streamer == nil || t.cfg.BareData {
+		return nil
+	}
+	var out []string
+	for _, topic := range topics {
+		if _, ok := t.streamOptions(topic); ok {
+			out = append(out, topic)
+		}
+	}
+	return out
+}
+
 func (t *Tower) unsubscribe(c *Conn, f *Frame) {
 	held := c.removeTopics(f.Topics)
+	c.dropStreams(held)
 	ctx, cancel := t.brokerContext(c)
 	defer cancel()
 	if err := t.hub.unsubscribe(ctx, c, held); err != nil {
@@ -191,12 +238,12 @@ func (t *Tower) clientPublish(c *Conn, f *Frame) {
 	// The ack goes before the message itself, should the publisher be a
 	// subscriber too: an in-process broker delivers before Publish returns.
 	c.hold()
-	id, err := t.publish(ctx, f.Topics, f.Data)
+	pub, err := t.publish(ctx, f.Topics, f.Data)
 	if err != nil {
 		c.release(errorFrame(brokerError(err, f.Topics), f.ID))
 		return
 	}
-	c.release(encodeReply(replyFrame{Type: TypePublished, Topic: f.Topics, ID: f.ID, MessageID: id}))
+	c.release(encodeReply(replyFrame{Type: TypePublished, Topic: f.Topics, ID: f.ID, MessageID: pub.ID}))
 }
 
 // brokerError turns a broker failure into an error frame.
