@@ -409,3 +409,212 @@ test('the online event cuts the reconnect wait short', () => {
 test('connect before the page has a WebSocket fails loudly', () => {
   assert.throws(() => connect('ws://h/ws', {WebSocket: null, window: null}), /no WebSocket/);
 });
+
+// --- history and recovery ---
+
+// joined subscribes to topics on an open connection and answers with the
+// given streams, the way a node answers for topics that keep history.
+async function joined(ft, ws, topics, streams) {
+  const p = ft.subscribe(topics);
+  const f = ws().last();
+  assert.equal(f.type, 'subscribe');
+  ws().recv({type: 'subscribed', topic: f.topic, id: f.id, streams});
+  await p;
+  return f;
+}
+
+// reconnect drops the connection, dials the next one and opens it, and
+// returns the subscribe frame it sent.
+function reconnect(ws, clock) {
+  ws().drop();
+  clock.advance(30000);
+  ws().open();
+  const f = ws().sent[0];
+  assert.equal(f.type, 'subscribe');
+  return f;
+}
+
+test('streams: the position comes from the subscribed reply and advances with each message', async () => {
+  const {ft, ws} = setup();
+  ws().open();
+  const failures = [];
+  ft.onRecoveryFailed((t, s) => failures.push([t, s]));
+  const got = [];
+  ft.on('a', (data, frame, meta) => got.push([data, frame.offset, meta]));
+  ft.on('c', (data, frame, meta) => got.push([data, frame.offset, meta]));
+  const f = await joined(ft, ws, ['a', 'b', 'c'], {a: {epoch: 'E', offset: 25}, b: {epoch: 'F', offset: 9}});
+  assert.equal(f.since, undefined, 'a first subscribe has nothing to recover');
+  assert.deepEqual(ft.position('a'), {epoch: 'E', offset: 25});
+  assert.deepEqual(ft.position('b'), {epoch: 'F', offset: 9});
+  assert.equal(ft.position('c'), undefined, 'c keeps no history');
+  ws().recv([
+    {type: 'publish', topic: 'a', data: 'x', id: 'm26', offset: 26},
+    {type: 'publish', topic: 'c', data: 'plain', id: 'mc'},
+    {type: 'publish', topic: 'a', data: 'y', id: 'm27', offset: 27},
+  ]);
+  assert.deepEqual(got, [
+    ['x', 26, {offset: 26, epoch: 'E', recovered: false}],
+    ['plain', undefined, {offset: undefined, epoch: undefined, recovered: false}],
+    ['y', 27, {offset: 27, epoch: 'E', recovered: false}],
+  ]);
+  assert.deepEqual(ft.position('a'), {epoch: 'E', offset: 27});
+  assert.deepEqual(ft.position('b'), {epoch: 'F', offset: 9}, 'a message of another topic moves nothing');
+  assert.deepEqual(failures, []);
+  // The position handed out is a copy.
+  ft.position('a').offset = 0;
+  assert.equal(ft.position('a').offset, 27);
+});
+
+test('reconnect: the subscribe asks to recover each topic from its position', async () => {
+  const {ft, ws, clock} = setup();
+  ws().open();
+  await joined(ft, ws, ['a', 'b', 'c'], {a: {epoch: 'E', offset: 25}, b: {epoch: 'F', offset: 9}});
+  ws().recv({type: 'publish', topic: 'a', data: 1, offset: 26});
+  const f = reconnect(ws, clock);
+  assert.deepEqual(f.topic, ['a', 'b', 'c']);
+  assert.deepEqual(f.since, {a: {epoch: 'E', offset: 26}, b: {epoch: 'F', offset: 9}});
+  // Every reconnect asks again, from where the handlers got to by then.
+  ws().recv([
+    {type: 'subscribed', topic: f.topic, id: f.id, streams: {a: {epoch: 'E', offset: 26, recovered: true}, b: {epoch: 'F', offset: 9, recovered: true}}},
+    {type: 'publish', topic: 'b', data: 2, offset: 10},
+  ]);
+  assert.deepEqual(reconnect(ws, clock).since, {a: {epoch: 'E', offset: 26}, b: {epoch: 'F', offset: 10}});
+});
+
+test('recovery: missed messages reach the same handlers in order, with their offsets, before the live ones', async () => {
+  const {ft, ws, clock} = setup();
+  ws().open();
+  const got = [];
+  ft.on('a', (data, frame, meta) => got.push([data, meta.offset, meta.recovered]));
+  await joined(ft, ws, 'a', {a: {epoch: 'E', offset: 26}});
+  const f = reconnect(ws, clock);
+  assert.deepEqual(f.since, {a: {epoch: 'E', offset: 26}});
+  // The reply announces the top (29); the missed messages up to it follow,
+  // and must not be taken for duplicates of that top.
+  ws().recv([
+    {type: 'subscribed', topic: ['a'], id: f.id, streams: {a: {epoch: 'E', offset: 29, recovered: true}}},
+    {type: 'publish', topic: 'a', data: 'm27', offset: 27},
+    {type: 'publish', topic: 'a', data: 'm28', offset: 28},
+  ]);
+  assert.deepEqual(ft.position('a'), {epoch: 'E', offset: 28});
+  ws().recv([
+    {type: 'publish', topic: 'a', data: 'm29', offset: 29},
+    {type: 'publish', topic: 'a', data: 'live30', offset: 30},
+  ]);
+  assert.deepEqual(got, [['m27', 27, true], ['m28', 28, true], ['m29', 29, true], ['live30', 30, false]]);
+  assert.deepEqual(ft.position('a'), {epoch: 'E', offset: 30});
+});
+
+test('duplicates: a message at or below the position is never handed twice', async () => {
+  const {ft, ws} = setup();
+  ws().open();
+  const got = [];
+  const frames = [];
+  ft.on('a', (data) => got.push(data));
+  ft.onFrame((f) => { if (f.type === 'publish') frames.push(f.offset); });
+  await joined(ft, ws, 'a', {a: {epoch: 'E', offset: 25}});
+  ws().recv([
+    {type: 'publish', topic: 'a', data: 'old', offset: 25},
+    {type: 'publish', topic: 'a', data: 'older', offset: 3},
+    {type: 'publish', topic: 'a', data: 'new', offset: 26},
+    {type: 'publish', topic: 'a', data: 'again', offset: 26},
+    {type: 'publish', topic: 'a', data: 'next', offset: 27},
+  ]);
+  assert.deepEqual(got, ['new', 'next']);
+  assert.deepEqual(frames, [25, 3, 26, 26, 27], 'onFrame still sees every frame');
+  assert.deepEqual(ft.position('a'), {epoch: 'E', offset: 27});
+});
+
+test('a subscribe on a live connection that recovers a topic drops what live messages already brought', async () => {
+  const {ft, ws, clock} = setup({reconnectDelay: 100});
+  ws().open();
+  const got = [];
+  ft.on('a', (data, frame, meta) => got.push([data, meta.recovered]));
+  await joined(ft, ws, 'a', {a: {epoch: 'E', offset: 5}});
+  // A subscribe refused for a while: the retry asks for every wanted topic,
+  // the live one included.
+  ft.subscribe('x');
+  ws().recv({type: 'error', code: 'unavailable', message: 'broker down', topic: ['x'], id: ws().last().id});
+  clock.advance(100);
+  const f = ws().last();
+  assert.deepEqual(f.topic, ['a', 'x']);
+  assert.deepEqual(f.since, {a: {epoch: 'E', offset: 5}});
+  // A live message comes before the reply; the node then replays it.
+  ws().recv([
+    {type: 'publish', topic: 'a', data: 'six', offset: 6},
+    {type: 'subscribed', topic: f.topic, id: f.id, streams: {a: {epoch: 'E', offset: 6, recovered: true}}},
+    {type: 'publish', topic: 'a', data: 'six again', offset: 6},
+    {type: 'publish', topic: 'a', data: 'seven', offset: 7},
+  ]);
+  assert.deepEqual(got, [['six', false], ['seven', false]]);
+});
+
+test('recovery failure: onRecoveryFailed is told, and the handlers go on from the new stream', async () => {
+  const {ft, ws, clock, errors} = setup();
+  ws().open();
+  const failures = [];
+  const off = ft.onRecoveryFailed((topic, stream) => failures.push([topic, stream]));
+  ft.onRecoveryFailed(() => { throw new Error('app bug'); });
+  const got = [];
+  ft.on('a', (data, frame, meta) => got.push([data, meta.epoch, meta.offset]));
+  await joined(ft, ws, ['a', 'b', 'c'], {a: {epoch: 'E', offset: 26}, b: {epoch: 'F', offset: 9}, c: {epoch: 'H', offset: 1}});
+  const f = reconnect(ws, clock);
+  assert.deepEqual(Object.keys(f.since).sort(), ['a', 'b', 'c']);
+  // a: the store lost the stream (a new epoch); b: recovered; c: keeps no
+  // history any more (no entry at all).
+  ws().recv({type: 'subscribed', topic: f.topic, id: f.id, streams: {
+    a: {epoch: 'G', offset: 3, recovered: false},
+    b: {epoch: 'F', offset: 9, recovered: true},
+  }});
+  assert.deepEqual(failures, [
+    ['a', {epoch: 'G', offset: 3, recovered: false, since: {epoch: 'E', offset: 26}}],
+    ['c', {recovered: false, since: {epoch: 'H', offset: 1}}],
+  ]);
+  assert.equal(errors.filter((e) => e.message === 'app bug').length, 2, 'a throwing callback is reported, not raised');
+  assert.deepEqual(ft.position('a'), {epoch: 'G', offset: 3});
+  assert.equal(ft.position('c'), undefined);
+  // Offsets of the new epoch: up to its top the messages are not for the
+  // handlers (the app reloads them), then live ones come.
+  ws().recv([
+    {type: 'publish', topic: 'a', data: 'from before', offset: 3},
+    {type: 'publish', topic: 'a', data: 'four', offset: 4},
+  ]);
+  assert.deepEqual(got, [['four', 'G', 4]]);
+  // The window was trimmed: the same epoch, but since+1 is gone.
+  off();
+  const g = reconnect(ws, clock);
+  assert.deepEqual(g.since, {a: {epoch: 'G', offset: 4}, b: {epoch: 'F', offset: 9}});
+  const seen = [];
+  ft.onRecoveryFailed((topic, stream) => seen.push([topic, stream.offset]));
+  ws().recv({type: 'subscribed', topic: g.topic, id: g.id, streams: {a: {epoch: 'G', offset: 500, recovered: false}, b: {epoch: 'F', offset: 9, recovered: true}}});
+  assert.deepEqual(seen, [['a', 500]]);
+  assert.equal(failures.length, 2, 'a removed callback is not called');
+  assert.deepEqual(ft.position('a'), {epoch: 'G', offset: 500});
+});
+
+test('unsubscribe and refusal forget the position', async () => {
+  const {ft, ws, clock} = setup();
+  ws().open();
+  await joined(ft, ws, ['a', 'b', 'c'], {a: {epoch: 'E', offset: 1}, b: {epoch: 'E', offset: 2}, c: {epoch: 'E', offset: 3}});
+  const u = ft.unsubscribe('a');
+  ws().recv({type: 'unsubscribed', topic: ['a'], id: ws().last().id});
+  await u;
+  assert.equal(ft.position('a'), undefined);
+  const f = reconnect(ws, clock);
+  assert.deepEqual(f.since, {b: {epoch: 'E', offset: 2}, c: {epoch: 'E', offset: 3}});
+  ws().recv({type: 'error', code: 'forbidden', message: 'no longer yours', topic: ['b'], id: f.id});
+  assert.equal(ft.position('b'), undefined);
+  const again = ws().last();
+  assert.deepEqual(again.topic, ['c']);
+  assert.deepEqual(again.since, {c: {epoch: 'E', offset: 3}});
+  // Subscribed again later, a topic starts afresh.
+  ws().recv({type: 'subscribed', topic: ['c'], id: again.id, streams: {c: {epoch: 'E', offset: 3, recovered: true}}});
+  const p = ft.subscribe('a');
+  const s = ws().last();
+  assert.equal(s.since, undefined);
+  // A reply for a topic unsubscribed meanwhile leaves no position behind.
+  ft.unsubscribe('a');
+  ws().recv({type: 'subscribed', topic: ['a'], id: s.id, streams: {a: {epoch: 'E', offset: 9}}});
+  await p;
+  assert.equal(ft.position('a'), undefined);
+});
