@@ -61,6 +61,31 @@ export interface RecoveryFailure {
   since: StreamPosition;
 }
 
+export interface HistoryOptions {
+  /** At most this many messages, the newest (the node has a default and a
+   * maximum). A positive integer. */
+  limit?: number;
+  /** Only the messages after this position. */
+  since?: StreamPosition;
+}
+
+/** One message of a history reply. */
+export interface HistoryMessage<T = unknown> {
+  /** The message id the publisher got back. */
+  id: string;
+  offset: number;
+  data: T;
+}
+
+/** The answer to `history`: the messages oldest first, and the stream's
+ * position (its top) when the node read them. */
+export interface History<T = unknown> {
+  topic: string;
+  epoch: string;
+  offset: number;
+  messages: HistoryMessage<T>[];
+}
+
 /** Any frame from the node: a message, a reply, or a custom frame. */
 export interface ServerFrame {
   type: string;
@@ -96,8 +121,8 @@ export interface Options {
   /** Milliseconds without any frame after a ping before the connection is
    * declared dead and replaced. Default 10000. */
   pingTimeout?: number;
-  /** Milliseconds before subscribe/publish/unsubscribe reject with code
-   * `timeout`; 0 disables. Default 10000. */
+  /** Milliseconds before subscribe/publish/unsubscribe/history reject with
+   * code `timeout`; 0 disables. Default 10000. */
   requestTimeout?: number;
   /** First reconnect delay in milliseconds; doubles per failed attempt. Default 500. */
   reconnectDelay?: number;
@@ -163,6 +188,14 @@ export class Client {
    * most once, so the caller decides whether to send again. Made while not
    * connected, it is sent when the connection opens (within the timeout). */
   publish<T = unknown>(topic: string, data: T): Promise<PublishAck>;
+  /** The messages a topic keeps, oldest first: the newest `limit`, or those
+   * after `since`. Made while not connected, or cut off by a reconnect, it is
+   * asked on the next connection (within the request timeout). Rejects with
+   * the node's code: `forbidden` where a subscribe to the topic would be
+   * refused, `bad_request` for a topic that keeps no history. Rejects with a
+   * TypeError for an empty topic, a limit that is not a positive integer or
+   * a `since` that is not a position. */
+  history<T = unknown>(topic: string, options?: HistoryOptions): Promise<History<T>>;
   /** Where the handlers of a topic that keeps history got to (the last
    * offset they were given, or the top the node reported when the
    * subscription took effect); undefined for a topic without history or not
@@ -185,7 +218,7 @@ export class Client {
   /** Called for each topic whose missed messages the node could not hand
    * over on a reconnect (its stream's epoch changed, the messages were
    * trimmed or expired, or the topic keeps no history any more): reload the
-   * topic. */
+   * topic, e.g. with `history`. */
   onRecoveryFailed(fn: (topic: string, failure: RecoveryFailure) => void): () => void;
   /** The topics the client wants, re-subscribed on every reconnect. */
   topics(): string[];

@@ -30,7 +30,7 @@
   // Replies are the frames that answer a client frame and echo its id. A
   // "publish" frame from the node also has an id, but that is the message id,
   // so it must never be matched against pending requests.
-  var REPLIES = {subscribed: 1, unsubscribed: 1, published: 1, pong: 1, error: 1};
+  var REPLIES = {subscribed: 1, unsubscribed: 1, published: 1, history: 1, pong: 1, error: 1};
 
   // Error codes that say "not now" rather than "no": a subscription refused
   // with one of them is asked for again.
@@ -206,6 +206,35 @@
       });
     }
 
+    // history asks for the messages a topic keeps: the newest limit, or those
+    // after options.since. It is a read, so a connection lost before the
+    // answer asks again on the next one (within requestTimeout).
+    history(topic, options) {
+      var self = this;
+      var o = options || {};
+      return new Promise(function (resolve, reject) {
+        if (typeof topic !== 'string' || topic === '') {
+          throw new TypeError('firetower: a topic must be a non-empty string');
+        }
+        if (o.limit !== undefined && !(isOffset(o.limit) && o.limit > 0)) {
+          throw new TypeError('firetower: limit must be a positive integer');
+        }
+        if (o.since !== undefined && !isPosition(o.since)) {
+          throw new TypeError('firetower: since must be {epoch, offset}');
+        }
+        if (self.state === 'closed') throw closedError();
+        var frame = {type: 'history', topic: topic};
+        if (o.limit !== undefined) frame.limit = o.limit;
+        if (o.since !== undefined) frame.since = {epoch: o.since.epoch, offset: o.since.offset};
+        var w = self._waiter(resolve, reject, [topic]);
+        if (self.state === 'open') {
+          self._request(frame, 'history', [topic], [w]);
+        } else {
+          self._queue.push({kind: 'history', frame: frame, waiter: w});
+        }
+      });
+    }
+
     // position is where the handlers of a topic with history got to.
     position(topic) {
       var s = this._streams.get(topic);
@@ -316,8 +345,8 @@
       }
       for (var i = 0; i < queue.length && this.state === 'open'; i++) {
         var q = queue[i];
-        if (q.kind === 'publish' && !q.waiter.done) {
-          this._request(q.frame, 'publish', q.waiter.topics, [q.waiter]);
+        if ((q.kind === 'publish' || q.kind === 'history') && !q.waiter.done) {
+          this._request(q.frame, q.kind, q.waiter.topics, [q.waiter]);
         }
       }
       this._schedulePing();
@@ -383,6 +412,9 @@
             // The topics are still wanted and go out again on the next
             // connection; the promise settles with that subscription.
             requeue.push({kind: 'subscribe', topics: w.topics, waiter: w});
+          } else if (p.kind === 'history' && !closing) {
+            // A read is safe to ask again.
+            requeue.push({kind: 'history', frame: p.frame, waiter: w});
           } else if (p.kind === 'unsubscribe') {
             // The topics left the wanted set already, and a connection that
             // is gone holds no subscription: the goal is met.
@@ -477,6 +509,14 @@
       if (p.kind === 'publish') {
         var ack = {messageId: f.messageId, topic: asList(f.topic)};
         p.waiters.forEach(function (w) { w.resolve(ack); });
+      } else if (p.kind === 'history') {
+        var h = {
+          topic: typeof f.topic === 'string' ? f.topic : p.topics[0],
+          epoch: f.epoch,
+          offset: f.offset,
+          messages: Array.isArray(f.messages) ? f.messages : [],
+        };
+        p.waiters.forEach(function (w) { w.resolve(h); });
       } else {
         if (p.kind === 'subscribe') this._subAttempt = 0;
         p.waiters.forEach(function (w) { w.resolve(w.topics); });
@@ -558,7 +598,7 @@
     _request(frame, kind, topics, waiters) {
       var id = this._nextId++;
       frame.id = id;
-      var p = {kind: kind, topics: topics, waiters: waiters};
+      var p = {kind: kind, topics: topics, waiters: waiters, frame: frame};
       this._pending.set(id, p);
       this._write(frame);
       return p;

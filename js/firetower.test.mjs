@@ -618,3 +618,78 @@ test('unsubscribe and refusal forget the position', async () => {
   await p;
   assert.equal(ft.position('a'), undefined);
 });
+
+test('history: the request goes out with limit and since, and its reply is matched by id', async () => {
+  const {ft, ws} = setup();
+  ws().open();
+  await joined(ft, ws, 'a', {a: {epoch: 'E', offset: 25}});
+  const h1 = ft.history('a', {limit: 50});
+  const f1 = ws().last();
+  assert.deepEqual(f1, {type: 'history', topic: 'a', limit: 50, id: f1.id});
+  const h2 = ft.history('a', {since: {epoch: 'E', offset: 17}});
+  const f2 = ws().last();
+  assert.deepEqual(f2, {type: 'history', topic: 'a', since: {epoch: 'E', offset: 17}, id: f2.id});
+  const h3 = ft.history('b');
+  assert.deepEqual(ws().last(), {type: 'history', topic: 'b', id: ws().last().id});
+  // A message whose id equals the request's is a message, not the answer.
+  ws().recv({type: 'publish', topic: 'a', data: 'live', id: f1.id, offset: 26});
+  assert.equal(await settled(h1), 'pending');
+  const msgs = [{id: 'm24', offset: 24, data: {text: 'x'}}, {id: 'm25', offset: 25, data: 'y'}];
+  ws().recv([
+    {type: 'history', topic: 'a', id: f2.id, epoch: 'E', offset: 26, messages: msgs.concat([{id: 'm26', offset: 26, data: 'live'}])},
+    {type: 'history', topic: 'a', id: f1.id, epoch: 'E', offset: 25, messages: msgs},
+  ]);
+  assert.deepEqual(await h1, {topic: 'a', epoch: 'E', offset: 25, messages: msgs});
+  assert.deepEqual((await h2).messages.map((m) => m.offset), [24, 25, 26]);
+  assert.equal(await settled(h3), 'pending');
+  ws().recv({type: 'history', topic: 'b', id: ws().last().id, epoch: 'F', offset: 0, messages: []});
+  assert.deepEqual(await h3, {topic: 'b', epoch: 'F', offset: 0, messages: []});
+  // Reading history moves no position.
+  assert.deepEqual(ft.position('a'), {epoch: 'E', offset: 26});
+});
+
+test('history: a refusal rejects with the node code; misuse with a TypeError', async () => {
+  const {ft, ws, errors} = setup();
+  ws().open();
+  const forbidden = ft.history('/secret', {limit: 10});
+  ws().recv({type: 'error', code: 'forbidden', message: 'not allowed', topic: '/secret', id: ws().last().id});
+  const r1 = (await settled(forbidden)).err;
+  assert.ok(r1 instanceof FiretowerError);
+  assert.equal(r1.code, 'forbidden');
+  assert.deepEqual(r1.topic, ['/secret']);
+  const plain = ft.history('/plain');
+  ws().recv([{type: 'error', code: 'bad_request', message: 'topic /plain keeps no history', topic: '/plain', id: ws().last().id}]);
+  const r2 = (await settled(plain)).err;
+  assert.equal(r2.code, 'bad_request');
+  assert.match(r2.message, /keeps no history/);
+  assert.equal(errors.length, 0, 'an answered refusal is not also an onError');
+  const sent = ws().sent.length;
+  for (const p of [ft.history(''), ft.history(7), ft.history('a', {limit: 0}), ft.history('a', {limit: 1.5}), ft.history('a', {limit: '5'}), ft.history('a', {since: {offset: 1}}), ft.history('a', {since: {epoch: 'E', offset: -1}})]) {
+    const r = await settled(p);
+    assert.ok(r.err instanceof TypeError, String(r.err));
+  }
+  assert.equal(ws().sent.length, sent, 'nothing is sent for misuse');
+});
+
+test('history: asked while disconnected or cut off by a reconnect, it is asked on the next connection; close rejects it', async () => {
+  const {ft, ws, clock} = setup();
+  const early = ft.history('a', {limit: 5});
+  const sub = ft.subscribe('a');
+  ws().open();
+  assert.deepEqual(ws().sent.map((f) => f.type), ['subscribe', 'history']);
+  const first = ws().sent[1];
+  assert.deepEqual([first.topic, first.limit], ['a', 5]);
+  ws().drop();
+  assert.equal(await settled(early), 'pending');
+  clock.advance(500);
+  ws().open();
+  const again = ws().sent.find((f) => f.type === 'history');
+  assert.deepEqual([again.topic, again.limit], ['a', 5]);
+  ws().recv({type: 'history', topic: 'a', id: again.id, epoch: 'E', offset: 1, messages: [{id: 'm1', offset: 1, data: 1}]});
+  assert.equal((await early).messages.length, 1);
+  const late = ft.history('a');
+  ft.close();
+  assert.equal((await settled(late)).err.code, 'closed');
+  assert.equal((await settled(sub)).err.code, 'closed');
+  assert.equal((await settled(ft.history('a'))).err.code, 'closed');
+});

@@ -1,6 +1,6 @@
 // Compiled (never run) by types.test.mjs: the declarations in
 // js/firetower.d.ts must accept real use and refuse misuse.
-import fire, {connect, FiretowerError, type Client, type State, type PublishAck, type MessageMeta, type RecoveryFailure, type StreamPosition} from 'firetower';
+import fire, {connect, FiretowerError, type Client, type State, type PublishAck, type MessageMeta, type RecoveryFailure, type StreamPosition, type History} from 'firetower';
 
 interface ChatMessage { nick: string; text: string }
 
@@ -35,6 +35,12 @@ async function use(): Promise<void> {
   const ack: PublishAck = await ft.publish<ChatMessage>('/chat/world', {nick: 'a', text: 'b'});
   const id: string = ack.messageId;
   await ft.unsubscribe('/chat/2');
+  const h: History<ChatMessage> = await ft.history<ChatMessage>('/chat/world', {limit: 50});
+  for (const m of h.messages) { const t: string = m.data.text; const o: number = m.offset; const mid: string = m.id; void t; void o; void mid; }
+  const top: number = h.offset;
+  const more = await ft.history('/chat/world', {since: {epoch: h.epoch, offset: top}});
+  await ft.history('/chat/world');
+  void more;
   const sent: boolean = ft.send({type: 'typing', topic: '/chat/world'});
   void topics; void id; void sent;
   ft.close();
@@ -66,4 +72,8 @@ ft.on('/a', (d, f, meta) => {
   const s: string = meta.offset;
   void d; void f; void s;
 });
+// @ts-expect-error since is a position, not an offset
+ft.history('/a', {since: 17});
+// @ts-expect-error history options are checked
+ft.history('/a', {limt: 5});
 void bad; void sure; void fine;
