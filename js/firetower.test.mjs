@@ -1,5 +1,6 @@
 // Unit tests of firetower.js: framing, request/reply matching, reconnect with
-// backoff, resubscription and ping timeouts. The WebSocket and the clock are
+// backoff, resubscription, ping timeouts, recovery of history topics by
+// offset and epoch, and history requests. The WebSocket and the clock are
 // fakes injected through connect's options, so time is advanced by hand and
 // nothing here waits on a real timer.
 //
