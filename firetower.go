@@ -29,8 +29,8 @@ type Tower struct {
 	// is set (New checks it implements it).
 	streamer broker.Streamer
 	hub      *hub
-	melody          *melody.Melody
-	routes          *routes
+	melody   *melody.Melody
+	routes   *routes
 
 	mu       sync.Mutex
 	closing  bool
