@@ -3,6 +3,7 @@ package firetower
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
@@ -164,6 +165,23 @@ func (t *Tower) subscribe(c *Conn, f *Frame) {
 		c.reply(t.tooManyTopics(f.Topics, f.ID))
 		return
 	}
+	if again := t.streamTopics(heldSince(f, fresh)); len(again) > 0 {
+		// Topics the connection already held, asked with since (a client
+		// that retries a frame): it had their messages live all along.
+		if positions == nil {
+			positions = make(map[string]streamReply, len(again))
+		}
+		for _, topic := range again {
+			opts, _ := t.streamOptions(topic)
+			r, err := t.streamer.History(ctx, topic, broker.HistoryQuery{Options: opts.broker()})
+			if err != nil {
+				continue // no entry: the client reads the history itself
+			}
+			since := f.Since[topic]
+			ok := since.Epoch == r.Epoch && since.Offset <= r.Offset
+			positions[topic] = streamReply{Epoch: r.Epoch, Offset: r.Offset, Recovered: &ok}
+		}
+	}
 	var reply []byte
 	if !t.cfg.BareData {
 		reply = encodeReply(replyFrame{Type: TypeSubscribed, Topic: f.Topics, ID: f.ID, Streams: positions})
@@ -176,6 +194,21 @@ func (t *Tower) subscribe(c *Conn, f *Frame) {
 	if len(fresh) > 0 && t.cfg.SubscribeHandler != nil {
 		t.cfg.SubscribeHandler(c, fresh)
 	}
+}
+
+// heldSince returns the topics of a subscribe frame asked with since
+// that are not among fresh (the connection held them already).
+func heldSince(f *Frame, fresh []string) []string {
+	if len(f.Since) == 0 || len(fresh) == len(f.Topics) {
+		return nil
+	}
+	var out []string
+	for _, topic := range f.Topics {
+		if _, asked := f.Since[topic]; asked && !slices.Contains(fresh, topic) {
+			out = append(out, topic)
+		}
+	}
+	return out
 }
 
 // streamTopics returns those of topics that have history, for a node
