@@ -274,7 +274,8 @@ func (c *Core) History(topic string, q broker.HistoryQuery) broker.HistoryResult
 		if q.Since.Offset >= oldest {
 			from = int(q.Since.Offset - oldest + 1)
 		}
-		r.Messages = st.collect(from, min(st.n, from+q.Limit))
+		// from+q.Limit could overflow an int: bound the count instead.
+		r.Messages = st.collect(from, from+min(st.n-from, q.Limit))
 		return r
 	}
 	from = max(0, st.n-q.Limit)
