@@ -120,32 +120,41 @@ func (c *Core) sshard(topic string) *streamShard {
 // lockStream returns topic's stream, locked, creating it with opts if
 // there is none or the one there has expired at now.
 func (c *Core) lockStream(topic string, opts broker.StreamOptions, now int64) *stream {
+	return c.findStream(topic, &opts, now)
+}
+
+// findStream returns topic's stream, locked. If there is none, or the one
+// there has expired at now, it creates one with *opts, or returns nil if
+// opts is nil.
+func (c *Core) findStream(topic string, opts *broker.StreamOptions, now int64) *stream {
 	ss := c.sshard(topic)
-	{
-		ss.mu.Lock()
-		st := ss.m[topic]
-		if st != nil {
-			st.mu.Lock()
-			if !st.dead && !st.idle(now) {
-				ss.mu.Unlock()
-				return st
-			}
-			if !st.dead {
-				c.forget(st, &c.streams.expired)
-			}
-			st.mu.Unlock()
-			if ss.m[topic] == st {
-				delete(ss.m, topic)
-			}
-		}
-		st = &stream{topic: topic, epoch: newEpoch(), opts: opts, last: now}
+	ss.mu.Lock()
+	st := ss.m[topic]
+	if st != nil {
 		st.mu.Lock()
-		ss.m[topic] = st
-		ss.mu.Unlock()
-		c.streams.count.Add(1)
-		c.touchLRU(st)
-		return st
+		if !st.dead && !st.idle(now) {
+			ss.mu.Unlock()
+			return st
+		}
+		if !st.dead {
+			c.forget(st, &c.streams.expired)
+		}
+		st.mu.Unlock()
+		if ss.m[topic] == st {
+			delete(ss.m, topic)
+		}
 	}
+	if opts == nil {
+		ss.mu.Unlock()
+		return nil
+	}
+	st = &stream{topic: topic, epoch: newEpoch(), opts: *opts, last: now}
+	st.mu.Lock()
+	ss.m[topic] = st
+	ss.mu.Unlock()
+	c.streams.count.Add(1)
+	c.touchLRU(st)
+	return st
 }
 
 // idle reports whether the stream had no publish for its TTL; st.mu held.
@@ -171,9 +180,30 @@ func (c *Core) forget(st *stream, why *atomic.Int64) {
 func (c *Core) PublishStream(m broker.Message, opts broker.StreamOptions) broker.StreamPosition {
 	opts = normalOptions(opts)
 	nowT := c.now()
-	now := nowT.UnixNano()
-	st := c.lockStream(m.Topic, opts, now)
+	st := c.lockStream(m.Topic, opts, nowT.UnixNano())
 	st.setOptions(c, opts)
+	return c.appendLocked(st, m, nowT)
+}
+
+// PublishKept appends m to the stream of m.Topic, as PublishStream does
+// with the options the stream has, if the Core keeps a stream of that
+// topic; otherwise it publishes nothing and reports false. The push API
+// publishes with it, so that a backend's message to a topic with history
+// goes into the history, as a node's does, without the backend knowing
+// the topic's options.
+func (c *Core) PublishKept(m broker.Message) (broker.StreamPosition, bool) {
+	nowT := c.now()
+	st := c.findStream(m.Topic, nil, nowT.UnixNano())
+	if st == nil {
+		return broker.StreamPosition{}, false
+	}
+	return c.appendLocked(st, m, nowT), true
+}
+
+// appendLocked appends m to st, whose mu is held, delivers it, and
+// releases st.mu.
+func (c *Core) appendLocked(st *stream, m broker.Message, nowT time.Time) broker.StreamPosition {
+	now := nowT.UnixNano()
 	st.expire(c, now)
 	st.top++
 	m.Offset, m.Epoch = st.top, st.epoch
@@ -259,6 +289,24 @@ func (st *stream) expire(c *Core, now int64) {
 func (c *Core) History(topic string, q broker.HistoryQuery) broker.HistoryResult {
 	now := c.now().UnixNano()
 	st := c.lockStream(topic, normalOptions(q.Options), now)
+	return st.read(c, q, now)
+}
+
+// HistoryKept reads the stream of topic as History does if the Core keeps
+// one, and reports false without starting one otherwise (q.Options are
+// not used): a backend that reads a topic's history through the push API
+// leaves nothing behind.
+func (c *Core) HistoryKept(topic string, q broker.HistoryQuery) (broker.HistoryResult, bool) {
+	now := c.now().UnixNano()
+	st := c.findStream(topic, nil, now)
+	if st == nil {
+		return broker.HistoryResult{}, false
+	}
+	return st.read(c, q, now), true
+}
+
+// read answers q at now; st.mu is held, and released.
+func (st *stream) read(c *Core, q broker.HistoryQuery, now int64) broker.HistoryResult {
 	defer st.mu.Unlock()
 	st.expire(c, now)
 	r := broker.HistoryResult{StreamPosition: broker.StreamPosition{Epoch: st.epoch, Offset: st.top}}

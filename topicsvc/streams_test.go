@@ -410,3 +410,49 @@ func TestStreamCapUnderConcurrentPublishers(t *testing.T) {
 	}
 	t.Logf("%+v", s)
 }
+
+func TestPublishKeptAndHistoryKept(t *testing.T) {
+	c, k := newClockedCore()
+	var got []broker.Message
+	n := c.AddNode("n", func(m broker.Message) { got = append(got, m) })
+	n.Listen("kept")
+	n.Listen("plain")
+	// No stream: nothing is published, nothing is started.
+	if _, ok := c.PublishKept(broker.Message{Topic: "plain", ID: "1", Data: data(1)}); ok {
+		t.Fatal("PublishKept to a topic without a stream reported a publish")
+	}
+	if _, ok := c.HistoryKept("plain", broker.HistoryQuery{Limit: 10, Options: long}); ok {
+		t.Fatal("HistoryKept of a topic without a stream found one")
+	}
+	if s := c.StreamStats(); s.Streams != 0 || len(got) != 0 {
+		t.Fatalf("after PublishKept and HistoryKept of a topic without a stream: %+v, %d deliveries", s, len(got))
+	}
+	// With a stream: the message goes in with the stream's own options.
+	opts := broker.StreamOptions{Size: 2, TTL: time.Minute}
+	p := pub(c, "kept", "1", data(1), opts)
+	for i := 2; i <= 4; i++ {
+		q, ok := c.PublishKept(broker.Message{Topic: "kept", ID: fmt.Sprint(i), Data: data(1)})
+		if !ok || q.Epoch != p.Epoch || q.Offset != uint64(i) {
+			t.Fatalf("PublishKept %d: %+v %v, want offset %d in %q", i, q, ok, i, p.Epoch)
+		}
+	}
+	window(t, c, "kept", p.Epoch, 3, 4) // the stream's size, 2
+	r, ok := c.HistoryKept("kept", broker.HistoryQuery{Since: &broker.StreamPosition{Offset: 3}, Limit: 10})
+	if !ok || r.Epoch != p.Epoch || r.Offset != 4 || len(r.Messages) != 1 || r.Messages[0].ID != "4" {
+		t.Fatalf("HistoryKept since 3: %+v %v", r, ok)
+	}
+	if len(got) != 4 || got[3].Offset != 4 || got[3].Epoch != p.Epoch {
+		t.Fatalf("deliveries %+v, want 4 with offsets", got)
+	}
+	// An expired stream is not kept.
+	k.advance(2 * time.Minute)
+	if _, ok := c.HistoryKept("kept", broker.HistoryQuery{Limit: 10}); ok {
+		t.Fatal("HistoryKept found a stream past its TTL")
+	}
+	if _, ok := c.PublishKept(broker.Message{Topic: "kept", ID: "5", Data: data(1)}); ok {
+		t.Fatal("PublishKept appended to a stream past its TTL")
+	}
+	if s := c.StreamStats(); s.Streams != 0 || s.Expired != 1 {
+		t.Fatalf("after the TTL: %+v", s)
+	}
+}
