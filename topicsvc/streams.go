@@ -248,7 +248,16 @@ func (st *stream) setOptions(c *Core, o broker.StreamOptions) {
 // push appends e; st.mu held. The ring grows by doubling up to the size.
 func (st *stream) push(c *Core, e entry, size int64) {
 	if st.n == st.opts.Size {
-		st.dropOldest(c)
+		// The steady state of a full stream: the newest message takes
+		// the oldest one's slot, and the figures change once, by the
+		// difference, rather than twice each.
+		old := &st.ring[st.head]
+		delta := size - entrySize(old.id, old.data)
+		*old = e
+		st.head = (st.head + 1) % len(st.ring)
+		st.bytes += delta
+		c.streams.bytes.Add(delta)
+		return
 	}
 	if st.n == len(st.ring) {
 		ring := make([]entry, min(max(2*len(st.ring), 8), st.opts.Size))
