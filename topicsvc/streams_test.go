@@ -418,10 +418,10 @@ func TestPublishKeptAndHistoryKept(t *testing.T) {
 	n.Listen("kept")
 	n.Listen("plain")
 	// No stream: nothing is published, nothing is started.
-	if _, ok := c.PublishKept(broker.Message{Topic: "plain", ID: "1", Data: data(1)}); ok {
+	if _, _, ok := c.PublishKept(broker.Message{Topic: "plain", ID: "1", Data: data(1)}); ok {
 		t.Fatal("PublishKept to a topic without a stream reported a publish")
 	}
-	if _, ok := c.HistoryKept("plain", broker.HistoryQuery{Limit: 10, Options: long}); ok {
+	if _, _, ok := c.HistoryKept("plain", broker.HistoryQuery{Limit: 10, Options: long}, 0); ok {
 		t.Fatal("HistoryKept of a topic without a stream found one")
 	}
 	if s := c.StreamStats(); s.Streams != 0 || len(got) != 0 {
@@ -431,13 +431,13 @@ func TestPublishKeptAndHistoryKept(t *testing.T) {
 	opts := broker.StreamOptions{Size: 2, TTL: time.Minute}
 	p := pub(c, "kept", "1", data(1), opts)
 	for i := 2; i <= 4; i++ {
-		q, ok := c.PublishKept(broker.Message{Topic: "kept", ID: fmt.Sprint(i), Data: data(1)})
-		if !ok || q.Epoch != p.Epoch || q.Offset != uint64(i) {
-			t.Fatalf("PublishKept %d: %+v %v, want offset %d in %q", i, q, ok, i, p.Epoch)
+		q, nodes, ok := c.PublishKept(broker.Message{Topic: "kept", ID: fmt.Sprint(i), Data: data(1)})
+		if !ok || q.Epoch != p.Epoch || q.Offset != uint64(i) || nodes != 1 {
+			t.Fatalf("PublishKept %d: %+v to %d nodes, %v; want offset %d in %q to 1 node", i, q, nodes, ok, i, p.Epoch)
 		}
 	}
 	window(t, c, "kept", p.Epoch, 3, 4) // the stream's size, 2
-	r, ok := c.HistoryKept("kept", broker.HistoryQuery{Since: &broker.StreamPosition{Offset: 3}, Limit: 10})
+	r, _, ok := c.HistoryKept("kept", broker.HistoryQuery{Since: &broker.StreamPosition{Offset: 3}, Limit: 10}, 0)
 	if !ok || r.Epoch != p.Epoch || r.Offset != 4 || len(r.Messages) != 1 || r.Messages[0].ID != "4" {
 		t.Fatalf("HistoryKept since 3: %+v %v", r, ok)
 	}
@@ -446,13 +446,54 @@ func TestPublishKeptAndHistoryKept(t *testing.T) {
 	}
 	// An expired stream is not kept.
 	k.advance(2 * time.Minute)
-	if _, ok := c.HistoryKept("kept", broker.HistoryQuery{Limit: 10}); ok {
+	if _, _, ok := c.HistoryKept("kept", broker.HistoryQuery{Limit: 10}, 0); ok {
 		t.Fatal("HistoryKept found a stream past its TTL")
 	}
-	if _, ok := c.PublishKept(broker.Message{Topic: "kept", ID: "5", Data: data(1)}); ok {
+	if _, _, ok := c.PublishKept(broker.Message{Topic: "kept", ID: "5", Data: data(1)}); ok {
 		t.Fatal("PublishKept appended to a stream past its TTL")
 	}
 	if s := c.StreamStats(); s.Streams != 0 || s.Expired != 1 {
 		t.Fatalf("after the TTL: %+v", s)
+	}
+}
+
+func TestHistoryPage(t *testing.T) {
+	c, _ := newClockedCore()
+	var p broker.StreamPosition
+	for i := range 30 {
+		p = pub(c, "paged", fmt.Sprint(i+1), data(100), long)
+	}
+	cost := len("paged") + int(entrySize("10", data(100))) // ids 1..9 cost a byte less
+	// Newest 20 (offsets 11..30), 5 of them to a page: the first 5 of those.
+	r, more := c.HistoryPage("paged", broker.HistoryQuery{Limit: 20}, 5*cost)
+	if !more || len(r.Messages) != 5 || r.Messages[0].Offset != 11 || r.Offset != 30 || r.Epoch != p.Epoch {
+		t.Fatalf("newest 20 in pages of 5: %d from %d, more %v, top %d", len(r.Messages), firstOffset(r.Messages), more, r.Offset)
+	}
+	// The pages after it, since its last message, to the end.
+	var got []uint64
+	since := r.Messages[len(r.Messages)-1].Offset
+	for more {
+		r, more = c.HistoryPage("paged", broker.HistoryQuery{Since: &broker.StreamPosition{Epoch: r.Epoch, Offset: since}, Limit: int(30 - since)}, 5*cost)
+		for _, m := range r.Messages {
+			got = append(got, m.Offset)
+		}
+		since = r.Messages[len(r.Messages)-1].Offset
+		if len(got) > 30 {
+			t.Fatal("paging does not end")
+		}
+	}
+	if len(got) != 15 || got[0] != 16 || got[14] != 30 {
+		t.Fatalf("the following pages hold %v, want 16..30", got)
+	}
+	// A budget smaller than one message still answers one.
+	if r, more := c.HistoryPage("paged", broker.HistoryQuery{Limit: 3}, 1); len(r.Messages) != 1 || !more || r.Messages[0].Offset != 28 {
+		t.Fatalf("a budget of 1 byte: %d messages from %d, more %v", len(r.Messages), firstOffset(r.Messages), more)
+	}
+	// What fits is not truncated.
+	if r, more := c.HistoryPage("paged", broker.HistoryQuery{Limit: 3}, 3*cost); len(r.Messages) != 3 || more {
+		t.Fatalf("3 messages in a budget of 3: %d, more %v", len(r.Messages), more)
+	}
+	if r, more, ok := c.HistoryKept("paged", broker.HistoryQuery{Limit: 30}, 10*cost); !ok || !more || len(r.Messages) != 10 || r.Messages[0].Offset != 1 {
+		t.Fatalf("HistoryKept in pages of 10: %d messages from %d, more %v, kept %v", len(r.Messages), firstOffset(r.Messages), more, ok)
 	}
 }
