@@ -235,7 +235,7 @@ func (s *session) sendLoop(c *Client) {
 // sendBatch sends first (if not nil) and items in as few frames as
 // wire.CutFrames allows.
 func (s *session) sendBatch(c *Client, first *pb.NodeOp, items []nodeOut) bool {
-	return wire.CutFrames(first, items, func(ops []*pb.NodeOp, b *pb.Batch, count, _ int) bool {
+	return wire.CutFrames(first, items, func(ops []*pb.NodeOp, b *pb.Batch, count, _, _ int) bool {
 		if err := s.stream.Send(&pb.NodeFrame{Ops: ops, Publishes: b}); err != nil {
 			s.cancel(err)
 			return false

@@ -401,12 +401,15 @@ func (ss *session) sendLoop() {
 // wire.CutFrames allows.
 func (ss *session) sendBatch(first *pb.ServiceOp, items []outOp) bool {
 	st := &ss.srv.stats
-	return wire.CutFrames(first, items, func(ops []*pb.ServiceOp, b *pb.Batch, count, bytes int) bool {
+	return wire.CutFrames(first, items, func(ops []*pb.ServiceOp, b *pb.Batch, count, bytes, opBytes int) bool {
 		if err := ss.stream.Send(&pb.ServiceFrame{Ops: ops, Deliveries: b}); err != nil {
 			ss.end(reasonStream, err)
 			return false
 		}
 		st.framesOut.Add(1)
+		if opBytes > 0 {
+			ss.queued.Add(-int64(opBytes)) // history answers
+		}
 		if count > 0 {
 			ss.queued.Add(-int64(bytes))
 			st.delivered.Add(int64(count))
