@@ -794,8 +794,9 @@ func (x *StreamPosition) GetOffset() uint64 {
 // HistoryResult of the same seq. Without since, the answer holds the
 // newest limit messages; with since, at most limit messages after it,
 // oldest first (an empty since.epoch means the stream's current one; any
-// other epoch than the current one reads as no since). limit is capped at
-// size; 0 asks for the position only. A topic without a stream gets one,
+// other epoch than the current one reads as no since). No stream holds
+// more than its size, so a larger limit asks for nothing more; 0 asks
+// for the position only. A topic without a stream gets one,
 // empty, in a new epoch, kept as size and ttl_ms say, so that the
 // position answered holds for what is published afterwards.
 type HistoryQuery struct {
@@ -1107,8 +1108,12 @@ type Welcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The largest data the service accepts in one message, in bytes.
 	MaxMessageSize uint64 `protobuf:"varint,1,opt,name=max_message_size,json=maxMessageSize,proto3" json:"max_message_size,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// streams says that the service keeps streams: it answers StreamPublish
+	// and HistoryQuery (a service before streams ignores them, so a node
+	// does not send them there).
+	Streams       bool `protobuf:"varint,2,opt,name=streams,proto3" json:"streams,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -1146,6 +1151,13 @@ func (x *Welcome) GetMaxMessageSize() uint64 {
 		return x.MaxMessageSize
 	}
 	return 0
+}
+
+func (x *Welcome) GetStreams() bool {
+	if x != nil {
+		return x.Streams
+	}
+	return false
 }
 
 // Ack answers a Subscribe, an Unsubscribe, a CountQuery (with count) or a
@@ -2194,9 +2206,10 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\theartbeat\x18\x04 \x01(\v2 .firetower.topicsvc.v1.HeartbeatH\x00R\theartbeat\x127\n" +
 	"\x06notice\x18\x05 \x01(\v2\x1d.firetower.topicsvc.v1.NoticeH\x00R\x06notice\x12@\n" +
 	"\ahistory\x18\x06 \x01(\v2$.firetower.topicsvc.v1.HistoryResultH\x00R\ahistoryB\x04\n" +
-	"\x02op\"3\n" +
+	"\x02op\"M\n" +
 	"\aWelcome\x12(\n" +
-	"\x10max_message_size\x18\x01 \x01(\x04R\x0emaxMessageSize\"q\n" +
+	"\x10max_message_size\x18\x01 \x01(\x04R\x0emaxMessageSize\x12\x18\n" +
+	"\astreams\x18\x02 \x01(\bR\astreams\"q\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x14\n" +
