@@ -45,8 +45,18 @@ type Server struct {
 	stopping bool
 	sessions map[string]*session // by node id
 
+	sweepOnce sync.Once     // starts the sweeper at the first Serve
+	stopOnce  sync.Once     // closes stopped
+	stopped   chan struct{} // closed by Stop and GracefulStop
+	sweeping  sync.WaitGroup
+
 	stats counters
 }
+
+// sweepInterval is how often a serving Server forgets the streams that had
+// no publish for their TTL. The Core also sweeps as streams are published
+// to; the timer frees the memory of topics nobody publishes to any more.
+const sweepInterval = time.Second
 
 // New returns a Server; Serve starts it.
 func New(cfg Config) (*Server, error) {
@@ -61,6 +71,10 @@ func New(cfg Config) (*Server, error) {
 		nodeAuth: []byte("Bearer " + cfg.Token),
 		refusals: newRefusalLog(cfg.Logger, cfg.LogInterval),
 		sessions: map[string]*session{},
+		stopped:  make(chan struct{}),
+	}
+	if cfg.MaxStreamBytes > 0 {
+		s.core.SetMaxStreamBytes(cfg.MaxStreamBytes)
 	}
 	if cfg.APIToken != "" {
 		s.apiAuth = []byte("Bearer " + cfg.APIToken)
@@ -99,12 +113,39 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Core() *topicsvc.Core { return s.core }
 
 // Serve accepts connections on l until Stop or GracefulStop.
-func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
+func (s *Server) Serve(l net.Listener) error {
+	s.sweepOnce.Do(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.stopping {
+			return
+		}
+		s.sweeping.Add(1)
+		go s.sweep()
+	})
+	return s.grpc.Serve(l)
+}
+
+// sweep calls Core.SweepStreams every sweepInterval until the server stops.
+func (s *Server) sweep() {
+	defer s.sweeping.Done()
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopped:
+			return
+		case <-t.C:
+			s.core.SweepStreams()
+		}
+	}
+}
 
 // Stop closes every connection at once.
 func (s *Server) Stop() {
 	s.endSessions()
 	s.grpc.Stop()
+	s.stopSweeping()
 	s.refusals.close()
 }
 
@@ -113,7 +154,13 @@ func (s *Server) Stop() {
 func (s *Server) GracefulStop() {
 	s.endSessions()
 	s.grpc.GracefulStop()
+	s.stopSweeping()
 	s.refusals.close()
+}
+
+func (s *Server) stopSweeping() {
+	s.stopOnce.Do(func() { close(s.stopped) })
+	s.sweeping.Wait()
 }
 
 func (s *Server) endSessions() {
