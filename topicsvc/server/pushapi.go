@@ -102,7 +102,7 @@ func (s *Server) History(_ context.Context, req *pb.HistoryRequest) (*pb.History
 	if err := wire.ValidTopic(req.GetTopic()); err != nil {
 		return nil, invalid(err)
 	}
-	q := broker.HistoryQuery{Limit: int(req.GetLimit())}
+	q := broker.HistoryQuery{Limit: wire.QueryLimit(req.GetLimit())}
 	if since := req.GetSince(); since != nil {
 		q.Since = &broker.StreamPosition{Epoch: since.GetEpoch(), Offset: since.GetOffset()}
 	}

@@ -66,11 +66,9 @@ func (ss *session) history(q *pb.HistoryQuery) {
 		fail(refusedLimit, err)
 		return
 	}
-	// No stream holds more than MaxStreamSize messages (the Core bounds a
-	// read by what the stream holds, its size at most): a larger limit
-	// asks for nothing more. The bound is not the query's size, which
-	// only says how to start a stream there is none of.
-	hq := broker.HistoryQuery{Limit: min(int(q.GetLimit()), wire.MaxStreamSize), Options: opts}
+	// The Core bounds a read by what the stream holds, its size at most;
+	// the query's size only says how to start a stream there is none of.
+	hq := broker.HistoryQuery{Limit: wire.QueryLimit(q.GetLimit()), Options: opts}
 	if s := q.GetSince(); s != nil {
 		hq.Since = &broker.StreamPosition{Epoch: s.GetEpoch(), Offset: s.GetOffset()}
 	}

@@ -61,6 +61,11 @@ func HistoryLimit(limit int) uint32 {
 	return uint32(min(max(limit, 0), math.MaxUint32))
 }
 
+// QueryLimit is a HistoryQuery's or HistoryRequest's limit as an int: no
+// stream holds more than MaxStreamSize messages, so a larger limit asks
+// for nothing more (and stays positive where an int has 32 bits).
+func QueryLimit(limit uint32) int { return int(min(uint64(limit), MaxStreamSize)) }
+
 // HistoryBatch lays out the messages of a history answer as one batch,
 // offsets and epochs included, and returns it with its size in bytes
 // (what it takes in a frame, about).
