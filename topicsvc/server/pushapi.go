@@ -107,7 +107,7 @@ func (s *Server) History(_ context.Context, req *pb.HistoryRequest) (*pb.History
 		q.Since = &broker.StreamPosition{Epoch: since.GetEpoch(), Offset: since.GetOffset()}
 	}
 	s.stats.historyAPI.Add(1)
-	r, more, _ := s.core.HistoryKept(req.GetTopic(), q, wire.HistoryPageBytes)
+	r, more, _ := s.core.HistoryKept(req.GetTopic(), q, s.pageBytes)
 	resp := &pb.HistoryResponse{Topic: req.GetTopic(), Epoch: r.Epoch, Offset: r.Offset, Truncated: more}
 	if len(r.Messages) > 0 {
 		resp.Messages = make([]*pb.HistoryMessage, len(r.Messages))

@@ -40,6 +40,11 @@ type Server struct {
 
 	nodeAuth, apiAuth []byte // "Bearer <token>"; apiAuth nil without Config.APIToken
 	refusals          *refusalLog
+	// pageBytes bounds a history answer's messages: wire.HistoryPageBytes,
+	// or the largest message if smaller, since the gRPC send limit is
+	// that plus wire.FrameOverhead (which one message's topic, id and
+	// framing fit in).
+	pageBytes int
 
 	mu       sync.Mutex
 	stopping bool
@@ -65,13 +70,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		core:     cfg.Core,
-		log:      cfg.Logger,
-		nodeAuth: []byte("Bearer " + cfg.Token),
-		refusals: newRefusalLog(cfg.Logger, cfg.LogInterval),
-		sessions: map[string]*session{},
-		stopped:  make(chan struct{}),
+		cfg:       cfg,
+		core:      cfg.Core,
+		log:       cfg.Logger,
+		nodeAuth:  []byte("Bearer " + cfg.Token),
+		refusals:  newRefusalLog(cfg.Logger, cfg.LogInterval),
+		sessions:  map[string]*session{},
+		stopped:   make(chan struct{}),
+		pageBytes: min(wire.HistoryPageBytes, cfg.MaxMessageSize),
 	}
 	if cfg.MaxStreamBytes > 0 {
 		s.core.SetMaxStreamBytes(cfg.MaxStreamBytes)

@@ -72,7 +72,7 @@ func (ss *session) history(q *pb.HistoryQuery) {
 	if s := q.GetSince(); s != nil {
 		hq.Since = &broker.StreamPosition{Epoch: s.GetEpoch(), Offset: s.GetOffset()}
 	}
-	r, more := ss.srv.core.HistoryPage(q.GetTopic(), hq, wire.HistoryPageBytes)
+	r, more := ss.srv.core.HistoryPage(q.GetTopic(), hq, ss.srv.pageBytes)
 	b, size := wire.HistoryBatch(r.Messages)
 	ss.srv.stats.historyNode.Add(1)
 	res := &pb.HistoryResult{Seq: seq, Epoch: r.Epoch, Offset: r.Offset, Messages: b, Truncated: more}

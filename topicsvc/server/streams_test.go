@@ -453,3 +453,39 @@ func TestBinaryStreamFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryPagesFitTheMessageLimit: with a largest message smaller than
+// a page, the pages shrink to it, so that an answer never exceeds what
+// the service may send; the session survives a read of a long history.
+func TestHistoryPagesFitTheMessageLimit(t *testing.T) {
+	svc := svctest.Start(t, "127.0.0.1:0", "-max-message-size", "1024")
+	nd := svctest.DialNode(t, svc.Addr, client.Options{})
+	ctx := svctest.Ctx(t)
+	opts := broker.StreamOptions{Size: 1000, TTL: time.Minute}
+	data := []byte(`"` + strings.Repeat("d", 900) + `"`)
+	const n = 300 // 270 KB of data: far over 1 KiB + the 64 KiB of overhead
+	for i := range n {
+		_, err := nd.PublishStream(ctx, broker.Message{Topic: "many", ID: fmt.Sprint(i), Data: data}, opts)
+		must(t, err)
+	}
+	r, err := nd.History(ctx, "many", broker.HistoryQuery{Limit: n, Options: opts})
+	must(t, err)
+	if len(r.Messages) != n || r.Messages[0].Offset != 1 || r.Messages[n-1].Offset != n {
+		t.Fatalf("history of %d messages: %d, from %d", n, len(r.Messages), firstOf(r.Messages))
+	}
+	h, err := pushClient(t, svc.Addr).History(withToken(ctx, svctest.Token), &pb.HistoryRequest{Topic: "many", Limit: n})
+	must(t, err)
+	if len(h.GetMessages()) != 1 || !h.GetTruncated() {
+		t.Fatalf("push API page under a 1 KiB message limit: %d messages, truncated %v; want one, truncated", len(h.GetMessages()), h.GetTruncated())
+	}
+	if strings.Contains(svc.Logs(), "node disconnected") || !nd.Connected() {
+		t.Fatalf("the node lost its session reading history:\n%s", svc.Logs())
+	}
+}
+
+func firstOf(ms []broker.Message) uint64 {
+	if len(ms) == 0 {
+		return 0
+	}
+	return ms[0].Offset
+}

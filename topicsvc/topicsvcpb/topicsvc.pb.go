@@ -1243,9 +1243,10 @@ func (x *Ack) GetEpoch() string {
 // (the offset of its newest message, 0 before the first) at the moment of
 // the query, and the messages asked for, oldest first, with consecutive
 // offsets (messages.offsets is set, every epoch_ref points at epoch). An
-// answer is bounded to about 1 MiB of messages (at least one message):
-// truncated says that more of those asked for follow the last one; ask
-// again since it. error is empty on success.
+// answer is bounded to about 1 MiB of messages, or the service's largest
+// message size if smaller (at least one message): truncated says that
+// more of those asked for follow the last one; ask again since it. error
+// is empty on success.
 type HistoryResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
@@ -1666,8 +1667,8 @@ func (x *HistoryRequest) GetSince() *StreamPosition {
 // HistoryResponse is the stream's epoch and top offset and the messages
 // asked for, oldest first. A topic without a stream answers an empty
 // epoch, offset 0 and no message. An answer holds about 1 MiB of messages
-// at most (at least one): truncated says that more follow the last one;
-// ask again since it.
+// at most, or the service's largest message size if smaller (at least
+// one): truncated says that more follow the last one; ask again since it.
 type HistoryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`

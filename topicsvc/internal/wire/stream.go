@@ -16,10 +16,11 @@ const (
 	// MaxStreamTTL is the longest a stream may be asked to keep a message.
 	MaxStreamTTL = 10 * 365 * 24 * time.Hour
 	// HistoryPageBytes bounds the messages of one history answer (their
-	// topics, ids and data; at least one message is answered): well under
-	// the 4 MiB a gRPC client receives by default, and small enough that
-	// an answer does not hold up a session's deliveries for long. A reader
-	// that wants more asks again from the answer's last message.
+	// topics, ids and data; at least one message is answered), unless the
+	// service's largest message is smaller, which then bounds it: well
+	// under the 4 MiB a gRPC client receives by default, and small enough
+	// that an answer does not hold up a session's deliveries for long. A
+	// reader that wants more asks again from the answer's last message.
 	HistoryPageBytes = 1 << 20
 )
 
