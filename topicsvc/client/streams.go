@@ -65,7 +65,7 @@ func (c *Client) publishStream(ctx context.Context, m broker.Message, opts broke
 	}
 	// Copy: the op is marshalled later, on the sender goroutine.
 	data := bytes.Clone(m.Data)
-	a, err := c.request(ctx, s, func(seq uint64) *pb.NodeOp {
+	a, err := c.requestSized(ctx, s, len(m.Topic)+len(m.ID)+len(data), func(seq uint64) *pb.NodeOp {
 		return &pb.NodeOp{Op: &pb.NodeOp_StreamPublish{StreamPublish: &pb.StreamPublish{
 			Seq: seq, Topic: m.Topic, Id: m.ID, Data: data, Size: size, TtlMs: ttl,
 		}}}

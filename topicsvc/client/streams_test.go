@@ -149,3 +149,34 @@ func TestStreamsAgainstAnOldService(t *testing.T) {
 		t.Fatalf("the refusals took %v, want them at once", d)
 	}
 }
+
+// TestConcurrentLargeStreamPublishes: large stream publishes queued
+// together travel in frames of their own, each under the service's
+// receive limit, so none ends the session.
+func TestConcurrentLargeStreamPublishes(t *testing.T) {
+	svc := svctest.Start(t, "127.0.0.1:0")
+	nd := svctest.DialNode(t, svc.Addr, client.Options{})
+	ctx := svctest.Ctx(t)
+	data := []byte(`"` + strings.Repeat("L", 1<<20) + `"`)
+	const workers, each = 6, 3
+	errs := make(chan error, workers*each)
+	for range workers {
+		go func() {
+			for range each {
+				_, err := nd.PublishStream(ctx, broker.Message{Topic: "large", ID: "x", Data: data}, streamOpts)
+				errs <- err
+			}
+		}()
+	}
+	for range workers * each {
+		must(t, <-errs)
+	}
+	r, err := nd.History(ctx, "large", broker.HistoryQuery{Limit: 100, Options: streamOpts})
+	must(t, err)
+	if r.Offset != workers*each || len(r.Messages) != workers*each {
+		t.Fatalf("history: top %d, %d messages; want %d", r.Offset, len(r.Messages), workers*each)
+	}
+	if st := nd.Stats(); st.SessionsLost != 0 {
+		t.Fatalf("the session was lost %d times: %s", st.SessionsLost, st.LastError)
+	}
+}
