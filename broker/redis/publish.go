@@ -4,38 +4,11 @@ package redis
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/OSMeteor/firetower/broker"
 	goredis "github.com/redis/go-redis/v9"
 )
-
-const codecVersion = 1
-
-// encode lays a message out as one binary-safe Redis string: the version
-// byte, the id's length as a uvarint, the id, then the data as published.
-// The topic travels as the channel name.
-func encode(m broker.Message) []byte {
-	buf := make([]byte, 0, 1+binary.MaxVarintLen64+len(m.ID)+len(m.Data))
-	buf = append(buf, codecVersion)
-	buf = binary.AppendUvarint(buf, uint64(len(m.ID)))
-	buf = append(buf, m.ID...)
-	return append(buf, m.Data...)
-}
-
-func decode(payload string) (id string, data []byte, err error) {
-	if len(payload) == 0 || payload[0] != codecVersion {
-		return "", nil, errors.New("unknown encoding")
-	}
-	n, k := binary.Uvarint([]byte(payload[1:min(len(payload), 1+binary.MaxVarintLen64)]))
-	if k <= 0 || n > uint64(len(payload)-1-k) {
-		return "", nil, errors.New("truncated message")
-	}
-	start := 1 + k
-	return payload[start : start+int(n)], []byte(payload[start+int(n):]), nil
-}
 
 // pubReq is one publish waiting for the sender.
 type pubReq struct {
