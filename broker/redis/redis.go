@@ -362,13 +362,17 @@ func (b *Broker) opCtx(ctx context.Context) (context.Context, context.CancelFunc
 
 // fail turns the error of a Redis operation made for a caller into the
 // broker's errors: ErrClosed after Close, the caller's own context error if
-// the caller gave up, and otherwise ErrUnavailable.
+// the caller gave up, and otherwise ErrUnavailable, except for a key that
+// holds another type than the broker's (WRONGTYPE): that is no outage, and
+// retrying does not help.
 func (b *Broker) fail(caller context.Context, op string, err error) error {
 	switch {
 	case b.closed.Load():
 		return fmt.Errorf("firetower: redis broker: %s: %w", op, broker.ErrClosed)
 	case caller.Err() != nil:
 		return fmt.Errorf("firetower: redis broker: %s: %w", op, caller.Err())
+	case goredis.HasErrorPrefix(err, "WRONGTYPE"):
+		return fmt.Errorf("firetower: redis broker: %s: a key of the broker's holds something else: %w", op, err)
 	}
 	return fmt.Errorf("%w: redis %s: %w", broker.ErrUnavailable, op, err)
 }
