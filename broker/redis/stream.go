@@ -112,7 +112,7 @@ func (b *Broker) History(ctx context.Context, topic string, q broker.HistoryQuer
 		return broker.HistoryResult{}, err
 	}
 	meta, stream, _ := b.streamKeys(topic)
-	_, ttl := normalOptions(q.Options)
+	size, ttl := normalOptions(q.Options)
 	hasSince, sinceEpoch, since := "0", "", "0"
 	if q.Since != nil {
 		hasSince, sinceEpoch, since = "1", q.Since.Epoch, strconv.FormatUint(q.Since.Offset, 10)
@@ -120,7 +120,7 @@ func (b *Broker) History(ctx context.Context, topic string, q broker.HistoryQuer
 	limit := max(q.Limit, 0)
 	opCtx, cancel := b.opCtx(ctx)
 	defer cancel()
-	v, err := historyScript.Run(opCtx, b.client, []string{meta, stream}, ttl, newEpoch(), limit, hasSince, sinceEpoch, since).Result()
+	v, err := historyScript.Run(opCtx, b.client, []string{meta, stream}, ttl, size, newEpoch(), limit, hasSince, sinceEpoch, since).Result()
 	if err != nil {
 		return broker.HistoryResult{}, b.fail(ctx, "history", err)
 	}

@@ -95,7 +95,7 @@ func TestStreamSurvivesNodeRestart(t *testing.T) {
 
 // TestStreamKeysInOneSlot: on Redis Cluster a topic's stream keys and its
 // channel share one slot (the script that appends also publishes), and the
-// stream is the two keys alone, trimmed to its size and expiring.
+// stream is the two keys alone, trimmed near its size and expiring.
 func TestStreamKeysInOneSlot(t *testing.T) {
 	admin := newClusterClient(t)
 	prefix := uniquePrefix()
@@ -127,14 +127,23 @@ func TestStreamKeysInOneSlot(t *testing.T) {
 			t.Fatalf("topic %q: %s in slot %d, %s in %d, channel %s in %d", topic, meta, slots[0], stream, slots[1], channel, slots[2])
 		}
 		slotsUsed[slots[0]] = true
-		if n, err := admin.XLen(ctx, stream).Result(); err != nil || n != 10 {
-			t.Fatalf("topic %q: XLEN %s = %d, %v; want the size, 10", topic, stream, n, err)
+		if n, err := admin.XLen(ctx, stream).Result(); err != nil || n != 12 {
+			t.Fatalf("topic %q: XLEN %s = %d, %v; want 12, less than a node to trim", topic, stream, n, err)
 		}
 		for _, key := range []string{meta, stream} {
 			if ttl, err := admin.PTTL(ctx, key).Result(); err != nil || ttl <= 0 || ttl > time.Minute {
 				t.Fatalf("topic %q: PTTL %s = %v, %v; want at most the TTL, 1m", topic, key, ttl, err)
 			}
 		}
+	}
+	// XADD trims whole nodes of the Redis Stream: it keeps at most one
+	// node (100 entries) more than the size.
+	for i := range 1000 {
+		publishStream(t, b, topics[0], strconv.Itoa(i), opts)
+	}
+	_, stream, _ := fredis.StreamKeys(b, topics[0])
+	if n, err := admin.XLen(ctx, stream).Result(); err != nil || n < 10 || n > 110 {
+		t.Fatalf("after 1,000 publishes XLEN %s = %d, %v; want 10 to 110", stream, n, err)
 	}
 	if len(slotsUsed) != 16 {
 		t.Errorf("the streams of %d topics use %d slots, want one per shard group, 16", len(topics), len(slotsUsed))
@@ -180,6 +189,70 @@ func TestStreamDropsExpiredMessages(t *testing.T) {
 		// From a position among the expired messages: what is left.
 		r = history(t, b, "aging", broker.HistoryQuery{Since: &broker.StreamPosition{Epoch: p.Epoch, Offset: 10}, Limit: 5, Options: opts})
 		wantMessages(t, r.Messages, p.Epoch, 51, idRange("new", 0, 5))
+	})
+}
+
+// TestStreamLatestPublishRules: the latest publish says how the stream is
+// kept; a query's options matter only for a stream it starts.
+func TestStreamLatestPublishRules(t *testing.T) {
+	b := newBroker(t, newClient(t, standaloneAddr(t)), fredis.Options{Prefix: uniquePrefix()})
+	start(t, b, func(broker.Message) {})
+	big := broker.StreamOptions{Size: 50, TTL: time.Minute}
+	var p broker.StreamPosition
+	for i := range 50 {
+		p = publishStream(t, b, "rules", strconv.Itoa(i), big)
+	}
+	small := broker.StreamOptions{Size: 5, TTL: 250 * time.Millisecond}
+	r := history(t, b, "rules", broker.HistoryQuery{Limit: 100, Options: small})
+	wantMessages(t, r.Messages, p.Epoch, 1, idRange("", 0, 50))
+	// A smaller size: the window shrinks at once.
+	publishStream(t, b, "rules", "50", broker.StreamOptions{Size: 5, TTL: time.Minute})
+	r = history(t, b, "rules", broker.HistoryQuery{Limit: 100})
+	wantMessages(t, r.Messages, p.Epoch, 47, idRange("", 46, 51))
+	// A shorter TTL: what is older than it goes at once, in the same
+	// epoch.
+	time.Sleep(500 * time.Millisecond)
+	publishStream(t, b, "rules", "51", broker.StreamOptions{Size: 5, TTL: time.Minute})
+	publishStream(t, b, "rules", "52", broker.StreamOptions{Size: 5, TTL: time.Minute})
+	publishStream(t, b, "rules", "53", small)
+	r = history(t, b, "rules", broker.HistoryQuery{Limit: 100})
+	wantMessages(t, r.Messages, p.Epoch, 52, idRange("", 51, 54))
+}
+
+// TestStreamMessagesLostHashKept: when Redis loses a stream's messages but
+// not its hash (an eviction, a key deleted by hand), the stream has lost
+// its continuity: it starts again in a new epoch.
+func TestStreamMessagesLostHashKept(t *testing.T) {
+	clusterKinds(t, func(t *testing.T, newClient func() goredis.UniversalClient) {
+		admin := newClient()
+		b := newBroker(t, newClient(), fredis.Options{Prefix: uniquePrefix()})
+		start(t, b, func(broker.Message) {})
+		ctx := ctxFor(t, 10*time.Second)
+		for _, via := range []string{"publish", "history"} {
+			topic := "lost-by-" + via
+			p := publishStream(t, b, topic, "1", keep)
+			publishStream(t, b, topic, "2", keep)
+			_, stream, _ := fredis.StreamKeys(b, topic)
+			must(t, admin.Del(ctx, stream).Err())
+			var q broker.StreamPosition
+			if via == "publish" {
+				q = publishStream(t, b, topic, "3", keep)
+				if q.Epoch == p.Epoch || q.Offset != 1 {
+					t.Fatalf("publish after the messages were lost: %+v, want offset 1 in a new epoch (was %q)", q, p.Epoch)
+				}
+			} else {
+				r := history(t, b, topic, broker.HistoryQuery{})
+				if r.Epoch == p.Epoch || r.Offset != 0 {
+					t.Fatalf("history after the messages were lost: %+v, want top 0 in a new epoch (was %q)", r.StreamPosition, p.Epoch)
+				}
+				q = publishStream(t, b, topic, "3", keep)
+				if q.Epoch != r.Epoch || q.Offset != 1 {
+					t.Fatalf("publish after that history: %+v, want offset 1 in %q", q, r.Epoch)
+				}
+			}
+			r := history(t, b, topic, broker.HistoryQuery{Limit: 10})
+			wantMessages(t, r.Messages, q.Epoch, 1, []string{"3"})
+		}
 	})
 }
 

@@ -2,14 +2,20 @@
 -- are appended to this file). A topic's stream is two keys in the slot of
 -- the topic's channel:
 --
---   KEYS[1]  hash: e = epoch, top = offset of the newest message (0 before
---            the first), ttl = the TTL in ms of the last publish
---   KEYS[2]  Redis Stream of the kept messages, oldest first: entry id
+--   KEYS[1]  hash: e = epoch; top = offset of the newest message (0 before
+--            the first); size and ttl (ms) = how the latest publish keeps
+--            the stream; exp = when the oldest message kept expires (Unix
+--            ms, Redis's clock), or earlier; 0 with no message
+--   KEYS[2]  Redis Stream of the messages, oldest first: entry id
 --            OFFSET-0, fields t = publish time (Unix ms, Redis's clock) and
 --            m = the message's body (uvarint id length, id, data)
 --
--- The stream holds the offsets top-n+1 .. top (n = XLEN) with no hole:
--- entries are only ever appended and trimmed from the oldest.
+-- The Redis Stream holds the offsets top-n+1 .. top (n = XLEN) with no
+-- hole: entries are only appended, and trimmed from the oldest. XADD trims
+-- it approximately (whole nodes of the Redis Stream, cheaper than one
+-- entry at a time), so it may hold a node's worth (at most 100 entries or
+-- about 4 KB) more than size: the stream's messages are the newest size of
+-- them.
 
 local meta, stream = KEYS[1], KEYS[2]
 
@@ -34,59 +40,75 @@ local function time_of(o)
   return tonumber(e[1][2][2])
 end
 
--- expire drops the entries published before cutoff and returns how many
--- remain. Publish times grow with the offset, so the expired entries are
--- the oldest: a binary search over the offsets finds the first one kept,
--- in O(log n) lookups, and only when the oldest has expired.
-local function expire(top, cutoff)
-  local n = redis.call('XLEN', stream)
-  if n == 0 then
-    return 0
-  end
-  local first = top - n + 1
+-- restart starts the stream again, empty, in new_epoch, expiring after
+-- ttl unless published to, and returns the epoch.
+local function restart(ttl, size, new_epoch)
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'e', new_epoch, 'top', 0, 'ttl', int(ttl), 'size', int(size), 'exp', 0)
+  redis.call('PEXPIRE', meta, int(ttl))
+  return new_epoch
+end
+
+-- expire drops the messages published before cutoff, first being the
+-- oldest offset of the stream, and returns the publish time of the oldest
+-- one left, nil if none is. Publish times grow with the offset, so the
+-- expired messages are the oldest: a binary search over the offsets finds
+-- the first one kept, in O(log n) lookups.
+local function expire(top, first, cutoff)
   local t = time_of(first)
   if t and t >= cutoff then
-    return n
+    return t
   end
-  t = time_of(top)
-  if not t or t < cutoff then
+  local hi_t = time_of(top)
+  if not hi_t or hi_t < cutoff then
     redis.call('DEL', stream)
-    return 0
+    return nil
   end
   local lo, hi = first, top -- lo has expired, hi is kept
   while hi - lo > 1 do
     local mid = math.floor((lo + hi) / 2)
     t = time_of(mid)
     if t and t >= cutoff then
-      hi = mid
+      hi, hi_t = mid, t
     else
       lo = mid
     end
   end
   redis.call('XTRIM', stream, 'MINID', int(hi))
-  return top - hi + 1
+  return hi_t
 end
 
--- open returns the stream's epoch and top. A stream that is missing, or
--- whose every message is older than its TTL (no publish for that long:
--- it has lost its continuity), starts again, empty, in new_epoch at top 0,
--- expiring after ttl unless published to. cut_ttl, if not nil, replaces
--- the stream's own TTL for dropping the expired messages.
-local function open(now, ttl, new_epoch, cut_ttl)
-  local m = redis.call('HMGET', meta, 'e', 'top', 'ttl')
+-- open returns the stream's epoch, top, exp and size. A publish passes
+-- its ttl and size, which apply from now on; a query passes those of a
+-- stream it starts, and the stream's own apply. A stream whose hash is
+-- missing, or whose every message is older than its TTL (no publish for
+-- that long: it lost its continuity), starts again in new_epoch. The
+-- expired messages are dropped when exp says some may be, which is about
+-- once per TTL.
+local function open(now, ttl, size, new_epoch, publishing)
+  local m = redis.call('HMGET', meta, 'e', 'top', 'ttl', 'size', 'exp')
   local epoch, top = m[1], tonumber(m[2])
-  if epoch and top then
-    if top == 0 then
-      return epoch, 0
-    end
-    if expire(top, now - (cut_ttl or tonumber(m[3]) or ttl)) > 0 then
-      return epoch, top
-    end
+  if not (epoch and top) then
+    return restart(ttl, size, new_epoch), 0, 0, size
   end
-  -- A stream left without its hash (evicted, or deleted by hand) holds
-  -- the offsets of a lost epoch.
-  redis.call('DEL', stream)
-  redis.call('HSET', meta, 'e', new_epoch, 'top', 0, 'ttl', int(ttl))
-  redis.call('PEXPIRE', meta, int(ttl))
-  return new_epoch, 0
+  local kept_ttl, exp = tonumber(m[3]) or ttl, tonumber(m[5]) or 0
+  if not publishing then
+    ttl, size = kept_ttl, tonumber(m[4]) or size
+  end
+  if top == 0 then
+    return epoch, 0, 0, size
+  end
+  if exp > 0 and now < exp and ttl == kept_ttl then
+    return epoch, top, exp, size
+  end
+  local n = redis.call('XLEN', stream)
+  local oldest = n > 0 and expire(top, math.max(top - n + 1, top - size + 1), now - ttl)
+  if not oldest then
+    return restart(ttl, size, new_epoch), 0, 0, size
+  end
+  exp = oldest + ttl
+  if not publishing then
+    redis.call('HSET', meta, 'exp', int(exp))
+  end
+  return epoch, top, exp, size
 end

@@ -20,14 +20,26 @@ local function uvarint(n)
 end
 
 local now = now_ms()
--- The latest publish says how the stream is kept: its TTL drops the
--- expired messages.
-local epoch, top = open(now, ttl, new_epoch, ttl)
+local epoch, top, exp = open(now, ttl, size, new_epoch, true)
+-- XADD comes before the other writes: it is the command that can fail
+-- (out of memory), and a script's writes before an error stay.
+local added = false
+if top > 0 then
+  added = redis.call('XADD', stream, 'NOMKSTREAM', 'MAXLEN', '~', int(size), int(top + 1), 't', int(now), 'm', body)
+  if not added then
+    -- The messages are gone but the hash is not (evicted, or deleted by
+    -- hand): continuity is lost.
+    epoch, top, exp = restart(ttl, size, new_epoch), 0, 0
+  end
+end
+if not added then
+  redis.call('XADD', stream, 'MAXLEN', '~', int(size), int(top + 1), 't', int(now), 'm', body)
+end
 local offset = top + 1
--- XADD first: it is the command that can fail (out of memory), and a
--- script's earlier writes are not undone.
-redis.call('XADD', stream, 'MAXLEN', '=', int(size), int(offset), 't', int(now), 'm', body)
-redis.call('HSET', meta, 'top', int(offset), 'ttl', int(ttl))
+if exp == 0 then
+  exp = now + ttl -- the message is the oldest
+end
+redis.call('HSET', meta, 'top', int(offset), 'ttl', int(ttl), 'size', int(size), 'exp', int(exp))
 redis.call('PEXPIRE', meta, int(ttl))
 redis.call('PEXPIRE', stream, int(ttl))
 local payload = '\2' .. uvarint(offset) .. uvarint(#epoch) .. epoch .. body
