@@ -48,10 +48,14 @@ func (b *Broker) streamKeys(topic string) (meta, stream, channel string) {
 	return b.opts.Prefix + ":e:" + tag + topic, b.opts.Prefix + ":s:" + tag + topic, ch
 }
 
+// maxCount bounds sizes and limits: the scripts count in Lua's doubles,
+// exact up to 2^53, and no stream holds more.
+const maxCount = 1 << 50
+
 // normalOptions applies the floors of broker.StreamOptions (at least one
-// message, at least a millisecond), as every broker does.
+// message, at least a millisecond), as every broker does, and maxCount.
 func normalOptions(o broker.StreamOptions) (size, ttlMs int64) {
-	size, ttlMs = int64(max(o.Size, 1)), max(o.TTL.Milliseconds(), 1)
+	size, ttlMs = min(max(int64(o.Size), 1), maxCount), max(o.TTL.Milliseconds(), 1)
 	return size, ttlMs
 }
 
@@ -117,7 +121,7 @@ func (b *Broker) History(ctx context.Context, topic string, q broker.HistoryQuer
 	if q.Since != nil {
 		hasSince, sinceEpoch, since = "1", q.Since.Epoch, strconv.FormatUint(q.Since.Offset, 10)
 	}
-	limit := max(q.Limit, 0)
+	limit := min(max(int64(q.Limit), 0), maxCount)
 	opCtx, cancel := b.opCtx(ctx)
 	defer cancel()
 	v, err := historyScript.Run(opCtx, b.client, []string{meta, stream}, ttl, size, newEpoch(), limit, hasSince, sinceEpoch, since).Result()

@@ -460,6 +460,16 @@ func TestStreamBadInput(t *testing.T) {
 	r := history(t, b, "one", broker.HistoryQuery{Limit: 10})
 	wantMessages(t, r.Messages, p.Epoch, 3, []string{"2"})
 
+	// Sizes and limits beyond any stream's.
+	huge := broker.StreamOptions{Size: int(^uint(0) >> 1), TTL: time.Duration(1<<63 - 1)}
+	h := publishStream(t, b, "huge", "1", huge)
+	if r := history(t, b, "huge", broker.HistoryQuery{Limit: int(^uint(0) >> 1), Since: &broker.StreamPosition{}, Options: huge}); len(r.Messages) != 1 || r.StreamPosition != h {
+		t.Errorf("a huge size and limit: %+v", r)
+	}
+	if r := history(t, b, "huge", broker.HistoryQuery{Limit: int(^uint(0) >> 1), Options: huge}); len(r.Messages) != 1 {
+		t.Errorf("a huge limit without a position: %+v", r)
+	}
+
 	// Queries: a negative limit asks for the position only; a position
 	// past the top, or with a huge offset, finds nothing after it.
 	for _, q := range []broker.HistoryQuery{
