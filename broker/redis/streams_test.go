@@ -219,6 +219,36 @@ func TestStreamLatestPublishRules(t *testing.T) {
 	wantMessages(t, r.Messages, p.Epoch, 52, idRange("", 51, 54))
 }
 
+// TestStreamLargerSizeDropsExpired: a larger size brings back messages
+// that XADD had not trimmed yet (it trims whole nodes); those older than
+// the TTL stay out, although the last look for expired messages found the
+// oldest of the smaller window fresh.
+func TestStreamLargerSizeDropsExpired(t *testing.T) {
+	b := newBroker(t, newClient(t, standaloneAddr(t)), fredis.Options{Prefix: uniquePrefix()})
+	start(t, b, func(broker.Message) {})
+	const ttl = 2 * time.Second
+	small := broker.StreamOptions{Size: 5, TTL: ttl}
+	began := time.Now()
+	var p broker.StreamPosition
+	for i := range 20 {
+		p = publishStream(t, b, "grow", strconv.Itoa(i), small)
+	}
+	time.Sleep(time.Until(began.Add(ttl / 2)))
+	for i := 20; i < 25; i++ {
+		publishStream(t, b, "grow", strconv.Itoa(i), small)
+	}
+	// Past the first messages' TTL: this publish looks for expired
+	// messages, in a window of 5 that are all fresh.
+	time.Sleep(time.Until(began.Add(ttl + 200*time.Millisecond)))
+	publishStream(t, b, "grow", "25", small)
+	publishStream(t, b, "grow", "26", broker.StreamOptions{Size: 100, TTL: ttl})
+	r := history(t, b, "grow", broker.HistoryQuery{Limit: 100})
+	if late := time.Since(began); late > ttl*3/2-200*time.Millisecond {
+		t.Fatalf("the machine is too slow for this test: %v since the start, near the TTL of the second batch", late)
+	}
+	wantMessages(t, r.Messages, p.Epoch, 21, idRange("", 20, 27))
+}
+
 // TestStreamMessagesLostHashKept: when Redis loses a stream's messages but
 // not its hash (an eviction, a key deleted by hand), the stream has lost
 // its continuity: it starts again in a new epoch.

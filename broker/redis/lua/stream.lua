@@ -91,14 +91,17 @@ local function open(now, ttl, size, new_epoch, publishing)
   if not (epoch and top) then
     return restart(ttl, size, new_epoch), 0, 0, size
   end
-  local kept_ttl, exp = tonumber(m[3]) or ttl, tonumber(m[5]) or 0
+  local kept_ttl, kept_size, exp = tonumber(m[3]) or ttl, tonumber(m[4]) or size, tonumber(m[5]) or 0
   if not publishing then
-    ttl, size = kept_ttl, tonumber(m[4]) or size
+    ttl, size = kept_ttl, kept_size
   end
   if top == 0 then
     return epoch, 0, 0, size
   end
-  if exp > 0 and now < exp and ttl == kept_ttl then
+  -- exp holds for the messages and the TTL of the last look. A new TTL
+  -- moves every expiry; a new size may bring older messages, which XADD
+  -- had not trimmed yet, back into the stream.
+  if exp > 0 and now < exp and ttl == kept_ttl and size == kept_size then
     return epoch, top, exp, size
   end
   local n = redis.call('XLEN', stream)
