@@ -263,7 +263,7 @@ func (t *Tower) clientPublish(c *Conn, f *Frame) {
 	ctx, cancel := t.brokerContext(c)
 	defer cancel()
 	if f.ID == nil {
-		if _, err := t.publish(ctx, f.Topics, f.Data); err != nil {
+		if _, err := t.publish(ctx, f.Topics, f.Data, false); err != nil {
 			c.reply(errorFrame(brokerError(err, f.Topics), f.ID))
 		}
 		return
@@ -271,7 +271,7 @@ func (t *Tower) clientPublish(c *Conn, f *Frame) {
 	// The ack goes before the message itself, should the publisher be a
 	// subscriber too: an in-process broker delivers before Publish returns.
 	c.hold()
-	pub, err := t.publish(ctx, f.Topics, f.Data)
+	pub, err := t.publish(ctx, f.Topics, f.Data, false)
 	if err != nil {
 		c.release(errorFrame(brokerError(err, f.Topics), f.ID))
 		return

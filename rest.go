@@ -323,7 +323,7 @@ func (t *Tower) servePublish(c *gin.Context) {
 		ctx, cancel = context.WithTimeout(ctx, t.cfg.BrokerTimeout)
 		defer cancel()
 	}
-	pub, err := t.publish(ctx, topics, data)
+	pub, err := t.publish(ctx, topics, data, true)
 	if err != nil {
 		status := brokerErrorStatus(err)
 		if status == http.StatusServiceUnavailable {
