@@ -313,9 +313,8 @@ test('more was said while disconnected than the room keeps: the page shows the r
   }
 });
 
-// Needs the topic service's streams over gRPC (topicsvc/client): without
-// them a chat node with history cannot start on topicsvc:// and this test
-// fails at its first node.
+// The room's stream is the topic service's (over gRPC): the restarted node
+// reads what the page missed from there.
 test('cluster: the node behind the page restarts; what was said through another node meanwhile shows once, in order', async () => {
   const svcBin = build('./cmd/firetower-topicsvc', 'firetower-topicsvc');
   const svcPort = await freePort();
