@@ -1,0 +1,25 @@
+package topicsvc_test
+
+import (
+	"testing"
+
+	"github.com/OSMeteor/firetower"
+	"github.com/OSMeteor/firetower/internal/userstest"
+	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
+)
+
+// TestUsersOnService: push to a user, disconnect a user and
+// MaxConnsPerUser across two nodes of a standalone topic service process.
+func TestUsersOnService(t *testing.T) {
+	svc := svctest.Start(t, "127.0.0.1:0")
+	userstest.Run(t, func(t *testing.T, cfg firetower.Config) *firetower.Tower {
+		cfg.BrokerURL = "topicsvc://" + svc.Addr
+		cfg.BrokerToken = svctest.Token
+		tw, err := firetower.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tw.Shutdown(t.Context()) })
+		return tw
+	})
+}
