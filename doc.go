@@ -26,6 +26,7 @@
 //	{"type":"unsubscribed","topic":["a"]}
 //	{"type":"publish","topic":"a","data":<JSON>,"id":"<message id>"}   each message
 //	{"type":"published","id":<client id>,"messageId":"<message id>"}   a client publish accepted
+//	{"type":"message","data":<JSON>,"id":"<message id>"}   a message to the connection's user
 //	{"type":"pong"}
 //	{"type":"error","code":"bad_request|forbidden|too_many_topics|rate_limited|unavailable","message":"..."}
 //
