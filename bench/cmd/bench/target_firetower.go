@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -13,8 +14,11 @@ import (
 // firetowerServer is firetower as a user mounts it: a gin app with the
 // Tower's middleware, its defaults, and a REST token. brokerURL empty means
 // the embedded topic service.
-func firetowerServer(brokerURL string) (http.Handler, func(), error) {
+func firetowerServer(brokerURL string, hist historyOpts) (http.Handler, func(), error) {
 	gin.SetMode(gin.ReleaseMode)
+	if hist.Size > 0 {
+		return nil, nil, errors.New("firetower history: not in this build")
+	}
 	tower, err := firetower.New(firetower.Config{
 		APIToken:                benchToken,
 		InsecureSkipOriginCheck: true,
