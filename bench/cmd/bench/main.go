@@ -76,6 +76,11 @@ type scenario struct {
 	// publishes are in flight.
 	Publishers int
 	Kind       string
+	// History is the number of messages every topic keeps (firetower's
+	// TopicOptions.HistorySize, Centrifuge's WithHistory) and HistoryTTL how
+	// long; the history kind runs each target without and with it.
+	History    int
+	HistoryTTL time.Duration
 }
 
 var scenarios = []scenario{
@@ -85,6 +90,9 @@ var scenarios = []scenario{
 	{Name: "idle20k", Title: "19,000 idle subscribed connections (the open-file limit is 20,000), then one broadcast", Conns: 19000, Topics: 1, Mode: "once", Count: 1, Kind: "idle"},
 	{Name: "stalled", Title: "1,000 subscribers, 200 publishes/s for 10 s; 1% of clients stop reading", Conns: 1000, Topics: 1, Mode: "rate", Rate: 200, Duration: 10 * time.Second, Stall: true, Kind: "stalled"},
 	{Name: "cluster", Title: "1,000 subscribers on one node, publishes sent to another: topic service, Redis, and one node alone for reference", Conns: 1000, Topics: 1, Mode: "window", Window: 32, Duration: 5 * time.Second, Kind: "cluster"},
+	{Name: "fanout1k-history", Title: "1,000 subscribers, 1 topic, 100 B messages, without and with history 100 (1 min)", Conns: 1000, Topics: 1, Mode: "window", Window: 32, Duration: 5 * time.Second, Kind: "history", History: 100, HistoryTTL: time.Minute},
+	{Name: "topics100-history", Title: "1,000 subscribers over 100 topics, 100 B messages, without and with history 100 (1 min)", Conns: 1000, Topics: 100, Mode: "window", Window: 32, Duration: 5 * time.Second, Kind: "history", History: 100, HistoryTTL: time.Minute},
+	{Name: "storm", Title: "reconnect storm: 1,000 clients of one topic with history 100 disconnect, 100 messages are published, all reconnect at once and recover them", Conns: 1000, Topics: 1, Mode: "storm", Count: 100, Duration: time.Minute, Kind: "storm", History: 100, HistoryTTL: time.Minute},
 	{Name: "connmax", Title: "19,900 subscribed connections (open-file limit 20,000 per process), one broadcast to all", Conns: 19900, Topics: 1, Mode: "once", Count: 1, Kind: "idle"},
 }
 
@@ -98,8 +106,11 @@ type record struct {
 	RSSSubKB   int64      `json:"rssSubscribedKB"`
 	HWMKB      int64      `json:"hwmKB"`
 	CPUSeconds float64    `json:"cpuSeconds"`
-	LoadCPU    float64    `json:"loadCPUSeconds"`
-	Err        string     `json:"err,omitempty"`
+	// StormCPU is the server's CPU time from the reconnect storm's first
+	// dial until every client caught up (storm scenario).
+	StormCPU float64 `json:"stormCPUSeconds,omitempty"`
+	LoadCPU  float64 `json:"loadCPUSeconds"`
+	Err      string  `json:"err,omitempty"`
 }
 
 func driverMain(args []string) {
@@ -113,6 +124,9 @@ func driverMain(args []string) {
 	publishers := fs.Int("publishers", 0, "override the scenario's concurrent HTTP publishers")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the firetower server (last round) to this file")
 	chartOnly := fs.Bool("chart-only", false, "only redraw docs/bench.png from BENCHMARKS.md")
+	history := fs.Int("history", 0, "messages of history per topic: on fanout1k, topics100 or fanout10k, runs firetower and centrifuge without and with it (section <scenario>-history); on the history scenarios and storm, overrides their 100")
+	profVariant := fs.String("cpuprofile-variant", "", "which variant -cpuprofile profiles (history: \"history\")")
+	historyTTL := fs.Duration("history-ttl", 0, "how long history keeps a message (default: the scenario's, 1 min)")
 	_ = fs.Parse(args)
 	if *chartOnly {
 		if err := redrawChart(*out); err != nil {
@@ -130,6 +144,22 @@ func driverMain(args []string) {
 	if sc == nil {
 		log.Fatalf("unknown scenario %q (have %s)", *name, scenarioNames())
 	}
+	if *history > 0 {
+		switch sc.Kind {
+		case "throughput":
+			sc.Name += "-history"
+			sc.Title += fmt.Sprintf(", without and with history %d", *history)
+			sc.Kind = "history"
+			sc.HistoryTTL = time.Minute
+		case "history", "storm":
+		default:
+			log.Fatalf("-history applies to the throughput, history and storm scenarios, not %s", sc.Name)
+		}
+		sc.History = *history
+	}
+	if *historyTTL > 0 {
+		sc.HistoryTTL = *historyTTL
+	}
 	if *publishers > 0 {
 		sc.Publishers = *publishers
 	}
@@ -137,11 +167,19 @@ func driverMain(args []string) {
 		sc.Publishers = 16
 	}
 	targets := allTargets
+	if sc.Kind == "history" || sc.Kind == "storm" {
+		// Only these two keep history.
+		targets = []target{allTargets[0], allTargets[1]}
+	}
 	if *only != "" {
 		targets = nil
 		for _, n := range strings.Split(*only, ",") {
 			for _, t := range allTargets {
 				if t.Name == n {
+					if (sc.Kind == "history" || sc.Kind == "storm") && n != "firetower" && n != "centrifuge" {
+						log.Printf("%s has no history: left out of %s", n, sc.Name)
+						continue
+					}
 					targets = append(targets, t)
 				}
 			}
@@ -154,6 +192,9 @@ func driverMain(args []string) {
 	variants := []string{""}
 	if sc.Stall {
 		variants = []string{"", "stalled"}
+	}
+	if sc.Kind == "history" {
+		variants = []string{"", "history"}
 	}
 	var recs []record
 	if sc.Kind == "cluster" {
@@ -180,19 +221,38 @@ func driverMain(args []string) {
 			break
 		}
 		// Rotate the order each round so no target always runs first (on a
-		// cold cache) or last (after the others warmed the machine).
+		// cold cache) or last (after the others warmed the machine). The
+		// history kind rotates its target and variant pairs as one list.
+		type run struct {
+			t target
+			v string
+		}
+		var runs []run
 		for i := range targets {
 			t := targets[(i+r)%len(targets)]
 			for _, v := range variants {
-				prof := ""
-				if *cpuprofile != "" && t.Name == "firetower" && r == *rounds-1 && v == "" {
-					prof, _ = filepath.Abs(*cpuprofile)
-				}
-				rec := runOne(self, *pin, *sc, t, v, prof)
-				rec.Round = r + 1
-				recs = append(recs, rec)
-				printRecord(rec)
+				runs = append(runs, run{t, v})
 			}
+		}
+		if sc.Kind == "history" {
+			runs = runs[:0]
+			for _, t := range targets {
+				for _, v := range variants {
+					runs = append(runs, run{t, v})
+				}
+			}
+			k := r % len(runs)
+			runs = append(runs[k:], runs[:k]...)
+		}
+		for _, x := range runs {
+			prof := ""
+			if *cpuprofile != "" && x.t.Name == "firetower" && r == *rounds-1 && x.v == *profVariant {
+				prof, _ = filepath.Abs(*cpuprofile)
+			}
+			rec := runOne(self, *pin, *sc, x.t, x.v, prof)
+			rec.Round = r + 1
+			recs = append(recs, rec)
+			printRecord(rec)
 		}
 	}
 	sum := summarize(*sc, targets, recs, *rounds)
@@ -226,6 +286,12 @@ func printRecord(r record) {
 		fmt.Printf("round %d %-12s%s ERROR %s\n", r.Round, r.Target, v, r.Err)
 		return
 	}
+	if s := l.Storm; s != nil {
+		fmt.Printf("round %d %-12s%s correct %d/%d  recovered %d  gap %d twice %d wrong %d early %d live-missed %d  all caught up %.0f ms (p50 %.0f, p99 %.0f)  reply p50 %.0f max %.0f ms  live %.0f ms  server cpu %.2fs  msgs %d  dial errors %d  errors %d %s\n",
+			r.Round, r.Target, v, s.Correct, s.Clients, s.Recovered, s.Missing, s.Duplicated, s.WrongData, s.EarlyMsg, s.LiveMissed,
+			s.AllMs, s.DoneP50, s.DoneP99, s.AckP50, s.AckMax, s.LiveMs, r.StormCPU, s.Messages, s.DialErrors, s.Errors, s.FirstError)
+		return
+	}
 	fmt.Printf("round %d %-12s%s subscribed %d/%d  deliveries/s %10.0f  p50 %7.2f ms  p99 %7.2f ms  lost %d  msgs/frame %.1f  cpu %.2fs (load %.2fs over %.1fs)  rss %d MB (+%d KB for conns)\n",
 		r.Round, r.Target, v, l.Subscribed, l.Conns, l.DeliveriesPS, l.P50us/1e3, l.P99us/1e3, l.Lost,
 		float64(l.Delivered)/max(float64(l.Frames), 1), r.CPUSeconds, r.LoadCPU, l.Seconds, r.RSSSubKB/1024, r.RSSSubKB-r.RSSBaseKB)
@@ -236,6 +302,9 @@ func printRecord(r record) {
 func runOne(self string, pin bool, sc scenario, t target, variant, cpuprofile string) record {
 	rec := record{Target: t.Name, Variant: variant}
 	srvArgs := append([]string{"server", "-target", t.Name}, t.Args...)
+	if variant == "history" || sc.Kind == "storm" {
+		srvArgs = append(srvArgs, "-history", strconv.Itoa(sc.History), "-history-ttl", sc.HistoryTTL.String())
+	}
 	if cpuprofile != "" {
 		srvArgs = append(srvArgs, "-cpuprofile", cpuprofile)
 	}
@@ -294,10 +363,30 @@ func drive(rec *record, self string, pin bool, sc scenario, t target, variant, a
 	rec.RSSSubKB = procStatus(pid, "VmRSS:")
 	cpu0, lcpu0 := procCPU(pid), procCPU(ld.Process.Pid)
 	_, _ = io.WriteString(ldIn, "go\n")
-	res, ok := waitLine(ll, "RESULT ", 3*time.Minute)
-	if !ok {
-		rec.Err = "load generator gave no result"
-		return
+	var res string
+	var stormCPU0 float64
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		// The storm marks its reconnection phase so that the server's CPU
+		// time of the recovery alone can be read.
+		l, ok := waitLine(ll, "", time.Until(deadline))
+		if !ok {
+			rec.Err = "load generator gave no result"
+			return
+		}
+		if l == "STORMSTART" {
+			stormCPU0 = procCPU(pid)
+			continue
+		}
+		if l == "STORMEND" {
+			rec.StormCPU = procCPU(pid) - stormCPU0
+			continue
+		}
+		if strings.HasPrefix(l, "RESULT ") {
+			res = l
+			break
+		}
+		fmt.Fprintln(os.Stderr, l)
 	}
 	rec.CPUSeconds = procCPU(pid) - cpu0
 	rec.LoadCPU = procCPU(ld.Process.Pid) - lcpu0
