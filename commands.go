@@ -3,6 +3,7 @@ package firetower
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/OSMeteor/firetower/broker"
@@ -41,6 +42,13 @@ func (t *Tower) onMessage(s *melody.Session, raw []byte) {
 		} else {
 			t.unsubscribe(c, f)
 		}
+	case TypeHistory:
+		// A broker read, charged as one topic of SubscribeRate.
+		if !c.topicsIn.AllowN(now, 1) {
+			t.rateLimited(c, raw, "frame dropped: more than the allowed topic subscriptions or history reads per second", f.Topics, f.ID)
+			return
+		}
+		t.historyFrame(c, f)
 	case TypePublish:
 		t.clientPublish(c, f)
 	case TypePing:
@@ -121,34 +129,106 @@ func (t *Tower) subscribe(c *Conn, f *Frame) {
 	}
 	ctx, cancel := t.brokerContext(c)
 	defer cancel()
+	streams := t.streamTopics(fresh)
 	c.hold()
+	c.beginRecovery(streams)
 	if err := t.hub.subscribe(ctx, c, fresh); err != nil { // all or nothing
+		c.abortRecovery(streams)
 		c.release(nil)
 		t.stats.brokerErrors.Add(1)
 		t.log.Warn("firetower: broker subscribe failed", "conn", c.id, "user", c.userID, "topics", len(fresh), "err", err)
 		c.reply(errorFrame(brokerError(err, fresh), f.ID))
 		return
 	}
+	// The connection is a subscriber now: what the streams' reads miss
+	// reaches it live, held until the reads are merged in (streamqueue.go).
+	var recs []recovered
+	var positions map[string]streamReply
+	if len(streams) > 0 {
+		var err error
+		if recs, positions, err = t.readStreams(ctx, f, streams); err != nil {
+			t.hub.unsubscribe(ctx, c, fresh)
+			c.abortRecovery(streams)
+			c.release(nil)
+			t.stats.brokerErrors.Add(1)
+			t.log.Warn("firetower: broker history failed", "conn", c.id, "user", c.userID, "topics", len(streams), "err", err)
+			c.reply(errorFrame(brokerError(err, fresh), f.ID))
+			return
+		}
+	}
 	if !c.addTopics(fresh, t.cfg.MaxTopicsPerConn) {
 		// Only the read path adds topics, so the limit checked above
 		// still holds; should that change, the frame is refused whole.
 		t.hub.unsubscribe(ctx, c, fresh)
+		c.abortRecovery(streams)
 		c.release(nil)
 		c.reply(t.tooManyTopics(f.Topics, f.ID))
 		return
 	}
+	if again := t.streamTopics(heldSince(f, fresh)); len(again) > 0 {
+		// Topics the connection already held, asked with since (a client
+		// that retries a frame): it had their messages live all along.
+		if positions == nil {
+			positions = make(map[string]streamReply, len(again))
+		}
+		for _, topic := range again {
+			opts, _ := t.streamOptions(topic)
+			r, err := t.streamer.History(ctx, topic, broker.HistoryQuery{Options: opts.broker()})
+			if err != nil {
+				continue // no entry: the client reads the history itself
+			}
+			since := f.Since[topic]
+			ok := since.Epoch == r.Epoch && since.Offset <= r.Offset
+			positions[topic] = streamReply{Epoch: r.Epoch, Offset: r.Offset, Recovered: &ok}
+		}
+	}
 	var reply []byte
 	if !t.cfg.BareData {
-		reply = encodeReply(replyFrame{Type: TypeSubscribed, Topic: f.Topics, ID: f.ID})
+		reply = encodeReply(replyFrame{Type: TypeSubscribed, Topic: f.Topics, ID: f.ID, Streams: positions})
 	}
-	c.release(reply)
+	if len(streams) > 0 {
+		c.endRecovery(reply, recs)
+	} else {
+		c.release(reply)
+	}
 	if len(fresh) > 0 && t.cfg.SubscribeHandler != nil {
 		t.cfg.SubscribeHandler(c, fresh)
 	}
 }
 
+// heldSince returns the topics of a subscribe frame asked with since
+// that are not among fresh (the connection held them already).
+func heldSince(f *Frame, fresh []string) []string {
+	if len(f.Since) == 0 || len(fresh) == len(f.Topics) {
+		return nil
+	}
+	var out []string
+	for _, topic := range f.Topics {
+		if _, asked := f.Since[topic]; asked && !slices.Contains(fresh, topic) {
+			out = append(out, topic)
+		}
+	}
+	return out
+}
+
+// streamTopics returns those of topics that have history, for a node
+// that speaks the v1 protocol (a BareData node sends plain data only).
+func (t *Tower) streamTopics(topics []string) []string {
+	if t.streamer == nil || t.cfg.BareData {
+		return nil
+	}
+	var out []string
+	for _, topic := range topics {
+		if _, ok := t.streamOptions(topic); ok {
+			out = append(out, topic)
+		}
+	}
+	return out
+}
+
 func (t *Tower) unsubscribe(c *Conn, f *Frame) {
 	held := c.removeTopics(f.Topics)
+	c.dropStreams(held)
 	ctx, cancel := t.brokerContext(c)
 	defer cancel()
 	if err := t.hub.unsubscribe(ctx, c, held); err != nil {
@@ -191,12 +271,12 @@ func (t *Tower) clientPublish(c *Conn, f *Frame) {
 	// The ack goes before the message itself, should the publisher be a
 	// subscriber too: an in-process broker delivers before Publish returns.
 	c.hold()
-	id, err := t.publish(ctx, f.Topics, f.Data)
+	pub, err := t.publish(ctx, f.Topics, f.Data)
 	if err != nil {
 		c.release(errorFrame(brokerError(err, f.Topics), f.ID))
 		return
 	}
-	c.release(encodeReply(replyFrame{Type: TypePublished, Topic: f.Topics, ID: f.ID, MessageID: id}))
+	c.release(encodeReply(replyFrame{Type: TypePublished, Topic: f.Topics, ID: f.ID, MessageID: pub.ID}))
 }
 
 // brokerError turns a broker failure into an error frame.

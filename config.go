@@ -160,6 +160,17 @@ type Config struct {
 	// request makes. Default: 5s.
 	BrokerTimeout time.Duration
 
+	// TopicOptions, if set, gives each topic its options: whether the
+	// broker keeps its recent messages (history, recovery after a
+	// reconnect) and whether it is a latest-value topic (DESIGN §3,
+	// "Streams"). It is called on every publish and subscribe with the
+	// topic, from many goroutines at once, so it must be fast and must
+	// return the same options for a topic on every node of a cluster (a
+	// prefix test, a map lookup). It needs a broker that keeps streams
+	// (broker.Streamer; every firetower broker does). Default: nil (no
+	// topic keeps history).
+	TopicOptions func(topic string) TopicOptions
+
 	// Dashboard serves the live operations page at {prefix}/dashboard.
 	// The page itself holds no data; its figures come from
 	// {prefix}/dashboard/events, authorized like REST publish (see
@@ -229,6 +240,11 @@ func (cfg Config) withDefaults() (Config, error) {
 		return bad("PongTimeout (%v) must exceed PingInterval (%v)", cfg.PongTimeout, cfg.PingInterval)
 	case cfg.Broker != nil && cfg.BrokerURL != "":
 		return bad("set Broker or BrokerURL, not both")
+	}
+	if cfg.Broker != nil && cfg.TopicOptions != nil {
+		if _, ok := cfg.Broker.(broker.Streamer); !ok {
+			return bad("TopicOptions needs a broker that keeps streams (broker.Streamer); %T does not", cfg.Broker)
+		}
 	}
 	for _, p := range cfg.AllowedOrigins {
 		if _, err := path.Match(p, ""); err != nil {

@@ -106,6 +106,14 @@ func (c *Conn) Topics() []string {
 	return out
 }
 
+// holds reports whether the connection is subscribed to topic.
+func (c *Conn) holds(topic string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.topics[topic]
+	return ok
+}
+
 // newTopics returns those of topics the connection does not hold, and
 // whether holding them too stays within limit.
 func (c *Conn) newTopics(topics []string, limit int) (fresh []string, ok bool) {

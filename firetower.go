@@ -25,9 +25,12 @@ type Tower struct {
 	// brokerInProcess: the broker's calls never wait (broker.InProcess),
 	// so a REST publish needs no BrokerTimeout timer around them.
 	brokerInProcess bool
-	hub             *hub
-	melody          *melody.Melody
-	routes          *routes
+	// streamer is the broker's broker.Streamer, when Config.TopicOptions
+	// is set (New checks it implements it).
+	streamer broker.Streamer
+	hub      *hub
+	melody   *melody.Melody
+	routes   *routes
 
 	mu       sync.Mutex
 	closing  bool
@@ -77,7 +80,18 @@ func New(cfg Config) (*Tower, error) {
 	if ip, ok := b.(broker.InProcess); ok {
 		t.brokerInProcess = ip.InProcess()
 	}
+	if cfg.TopicOptions != nil {
+		st, ok := b.(broker.Streamer)
+		if !ok {
+			if cfg.Broker == nil {
+				b.Close()
+			}
+			return nil, fmt.Errorf("%w: TopicOptions needs a broker that keeps streams (broker.Streamer); %T does not", ErrInvalidConfig, b)
+		}
+		t.streamer = st
+	}
 	t.hub = newHub(b, cfg.BareData, &t.stats)
+	t.hub.options = t.streamOptions
 	// What an in-process broker delivers was published through this node,
 	// which checked it; any other broker carries what others sent.
 	t.hub.checkData = !t.brokerInProcess
@@ -103,7 +117,8 @@ func New(cfg Config) (*Tower, error) {
 // message id. A json.RawMessage is sent as it is: it must be valid JSON in
 // valid UTF-8, or the error wraps ErrInvalidData.
 func (t *Tower) Publish(ctx context.Context, topic string, data any) (string, error) {
-	return t.PublishTopics(ctx, []string{topic}, data)
+	r, err := t.PublishResult(ctx, []string{topic}, data)
+	return r.ID, err
 }
 
 // PublishTopics publishes one message, with one id, to several topics:
@@ -111,21 +126,39 @@ func (t *Tower) Publish(ctx context.Context, topic string, data any) (string, er
 // Topics are published in order; on an error the ones before it are
 // already sent.
 func (t *Tower) PublishTopics(ctx context.Context, topics []string, data any) (string, error) {
+	r, err := t.PublishResult(ctx, topics, data)
+	return r.ID, err
+}
+
+// Published is what a publish did: the message's id and, for each topic
+// with history, the position the broker gave it.
+type Published struct {
+	ID string
+	// Offsets holds the epoch and offset of the message in the stream of
+	// each topic with history (TopicOptions.HistorySize); nil if none.
+	Offsets map[string]StreamPosition
+}
+
+// PublishResult is PublishTopics that also returns the offsets of the
+// message in the topics with history. It returns once the broker has
+// assigned them, so publishes made one after another, through any nodes,
+// have offsets in that order.
+func (t *Tower) PublishResult(ctx context.Context, topics []string, data any) (Published, error) {
 	raw, err := json.Marshal(data)
 	if err != nil {
-		return "", fmt.Errorf("%w: encoding it as JSON: %v", ErrInvalidData, err)
+		return Published{}, fmt.Errorf("%w: encoding it as JSON: %v", ErrInvalidData, err)
 	}
 	// encoding/json checks a json.RawMessage (or a Marshaler's output)
 	// is JSON, but passes invalid UTF-8 in it through.
 	if !utf8.Valid(raw) {
-		return "", fmt.Errorf("%w: not valid UTF-8", ErrInvalidData)
+		return Published{}, fmt.Errorf("%w: not valid UTF-8", ErrInvalidData)
 	}
 	if len(topics) > MaxPublishTopics {
-		return "", fmt.Errorf("%w: %d topics in one publish, at most %d allowed", ErrInvalidTopic, len(topics), MaxPublishTopics)
+		return Published{}, fmt.Errorf("%w: %d topics in one publish, at most %d allowed", ErrInvalidTopic, len(topics), MaxPublishTopics)
 	}
 	for _, topic := range topics {
 		if err := ValidateTopic(topic); err != nil {
-			return "", err
+			return Published{}, err
 		}
 	}
 	if len(topics) > 1 {
@@ -135,25 +168,38 @@ func (t *Tower) PublishTopics(ctx context.Context, topics []string, data any) (s
 }
 
 // publish sends validated topics and raw JSON.
-func (t *Tower) publish(ctx context.Context, topics []string, raw []byte) (string, error) {
+func (t *Tower) publish(ctx context.Context, topics []string, raw []byte) (Published, error) {
 	if t.isClosing() {
-		return "", ErrShutdown
+		return Published{}, ErrShutdown
 	}
 	if len(topics) == 0 {
-		return "", fmt.Errorf("%w: no topic", ErrInvalidTopic)
+		return Published{}, fmt.Errorf("%w: no topic", ErrInvalidTopic)
 	}
-	id := newID()
+	p := Published{ID: newID()}
 	for _, topic := range topics {
-		if err := t.broker.Publish(ctx, broker.Message{Topic: topic, ID: id, Data: raw}); err != nil {
+		m := broker.Message{Topic: topic, ID: p.ID, Data: raw}
+		var err error
+		if opts, ok := t.streamOptions(topic); ok {
+			var pos StreamPosition
+			if pos, err = t.streamer.PublishStream(ctx, m, opts.broker()); err == nil {
+				if p.Offsets == nil {
+					p.Offsets = make(map[string]StreamPosition, len(topics))
+				}
+				p.Offsets[topic] = pos
+			}
+		} else {
+			err = t.broker.Publish(ctx, m)
+		}
+		if err != nil {
 			t.stats.brokerErrors.Add(1)
 			if brokerErrorStatus(err) == http.StatusServiceUnavailable {
 				t.counts.reset() // counts from before the outage are stale
 			}
-			return "", fmt.Errorf("firetower: publishing to %q: %w", topic, err)
+			return p, fmt.Errorf("firetower: publishing to %q: %w", topic, err)
 		}
 		t.stats.published.Add(1)
 	}
-	return id, nil
+	return p, nil
 }
 
 // GetConnectNum returns how many connections are subscribed to topic

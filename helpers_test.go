@@ -78,7 +78,19 @@ type frame struct {
 	Code      string          `json:"code"`
 	Message   string          `json:"message"`
 	MessageID string          `json:"messageId"`
-	raw       []byte
+	Offset    uint64          `json:"offset"`
+	Epoch     string          `json:"epoch"`
+	Streams   map[string]struct {
+		Epoch     string `json:"epoch"`
+		Offset    uint64 `json:"offset"`
+		Recovered *bool  `json:"recovered"`
+	} `json:"streams"`
+	Messages []struct {
+		ID     string          `json:"id"`
+		Offset uint64          `json:"offset"`
+		Data   json.RawMessage `json:"data"`
+	} `json:"messages"`
+	raw []byte
 }
 
 func (f frame) topics() []string {

@@ -40,6 +40,10 @@ type hub struct {
 	checkData bool
 	log       *slog.Logger
 	invalid   dropLog
+	// options gives a topic's options (Tower.streamOptions): deliver asks
+	// it, once per message and only for stream messages, whether the
+	// topic is a latest-value one.
+	options func(topic string) (TopicOptions, bool)
 }
 
 // Lock order, for the locks a delivery holds at once: the topic service
@@ -196,11 +200,21 @@ func (h *hub) deliver(m broker.Message) {
 	if h.bare {
 		frame = m.Data
 	} else {
-		frame = appendPublishFrame(make([]byte, 0, len(m.Data)+len(m.Topic)+len(m.ID)+48), m.Topic, m.ID, m.Data)
+		frame = appendPublishFrame(make([]byte, 0, len(m.Data)+len(m.Topic)+len(m.ID)+72), m.Topic, m.ID, m.Data, m.Offset)
 	}
 	now := time.Now()
-	for _, c := range subs.conns {
-		c.enqueue(frame, now)
+	if m.Offset == 0 {
+		for _, c := range subs.conns {
+			c.enqueue(frame, now)
+		}
+	} else {
+		// A stream message: each connection may be recovering the topic
+		// or filtering what it recovered (streamqueue.go).
+		opts, _ := h.options(m.Topic)
+		sf := streamFrame{frame: frame, topic: m.Topic, epoch: m.Epoch, offset: m.Offset, latest: opts.Latest}
+		for _, c := range subs.conns {
+			c.enqueueStream(sf, now)
+		}
 	}
 	h.stats.delivered.Add(int64(len(subs.conns)))
 }

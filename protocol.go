@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -31,6 +32,7 @@ const (
 	TypeUnsubscribed = "unsubscribed"
 	TypePublished    = "published"
 	TypeError        = "error"
+	TypeHistory      = "history"
 )
 
 // Error codes of error frames.
@@ -57,6 +59,12 @@ type Frame struct {
 	ID json.RawMessage
 	// Raw is the whole frame as received.
 	Raw []byte
+	// Since holds the positions a subscribe frame asks to recover from,
+	// by topic (its "since"), or a history frame's "since" under its
+	// topic; nil if absent.
+	Since map[string]StreamPosition
+	// Limit is a history frame's "limit", -1 if absent.
+	Limit int
 }
 
 // protocolError is a refused client frame: it becomes an error frame.
@@ -78,6 +86,8 @@ type wireFrame struct {
 	Topic json.RawMessage `json:"topic"`
 	Data  json.RawMessage `json:"data"`
 	ID    json.RawMessage `json:"id"`
+	Since json.RawMessage `json:"since"`
+	Limit json.RawMessage `json:"limit"`
 }
 
 // parseFrame parses and validates one client frame. The returned Frame
@@ -95,7 +105,7 @@ func parseFrame(raw []byte) (*Frame, *protocolError) {
 		}
 		return &Frame{Raw: raw}, badRequest("malformed JSON: a frame is one JSON object like {\"type\":\"subscribe\",\"topic\":\"a\"}")
 	}
-	f := &Frame{Raw: raw, Data: w.Data}
+	f := &Frame{Raw: raw, Data: w.Data, Limit: -1}
 	if len(w.ID) > 0 && !bytes.Equal(w.ID, []byte("null")) {
 		if c := w.ID[0]; c != '"' && c != '-' && (c < '0' || c > '9') {
 			return f, badRequest("id must be a string or a number")
@@ -119,6 +129,48 @@ func parseFrame(raw []byte) (*Frame, *protocolError) {
 		if f.Type == TypePublish && len(w.Data) == 0 {
 			return f, badRequest("publish needs data")
 		}
+		if f.Type == TypeSubscribe && isSet(w.Since) {
+			var since map[string]wirePosition
+			if err := json.Unmarshal(w.Since, &since); err != nil {
+				return f, badRequest(`since must be an object of positions by topic, {"a":{"epoch":"E","offset":17}}`)
+			}
+			f.Since = make(map[string]StreamPosition, len(since))
+			for topic, p := range since {
+				pos, perr := p.position()
+				if perr != nil {
+					return f, perr
+				}
+				f.Since[topic] = pos
+			}
+		}
+	case TypeHistory:
+		topics, perr := parseTopics(w.Topic)
+		if perr != nil {
+			return f, perr
+		}
+		if len(topics) != 1 {
+			return f, &protocolError{code: CodeBadRequest, message: "history reads one topic", topic: topics}
+		}
+		f.Topics = topics
+		if isSet(w.Limit) {
+			var limit int64
+			if err := json.Unmarshal(w.Limit, &limit); err != nil || limit < 0 {
+				return f, &protocolError{code: CodeBadRequest, message: "limit must be a whole number, 0 or more", topic: topics[0]}
+			}
+			f.Limit = int(min(limit, 1<<30))
+		}
+		if isSet(w.Since) {
+			var p wirePosition
+			if err := json.Unmarshal(w.Since, &p); err != nil {
+				return f, &protocolError{code: CodeBadRequest, message: `since must be a position, {"epoch":"E","offset":17}`, topic: topics[0]}
+			}
+			pos, perr := p.position()
+			if perr != nil {
+				perr.topic = topics[0]
+				return f, perr
+			}
+			f.Since = map[string]StreamPosition{topics[0]: pos}
+		}
 	case TypePing:
 	default:
 		// A custom type: its topic is optional and, if present, validated.
@@ -131,6 +183,22 @@ func parseFrame(raw []byte) (*Frame, *protocolError) {
 		}
 	}
 	return f, nil
+}
+
+func isSet(raw json.RawMessage) bool { return len(raw) > 0 && !bytes.Equal(raw, []byte("null")) }
+
+// wirePosition is the JSON shape of a stream position a client sends.
+type wirePosition struct {
+	Epoch  *string         `json:"epoch"`
+	Offset json.RawMessage `json:"offset"`
+}
+
+func (p wirePosition) position() (StreamPosition, *protocolError) {
+	var offset uint64
+	if p.Epoch == nil || *p.Epoch == "" || !isSet(p.Offset) || json.Unmarshal(p.Offset, &offset) != nil {
+		return StreamPosition{}, badRequest(`a position is {"epoch":"<epoch>","offset":<whole number>}, as the subscribed reply gave it`)
+	}
+	return StreamPosition{Epoch: *p.Epoch, Offset: offset}, nil
 }
 
 func wantType(field string) string {
@@ -220,14 +288,19 @@ func ValidateTopic(topic string) error {
 func validData(data []byte) bool { return utf8.Valid(data) && json.Valid(data) }
 
 // appendPublishFrame appends the server frame of a publish:
-// {"type":"publish","topic":...,"data":...,"id":...}.
-func appendPublishFrame(b []byte, topic, id string, data []byte) []byte {
+// {"type":"publish","topic":...,"data":...,"id":...}, with
+// ,"offset":N before the closing brace for a stream message (offset > 0).
+func appendPublishFrame(b []byte, topic, id string, data []byte, offset uint64) []byte {
 	b = append(b, `{"type":"publish","topic":`...)
 	b = jsonstr.Append(b, topic)
 	b = append(b, `,"data":`...)
 	b = append(b, data...)
 	b = append(b, `,"id":`...)
 	b = jsonstr.Append(b, id)
+	if offset > 0 {
+		b = append(b, `,"offset":`...)
+		b = strconv.AppendUint(b, offset, 10)
+	}
 	return append(b, '}')
 }
 
@@ -239,6 +312,8 @@ type replyFrame struct {
 	Topic     any             `json:"topic,omitempty"`
 	ID        json.RawMessage `json:"id,omitempty"`
 	MessageID string          `json:"messageId,omitempty"`
+	// Streams is a subscribed reply's positions of its topics with history.
+	Streams map[string]streamReply `json:"streams,omitempty"`
 }
 
 func encodeReply(r replyFrame) []byte {

@@ -65,7 +65,7 @@ func FuzzParseFrame(f *testing.F) {
 				t.Fatalf("publish accepted: %q", raw)
 			}
 			// The frame the node sends for it is valid JSON.
-			if out := appendPublishFrame(nil, fr.Topics[0], "id", fr.Data); !json.Valid(out) {
+			if out := appendPublishFrame(nil, fr.Topics[0], "id", fr.Data, 0); !json.Valid(out) {
 				t.Fatalf("publish frame %q is not JSON", out)
 			}
 		}

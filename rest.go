@@ -323,7 +323,7 @@ func (t *Tower) servePublish(c *gin.Context) {
 		ctx, cancel = context.WithTimeout(ctx, t.cfg.BrokerTimeout)
 		defer cancel()
 	}
-	id, err := t.publish(ctx, topics, data)
+	pub, err := t.publish(ctx, topics, data)
 	if err != nil {
 		status := brokerErrorStatus(err)
 		if status == http.StatusServiceUnavailable {
@@ -332,11 +332,11 @@ func (t *Tower) servePublish(c *gin.Context) {
 		jsonError(c, status, err.Error())
 		return
 	}
-	// {"id":"<uuid>","topics":[...]}, encoded by hand into the pooled
-	// buffer (Write copies it): this is the path every backend publish
-	// takes.
+	// {"id":"<uuid>","topics":[...],"offsets":{...}}, encoded by hand
+	// into the pooled buffer (Write copies it): this is the path every
+	// backend publish takes. offsets only for topics with history.
 	b := append(p.out[:0], `{"id":`...)
-	b = jsonstr.Append(b, id)
+	b = jsonstr.Append(b, pub.ID)
 	b = append(b, `,"topics":[`...)
 	for i, topic := range topics {
 		if i > 0 {
@@ -344,7 +344,26 @@ func (t *Tower) servePublish(c *gin.Context) {
 		}
 		b = jsonstr.Append(b, topic)
 	}
-	b = append(b, "]}"...)
+	b = append(b, ']')
+	if len(pub.Offsets) > 0 {
+		b = append(b, `,"offsets":{`...)
+		first := true
+		for _, topic := range topics { // in the order published
+			pos, ok := pub.Offsets[topic]
+			if !ok {
+				continue
+			}
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = jsonstr.Append(b, topic)
+			b = append(b, ':')
+			b = strconv.AppendUint(b, pos.Offset, 10)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, '}')
 	p.out = b
 	writeJSON(c, http.StatusOK, b)
 }
@@ -404,6 +423,61 @@ func (t *Tower) serveCount(c *gin.Context, escaped string) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"topic": topic, "count": n})
+}
+
+// serveHistory answers GET {prefix}/topics/:topic/history?limit=50
+// [&since=17[&epoch=E]], authorized like publish:
+// {"topic":"a","epoch":"E","offset":25,"messages":[...]}. Without limit,
+// all that the topic keeps; since without epoch is in the current epoch.
+func (t *Tower) serveHistory(c *gin.Context, escaped string) {
+	if !t.authorizeREST(c) {
+		return
+	}
+	topic, err := url.PathUnescape(escaped)
+	if err == nil {
+		err = ValidateTopic(topic)
+	}
+	if err != nil {
+		jsonError(c, http.StatusBadRequest, "topic in the path: "+err.Error()+" (percent-encode it: /topics/%2Fchat%2Fworld/history)")
+		return
+	}
+	q := HistoryQuery{Limit: -1}
+	query := c.Request.URL.Query()
+	if v := query.Get("limit"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 31)
+		if err != nil {
+			jsonError(c, http.StatusBadRequest, "limit must be a whole number, 0 or more")
+			return
+		}
+		q.Limit = int(n)
+	}
+	if v := query.Get("since"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			jsonError(c, http.StatusBadRequest, "since must be an offset, a whole number")
+			return
+		}
+		q.Since = &StreamPosition{Epoch: query.Get("epoch"), Offset: n}
+	} else if query.Get("epoch") != "" {
+		jsonError(c, http.StatusBadRequest, "epoch goes with since")
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), t.cfg.BrokerTimeout)
+	defer cancel()
+	h, err := t.History(ctx, topic, q)
+	if err != nil {
+		status := brokerErrorStatus(err)
+		if errors.Is(err, ErrNoHistory) {
+			status = http.StatusNotFound
+		}
+		jsonError(c, status, err.Error())
+		return
+	}
+	b := append(make([]byte, 0, 256), `{"topic":`...)
+	b = jsonstr.Append(b, topic)
+	b = append(b, ',')
+	c.Header("Cache-Control", "no-store")
+	writeJSON(c, http.StatusOK, appendHistory(b, h))
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

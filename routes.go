@@ -25,8 +25,10 @@ type route struct {
 type routes struct {
 	prefix string
 	exact  map[string]route // by full path
-	// count is GET {prefix}/topics/:topic/count, matched by countTopic.
+	// count is GET {prefix}/topics/:topic/count and history GET
+	// {prefix}/topics/:topic/history, matched by topicPath.
 	count     route
+	history   route
 	topicsDir string // {prefix}/topics/
 	// shadowed holds the "METHOD path" of firetower routes the app
 	// registered itself, logged once each.
@@ -47,6 +49,7 @@ func (t *Tower) newRoutes() *routes {
 			p + "/stats":   get(t.serveStats),
 		},
 		count:     route{method: http.MethodGet, serve: t.serveCount},
+		history:   route{method: http.MethodGet, serve: t.serveHistory},
 		topicsDir: p + "/topics/",
 	}
 	for name, a := range clientAssets {
@@ -68,25 +71,23 @@ func (t *Tower) newRoutes() *routes {
 	return r
 }
 
-// match returns the route of a request's path, and its argument.
+// match returns the route of a request's path, and its argument: for
+// {prefix}/topics/<topic>/count and .../history, the still percent-encoded
+// topic. The topic may contain unencoded slashes: /topics//chat/world/count
+// is /chat/world.
 func (r *routes) match(req *http.Request) (route, string, bool) {
 	if rt, ok := r.exact[req.URL.Path]; ok {
 		return rt, "", true
 	}
-	if topic, ok := r.countTopic(req.URL.EscapedPath()); ok {
+	rest, ok := strings.CutPrefix(req.URL.EscapedPath(), r.topicsDir)
+	if !ok {
+		return route{}, "", false
+	}
+	if topic, ok := strings.CutSuffix(rest, "/count"); ok && topic != "" {
 		return r.count, topic, true
 	}
-	return route{}, "", false
-}
-
-// countTopic extracts the still percent-encoded topic of
-// {prefix}/topics/<topic>/count from an escaped path. The topic may
-// contain unencoded slashes: /topics//chat/world/count is /chat/world.
-func (r *routes) countTopic(escapedPath string) (string, bool) {
-	rest, ok := strings.CutPrefix(escapedPath, r.topicsDir)
-	if !ok {
-		return "", false
+	if topic, ok := strings.CutSuffix(rest, "/history"); ok && topic != "" {
+		return r.history, topic, true
 	}
-	topic, ok := strings.CutSuffix(rest, "/count")
-	return topic, ok && topic != ""
+	return route{}, "", false
 }

@@ -24,6 +24,10 @@ type stats struct {
 	rateLimited      atomic.Int64 // client frames dropped by the inbound rate limit
 	droppedInvalid   atomic.Int64 // messages from the broker dropped as not valid JSON in UTF-8
 	brokerErrors     atomic.Int64
+	recovered        atomic.Int64 // stream messages sent to recovering subscribers
+	recoveryFailed   atomic.Int64 // subscribes with since that could not recover
+	duplicates       atomic.Int64 // live stream frames a connection already had, dropped
+	replacedLatest   atomic.Int64 // queued latest-value frames replaced by a newer one
 
 	disconnects [numDisconnectReasons]atomic.Int64
 	latency     histogram // from a frame's queueing to its write, per batch
@@ -47,6 +51,10 @@ type Stats struct {
 	RateLimited      int64 `json:"rateLimited"`      // client frames dropped by the rate limit
 	DroppedInvalid   int64 `json:"droppedInvalid"`   // messages from the broker dropped: data not valid JSON in valid UTF-8
 	BrokerErrors     int64 `json:"brokerErrors"`     // failed broker calls
+	Recovered        int64 `json:"recovered"`        // stream messages sent to subscribers that recovered them
+	RecoveryFailed   int64 `json:"recoveryFailed"`   // subscribe topics asked with since that could not be recovered
+	Duplicates       int64 `json:"duplicates"`       // live stream messages a subscriber already had from its recovery, dropped
+	ReplacedLatest   int64 `json:"replacedLatest"`   // queued frames of latest-value topics replaced by a newer value
 
 	Disconnects map[string]int64 `json:"disconnects"` // by reason
 
@@ -82,6 +90,10 @@ func (t *Tower) Stats() Stats {
 		RateLimited:      s.rateLimited.Load(),
 		DroppedInvalid:   s.droppedInvalid.Load(),
 		BrokerErrors:     s.brokerErrors.Load(),
+		Recovered:        s.recovered.Load(),
+		RecoveryFailed:   s.recoveryFailed.Load(),
+		Duplicates:       s.duplicates.Load(),
+		ReplacedLatest:   s.replacedLatest.Load(),
 		Disconnects:      map[string]int64{},
 	}
 	for r := DisconnectClient; r < numDisconnectReasons; r++ {

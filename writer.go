@@ -45,6 +45,15 @@ type sendQueue struct {
 	reason   DisconnectReason
 	closeMsg []byte // close frame the writer sends, nil if the peer left
 	writers  sync.WaitGroup
+	// streams holds the connection's state for topics with history that
+	// it subscribed to lately: a recovery in progress, or the position
+	// below which live frames are duplicates (streamqueue.go). nil until
+	// the first such subscribe.
+	streams map[string]*streamFilter
+	// latestAt holds, for each latest-value topic with a frame in queue,
+	// that frame's index; cleared whenever queue's indices change other
+	// than by an append.
+	latestAt map[string]int
 	// sink writes a batch to the client and returns how many WebSocket
 	// frames that took (Conn.write; benchmarks replace it). Set once at
 	// construction.
@@ -65,12 +74,7 @@ func (c *Conn) enqueue(frame []byte, now time.Time) bool {
 		return false
 	}
 	if len(c.queue) >= c.tower.cfg.SendQueueSize {
-		dropped := len(c.queue) + 1
-		c.qmu.Unlock()
-		c.tower.stats.slowClosed.Add(1)
-		c.tower.stats.droppedQueueFull.Add(int64(dropped))
-		c.tower.log.Warn("firetower: closing a connection that reads too slowly", "conn", c.id, "user", c.userID, "dropped", dropped)
-		c.shutdown(DisconnectSlow, websocket.ClosePolicyViolation, "firetower: send queue full: the client reads too slowly", false)
+		c.overflow(len(c.queue) + 1)
 		return false
 	}
 	if len(c.queue) == 0 {
@@ -83,6 +87,16 @@ func (c *Conn) enqueue(frame []byte, now time.Time) bool {
 		go c.writer()
 	}
 	return true
+}
+
+// overflow closes a connection whose queue is full, dropping what it
+// holds: the policy of DESIGN §3. qmu must be held; overflow releases it.
+func (c *Conn) overflow(dropped int) {
+	c.qmu.Unlock()
+	c.tower.stats.slowClosed.Add(1)
+	c.tower.stats.droppedQueueFull.Add(int64(dropped))
+	c.tower.log.Warn("firetower: closing a connection that reads too slowly", "conn", c.id, "user", c.userID, "dropped", dropped)
+	c.shutdown(DisconnectSlow, websocket.ClosePolicyViolation, "firetower: send queue full: the client reads too slowly", false)
 }
 
 // A writer that emptied its queue parks rather than ending: under steady
@@ -131,6 +145,7 @@ func (c *Conn) release(reply []byte) {
 			c.queuedAt = time.Now()
 		}
 		c.queue = slices.Insert(c.queue, at, reply)
+		clear(c.latestAt)
 	}
 	start := c.needWriter()
 	c.qmu.Unlock()
@@ -155,6 +170,7 @@ func (c *Conn) shutdown(why DisconnectReason, code int, reason string, flush boo
 	}
 	if !flush {
 		c.queue = nil
+		c.streams, c.latestAt = nil, nil
 	}
 	ws := c.ws
 	// A close frame needs a writer even if nothing is queued.
@@ -295,6 +311,7 @@ func (c *Conn) writer() {
 		if !c.held && len(c.queue) > 0 {
 			batch, queuedAt = c.queue, c.queuedAt
 			c.queue, c.spare = c.spare[:0], nil
+			clear(c.latestAt)
 		}
 		c.qmu.Unlock()
 

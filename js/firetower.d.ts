@@ -22,6 +22,68 @@ export interface MessageFrame<T = unknown> {
   data: T;
   /** The message id the publisher got back. */
   id?: string;
+  /** Its place in the topic's stream (1, 2, 3, ...), on topics that keep
+   * history only. */
+  offset?: number;
+}
+
+/** A place in a topic's stream. The epoch changes whenever the node lost
+ * the stream's continuity (its store restarted, or the stream expired);
+ * offsets compare only within one epoch. */
+export interface StreamPosition {
+  epoch: string;
+  offset: number;
+}
+
+/** What the handlers of `on` learn about a message besides its data. */
+export interface MessageMeta {
+  /** The message's offset; undefined on a topic without history. */
+  offset?: number;
+  /** The epoch of the stream the offset belongs to; undefined on a topic
+   * without history. */
+  epoch?: string;
+  /** True for a message missed while disconnected and recovered when the
+   * client subscribed again; such messages come in order, before any live
+   * message of the topic. */
+  recovered: boolean;
+}
+
+/** Argument of onRecoveryFailed: the client asked to recover a topic from
+ * `since` and the node could not, so messages after `since` are lost to the
+ * handlers. `epoch` and `offset` are where the stream stands now (live
+ * messages go on from there); both are absent when the topic keeps no
+ * history any more. */
+export interface RecoveryFailure {
+  epoch?: string;
+  offset?: number;
+  recovered: false;
+  /** The position the client asked to recover from. */
+  since: StreamPosition;
+}
+
+export interface HistoryOptions {
+  /** At most this many messages, the newest (the node has a default and a
+   * maximum). A positive integer. */
+  limit?: number;
+  /** Only the messages after this position. */
+  since?: StreamPosition;
+}
+
+/** One message of a history reply. */
+export interface HistoryMessage<T = unknown> {
+  /** The message id the publisher got back. */
+  id: string;
+  offset: number;
+  data: T;
+}
+
+/** The answer to `history`: the messages oldest first, and the stream's
+ * position (its top) when the node read them. */
+export interface History<T = unknown> {
+  topic: string;
+  epoch: string;
+  offset: number;
+  messages: HistoryMessage<T>[];
 }
 
 /** Any frame from the node: a message, a reply, or a custom frame. */
@@ -59,8 +121,8 @@ export interface Options {
   /** Milliseconds without any frame after a ping before the connection is
    * declared dead and replaced. Default 10000. */
   pingTimeout?: number;
-  /** Milliseconds before subscribe/publish/unsubscribe reject with code
-   * `timeout`; 0 disables. Default 10000. */
+  /** Milliseconds before subscribe/publish/unsubscribe/history reject with
+   * code `timeout`; 0 disables. Default 10000. */
   requestTimeout?: number;
   /** First reconnect delay in milliseconds; doubles per failed attempt. Default 500. */
   reconnectDelay?: number;
@@ -113,7 +175,12 @@ export class Client {
   /** Subscribe; resolves with the topics once the node confirmed. Survives
    * reconnects (the client subscribes again); rejects on an error reply (the
    * refused topics are dropped, the others stay subscribed), close() or the
-   * request timeout. Topics stay wanted across reconnects until unsubscribed. */
+   * request timeout. Topics stay wanted across reconnects until unsubscribed.
+   * On topics that keep history the client remembers the position its
+   * handlers reached, and each new connection asks the node for what came
+   * after it: those messages reach the handlers in order, before the live
+   * ones, never twice; when they are gone, onRecoveryFailed says so.
+   * Unsubscribing forgets the position. */
   subscribe(topics: string | string[]): Promise<string[]>;
   unsubscribe(topics: string | string[]): Promise<string[]>;
   /** Publish; resolves when the node accepted the message. Rejects with code
@@ -121,18 +188,38 @@ export class Client {
    * most once, so the caller decides whether to send again. Made while not
    * connected, it is sent when the connection opens (within the timeout). */
   publish<T = unknown>(topic: string, data: T): Promise<PublishAck>;
+  /** The messages a topic keeps, oldest first: the newest `limit`, or those
+   * after `since`. Made while not connected, or cut off by a reconnect, it is
+   * asked on the next connection (within the request timeout). Rejects with
+   * the node's code: `forbidden` where a subscribe to the topic would be
+   * refused, `bad_request` for a topic that keeps no history. Rejects with a
+   * TypeError for an empty topic, a limit that is not a positive integer or
+   * a `since` that is not a position. */
+  history<T = unknown>(topic: string, options?: HistoryOptions): Promise<History<T>>;
+  /** Where the handlers of a topic that keeps history got to (the last
+   * offset they were given, or the top the node reported when the
+   * subscription took effect); undefined for a topic without history or not
+   * subscribed. */
+  position(topic: string): StreamPosition | undefined;
   /** Write a raw frame (e.g. a custom type for the node's ReadHandler);
    * false if not connected. */
   send(frame: ClientFrame): boolean;
-  /** Handle messages of a topic; returns a function that removes the handler. */
-  on<T = unknown>(topic: string, fn: (data: T, frame: MessageFrame<T>) => void): () => void;
+  /** Handle messages of a topic, live and recovered alike; returns a function
+   * that removes the handler. */
+  on<T = unknown>(topic: string, fn: (data: T, frame: MessageFrame<T>, meta: MessageMeta) => void): () => void;
   /** Called at once with the current state, then on each change. */
   onState(fn: (state: State, detail: StateDetail) => void): () => void;
   /** Errors that belong to no request: refused resubscriptions, frames that
    * are not JSON, exceptions thrown by handlers. */
   onError(fn: (err: FiretowerError | Error) => void): () => void;
-  /** Every frame from the node, batches unpacked. */
+  /** Every frame from the node, batches unpacked (duplicates the handlers
+   * never see included). */
   onFrame(fn: (frame: ServerFrame) => void): () => void;
+  /** Called for each topic whose missed messages the node could not hand
+   * over on a reconnect (its stream's epoch changed, the messages were
+   * trimmed or expired, or the topic keeps no history any more): reload the
+   * topic, e.g. with `history`. */
+  onRecoveryFailed(fn: (topic: string, failure: RecoveryFailure) => void): () => void;
   /** The topics the client wants, re-subscribed on every reconnect. */
   topics(): string[];
   /** Close for good: no reconnect; pending promises reject with `closed`. */

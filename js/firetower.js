@@ -25,12 +25,12 @@
 })(typeof globalThis !== 'undefined' ? globalThis : this, function (root) {
   'use strict';
 
-  var VERSION = '1.0.0';
+  var VERSION = '1.1.0';
 
   // Replies are the frames that answer a client frame and echo its id. A
   // "publish" frame from the node also has an id, but that is the message id,
   // so it must never be matched against pending requests.
-  var REPLIES = {subscribed: 1, unsubscribed: 1, published: 1, pong: 1, error: 1};
+  var REPLIES = {subscribed: 1, unsubscribed: 1, published: 1, history: 1, pong: 1, error: 1};
 
   // Error codes that say "not now" rather than "no": a subscription refused
   // with one of them is asked for again.
@@ -68,6 +68,18 @@
     if (Array.isArray(topics)) return topics.slice();
     if (typeof topics === 'string') return topics.split(',').filter(function (t) { return t !== ''; });
     return [];
+  }
+
+  function isOffset(v) {
+    return typeof v === 'number' && v >= 0 && Math.floor(v) === v;
+  }
+
+  function isPosition(v) {
+    return !!v && typeof v === 'object' && typeof v.epoch === 'string' && isOffset(v.offset);
+  }
+
+  function own(obj, key) {
+    return Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined;
   }
 
   function checkTopics(topics) {
@@ -117,6 +129,11 @@
       // Every topic the application wants; sent again on each new connection.
       this._topics = new Set();
       this._handlers = new Map();
+      // topic -> {epoch, offset, recoverTo}: how far the handlers got in a
+      // topic that keeps history. recoverTo is the top that a recovering
+      // subscription announced; messages up to it are the recovered ones.
+      this._streams = new Map();
+      this._recoveryFns = new Set();
       this._stateFns = new Set();
       this._errorFns = new Set();
       this._frameFns = new Set();
@@ -157,7 +174,7 @@
       var self = this;
       return new Promise(function (resolve, reject) {
         var list = checkTopics(topics);
-        list.forEach(function (t) { self._topics.delete(t); });
+        list.forEach(function (t) { self._topics.delete(t); self._streams.delete(t); });
         if (self.state !== 'open') {
           // No connection holds the subscription, and the next one will
           // not ask for these topics.
@@ -187,6 +204,41 @@
           self._queue.push({kind: 'publish', frame: frame, waiter: w});
         }
       });
+    }
+
+    // history asks for the messages a topic keeps: the newest limit, or those
+    // after options.since. It is a read, so a connection lost before the
+    // answer asks again on the next one (within requestTimeout).
+    history(topic, options) {
+      var self = this;
+      var o = options || {};
+      return new Promise(function (resolve, reject) {
+        if (typeof topic !== 'string' || topic === '') {
+          throw new TypeError('firetower: a topic must be a non-empty string');
+        }
+        if (o.limit !== undefined && !(isOffset(o.limit) && o.limit > 0)) {
+          throw new TypeError('firetower: limit must be a positive integer');
+        }
+        if (o.since !== undefined && !isPosition(o.since)) {
+          throw new TypeError('firetower: since must be {epoch, offset}');
+        }
+        if (self.state === 'closed') throw closedError();
+        var frame = {type: 'history', topic: topic};
+        if (o.limit !== undefined) frame.limit = o.limit;
+        if (o.since !== undefined) frame.since = {epoch: o.since.epoch, offset: o.since.offset};
+        var w = self._waiter(resolve, reject, [topic]);
+        if (self.state === 'open') {
+          self._request(frame, 'history', [topic], [w]);
+        } else {
+          self._queue.push({kind: 'history', frame: frame, waiter: w});
+        }
+      });
+    }
+
+    // position is where the handlers of a topic with history got to.
+    position(topic) {
+      var s = this._streams.get(topic);
+      return s ? {epoch: s.epoch, offset: s.offset} : undefined;
     }
 
     // send writes a raw frame (a custom message for the node's ReadHandler)
@@ -224,6 +276,14 @@
     onFrame(fn) {
       this._frameFns.add(fn);
       var set = this._frameFns;
+      return function off() { set.delete(fn); };
+    }
+
+    // onRecoveryFailed is told of each topic whose messages missed while
+    // disconnected could not be recovered, so the application can reload it.
+    onRecoveryFailed(fn) {
+      this._recoveryFns.add(fn);
+      var set = this._recoveryFns;
       return function off() { set.delete(fn); };
     }
 
@@ -285,8 +345,8 @@
       }
       for (var i = 0; i < queue.length && this.state === 'open'; i++) {
         var q = queue[i];
-        if (q.kind === 'publish' && !q.waiter.done) {
-          this._request(q.frame, 'publish', q.waiter.topics, [q.waiter]);
+        if ((q.kind === 'publish' || q.kind === 'history') && !q.waiter.done) {
+          this._request(q.frame, q.kind, q.waiter.topics, [q.waiter]);
         }
       }
       this._schedulePing();
@@ -352,6 +412,9 @@
             // The topics are still wanted and go out again on the next
             // connection; the promise settles with that subscription.
             requeue.push({kind: 'subscribe', topics: w.topics, waiter: w});
+          } else if (p.kind === 'history' && !closing) {
+            // A read is safe to ask again.
+            requeue.push({kind: 'history', frame: p.frame, waiter: w});
           } else if (p.kind === 'unsubscribe') {
             // The topics left the wanted set already, and a connection that
             // is gone holds no subscription: the goal is met.
@@ -423,14 +486,17 @@
       var self = this;
       this._frameFns.forEach(function (fn) { self._call(fn, [f]); });
       if (f.type === 'publish') {
+        var meta = this._advance(f);
+        if (!meta) return;
         var set = this._handlers.get(f.topic);
         if (set) {
-          Array.from(set).forEach(function (fn) { self._call(fn, [f.data, f]); });
+          Array.from(set).forEach(function (fn) { self._call(fn, [f.data, f, meta]); });
         }
         return;
       }
       if (!REPLIES[f.type]) return;
       var p = f.id !== undefined ? this._pending.get(f.id) : undefined;
+      if (f.type === 'subscribed') this._positions(f, p && p.kind === 'subscribe' ? p.since : undefined);
       if (!p) {
         if (f.type === 'error') this._emitError(new FiretowerError(f.code || 'error', f.message || 'error', f));
         return;
@@ -443,6 +509,14 @@
       if (p.kind === 'publish') {
         var ack = {messageId: f.messageId, topic: asList(f.topic)};
         p.waiters.forEach(function (w) { w.resolve(ack); });
+      } else if (p.kind === 'history') {
+        var h = {
+          topic: typeof f.topic === 'string' ? f.topic : p.topics[0],
+          epoch: f.epoch,
+          offset: f.offset,
+          messages: Array.isArray(f.messages) ? f.messages : [],
+        };
+        p.waiters.forEach(function (w) { w.resolve(h); });
       } else {
         if (p.kind === 'subscribe') this._subAttempt = 0;
         p.waiters.forEach(function (w) { w.resolve(w.topics); });
@@ -466,7 +540,7 @@
         // for once more, so one forbidden topic does not cost the others.
         var refused = f.topic !== undefined ? asList(f.topic) : p.topics;
         var self = this;
-        refused.forEach(function (t) { self._topics.delete(t); });
+        refused.forEach(function (t) { self._topics.delete(t); self._streams.delete(t); });
         var rest = p.topics.filter(function (t) { return self._topics.has(t) && refused.indexOf(t) < 0; });
         var failed = [];
         var ok = [];
@@ -503,15 +577,94 @@
       }, delay);
     }
 
+    // _sendSubscribe asks for topics, and for those the client has a
+    // position in, to recover what came after it.
     _sendSubscribe(topics, waiters) {
-      this._request({type: 'subscribe', topic: topics}, 'subscribe', topics, waiters);
+      var frame = {type: 'subscribe', topic: topics};
+      var since = {};
+      var any = false;
+      for (var i = 0; i < topics.length; i++) {
+        var s = this._streams.get(topics[i]);
+        if (s) {
+          since[topics[i]] = {epoch: s.epoch, offset: s.offset};
+          any = true;
+        }
+      }
+      if (any) frame.since = since;
+      var p = this._request(frame, 'subscribe', topics, waiters);
+      p.since = since;
     }
 
     _request(frame, kind, topics, waiters) {
       var id = this._nextId++;
       frame.id = id;
-      this._pending.set(id, {kind: kind, topics: topics, waiters: waiters});
+      var p = {kind: kind, topics: topics, waiters: waiters, frame: frame};
+      this._pending.set(id, p);
       this._write(frame);
+      return p;
+    }
+
+    // --- streams ---
+
+    // _positions takes the position of each topic from a subscribed reply.
+    // since is what the subscribe frame asked to recover from.
+    _positions(f, since) {
+      var streams = f.streams && typeof f.streams === 'object' ? f.streams : {};
+      var asked = since || {};
+      var topics = asList(f.topic);
+      for (var i = 0; i < topics.length; i++) {
+        var t = topics[i];
+        // A topic unsubscribed while the subscribe was on its way: its
+        // position would only make a later subscribe ask for a stale past.
+        if (!this._topics.has(t)) continue;
+        var st = own(streams, t);
+        var from = own(asked, t);
+        var cur = this._streams.get(t);
+        if (!isPosition(st)) {
+          // The topic keeps no history (any more): there is nothing to
+          // track, and whatever was missed since `from` is gone.
+          this._streams.delete(t);
+          if (from) this._recoveryFailed(t, {recovered: false, since: from});
+          continue;
+        }
+        if (cur && cur.epoch !== st.epoch) cur = undefined;
+        if (from && st.recovered === true && from.epoch === st.epoch) {
+          // The messages after `from` up to the top follow this reply; they
+          // advance the position as they come, marked as recovered. Live
+          // messages on this connection may have moved it on already.
+          var base = cur ? Math.max(cur.offset, from.offset) : from.offset;
+          cur = {epoch: st.epoch, offset: base};
+          if (st.offset > base) cur.recoverTo = st.offset;
+          this._streams.set(t, cur);
+          continue;
+        }
+        // Not recovering: the handlers go on from the top. Never back in
+        // the same epoch, where live messages may have passed it.
+        if (cur) {
+          if (st.offset > cur.offset) cur.offset = st.offset;
+          delete cur.recoverTo;
+        } else {
+          this._streams.set(t, {epoch: st.epoch, offset: st.offset});
+        }
+        if (from) this._recoveryFailed(t, {epoch: st.epoch, offset: st.offset, recovered: false, since: from});
+      }
+    }
+
+    // _advance moves a topic's position past a message and returns what the
+    // handlers get about it, or null for a message they had already.
+    _advance(f) {
+      var s = this._streams.get(f.topic);
+      if (!s || !isOffset(f.offset)) return {offset: isOffset(f.offset) ? f.offset : undefined, epoch: undefined, recovered: false};
+      if (f.offset <= s.offset) return null;
+      s.offset = f.offset;
+      var recovered = s.recoverTo !== undefined && f.offset <= s.recoverTo;
+      if (s.recoverTo !== undefined && f.offset >= s.recoverTo) delete s.recoverTo;
+      return {offset: f.offset, epoch: s.epoch, recovered: recovered};
+    }
+
+    _recoveryFailed(topic, stream) {
+      var self = this;
+      Array.from(this._recoveryFns).forEach(function (fn) { self._call(fn, [topic, stream]); });
     }
 
     _write(frame) {

@@ -1,5 +1,6 @@
 // Unit tests of firetower.js: framing, request/reply matching, reconnect with
-// backoff, resubscription and ping timeouts. The WebSocket and the clock are
+// backoff, resubscription, ping timeouts, recovery of history topics by
+// offset and epoch, and history requests. The WebSocket and the clock are
 // fakes injected through connect's options, so time is advanced by hand and
 // nothing here waits on a real timer.
 //
@@ -408,4 +409,288 @@ test('the online event cuts the reconnect wait short', () => {
 
 test('connect before the page has a WebSocket fails loudly', () => {
   assert.throws(() => connect('ws://h/ws', {WebSocket: null, window: null}), /no WebSocket/);
+});
+
+// --- history and recovery ---
+
+// joined subscribes to topics on an open connection and answers with the
+// given streams, the way a node answers for topics that keep history.
+async function joined(ft, ws, topics, streams) {
+  const p = ft.subscribe(topics);
+  const f = ws().last();
+  assert.equal(f.type, 'subscribe');
+  ws().recv({type: 'subscribed', topic: f.topic, id: f.id, streams});
+  await p;
+  return f;
+}
+
+// reconnect drops the connection, dials the next one and opens it, and
+// returns the subscribe frame it sent.
+function reconnect(ws, clock) {
+  ws().drop();
+  clock.advance(30000);
+  ws().open();
+  const f = ws().sent[0];
+  assert.equal(f.type, 'subscribe');
+  return f;
+}
+
+test('streams: the position comes from the subscribed reply and advances with each message', async () => {
+  const {ft, ws} = setup();
+  ws().open();
+  const failures = [];
+  ft.onRecoveryFailed((t, s) => failures.push([t, s]));
+  const got = [];
+  ft.on('a', (data, frame, meta) => got.push([data, frame.offset, meta]));
+  ft.on('c', (data, frame, meta) => got.push([data, frame.offset, meta]));
+  const f = await joined(ft, ws, ['a', 'b', 'c'], {a: {epoch: 'E', offset: 25}, b: {epoch: 'F', offset: 9}});
+  assert.equal(f.since, undefined, 'a first subscribe has nothing to recover');
+  assert.deepEqual(ft.position('a'), {epoch: 'E', offset: 25});
+  assert.deepEqual(ft.position('b'), {epoch: 'F', offset: 9});
+  assert.equal(ft.position('c'), undefined, 'c keeps no history');
+  ws().recv([
+    {type: 'publish', topic: 'a', data: 'x', id: 'm26', offset: 26},
+    {type: 'publish', topic: 'c', data: 'plain', id: 'mc'},
+    {type: 'publish', topic: 'a', data: 'y', id: 'm27', offset: 27},
+  ]);
+  assert.deepEqual(got, [
+    ['x', 26, {offset: 26, epoch: 'E', recovered: false}],
+    ['plain', undefined, {offset: undefined, epoch: undefined, recovered: false}],
+    ['y', 27, {offset: 27, epoch: 'E', recovered: false}],
+  ]);
+  assert.deepEqual(ft.position('a'), {epoch: 'E', offset: 27});
+  assert.deepEqual(ft.position('b'), {epoch: 'F', offset: 9}, 'a message of another topic moves nothing');
+  assert.deepEqual(failures, []);
+  // The position handed out is a copy.
+  ft.position('a').offset = 0;
+  assert.equal(ft.position('a').offset, 27);
+});
+
+test('reconnect: the subscribe asks to recover each topic from its position', async () => {
+  const {ft, ws, clock} = setup();
+  ws().open();
+  await joined(ft, ws, ['a', 'b', 'c'], {a: {epoch: 'E', offset: 25}, b: {epoch: 'F', offset: 9}});
+  ws().recv({type: 'publish', topic: 'a', data: 1, offset: 26});
+  const f = reconnect(ws, clock);
+  assert.deepEqual(f.topic, ['a', 'b', 'c']);
+  assert.deepEqual(f.since, {a: {epoch: 'E', offset: 26}, b: {epoch: 'F', offset: 9}});
+  // Every reconnect asks again, from where the handlers got to by then.
+  ws().recv([
+    {type: 'subscribed', topic: f.topic, id: f.id, streams: {a: {epoch: 'E', offset: 26, recovered: true}, b: {epoch: 'F', offset: 9, recovered: true}}},
+    {type: 'publish', topic: 'b', data: 2, offset: 10},
+  ]);
+  assert.deepEqual(reconnect(ws, clock).since, {a: {epoch: 'E', offset: 26}, b: {epoch: 'F', offset: 10}});
+});
+
+test('recovery: missed messages reach the same handlers in order, with their offsets, before the live ones', async () => {
+  const {ft, ws, clock} = setup();
+  ws().open();
+  const got = [];
+  ft.on('a', (data, frame, meta) => got.push([data, meta.offset, meta.recovered]));
+  await joined(ft, ws, 'a', {a: {epoch: 'E', offset: 26}});
+  const f = reconnect(ws, clock);
+  assert.deepEqual(f.since, {a: {epoch: 'E', offset: 26}});
+  // The reply announces the top (29); the missed messages up to it follow,
+  // and must not be taken for duplicates of that top.
+  ws().recv([
+    {type: 'subscribed', topic: ['a'], id: f.id, streams: {a: {epoch: 'E', offset: 29, recovered: true}}},
+    {type: 'publish', topic: 'a', data: 'm27', offset: 27},
+    {type: 'publish', topic: 'a', data: 'm28', offset: 28},
+  ]);
+  assert.deepEqual(ft.position('a'), {epoch: 'E', offset: 28});
+  ws().recv([
+    {type: 'publish', topic: 'a', data: 'm29', offset: 29},
+    {type: 'publish', topic: 'a', data: 'live30', offset: 30},
+  ]);
+  assert.deepEqual(got, [['m27', 27, true], ['m28', 28, true], ['m29', 29, true], ['live30', 30, false]]);
+  assert.deepEqual(ft.position('a'), {epoch: 'E', offset: 30});
+});
+
+test('duplicates: a message at or below the position is never handed twice', async () => {
+  const {ft, ws} = setup();
+  ws().open();
+  const got = [];
+  const frames = [];
+  ft.on('a', (data) => got.push(data));
+  ft.onFrame((f) => { if (f.type === 'publish') frames.push(f.offset); });
+  await joined(ft, ws, 'a', {a: {epoch: 'E', offset: 25}});
+  ws().recv([
+    {type: 'publish', topic: 'a', data: 'old', offset: 25},
+    {type: 'publish', topic: 'a', data: 'older', offset: 3},
+    {type: 'publish', topic: 'a', data: 'new', offset: 26},
+    {type: 'publish', topic: 'a', data: 'again', offset: 26},
+    {type: 'publish', topic: 'a', data: 'next', offset: 27},
+  ]);
+  assert.deepEqual(got, ['new', 'next']);
+  assert.deepEqual(frames, [25, 3, 26, 26, 27], 'onFrame still sees every frame');
+  assert.deepEqual(ft.position('a'), {epoch: 'E', offset: 27});
+});
+
+test('a subscribe on a live connection that recovers a topic drops what live messages already brought', async () => {
+  const {ft, ws, clock} = setup({reconnectDelay: 100});
+  ws().open();
+  const got = [];
+  ft.on('a', (data, frame, meta) => got.push([data, meta.recovered]));
+  await joined(ft, ws, 'a', {a: {epoch: 'E', offset: 5}});
+  // A subscribe refused for a while: the retry asks for every wanted topic,
+  // the live one included.
+  ft.subscribe('x');
+  ws().recv({type: 'error', code: 'unavailable', message: 'broker down', topic: ['x'], id: ws().last().id});
+  clock.advance(100);
+  const f = ws().last();
+  assert.deepEqual(f.topic, ['a', 'x']);
+  assert.deepEqual(f.since, {a: {epoch: 'E', offset: 5}});
+  // A live message comes before the reply; the node then replays it.
+  ws().recv([
+    {type: 'publish', topic: 'a', data: 'six', offset: 6},
+    {type: 'subscribed', topic: f.topic, id: f.id, streams: {a: {epoch: 'E', offset: 6, recovered: true}}},
+    {type: 'publish', topic: 'a', data: 'six again', offset: 6},
+    {type: 'publish', topic: 'a', data: 'seven', offset: 7},
+  ]);
+  assert.deepEqual(got, [['six', false], ['seven', false]]);
+});
+
+test('recovery failure: onRecoveryFailed is told, and the handlers go on from the new stream', async () => {
+  const {ft, ws, clock, errors} = setup();
+  ws().open();
+  const failures = [];
+  const off = ft.onRecoveryFailed((topic, stream) => failures.push([topic, stream]));
+  ft.onRecoveryFailed(() => { throw new Error('app bug'); });
+  const got = [];
+  ft.on('a', (data, frame, meta) => got.push([data, meta.epoch, meta.offset]));
+  await joined(ft, ws, ['a', 'b', 'c'], {a: {epoch: 'E', offset: 26}, b: {epoch: 'F', offset: 9}, c: {epoch: 'H', offset: 1}});
+  const f = reconnect(ws, clock);
+  assert.deepEqual(Object.keys(f.since).sort(), ['a', 'b', 'c']);
+  // a: the store lost the stream (a new epoch); b: recovered; c: keeps no
+  // history any more (no entry at all).
+  ws().recv({type: 'subscribed', topic: f.topic, id: f.id, streams: {
+    a: {epoch: 'G', offset: 3, recovered: false},
+    b: {epoch: 'F', offset: 9, recovered: true},
+  }});
+  assert.deepEqual(failures, [
+    ['a', {epoch: 'G', offset: 3, recovered: false, since: {epoch: 'E', offset: 26}}],
+    ['c', {recovered: false, since: {epoch: 'H', offset: 1}}],
+  ]);
+  assert.equal(errors.filter((e) => e.message === 'app bug').length, 2, 'a throwing callback is reported, not raised');
+  assert.deepEqual(ft.position('a'), {epoch: 'G', offset: 3});
+  assert.equal(ft.position('c'), undefined);
+  // Offsets of the new epoch: up to its top the messages are not for the
+  // handlers (the app reloads them), then live ones come.
+  ws().recv([
+    {type: 'publish', topic: 'a', data: 'from before', offset: 3},
+    {type: 'publish', topic: 'a', data: 'four', offset: 4},
+  ]);
+  assert.deepEqual(got, [['four', 'G', 4]]);
+  // The window was trimmed: the same epoch, but since+1 is gone.
+  off();
+  const g = reconnect(ws, clock);
+  assert.deepEqual(g.since, {a: {epoch: 'G', offset: 4}, b: {epoch: 'F', offset: 9}});
+  const seen = [];
+  ft.onRecoveryFailed((topic, stream) => seen.push([topic, stream.offset]));
+  ws().recv({type: 'subscribed', topic: g.topic, id: g.id, streams: {a: {epoch: 'G', offset: 500, recovered: false}, b: {epoch: 'F', offset: 9, recovered: true}}});
+  assert.deepEqual(seen, [['a', 500]]);
+  assert.equal(failures.length, 2, 'a removed callback is not called');
+  assert.deepEqual(ft.position('a'), {epoch: 'G', offset: 500});
+});
+
+test('unsubscribe and refusal forget the position', async () => {
+  const {ft, ws, clock} = setup();
+  ws().open();
+  await joined(ft, ws, ['a', 'b', 'c'], {a: {epoch: 'E', offset: 1}, b: {epoch: 'E', offset: 2}, c: {epoch: 'E', offset: 3}});
+  const u = ft.unsubscribe('a');
+  ws().recv({type: 'unsubscribed', topic: ['a'], id: ws().last().id});
+  await u;
+  assert.equal(ft.position('a'), undefined);
+  const f = reconnect(ws, clock);
+  assert.deepEqual(f.since, {b: {epoch: 'E', offset: 2}, c: {epoch: 'E', offset: 3}});
+  ws().recv({type: 'error', code: 'forbidden', message: 'no longer yours', topic: ['b'], id: f.id});
+  assert.equal(ft.position('b'), undefined);
+  const again = ws().last();
+  assert.deepEqual(again.topic, ['c']);
+  assert.deepEqual(again.since, {c: {epoch: 'E', offset: 3}});
+  // Subscribed again later, a topic starts afresh.
+  ws().recv({type: 'subscribed', topic: ['c'], id: again.id, streams: {c: {epoch: 'E', offset: 3, recovered: true}}});
+  const p = ft.subscribe('a');
+  const s = ws().last();
+  assert.equal(s.since, undefined);
+  // A reply for a topic unsubscribed meanwhile leaves no position behind.
+  ft.unsubscribe('a');
+  ws().recv({type: 'subscribed', topic: ['a'], id: s.id, streams: {a: {epoch: 'E', offset: 9}}});
+  await p;
+  assert.equal(ft.position('a'), undefined);
+});
+
+test('history: the request goes out with limit and since, and its reply is matched by id', async () => {
+  const {ft, ws} = setup();
+  ws().open();
+  await joined(ft, ws, 'a', {a: {epoch: 'E', offset: 25}});
+  const h1 = ft.history('a', {limit: 50});
+  const f1 = ws().last();
+  assert.deepEqual(f1, {type: 'history', topic: 'a', limit: 50, id: f1.id});
+  const h2 = ft.history('a', {since: {epoch: 'E', offset: 17}});
+  const f2 = ws().last();
+  assert.deepEqual(f2, {type: 'history', topic: 'a', since: {epoch: 'E', offset: 17}, id: f2.id});
+  const h3 = ft.history('b');
+  assert.deepEqual(ws().last(), {type: 'history', topic: 'b', id: ws().last().id});
+  // A message whose id equals the request's is a message, not the answer.
+  ws().recv({type: 'publish', topic: 'a', data: 'live', id: f1.id, offset: 26});
+  assert.equal(await settled(h1), 'pending');
+  const msgs = [{id: 'm24', offset: 24, data: {text: 'x'}}, {id: 'm25', offset: 25, data: 'y'}];
+  ws().recv([
+    {type: 'history', topic: 'a', id: f2.id, epoch: 'E', offset: 26, messages: msgs.concat([{id: 'm26', offset: 26, data: 'live'}])},
+    {type: 'history', topic: 'a', id: f1.id, epoch: 'E', offset: 25, messages: msgs},
+  ]);
+  assert.deepEqual(await h1, {topic: 'a', epoch: 'E', offset: 25, messages: msgs});
+  assert.deepEqual((await h2).messages.map((m) => m.offset), [24, 25, 26]);
+  assert.equal(await settled(h3), 'pending');
+  ws().recv({type: 'history', topic: 'b', id: ws().last().id, epoch: 'F', offset: 0, messages: []});
+  assert.deepEqual(await h3, {topic: 'b', epoch: 'F', offset: 0, messages: []});
+  // Reading history moves no position.
+  assert.deepEqual(ft.position('a'), {epoch: 'E', offset: 26});
+});
+
+test('history: a refusal rejects with the node code; misuse with a TypeError', async () => {
+  const {ft, ws, errors} = setup();
+  ws().open();
+  const forbidden = ft.history('/secret', {limit: 10});
+  ws().recv({type: 'error', code: 'forbidden', message: 'not allowed', topic: '/secret', id: ws().last().id});
+  const r1 = (await settled(forbidden)).err;
+  assert.ok(r1 instanceof FiretowerError);
+  assert.equal(r1.code, 'forbidden');
+  assert.deepEqual(r1.topic, ['/secret']);
+  const plain = ft.history('/plain');
+  ws().recv([{type: 'error', code: 'bad_request', message: 'topic /plain keeps no history', topic: '/plain', id: ws().last().id}]);
+  const r2 = (await settled(plain)).err;
+  assert.equal(r2.code, 'bad_request');
+  assert.match(r2.message, /keeps no history/);
+  assert.equal(errors.length, 0, 'an answered refusal is not also an onError');
+  const sent = ws().sent.length;
+  for (const p of [ft.history(''), ft.history(7), ft.history('a', {limit: 0}), ft.history('a', {limit: 1.5}), ft.history('a', {limit: '5'}), ft.history('a', {since: {offset: 1}}), ft.history('a', {since: {epoch: 'E', offset: -1}})]) {
+    const r = await settled(p);
+    assert.ok(r.err instanceof TypeError, String(r.err));
+  }
+  assert.equal(ws().sent.length, sent, 'nothing is sent for misuse');
+});
+
+test('history: asked while disconnected or cut off by a reconnect, it is asked on the next connection; close rejects it', async () => {
+  const {ft, ws, clock} = setup();
+  const early = ft.history('a', {limit: 5});
+  const sub = ft.subscribe('a');
+  ws().open();
+  assert.deepEqual(ws().sent.map((f) => f.type), ['subscribe', 'history']);
+  const first = ws().sent[1];
+  assert.deepEqual([first.topic, first.limit], ['a', 5]);
+  ws().drop();
+  assert.equal(await settled(early), 'pending');
+  clock.advance(500);
+  ws().open();
+  const again = ws().sent.find((f) => f.type === 'history');
+  assert.deepEqual([again.topic, again.limit], ['a', 5]);
+  ws().recv({type: 'history', topic: 'a', id: again.id, epoch: 'E', offset: 1, messages: [{id: 'm1', offset: 1, data: 1}]});
+  assert.equal((await early).messages.length, 1);
+  const late = ft.history('a');
+  ft.close();
+  assert.equal((await settled(late)).err.code, 'closed');
+  assert.equal((await settled(sub)).err.code, 'closed');
+  assert.equal((await settled(ft.history('a'))).err.code, 'closed');
 });

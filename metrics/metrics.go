@@ -44,6 +44,7 @@ type collector struct {
 	connections, connectionsOpened, subscriptions, topics       *prometheus.Desc
 	framesIn, published, delivered, framesOut, writes, bytesOut *prometheus.Desc
 	dropped, disconnects, latency, brokerErrors                 *prometheus.Desc
+	recovered, recoveryFailed, duplicates, replacedLatest       *prometheus.Desc
 
 	// The broker's own figures (broker.StatsReporter), one metric each,
 	// firetower_broker_<name>.
@@ -74,6 +75,10 @@ func newCollector(t *firetower.Tower) *collector {
 		disconnects:       d("disconnects_total", "Connections ended, by reason: client, ping_timeout, too_large, protocol_error, slow, shutdown, server, write_error, rate_limited.", "reason"),
 		latency:           d("delivery_latency_seconds", "Time from queueing a frame to finishing its write, observed once per write."),
 		brokerErrors:      d("broker_errors_total", "Failed broker calls."),
+		recovered:         d("stream_messages_recovered_total", "Stream messages sent to subscribers that recovered them after a reconnect."),
+		recoveryFailed:    d("stream_recoveries_failed_total", "Subscribed topics asked with since that could not be recovered (the epoch changed or the window no longer held the position)."),
+		duplicates:        d("stream_duplicates_dropped_total", "Live stream messages a subscriber already had from its recovery, dropped."),
+		replacedLatest:    d("latest_replaced_total", "Queued frames of latest-value topics replaced by a newer value for a slow subscriber."),
 		brokerDescs:       map[string]*prometheus.Desc{},
 	}
 	if r, ok := t.Broker().(broker.StatsReporter); ok {
@@ -105,6 +110,7 @@ func (m *collector) Describe(ch chan<- *prometheus.Desc) {
 		m.connections, m.connectionsOpened, m.subscriptions, m.topics,
 		m.framesIn, m.published, m.delivered, m.framesOut, m.writes, m.bytesOut,
 		m.dropped, m.disconnects, m.latency, m.brokerErrors,
+		m.recovered, m.recoveryFailed, m.duplicates, m.replacedLatest,
 	} {
 		ch <- d
 	}
@@ -147,6 +153,10 @@ func (m *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstHistogram(m.latency, s.Latency.Count, s.Latency.Sum, buckets)
 	counter(m.brokerErrors, s.BrokerErrors)
+	counter(m.recovered, s.Recovered)
+	counter(m.recoveryFailed, s.RecoveryFailed)
+	counter(m.duplicates, s.Duplicates)
+	counter(m.replacedLatest, s.ReplacedLatest)
 	if m.reporter != nil {
 		for name, v := range m.reporter.BrokerStats() {
 			if strings.HasSuffix(name, "_total") {

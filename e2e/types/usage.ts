@@ -1,6 +1,6 @@
 // Compiled (never run) by types.test.mjs: the declarations in
 // js/firetower.d.ts must accept real use and refuse misuse.
-import fire, {connect, FiretowerError, type Client, type State, type PublishAck} from 'firetower';
+import fire, {connect, FiretowerError, type Client, type State, type PublishAck, type MessageMeta, type RecoveryFailure, type StreamPosition, type History} from 'firetower';
 
 interface ChatMessage { nick: string; text: string }
 
@@ -11,6 +11,21 @@ const off: () => void = ft.on<ChatMessage>('/chat/world', (m, frame) => {
   void who; void topic;
 });
 off();
+// History topics: the handler learns the offset and whether it was recovered.
+ft.on<ChatMessage>('/chat/world', (m, frame, meta: MessageMeta) => {
+  const at: number | undefined = meta.offset ?? frame.offset;
+  const epoch: string | undefined = meta.epoch;
+  const late: boolean = meta.recovered;
+  void m; void at; void epoch; void late;
+});
+const offRecovery: () => void = ft.onRecoveryFailed((topic: string, f: RecoveryFailure) => {
+  const from: StreamPosition = f.since;
+  const now: number | undefined = f.offset;
+  void topic; void from; void now;
+});
+offRecovery();
+const pos: StreamPosition | undefined = ft.position('/chat/world');
+if (pos) { const e: string = pos.epoch; const o: number = pos.offset; void e; void o; }
 ft.onState((s: State, d) => { const n: number = d.attempt; void s; void n; });
 ft.onError((e) => { if (e instanceof FiretowerError) { const c: string = e.code; void c; } });
 ft.onFrame((f) => { const t: string = f.type; void t; });
@@ -20,6 +35,12 @@ async function use(): Promise<void> {
   const ack: PublishAck = await ft.publish<ChatMessage>('/chat/world', {nick: 'a', text: 'b'});
   const id: string = ack.messageId;
   await ft.unsubscribe('/chat/2');
+  const h: History<ChatMessage> = await ft.history<ChatMessage>('/chat/world', {limit: 50});
+  for (const m of h.messages) { const t: string = m.data.text; const o: number = m.offset; const mid: string = m.id; void t; void o; void mid; }
+  const top: number = h.offset;
+  const more = await ft.history('/chat/world', {since: {epoch: h.epoch, offset: top}});
+  await ft.history('/chat/world');
+  void more;
   const sent: boolean = ft.send({type: 'typing', topic: '/chat/world'});
   void topics; void id; void sent;
   ft.close();
@@ -42,4 +63,17 @@ const bad: State = 'gone';
 ft.publish();
 // @ts-expect-error options are checked
 connect('/ws', {pingIntervall: 1});
-void bad;
+// @ts-expect-error a position may be missing
+const sure: StreamPosition = ft.position('/a');
+// @ts-expect-error a failure is never recovered
+const fine: RecoveryFailure = {recovered: true, since: {epoch: 'E', offset: 1}};
+ft.on('/a', (d, f, meta) => {
+  // @ts-expect-error the offset is a number, when there is one
+  const s: string = meta.offset;
+  void d; void f; void s;
+});
+// @ts-expect-error since is a position, not an offset
+ft.history('/a', {since: 17});
+// @ts-expect-error history options are checked
+ft.history('/a', {limt: 5});
+void bad; void sure; void fine;
