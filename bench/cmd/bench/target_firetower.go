@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"time"
 
@@ -13,18 +12,23 @@ import (
 
 // firetowerServer is firetower as a user mounts it: a gin app with the
 // Tower's middleware, its defaults, and a REST token. brokerURL empty means
-// the embedded topic service.
+// the embedded topic service. With history, every topic keeps hist.Size
+// messages for hist.TTL (Config.TopicOptions).
 func firetowerServer(brokerURL string, hist historyOpts) (http.Handler, func(), error) {
 	gin.SetMode(gin.ReleaseMode)
-	if hist.Size > 0 {
-		return nil, nil, errors.New("firetower history: not in this build")
-	}
-	tower, err := firetower.New(firetower.Config{
+
+	cfg := firetower.Config{
 		APIToken:                benchToken,
 		InsecureSkipOriginCheck: true,
 		BrokerURL:               brokerURL,
 		BrokerToken:             benchToken,
-	})
+	}
+	if hist.Size > 0 {
+		// Every topic keeps history, as a user turns it on for chat rooms.
+		opts := firetower.TopicOptions{HistorySize: hist.Size, HistoryTTL: hist.TTL}
+		cfg.TopicOptions = func(string) firetower.TopicOptions { return opts }
+	}
+	tower, err := firetower.New(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
