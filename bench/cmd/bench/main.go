@@ -109,6 +109,9 @@ type record struct {
 	// StormCPU is the server's CPU time from the reconnect storm's first
 	// dial until every client caught up (storm scenario).
 	StormCPU float64 `json:"stormCPUSeconds,omitempty"`
+	// OtherCPU is the CPU time the rest of the machine used meanwhile
+	// (everything but this server and its load generator).
+	OtherCPU float64 `json:"otherCPUSeconds"`
 	LoadCPU  float64 `json:"loadCPUSeconds"`
 	Err      string  `json:"err,omitempty"`
 }
@@ -126,6 +129,8 @@ func driverMain(args []string) {
 	chartOnly := fs.Bool("chart-only", false, "only redraw docs/bench.png from BENCHMARKS.md")
 	history := fs.Int("history", 0, "messages of history per topic: on fanout1k, topics100 or fanout10k, runs firetower and centrifuge without and with it (section <scenario>-history); on the history scenarios and storm, overrides their 100")
 	profVariant := fs.String("cpuprofile-variant", "", "which variant -cpuprofile profiles (history: \"history\")")
+	quiet := fs.Duration("quiet", 0, "before each run, wait (at most a minute) until the machine was idle apart from this harness for this long, e.g. 2s")
+	duration := fs.Duration("duration", 0, "override the scenario's publishing time (throughput scenarios)")
 	historyTTL := fs.Duration("history-ttl", 0, "how long history keeps a message (default: the scenario's, 1 min)")
 	_ = fs.Parse(args)
 	if *chartOnly {
@@ -163,6 +168,10 @@ func driverMain(args []string) {
 	if *publishers > 0 {
 		sc.Publishers = *publishers
 	}
+	if *duration > 0 && sc.Mode == "window" {
+		sc.Duration = *duration
+	}
+	quietFor = *quiet
 	if sc.Publishers == 0 {
 		sc.Publishers = 16
 	}
@@ -287,14 +296,14 @@ func printRecord(r record) {
 		return
 	}
 	if s := l.Storm; s != nil {
-		fmt.Printf("round %d %-12s%s correct %d/%d  recovered %d  gap %d twice %d wrong %d early %d live-missed %d  all caught up %.0f ms (p50 %.0f, p99 %.0f)  reply p50 %.0f max %.0f ms  live %.0f ms  server cpu %.2fs  msgs %d  dial errors %d  errors %d %s\n",
+		fmt.Printf("round %d %-12s%s correct %d/%d  recovered %d  gap %d twice %d wrong %d early %d live-missed %d  all caught up %.0f ms (p50 %.0f, p99 %.0f)  reply p50 %.0f max %.0f ms  live %.0f ms  server cpu %.2fs  others %.2fs  msgs %d  dial errors %d  errors %d %s\n",
 			r.Round, r.Target, v, s.Correct, s.Clients, s.Recovered, s.Missing, s.Duplicated, s.WrongData, s.EarlyMsg, s.LiveMissed,
-			s.AllMs, s.DoneP50, s.DoneP99, s.AckP50, s.AckMax, s.LiveMs, r.StormCPU, s.Messages, s.DialErrors, s.Errors, s.FirstError)
+			s.AllMs, s.DoneP50, s.DoneP99, s.AckP50, s.AckMax, s.LiveMs, r.StormCPU, r.OtherCPU, s.Messages, s.DialErrors, s.Errors, s.FirstError)
 		return
 	}
-	fmt.Printf("round %d %-12s%s subscribed %d/%d  deliveries/s %10.0f  p50 %7.2f ms  p99 %7.2f ms  lost %d  msgs/frame %.1f  cpu %.2fs (load %.2fs over %.1fs)  rss %d MB (+%d KB for conns)\n",
+	fmt.Printf("round %d %-12s%s subscribed %d/%d  deliveries/s %10.0f  p50 %7.2f ms  p99 %7.2f ms  lost %d  msgs/frame %.1f  cpu %.2fs (load %.2fs, others %.2fs, over %.1fs)  rss %d MB (+%d KB for conns)\n",
 		r.Round, r.Target, v, l.Subscribed, l.Conns, l.DeliveriesPS, l.P50us/1e3, l.P99us/1e3, l.Lost,
-		float64(l.Delivered)/max(float64(l.Frames), 1), r.CPUSeconds, r.LoadCPU, l.Seconds, r.RSSSubKB/1024, r.RSSSubKB-r.RSSBaseKB)
+		float64(l.Delivered)/max(float64(l.Frames), 1), r.CPUSeconds, r.LoadCPU, r.OtherCPU, l.Seconds, r.RSSSubKB/1024, r.RSSSubKB-r.RSSBaseKB)
 }
 
 // runOne starts the target's server, drives the scenario's load at it from a
@@ -361,7 +370,10 @@ func drive(rec *record, self string, pin bool, sc scenario, t target, variant, a
 	}
 	gc(addr)
 	rec.RSSSubKB = procStatus(pid, "VmRSS:")
-	cpu0, lcpu0 := procCPU(pid), procCPU(ld.Process.Pid)
+	if quietFor > 0 {
+		waitQuiet(quietFor)
+	}
+	cpu0, lcpu0, busy0 := procCPU(pid), procCPU(ld.Process.Pid), machineBusy()
 	_, _ = io.WriteString(ldIn, "go\n")
 	var res string
 	var stormCPU0 float64
@@ -390,6 +402,7 @@ func drive(rec *record, self string, pin bool, sc scenario, t target, variant, a
 	}
 	rec.CPUSeconds = procCPU(pid) - cpu0
 	rec.LoadCPU = procCPU(ld.Process.Pid) - lcpu0
+	rec.OtherCPU = max(machineBusy()-busy0-rec.CPUSeconds-rec.LoadCPU, 0)
 	rec.HWMKB = procStatus(pid, "VmHWM:")
 	if err := json.Unmarshal([]byte(strings.TrimPrefix(res, "RESULT ")), &rec.Load); err != nil {
 		rec.Err = err.Error()
@@ -509,4 +522,49 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// quietFor is -quiet: how long the machine must have been idle, apart from
+// the harness, before a run starts.
+var quietFor time.Duration
+
+// machineBusy is the CPU time, in seconds, all processes of the machine
+// have used since boot (/proc/stat: everything but idle and iowait).
+func machineBusy() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0
+	}
+	var busy float64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		if i >= 7 { // guest time is already counted in user
+			break
+		}
+		x, _ := strconv.ParseFloat(v, 64)
+		busy += x
+	}
+	return busy / 100 // USER_HZ
+}
+
+// waitQuiet waits until the machine used less than a tenth of a core over
+// the last d (the idle server and load generator use next to nothing), or
+// a minute passed.
+func waitQuiet(d time.Duration) {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		b0 := machineBusy()
+		time.Sleep(d)
+		if (machineBusy()-b0)/d.Seconds() < 0.1 {
+			return
+		}
+	}
+	log.Printf("the machine was not quiet for %s within a minute; running anyway", d)
 }

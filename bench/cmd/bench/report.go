@@ -102,6 +102,7 @@ func summarize(sc scenario, targets []target, recs []record, rounds int) summary
 		return fmt.Sprintf("%s → **%.2f**", strings.Join(parts, ", "), median(ratios))
 	}
 	dps := func(r record) float64 { return r.Load.DeliveriesPS }
+	cpuPer := func(r record) float64 { return r.CPUSeconds / max(float64(r.Load.Delivered), 1) }
 	p99 := func(r record) float64 { return r.Load.P99us }
 	rssPerConn := func(r record) float64 {
 		if r.Load.Subscribed == 0 {
@@ -141,7 +142,7 @@ func summarize(sc scenario, targets []target, recs []record, rounds int) summary
 	case "history":
 		cd.Metric = "deliveries/s"
 		fmt.Fprintf(&b, "History: %d messages a topic, kept %s (firetower `TopicOptions{HistorySize, HistoryTTL}`; Centrifuge `WithHistory` on every publish, `EnableRecovery` on every subscription, memory broker).\n\n", sc.History, sc.HistoryTTL)
-		b.WriteString("| target | history | deliveries/s | p50 ms | p99 ms | lost | msgs/frame | server CPU s per 1M deliveries | firetower ÷ centrifuge (same history), deliveries/s | with ÷ without history, deliveries/s | firetower ÷ centrifuge (same history), p99 |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| target | history | deliveries/s | p50 ms | p99 ms | lost | msgs/frame | server CPU s per 1M deliveries | firetower ÷ centrifuge (same history), deliveries/s | with ÷ without history, deliveries/s | firetower ÷ centrifuge (same history), CPU per delivery | with ÷ without history, CPU per delivery | firetower ÷ centrifuge (same history), p99 | others' CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, t := range targets {
 			for _, v := range []string{"", "history"} {
 				hname := "none"
@@ -150,7 +151,7 @@ func summarize(sc scenario, targets []target, recs []record, rounds int) summary
 				}
 				rs := by(t.Name, v)
 				if len(rs) == 0 {
-					fmt.Fprintf(&b, "| %s | %s | failed | | | | | | | | |\n", t.Name, hname)
+					fmt.Fprintf(&b, "| %s | %s | failed | | | | | | | | | | | |\n", t.Name, hname)
 					continue
 				}
 				var lost int64
@@ -158,19 +159,21 @@ func summarize(sc scenario, targets []target, recs []record, rounds int) summary
 					lost = max(lost, r.Load.Lost)
 				}
 				d := med(rs, dps)
-				vsCf, vsCfP99, vsNone := "—", "—", "—"
+				vsCf, vsCfP99, vsNone, vsCfCPU, vsNoneCPU := "—", "—", "—", "—", "—"
 				if t.Name == "firetower" {
 					vsCf = ratio("firetower", v, "centrifuge", v, dps)
 					vsCfP99 = ratio("firetower", v, "centrifuge", v, p99)
+					vsCfCPU = ratio("firetower", v, "centrifuge", v, cpuPer)
 				}
 				if v != "" {
 					vsNone = ratio(t.Name, v, t.Name, "", dps)
+					vsNoneCPU = ratio(t.Name, v, t.Name, "", cpuPer)
 				}
-				fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %d | %.1f | %.2f | %s | %s | %s |\n", t.Name, hname, d,
+				fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %d | %.1f | %.2f | %s | %s | %s | %s | %s | %.1f |\n", t.Name, hname, d,
 					med(rs, func(r record) float64 { return r.Load.P50us })/1e3, med(rs, p99)/1e3, lost,
 					med(rs, func(r record) float64 { return float64(r.Load.Delivered) / max(float64(r.Load.Frames), 1) }),
 					med(rs, func(r record) float64 { return r.CPUSeconds / max(float64(r.Load.Delivered), 1) * 1e6 }),
-					vsCf, vsNone, vsCfP99)
+					vsCf, vsNone, vsCfCPU, vsNoneCPU, vsCfP99, med(rs, func(r record) float64 { return r.OtherCPU }))
 				name := t.Name
 				if v != "" {
 					name += "+h"
