@@ -17,6 +17,7 @@
 //	{"type":"subscribe","topic":"a,b"}      or "topic":["a","b"]
 //	{"type":"unSubscribe","topic":"a"}
 //	{"type":"publish","topic":"a","data":<any JSON>}   offered to Config.ReadHandler
+//	{"type":"history","topic":"a","limit":50}   a topic's kept messages
 //	{"type":"ping"}
 //
 // and the node answers
@@ -33,7 +34,14 @@
 // of such frames, several per WebSocket frame when its queue holds more
 // than one. Topics are 1 to 256 bytes of UTF-8 without commas, whitespace
 // or control characters (ValidateTopic); in a REST path they are
-// percent-encoded: /topics/%2Fchat%2Fworld/count. Config.BareData sends
+// percent-encoded: /topics/%2Fchat%2Fworld/count.
+//
+// A topic with history (Config.TopicOptions) numbers its messages: each
+// publish frame carries "offset":N, a subscribed reply holds each such
+// topic's "streams":{"a":{"epoch":"E","offset":25}}, and a client that
+// reconnects subscribes with "since":{"a":{"epoch":"E","offset":17}} to get
+// "recovered":true and every message it missed, in order and exactly once,
+// before the live ones (DESIGN.md §3, "Streams"). Config.BareData sends
 // only the bare data of each message, as firetower v0.x servers did.
 //
 // REST: POST /publish with Content-Type: application/json and

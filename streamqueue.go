@@ -108,8 +108,10 @@ func (c *Conn) endRecovery(reply []byte, recs []recovered) {
 		insert = append(insert, reply)
 	}
 	var live [][]byte
+	recoveredFrames := 0
 	for _, r := range recs {
 		insert = append(insert, r.frames...)
+		recoveredFrames += len(r.frames)
 		f := c.streams[r.topic]
 		if f == nil { // the connection left the topic meanwhile
 			continue
@@ -121,7 +123,11 @@ func (c *Conn) endRecovery(reply []byte, recs []recovered) {
 		}
 		*f = streamFilter{epoch: r.epoch, top: r.top}
 	}
-	if n := len(c.queue) + len(insert) + len(live); n > c.tower.cfg.SendQueueSize {
+	// The recovered frames are bounded by the topics' history sizes, not
+	// by SendQueueSize: they get room of their own until the writer takes
+	// them; what arrives live must fit the queue as usual.
+	c.extra += recoveredFrames
+	if n := len(c.queue) + len(insert) + len(live); n > c.tower.cfg.SendQueueSize+c.extra {
 		c.overflow(n)
 		return
 	}
@@ -151,7 +157,7 @@ func (c *Conn) enqueueStream(sf streamFrame, now time.Time) bool {
 	}
 	if f := c.streams[sf.topic]; f != nil {
 		if f.recovering {
-			if n := len(c.queue) + len(f.held) + 1; n > c.tower.cfg.SendQueueSize {
+			if n := len(c.queue) + len(f.held) + 1; n > c.tower.cfg.SendQueueSize+c.extra {
 				c.overflow(n)
 				return false
 			}
@@ -174,7 +180,7 @@ func (c *Conn) enqueueStream(sf streamFrame, now time.Time) bool {
 			return true
 		}
 	}
-	if len(c.queue) >= c.tower.cfg.SendQueueSize {
+	if len(c.queue) >= c.tower.cfg.SendQueueSize+c.extra {
 		c.overflow(len(c.queue) + 1)
 		return false
 	}

@@ -54,6 +54,10 @@ type sendQueue struct {
 	// that frame's index; cleared whenever queue's indices change other
 	// than by an append.
 	latestAt map[string]int
+	// extra is room in queue beyond SendQueueSize for the recovered
+	// frames a subscribe queued at once (bounded by the topics' history
+	// sizes), until the writer takes them.
+	extra int
 	// sink writes a batch to the client and returns how many WebSocket
 	// frames that took (Conn.write; benchmarks replace it). Set once at
 	// construction.
@@ -73,7 +77,7 @@ func (c *Conn) enqueue(frame []byte, now time.Time) bool {
 		c.qmu.Unlock()
 		return false
 	}
-	if len(c.queue) >= c.tower.cfg.SendQueueSize {
+	if len(c.queue) >= c.tower.cfg.SendQueueSize+c.extra {
 		c.overflow(len(c.queue) + 1)
 		return false
 	}
@@ -312,6 +316,7 @@ func (c *Conn) writer() {
 			batch, queuedAt = c.queue, c.queuedAt
 			c.queue, c.spare = c.spare[:0], nil
 			clear(c.latestAt)
+			c.extra = 0
 		}
 		c.qmu.Unlock()
 

@@ -217,10 +217,18 @@ func TestMetricsAfterWorkload(t *testing.T) {
 	if got, _ := value(fams, "firetower_bytes_out_total"); int64(got) != n.tower.Stats().BytesOut || got == 0 {
 		t.Errorf("firetower_bytes_out_total %v, Stats().BytesOut %d", got, n.tower.Stats().BytesOut)
 	}
+	// The embedded broker reports only its streams' figures: no topic
+	// here keeps history.
 	for name := range fams {
-		if strings.HasPrefix(name, "firetower_broker_") && name != "firetower_broker_errors_total" {
-			t.Errorf("the embedded broker reports no figures of its own, yet %s is exported", name)
+		if strings.HasPrefix(name, "firetower_broker_") && name != "firetower_broker_errors_total" && !strings.Contains(name, "stream") {
+			t.Errorf("the embedded broker reports figures besides its streams': %s", name)
 		}
+	}
+	if v, ok := value(fams, "firetower_broker_streams"); !ok || v != 0 {
+		t.Errorf("firetower_broker_streams %v (exported %v), want 0", v, ok)
+	}
+	if v, _ := value(fams, "firetower_broker_stream_max_bytes"); v <= 0 {
+		t.Errorf("firetower_broker_stream_max_bytes %v", v)
 	}
 	h := fams["firetower_delivery_latency_seconds"].GetMetric()[0].GetHistogram()
 	if h.GetSampleCount() == 0 || h.GetSampleCount() > uint64(subscribers*(1+publishes)+6) || h.GetSampleSum() <= 0 {
