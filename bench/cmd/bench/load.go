@@ -44,8 +44,9 @@ type loadConfig struct {
 	Wait       bool          // after subscribing, print SUBSCRIBED and wait for a line on stdin
 	SlowLog    string        // write "receive-unix-ns latency-ns" of every message slower than Slow to this file
 	Slow       time.Duration
-	Warmup     int // storm mode: messages the clients follow live before they drop
-	StormDials int // storm mode: reconnections dialled at a time (0: all at once)
+	Warmup     int  // storm mode: messages the clients follow live before they drop
+	StormDials int  // storm mode: reconnections dialled at a time (0: all at once)
+	StormPlain bool // storm mode: reconnect without asking to recover
 }
 
 // loadResult is printed as "RESULT <json>" for the driver.
@@ -103,6 +104,7 @@ func loadMain(args []string) {
 	fs.IntVar(&c.Rate, "rate", 200, "rate mode: publishes per second")
 	fs.IntVar(&c.Count, "count", 1, "once mode: publishes; storm mode: messages published while the clients are away")
 	fs.IntVar(&c.Warmup, "warmup", 10, "storm mode: messages followed live before the clients drop")
+	fs.BoolVar(&c.StormPlain, "storm-plain", false, "storm mode: the clients subscribe again without asking to recover (the reconnections alone)")
 	fs.IntVar(&c.StormDials, "storm-dials", 0, "storm mode: reconnections dialled at a time (0: all at once)")
 	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "publishing time")
 	fs.IntVar(&c.Size, "size", 100, "message data bytes")

@@ -110,7 +110,8 @@ type record struct {
 	// dial until every client caught up (storm scenario).
 	StormCPU float64 `json:"stormCPUSeconds,omitempty"`
 	// OtherCPU is the CPU time the rest of the machine used meanwhile
-	// (everything but this server and its load generator).
+	// (everything but this server and its load generator); for the storm,
+	// during its reconnection phase.
 	OtherCPU float64 `json:"otherCPUSeconds"`
 	LoadCPU  float64 `json:"loadCPUSeconds"`
 	Err      string  `json:"err,omitempty"`
@@ -206,6 +207,11 @@ func driverMain(args []string) {
 	if sc.Kind == "history" {
 		variants = []string{"", "history"}
 	}
+	if sc.Kind == "storm" {
+		// "plain": the same storm, the clients subscribing without asking
+		// to recover: what the reconnections alone cost.
+		variants = []string{"", "plain"}
+	}
 	var recs []record
 	if sc.Kind == "cluster" {
 		tsvcBin, err := buildTopicsvc(*out, os.TempDir())
@@ -244,7 +250,7 @@ func driverMain(args []string) {
 				runs = append(runs, run{t, v})
 			}
 		}
-		if sc.Kind == "history" {
+		if sc.Kind == "history" || sc.Kind == "storm" {
 			runs = runs[:0]
 			for _, t := range targets {
 				for _, v := range variants {
@@ -362,6 +368,9 @@ func drive(rec *record, self string, pin bool, sc scenario, t target, variant, a
 	if variant == "stalled" {
 		loadArgs = append(loadArgs, "-stall-every", "100")
 	}
+	if variant == "plain" {
+		loadArgs = append(loadArgs, "-storm-plain")
+	}
 	ld := command(self, pin, 1, loadArgs)
 	ldIn, _ := ld.StdinPipe()
 	ldOut, _ := ld.StdoutPipe()
@@ -384,7 +393,8 @@ func drive(rec *record, self string, pin bool, sc scenario, t target, variant, a
 	cpu0, lcpu0, busy0 := procCPU(pid), procCPU(ld.Process.Pid), machineBusy()
 	_, _ = io.WriteString(ldIn, "go\n")
 	var res string
-	var stormCPU0 float64
+	var stormCPU0, stormLoad0, stormBusy0, stormOther float64
+	storm := false
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		// The storm marks its reconnection phase so that the server's CPU
@@ -395,11 +405,13 @@ func drive(rec *record, self string, pin bool, sc scenario, t target, variant, a
 			return
 		}
 		if l == "STORMSTART" {
-			stormCPU0 = procCPU(pid)
+			stormCPU0, stormLoad0, stormBusy0 = procCPU(pid), procCPU(ld.Process.Pid), machineBusy()
 			continue
 		}
 		if l == "STORMEND" {
 			rec.StormCPU = procCPU(pid) - stormCPU0
+			stormOther = max(machineBusy()-stormBusy0-rec.StormCPU-(procCPU(ld.Process.Pid)-stormLoad0), 0)
+			storm = true
 			continue
 		}
 		if strings.HasPrefix(l, "RESULT ") {
@@ -411,6 +423,10 @@ func drive(rec *record, self string, pin bool, sc scenario, t target, variant, a
 	rec.CPUSeconds = procCPU(pid) - cpu0
 	rec.LoadCPU = procCPU(ld.Process.Pid) - lcpu0
 	rec.OtherCPU = max(machineBusy()-busy0-rec.CPUSeconds-rec.LoadCPU, 0)
+	if storm {
+		// The storm's figures come from its reconnection phase alone.
+		rec.OtherCPU = stormOther
+	}
 	rec.HWMKB = procStatus(pid, "VmHWM:")
 	if err := json.Unmarshal([]byte(strings.TrimPrefix(res, "RESULT ")), &rec.Load); err != nil {
 		rec.Err = err.Error()

@@ -184,53 +184,61 @@ func summarize(sc scenario, targets []target, recs []record, rounds int) summary
 		}
 	case "storm":
 		cd.Metric = "ms until all caught up"
-		fmt.Fprintf(&b, "History %d, kept %s; %d messages followed live first; the clients drop (TCP close, no close frame), %d messages are published, then all reconnect at once: firetower subscribes with `since` (epoch, offset), Centrifuge with `recover`, `epoch`, `offset`. *Correct*: the reply said recovered, then exactly the missed offsets in order with the data published at each, none twice, and the next live message once.\n\n", sc.History, sc.HistoryTTL, 10, sc.Count)
-		b.WriteString("| target | correct clients | caught up | recovered | with a gap / twice / wrong data | all caught up ms | per client p50 / p99 ms | subscribe reply p50 / max ms | server CPU s, storm | firetower ÷ target, time until all caught up | firetower ÷ target, server CPU |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(&b, "History %d, kept %s; %d messages followed live first; the clients drop (TCP close, no close frame), %d messages are published, then all reconnect at once: firetower subscribes with `since` (epoch, offset), Centrifuge with `recover`, `epoch`, `offset`. *Correct*: the reply said recovered, then exactly the missed offsets in order with the data published at each, none twice, and the next live message once. The *plain* rows are the same storm with the clients subscribing without asking to recover (done at the subscribe reply): what the reconnections alone cost.\n\n", sc.History, sc.HistoryTTL, 10, sc.Count)
+		b.WriteString("| target | resubscribe | correct clients | caught up | recovered | with a gap / twice / wrong data | all caught up ms | per client p50 / p99 ms | subscribe reply p50 / max ms | server CPU s, storm | firetower ÷ target, time until all caught up | firetower ÷ target, server CPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		all := func(r record) float64 { return r.Load.Storm.AllMs }
 		cpu := func(r record) float64 { return r.StormCPU }
-		for _, t := range targets {
-			var rs []record
-			for _, r := range by(t.Name, "") {
-				if r.Load.Storm != nil {
-					rs = append(rs, r)
+		for _, v := range []string{"", "plain"} {
+			how := "recovering"
+			if v != "" {
+				how = "plain"
+			}
+			for _, t := range targets {
+				var rs []record
+				for _, r := range by(t.Name, v) {
+					if r.Load.Storm != nil {
+						rs = append(rs, r)
+					}
+				}
+				if len(rs) == 0 {
+					fmt.Fprintf(&b, "| %s | %s | failed | | | | | | | | | |\n", t.Name, how)
+					continue
+				}
+				var correct, caught, clients, recovered, gap, twice, wrong int
+				for _, r := range rs {
+					s := r.Load.Storm
+					correct += s.Correct
+					caught += s.CaughtUp
+					clients += s.Clients
+					recovered += s.Recovered
+					gap += s.Missing
+					twice += s.Duplicated
+					wrong += s.WrongData
+				}
+				vsT, vsCPU := "—", "—"
+				if t.Name != "firetower" {
+					vsT = ratio("firetower", v, t.Name, v, all)
+					vsCPU = ratio("firetower", v, t.Name, v, cpu)
+				}
+				var full []record
+				for _, r := range rs {
+					if r.Load.Storm.AllMs > 0 {
+						full = append(full, r)
+					}
+				}
+				a := med(full, all)
+				fmt.Fprintf(&b, "| %s | %s | %d / %d | %d | %d | %d / %d / %d | %s | %.0f / %.0f | %.0f / %.0f | %.2f | %s | %s |\n", t.Name, how,
+					correct, clients, caught, recovered, gap, twice, wrong, msOr(a, len(full), len(rs)),
+					med(rs, func(r record) float64 { return r.Load.Storm.DoneP50 }),
+					med(rs, func(r record) float64 { return r.Load.Storm.DoneP99 }),
+					med(rs, func(r record) float64 { return r.Load.Storm.AckP50 }),
+					med(rs, func(r record) float64 { return r.Load.Storm.AckMax }),
+					med(rs, cpu), vsT, vsCPU)
+				if v == "" {
+					cd.Targets = append(cd.Targets, t.Name)
+					cd.Values = append(cd.Values, a)
 				}
 			}
-			if len(rs) == 0 {
-				fmt.Fprintf(&b, "| %s | failed | | | | | | | | | |\n", t.Name)
-				continue
-			}
-			var correct, caught, clients, recovered, gap, twice, wrong int
-			for _, r := range rs {
-				s := r.Load.Storm
-				correct += s.Correct
-				caught += s.CaughtUp
-				clients += s.Clients
-				recovered += s.Recovered
-				gap += s.Missing
-				twice += s.Duplicated
-				wrong += s.WrongData
-			}
-			vsT, vsCPU := "—", "—"
-			if t.Name != "firetower" {
-				vsT = ratio("firetower", "", t.Name, "", all)
-				vsCPU = ratio("firetower", "", t.Name, "", cpu)
-			}
-			var full []record
-			for _, r := range rs {
-				if r.Load.Storm.AllMs > 0 {
-					full = append(full, r)
-				}
-			}
-			a := med(full, all)
-			fmt.Fprintf(&b, "| %s | %d / %d | %d | %d | %d / %d / %d | %s | %.0f / %.0f | %.0f / %.0f | %.2f | %s | %s |\n", t.Name,
-				correct, clients, caught, recovered, gap, twice, wrong, msOr(a, len(full), len(rs)),
-				med(rs, func(r record) float64 { return r.Load.Storm.DoneP50 }),
-				med(rs, func(r record) float64 { return r.Load.Storm.DoneP99 }),
-				med(rs, func(r record) float64 { return r.Load.Storm.AckP50 }),
-				med(rs, func(r record) float64 { return r.Load.Storm.AckMax }),
-				med(rs, cpu), vsT, vsCPU)
-			cd.Targets = append(cd.Targets, t.Name)
-			cd.Values = append(cd.Values, a)
 		}
 		b.WriteString("\n(Clients, caught up, recovered and faults are summed over the rounds; times and CPU are medians. *All caught up* is the median over the rounds in which every client caught up, their number noted when some did not.)\n")
 	case "idle":

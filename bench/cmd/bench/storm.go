@@ -320,7 +320,7 @@ func (lg *loadGen) runStorm() (loadResult, error) {
 		if sc.liveGot == 0 {
 			sr.LiveMissed++
 		}
-		if sc.err == "" && sc.recovered && sc.doneAt > 0 && !sc.missing && !sc.dup && !sc.wrong && !sc.early && sc.liveGot == 1 {
+		if sc.err == "" && (sc.recovered || c.StormPlain) && sc.doneAt > 0 && !sc.missing && !sc.dup && !sc.wrong && !sc.early && sc.liveGot == 1 {
 			sr.Correct++
 		}
 	}
@@ -383,11 +383,12 @@ func (st *storm) subscribe(sc *stormClient, recovering bool) error {
 	}
 	var sub string
 	switch {
-	case c.Proto == "cf" && recovering:
+	case c.Proto == "cf" && recovering && !c.StormPlain:
 		sub = fmt.Sprintf(`{"id":1,"connect":{}}`+"\n"+`{"id":2,"subscribe":{"channel":%q,"recover":true,"epoch":%q,"offset":%d}}`, stormTopic, sc.epoch, sc.last)
 	case c.Proto == "cf":
+		// A plain subscribe (also the storm's without recovery).
 		sub = fmt.Sprintf(`{"id":1,"connect":{}}`+"\n"+`{"id":2,"subscribe":{"channel":%q}}`, stormTopic)
-	case recovering:
+	case recovering && !c.StormPlain:
 		sub = fmt.Sprintf(`{"type":"subscribe","topic":[%q],"since":{%q:{"epoch":%q,"offset":%d}},"id":3}`, stormTopic, stormTopic, sc.epoch, sc.last)
 	default:
 		sub = fmt.Sprintf(`{"type":"subscribe","topic":[%q],"id":3}`, stormTopic)
@@ -542,6 +543,14 @@ func (st *storm) reply(sc *stormClient, epoch string, top int64, recovered bool)
 		return
 	}
 	sc.ackAt = time.Since(st.start)
+	if st.cfg.StormPlain {
+		// Not asking to recover: the reply gives the top; done.
+		if top != sc.want-1+st.missed && sc.err == "" {
+			sc.err = fmt.Sprintf("client %d: stream top %d in the reply, want %d", sc.i, top, sc.want-1+st.missed)
+		}
+		st.caughtUp(sc, sc.ackAt)
+		return
+	}
 	sc.recovered = recovered
 	if epoch != sc.epoch {
 		sc.err = fmt.Sprintf("epoch changed: %q → %q", sc.epoch, epoch)
@@ -596,7 +605,12 @@ func (st *storm) message(sc *stormClient, off, seq int64) {
 		// is expected.
 		if off == liveOff {
 			sc.liveGot++
+			if sc.liveGot > 1 {
+				sc.dup = true
+			}
 			st.liveSeen(sc)
+		} else {
+			sc.wrong = true
 		}
 		return
 	}
