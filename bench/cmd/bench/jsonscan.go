@@ -1,9 +1,6 @@
 package main
 
-import (
-	"bytes"
-	"strconv"
-)
+import "bytes"
 
 // A minimal JSON walker for the reconnect storm's checks: it finds a field
 // of an object or the elements of an array without decoding anything else,
@@ -63,15 +60,67 @@ func skipValue(b []byte, i int) int {
 
 // skipString returns the index just past the string starting at b[i] ('"').
 func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
+	i++
+	for {
+		j := bytes.IndexByte(b[i:], '"')
+		if j < 0 {
+			return -1
 		}
+		k := i + j
+		// Escaped if preceded by an odd number of backslashes.
+		n := 0
+		for p := k - 1; p >= i && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			return k + 1
+		}
+		i = k + 1
 	}
-	return -1
+}
+
+// fields sets out[i] to the raw value of the object's top-level key
+// keys[i] (nil if absent), in one pass over the object.
+func fields(obj []byte, keys []string, out [][]byte) {
+	clear(out)
+	i := skipSpace(obj, 0)
+	if i >= len(obj) || obj[i] != '{' {
+		return
+	}
+	i++
+	for {
+		i = skipSpace(obj, i)
+		if i >= len(obj) || obj[i] == '}' {
+			return
+		}
+		if obj[i] == ',' {
+			i++
+			continue
+		}
+		if obj[i] != '"' {
+			return
+		}
+		end := skipString(obj, i)
+		if end < 0 {
+			return
+		}
+		k := obj[i+1 : end-1]
+		i = skipSpace(obj, end)
+		if i >= len(obj) || obj[i] != ':' {
+			return
+		}
+		i = skipSpace(obj, i+1)
+		vend := skipValue(obj, i)
+		if vend < 0 {
+			return
+		}
+		for j, key := range keys {
+			if string(k) == key {
+				out[j] = obj[i:vend]
+			}
+		}
+		i = vend
+	}
 }
 
 // field returns the raw value of the object's top-level key (compared
@@ -142,15 +191,7 @@ func elements(arr []byte, fn func([]byte)) {
 
 // fieldInt is field parsed as an unsigned integer, -1 if absent or not one.
 func fieldInt(obj []byte, key string) int64 {
-	v := field(obj, key)
-	if v == nil {
-		return -1
-	}
-	n, err := strconv.ParseInt(string(v), 10, 64)
-	if err != nil {
-		return -1
-	}
-	return n
+	return toInt(field(obj, key))
 }
 
 // fieldString is field as a string without unescaping ("" if absent).
@@ -165,4 +206,19 @@ func fieldString(obj []byte, key string) string {
 // fieldIs reports whether the object's key holds exactly the raw JSON lit.
 func fieldIs(obj []byte, key, lit string) bool {
 	return bytes.Equal(field(obj, key), []byte(lit))
+}
+
+// toInt parses a raw JSON whole number, -1 if v is not one.
+func toInt(v []byte) int64 {
+	if len(v) == 0 {
+		return -1
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
 }

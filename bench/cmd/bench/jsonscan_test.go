@@ -27,8 +27,8 @@ func TestField(t *testing.T) {
 
 func TestElements(t *testing.T) {
 	var got []string
-	elements([]byte(`[ {"a":[1,2]}, "x,]", 3 ,{"b":"}"}]`), func(e []byte) { got = append(got, string(e)) })
-	want := []string{`{"a":[1,2]}`, `"x,]"`, `3`, `{"b":"}"}`}
+	elements([]byte(`[ {"a":[1,2]}, "x,]", 3 ,{"b":"}"}, "a\"\\", "\\"]`), func(e []byte) { got = append(got, string(e)) })
+	want := []string{`{"a":[1,2]}`, `"x,]"`, `3`, `{"b":"}"}`, `"a\"\\"`, `"\\"`}
 	if len(got) != len(want) {
 		t.Fatalf("got %q", got)
 	}

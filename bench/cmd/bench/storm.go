@@ -470,24 +470,30 @@ func (st *storm) frame(sc *stormClient, b []byte) {
 	st.ftMessage(sc, b)
 }
 
+var ftKeys = []string{"type", "offset", "data", "streams"}
+
 func (st *storm) ftMessage(sc *stormClient, m []byte) {
-	switch fieldString(m, "type") {
-	case "subscribed":
-		s := field(field(m, "streams"), stormTopic)
+	var f [4][]byte
+	fields(m, ftKeys, f[:])
+	switch string(f[0]) {
+	case `"publish"`:
+		if !sc.acked && sc.recovering {
+			sc.early = true
+		}
+		st.message(sc, toInt(f[1]), fieldInt(f[2], "seq"))
+	case `"subscribed"`:
+		s := field(f[3], stormTopic)
 		if s == nil {
 			sc.err = fmt.Sprintf("subscribe reply without the topic's stream: %s", m)
 			return
 		}
 		st.reply(sc, fieldString(s, "epoch"), fieldInt(s, "offset"), fieldIs(s, "recovered", "true"))
-	case "publish":
-		if !sc.acked && sc.recovering {
-			sc.early = true
-		}
-		st.message(sc, fieldInt(m, "offset"), fieldInt(field(m, "data"), "seq"))
-	case "error", "rate_limited", "forbidden":
+	case `"error"`, `"rate_limited"`, `"forbidden"`:
 		sc.err = fmt.Sprintf("server said: %s", m)
 	}
 }
+
+var pubKeys = []string{"offset", "data"}
 
 func (st *storm) cfReply(sc *stormClient, r []byte) {
 	r = bytes.TrimSpace(r)
@@ -501,31 +507,46 @@ func (st *storm) cfReply(sc *stormClient, r []byte) {
 		sc.wmu.Unlock()
 		return
 	}
-	if e := field(r, "error"); e != nil {
+	var top [4][]byte
+	fields(r, cfKeys, top[:])
+	if top[0] != nil {
 		sc.err = fmt.Sprintf("server said: %s", r)
 		return
 	}
-	if push := field(r, "push"); push != nil {
-		if pub := field(push, "pub"); pub != nil {
-			st.message(sc, fieldInt(pub, "offset"), fieldInt(field(pub, "data"), "seq"))
+	var f [2][]byte
+	if top[1] != nil {
+		if pub := field(top[1], "pub"); pub != nil {
+			fields(pub, pubKeys, f[:])
+			st.message(sc, toInt(f[0]), fieldInt(f[1], "seq"))
 		}
 		return
 	}
-	if fieldInt(r, "id") != 2 {
+	if toInt(top[2]) != 2 {
 		return
 	}
-	s := field(r, "subscribe")
-	if s == nil {
+	if top[3] == nil {
 		sc.err = fmt.Sprintf("unexpected reply: %s", r)
 		return
 	}
 	// Recovered publications are part of the reply; they count from the
 	// moment the reply arrived, as firetower's follow its reply.
-	st.reply(sc, fieldString(s, "epoch"), max(fieldInt(s, "offset"), 0), fieldIs(s, "recovered", "true"))
-	elements(field(s, "publications"), func(p []byte) {
-		st.message(sc, fieldInt(p, "offset"), fieldInt(field(p, "data"), "seq"))
+	var res [4][]byte
+	fields(top[3], cfSubKeys, res[:])
+	epoch := ""
+	if len(res[0]) >= 2 {
+		epoch = string(res[0][1 : len(res[0])-1])
+	}
+	st.reply(sc, epoch, max(toInt(res[1]), 0), string(res[2]) == "true")
+	elements(res[3], func(p []byte) {
+		fields(p, pubKeys, f[:])
+		st.message(sc, toInt(f[0]), fieldInt(f[1], "seq"))
 	})
 }
+
+var (
+	cfKeys    = []string{"error", "push", "id", "subscribe"}
+	cfSubKeys = []string{"epoch", "offset", "recovered", "publications"}
+)
 
 // reply handles the subscribe reply: the stream's epoch and top, and
 // whether the missed messages follow.
