@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,8 +114,19 @@ func loadMain(args []string) {
 	fs.BoolVar(&c.Wait, "wait", false, "print SUBSCRIBED and wait for a stdin line before publishing")
 	fs.StringVar(&c.SlowLog, "slowlog", "", "write receive time and latency (ns) of slow messages to this file")
 	fs.DurationVar(&c.Slow, "slow", 5*time.Millisecond, "what -slowlog counts as slow")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the load generator to this file")
 	_ = fs.Parse(args)
 	raiseNoFile()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	lg := &loadGen{cfg: c}
 	run := lg.run
 	if c.Mode == "storm" {

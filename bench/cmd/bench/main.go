@@ -13,6 +13,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -130,6 +131,7 @@ func driverMain(args []string) {
 	chartOnly := fs.Bool("chart-only", false, "only redraw docs/bench.png from BENCHMARKS.md")
 	history := fs.Int("history", 0, "messages of history per topic: on fanout1k, topics100 or fanout10k, runs firetower and centrifuge without and with it (section <scenario>-history); on the history scenarios and storm, overrides their 100")
 	profVariant := fs.String("cpuprofile-variant", "", "which variant -cpuprofile profiles (history: \"history\")")
+	loadprofile := fs.String("loadprofile", "", "write CPU profiles of the load generator to this path + .<target><variant> (each round overwrites them)")
 	quiet := fs.Duration("quiet", 0, "before each run, wait (at most 20 s) until the machine was idle apart from this harness for this long, e.g. 1s")
 	maxOthers := fs.Float64("max-others", 0, "run again (at most twice) a run during which the rest of the machine used more than this many CPU seconds, keeping the quietest of the tries (0: never)")
 	duration := fs.Duration("duration", 0, "override the scenario's publishing time (throughput scenarios)")
@@ -174,6 +176,9 @@ func driverMain(args []string) {
 		sc.Duration = *duration
 	}
 	quietFor = *quiet
+	if *loadprofile != "" {
+		loadProfile, _ = filepath.Abs(*loadprofile)
+	}
 	if sc.Publishers == 0 {
 		sc.Publishers = 16
 	}
@@ -371,6 +376,9 @@ func drive(rec *record, self string, pin bool, sc scenario, t target, variant, a
 	if variant == "plain" {
 		loadArgs = append(loadArgs, "-storm-plain")
 	}
+	if loadProfile != "" {
+		loadArgs = append(loadArgs, "-cpuprofile", loadProfile+"."+t.Name+cmp.Or(variant, "main"))
+	}
 	ld := command(self, pin, 1, loadArgs)
 	ldIn, _ := ld.StdinPipe()
 	ldOut, _ := ld.StdoutPipe()
@@ -551,6 +559,9 @@ func median(v []float64) float64 {
 // quietFor is -quiet: how long the machine must have been idle, apart from
 // the harness, before a run starts.
 var quietFor time.Duration
+
+// loadProfile is -loadprofile, absolute.
+var loadProfile string
 
 // machineBusy is the CPU time, in seconds, all processes of the machine
 // have used since boot (/proc/stat: everything but idle and iowait).
