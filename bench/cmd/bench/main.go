@@ -110,6 +110,8 @@ type record struct {
 	// StormCPU is the server's CPU time from the reconnect storm's first
 	// dial until every client caught up (storm scenario).
 	StormCPU float64 `json:"stormCPUSeconds,omitempty"`
+	// StormLoadCPU is the load generator's CPU time over the same phase.
+	StormLoadCPU float64 `json:"stormLoadCPUSeconds,omitempty"`
 	// OtherCPU is the CPU time the rest of the machine used meanwhile
 	// (everything but this server and its load generator); for the storm,
 	// during its reconnection phase.
@@ -315,9 +317,9 @@ func printRecord(r record) {
 		return
 	}
 	if s := l.Storm; s != nil {
-		fmt.Printf("round %d %-12s%s correct %d/%d  recovered %d  gap %d twice %d wrong %d early %d live-missed %d  all caught up %.0f ms (p50 %.0f, p99 %.0f)  reply p50 %.0f max %.0f ms  live %.0f ms  server cpu %.2fs  others %.2fs  msgs %d  dial errors %d  errors %d %s\n",
+		fmt.Printf("round %d %-12s%s correct %d/%d  recovered %d  gap %d twice %d wrong %d early %d live-missed %d  all caught up %.0f ms (p50 %.0f, p99 %.0f)  reply p50 %.0f max %.0f ms  live %.0f ms  server cpu %.2fs  load cpu %.2fs  others %.2fs  msgs %d  dial errors %d  errors %d %s\n",
 			r.Round, r.Target, v, s.Correct, s.Clients, s.Recovered, s.Missing, s.Duplicated, s.WrongData, s.EarlyMsg, s.LiveMissed,
-			s.AllMs, s.DoneP50, s.DoneP99, s.AckP50, s.AckMax, s.LiveMs, r.StormCPU, r.OtherCPU, s.Messages, s.DialErrors, s.Errors, s.FirstError)
+			s.AllMs, s.DoneP50, s.DoneP99, s.AckP50, s.AckMax, s.LiveMs, r.StormCPU, r.StormLoadCPU, r.OtherCPU, s.Messages, s.DialErrors, s.Errors, s.FirstError)
 		return
 	}
 	fmt.Printf("round %d %-12s%s subscribed %d/%d  deliveries/s %10.0f  p50 %7.2f ms  p99 %7.2f ms  lost %d  msgs/frame %.1f  cpu %.2fs (load %.2fs, others %.2fs, over %.1fs)  rss %d MB (+%d KB for conns)\n",
@@ -418,7 +420,8 @@ func drive(rec *record, self string, pin bool, sc scenario, t target, variant, a
 		}
 		if l == "STORMEND" {
 			rec.StormCPU = procCPU(pid) - stormCPU0
-			stormOther = max(machineBusy()-stormBusy0-rec.StormCPU-(procCPU(ld.Process.Pid)-stormLoad0), 0)
+			rec.StormLoadCPU = procCPU(ld.Process.Pid) - stormLoad0
+			stormOther = max(machineBusy()-stormBusy0-rec.StormCPU-rec.StormLoadCPU, 0)
 			storm = true
 			continue
 		}
