@@ -127,6 +127,34 @@ func (t *Tower) subscribe(c *Conn, f *Frame) {
 		c.reply(errorFrame(&protocolError{code: CodeForbidden, message: "subscription refused", topic: fresh}, f.ID))
 		return
 	}
+	fresh, perr, _ := t.subscribeTopics(c, f, false)
+	if perr != nil {
+		c.reply(errorFrame(perr, f.ID))
+		return
+	}
+	if len(fresh) > 0 && t.cfg.SubscribeHandler != nil {
+		t.cfg.SubscribeHandler(c, fresh)
+	}
+}
+
+// subscribeTopics subscribes c to the topics of f that it does not hold
+// (returned), and queues the subscribed reply; on a failure nothing
+// changed and perr is the error frame's content, err the Go error of a
+// server-side call. It holds c's subscription lock (Conn.subMu), so that
+// a server-side Conn.Subscribe and the connection's own frames take
+// turns; server also refuses a connection that is closing, whose
+// subscriptions the disconnect may already have taken.
+func (t *Tower) subscribeTopics(c *Conn, f *Frame, server bool) (fresh []string, perr *protocolError, err error) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	if server && c.closedReason() != DisconnectNone {
+		return nil, &protocolError{code: CodeUnavailable, message: "connection closed"}, ErrConnClosed
+	}
+	fresh, ok := c.newTopics(f.Topics, t.cfg.MaxTopicsPerConn)
+	if !ok {
+		perr = &protocolError{code: CodeTooManyTopics, message: "a connection holds at most " + itoa(t.cfg.MaxTopicsPerConn) + " topics", topic: f.Topics}
+		return nil, perr, serverSubscribeError(perr, nil)
+	}
 	ctx, cancel := t.brokerContext(c)
 	defer cancel()
 	streams := t.streamTopics(fresh)
@@ -137,8 +165,7 @@ func (t *Tower) subscribe(c *Conn, f *Frame) {
 		c.release(nil)
 		t.stats.brokerErrors.Add(1)
 		t.log.Warn("firetower: broker subscribe failed", "conn", c.id, "user", c.userID, "topics", len(fresh), "err", err)
-		c.reply(errorFrame(brokerError(err, fresh), f.ID))
-		return
+		return nil, brokerError(err, fresh), err
 	}
 	// The connection is a subscriber now: what the streams' reads miss
 	// reaches it live, held until the reads are merged in (streamqueue.go).
@@ -152,18 +179,17 @@ func (t *Tower) subscribe(c *Conn, f *Frame) {
 			c.release(nil)
 			t.stats.brokerErrors.Add(1)
 			t.log.Warn("firetower: broker history failed", "conn", c.id, "user", c.userID, "topics", len(streams), "err", err)
-			c.reply(errorFrame(brokerError(err, fresh), f.ID))
-			return
+			return nil, brokerError(err, fresh), err
 		}
 	}
 	if !c.addTopics(fresh, t.cfg.MaxTopicsPerConn) {
-		// Only the read path adds topics, so the limit checked above
+		// Topics are added under subMu only, so the limit checked above
 		// still holds; should that change, the frame is refused whole.
 		t.hub.unsubscribe(ctx, c, fresh)
 		c.abortRecovery(streams)
 		c.release(nil)
-		c.reply(t.tooManyTopics(f.Topics, f.ID))
-		return
+		perr = &protocolError{code: CodeTooManyTopics, message: "a connection holds at most " + itoa(t.cfg.MaxTopicsPerConn) + " topics", topic: f.Topics}
+		return nil, perr, serverSubscribeError(perr, nil)
 	}
 	if again := t.streamTopics(heldSince(f, fresh)); len(again) > 0 {
 		// Topics the connection already held, asked with since (a client
@@ -191,9 +217,7 @@ func (t *Tower) subscribe(c *Conn, f *Frame) {
 	} else {
 		c.release(reply)
 	}
-	if len(fresh) > 0 && t.cfg.SubscribeHandler != nil {
-		t.cfg.SubscribeHandler(c, fresh)
-	}
+	return fresh, nil, nil
 }
 
 // heldSince returns the topics of a subscribe frame asked with since
@@ -227,7 +251,22 @@ func (t *Tower) streamTopics(topics []string) []string {
 }
 
 func (t *Tower) unsubscribe(c *Conn, f *Frame) {
-	held := c.removeTopics(f.Topics)
+	held, _ := t.unsubscribeTopics(c, f, false)
+	if len(held) > 0 && t.cfg.UnSubscribeHandler != nil {
+		t.cfg.UnSubscribeHandler(c, held)
+	}
+}
+
+// unsubscribeTopics unsubscribes c from the topics of f it holds
+// (returned) and queues the unsubscribed reply, under c's subscription
+// lock; server refuses a closing connection (closed true).
+func (t *Tower) unsubscribeTopics(c *Conn, f *Frame, server bool) (held []string, closed bool) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	if server && c.closedReason() != DisconnectNone {
+		return nil, true
+	}
+	held = c.removeTopics(f.Topics)
 	c.dropStreams(held)
 	ctx, cancel := t.brokerContext(c)
 	defer cancel()
@@ -238,9 +277,7 @@ func (t *Tower) unsubscribe(c *Conn, f *Frame) {
 	if !t.cfg.BareData {
 		c.reply(encodeReply(replyFrame{Type: TypeUnsubscribed, Topic: f.Topics, ID: f.ID}))
 	}
-	if len(held) > 0 && t.cfg.UnSubscribeHandler != nil {
-		t.cfg.UnSubscribeHandler(c, held)
-	}
+	return held, false
 }
 
 func (t *Tower) clientPublish(c *Conn, f *Frame) {
@@ -263,15 +300,19 @@ func (t *Tower) clientPublish(c *Conn, f *Frame) {
 	ctx, cancel := t.brokerContext(c)
 	defer cancel()
 	if f.ID == nil {
-		if _, err := t.publish(ctx, f.Topics, f.Data); err != nil {
+		if _, err := t.publish(ctx, f.Topics, f.Data, false); err != nil {
 			c.reply(errorFrame(brokerError(err, f.Topics), f.ID))
 		}
 		return
 	}
 	// The ack goes before the message itself, should the publisher be a
 	// subscriber too: an in-process broker delivers before Publish returns.
+	// The hold is the connection's one at a time: a server-side Subscribe
+	// holds the writer too.
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
 	c.hold()
-	pub, err := t.publish(ctx, f.Topics, f.Data)
+	pub, err := t.publish(ctx, f.Topics, f.Data, false)
 	if err != nil {
 		c.release(errorFrame(brokerError(err, f.Topics), f.ID))
 		return

@@ -109,6 +109,14 @@ type Config struct {
 	// false.
 	BareData bool
 
+	// MaxConnsPerUser bounds the connections one user id (Authenticate's)
+	// may hold open across the cluster; the connection over it is refused
+	// at the upgrade with 429 and a JSON error. It is counted with the
+	// broker's count of the user's topic, which on a remote broker lags up
+	// to a second: a burst of connections can overshoot it briefly.
+	// Anonymous connections are not counted. Default: 0 (no limit).
+	MaxConnsPerUser int
+
 	// MaxFrameSize is the largest client frame in bytes; a larger one
 	// closes the connection with status 1009. Default: 65536.
 	MaxFrameSize int64
@@ -230,7 +238,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return bad("Prefix %q must start with / and not end with /", cfg.Prefix)
 	case cfg.MaxFrameSize < 0, cfg.MaxTopicsPerConn < 0, cfg.InboundRate < 0, cfg.InboundBurst < 0,
 		cfg.InboundBytesRate < 0, cfg.InboundBytesBurst < 0, cfg.SubscribeRate < 0, cfg.SubscribeBurst < 0,
-		cfg.MaxBodySize < 0, cfg.SendQueueSize < 0, cfg.WriteTimeout < 0, cfg.PingInterval < 0, cfg.BrokerTimeout < 0:
+		cfg.MaxBodySize < 0, cfg.SendQueueSize < 0, cfg.MaxConnsPerUser < 0, cfg.WriteTimeout < 0, cfg.PingInterval < 0, cfg.BrokerTimeout < 0:
 		return bad("limits and durations must not be negative")
 	case cfg.InboundBytesBurst < cfg.MaxFrameSize:
 		return bad("InboundBytesBurst (%d) must be at least MaxFrameSize (%d), or frames that size never pass", cfg.InboundBytesBurst, cfg.MaxFrameSize)

@@ -39,6 +39,16 @@ type Conn struct {
 	// over budget that the connection may still send before it is closed.
 	limiter, bytesIn, topicsIn, strikes ratelimit.Bucket
 
+	// subMu orders the changes of the connection's subscriptions: its
+	// subscribe and unsubscribe frames, a server-side Subscribe or
+	// Unsubscribe, and the disconnect's cleanup take it in turn (as does a
+	// client publish's hold of the writer, which a subscribe holds too).
+	// It is held across broker calls, never inside a callback.
+	subMu sync.Mutex
+	// userSubscribed: the node subscribed the connection to its user
+	// topic (users.go); guarded by subMu.
+	userSubscribed bool
+
 	sendQueue // the outgoing side (writer.go)
 
 	finished sync.Once // the disconnect cleanup runs once
@@ -74,6 +84,9 @@ func (c *Conn) ID() string { return c.id }
 
 // UserID returns what Config.Authenticate returned for the connection ("" without it).
 func (c *Conn) UserID() string { return c.userID }
+
+// userTopic returns the connection's internal user topic.
+func (c *Conn) userTopic() string { return UserTopic(c.userID) }
 
 // Tower returns the node the connection belongs to.
 func (c *Conn) Tower() *Tower { return c.tower }
@@ -242,14 +255,18 @@ const (
 	// DisconnectRateLimited: it kept sending over its inbound budget
 	// (closed with status 1008).
 	DisconnectRateLimited
+	// DisconnectKicked: Tower.DisconnectUser or POST {prefix}/disconnect
+	// closed every connection of its user (status CloseUserDisconnected,
+	// 4001).
+	DisconnectKicked
 	numDisconnectReasons
 )
 
-var disconnectNames = [...]string{"", "client", "ping_timeout", "too_large", "protocol_error", "slow", "shutdown", "server", "write_error", "rate_limited"}
+var disconnectNames = [...]string{"", "client", "ping_timeout", "too_large", "protocol_error", "slow", "shutdown", "server", "write_error", "rate_limited", "kicked"}
 
 // String returns the reason's name as Stats.Disconnects and the metrics
 // label it: "client", "ping_timeout", "too_large", "protocol_error",
-// "slow", "shutdown", "server", "write_error", "rate_limited"; "" for
+// "slow", "shutdown", "server", "write_error", "rate_limited", "kicked"; "" for
 // DisconnectNone.
 func (r DisconnectReason) String() string {
 	if r < 0 || r >= numDisconnectReasons {

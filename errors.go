@@ -10,6 +10,12 @@ var (
 	// ErrInvalidTopic reports a topic that breaks DESIGN §3's rule: 1..256
 	// bytes of UTF-8, no comma, no whitespace or control characters.
 	ErrInvalidTopic = errors.New("firetower: invalid topic")
+	// ErrInvalidUser reports a user id that cannot be addressed: empty,
+	// longer than MaxUserIDLen or not valid UTF-8.
+	ErrInvalidUser = errors.New("firetower: invalid user id")
+	// ErrTooManyTopics reports a server-side Conn.Subscribe that would take
+	// the connection over MaxTopicsPerConn.
+	ErrTooManyTopics = errors.New("firetower: too many topics")
 	// ErrInvalidData reports published data that is not valid JSON in
 	// valid UTF-8: no subscriber ever gets it (DESIGN §3).
 	ErrInvalidData = errors.New("firetower: invalid data")

@@ -106,3 +106,33 @@ func ExampleTower_Topics() {
 	// /chat/b 2
 	// /chat/a 1
 }
+
+// A room that keeps its last 100 messages for a day: every message gets
+// an offset, a client that reconnects recovers what it missed, and the
+// history can be read.
+func ExampleTower_History() {
+	tower, _ := firetower.New(firetower.Config{
+		TopicOptions: func(topic string) firetower.TopicOptions {
+			if strings.HasPrefix(topic, "/chat/") {
+				return firetower.TopicOptions{HistorySize: 100, HistoryTTL: 24 * time.Hour}
+			}
+			return firetower.TopicOptions{}
+		},
+	})
+	defer tower.Shutdown(context.Background())
+	ctx := context.Background()
+	for _, text := range []string{"hello", "anyone here?", "yes"} {
+		p, _ := tower.PublishResult(ctx, []string{"/chat/world"}, map[string]string{"text": text})
+		fmt.Println("offset", p.Offsets["/chat/world"].Offset)
+	}
+	h, _ := tower.History(ctx, "/chat/world", firetower.HistoryQuery{Limit: 2})
+	for _, m := range h.Messages {
+		fmt.Println(m.Offset, string(m.Data))
+	}
+	// Output:
+	// offset 1
+	// offset 2
+	// offset 3
+	// 2 {"text":"anyone here?"}
+	// 3 {"text":"yes"}
+}

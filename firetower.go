@@ -117,7 +117,7 @@ func New(cfg Config) (*Tower, error) {
 // message id. A json.RawMessage is sent as it is: it must be valid JSON in
 // valid UTF-8, or the error wraps ErrInvalidData.
 func (t *Tower) Publish(ctx context.Context, topic string, data any) (string, error) {
-	r, err := t.PublishResult(ctx, []string{topic}, data)
+	r, err := t.publishData(ctx, []string{topic}, data, false)
 	return r.ID, err
 }
 
@@ -126,7 +126,7 @@ func (t *Tower) Publish(ctx context.Context, topic string, data any) (string, er
 // Topics are published in order; on an error the ones before it are
 // already sent.
 func (t *Tower) PublishTopics(ctx context.Context, topics []string, data any) (string, error) {
-	r, err := t.PublishResult(ctx, topics, data)
+	r, err := t.publishData(ctx, topics, data, false)
 	return r.ID, err
 }
 
@@ -144,6 +144,10 @@ type Published struct {
 // assigned them, so publishes made one after another, through any nodes,
 // have offsets in that order.
 func (t *Tower) PublishResult(ctx context.Context, topics []string, data any) (Published, error) {
+	return t.publishData(ctx, topics, data, true)
+}
+
+func (t *Tower) publishData(ctx context.Context, topics []string, data any, offsets bool) (Published, error) {
 	raw, err := json.Marshal(data)
 	if err != nil {
 		return Published{}, fmt.Errorf("%w: encoding it as JSON: %v", ErrInvalidData, err)
@@ -164,11 +168,12 @@ func (t *Tower) PublishResult(ctx context.Context, topics []string, data any) (P
 	if len(topics) > 1 {
 		topics = dedupeTopics(slices.Clone(topics)) // the caller's slice is theirs
 	}
-	return t.publish(ctx, topics, raw)
+	return t.publish(ctx, topics, raw, offsets)
 }
 
-// publish sends validated topics and raw JSON.
-func (t *Tower) publish(ctx context.Context, topics []string, raw []byte) (Published, error) {
+// publish sends validated topics and raw JSON; with offsets, the result
+// holds the positions of the topics with history.
+func (t *Tower) publish(ctx context.Context, topics []string, raw []byte, offsets bool) (Published, error) {
 	if t.isClosing() {
 		return Published{}, ErrShutdown
 	}
@@ -181,7 +186,7 @@ func (t *Tower) publish(ctx context.Context, topics []string, raw []byte) (Publi
 		var err error
 		if opts, ok := t.streamOptions(topic); ok {
 			var pos StreamPosition
-			if pos, err = t.streamer.PublishStream(ctx, m, opts.broker()); err == nil {
+			if pos, err = t.streamer.PublishStream(ctx, m, opts.broker()); err == nil && offsets {
 				if p.Offsets == nil {
 					p.Offsets = make(map[string]StreamPosition, len(topics))
 				}

@@ -122,15 +122,22 @@ func (h *hub) subscribe(ctx context.Context, c *Conn, topics []string) error {
 		s := h.shard(topic)
 		s.mu.Lock()
 		subs := s.topics[topic]
+		// Internal topics (a connection's user topic) are not counted
+		// in Stats.Topics and Stats.Subscriptions.
+		counted := !isInternalTopic(topic)
 		if subs == nil {
 			subs = &subscribers{pos: map[*Conn]int{}}
 			s.topics[topic] = subs
-			h.stats.topics.Add(1)
+			if counted {
+				h.stats.topics.Add(1)
+			}
 		}
 		if _, dup := subs.pos[c]; !dup {
 			subs.pos[c] = len(subs.conns)
 			subs.conns = append(subs.conns, c)
-			h.stats.subscriptions.Add(1)
+			if counted {
+				h.stats.subscriptions.Add(1)
+			}
 		}
 		n := len(subs.conns)
 		s.mu.Unlock()
@@ -167,11 +174,16 @@ func (h *hub) unsubscribe(ctx context.Context, c *Conn, topics []string) error {
 		subs.conns[last] = nil
 		subs.conns = subs.conns[:last]
 		delete(subs.pos, c)
-		h.stats.subscriptions.Add(-1)
+		counted := !isInternalTopic(topic)
+		if counted {
+			h.stats.subscriptions.Add(-1)
+		}
 		n := len(subs.conns)
 		if n == 0 {
 			delete(s.topics, topic)
-			h.stats.topics.Add(-1)
+			if counted {
+				h.stats.topics.Add(-1)
+			}
 			gone = append(gone, topic)
 		}
 		s.mu.Unlock()
@@ -187,6 +199,10 @@ func (h *hub) deliver(m broker.Message) {
 	if h.checkData && !(validData(m.Data) && utf8.ValidString(m.ID)) {
 		h.stats.droppedInvalid.Add(1)
 		h.invalid.note(h.log, m.Topic)
+		return
+	}
+	if isInternalTopic(m.Topic) {
+		h.deliverUser(m) // users.go
 		return
 	}
 	s := h.shard(m.Topic)
@@ -230,13 +246,17 @@ func (h *hub) count(topic string) int {
 	return 0
 }
 
-// topics lists the topics with local subscribers and their counts.
+// topics lists the topics with local subscribers and their counts,
+// internal topics left out.
 func (h *hub) topics() []broker.TopicCount {
 	out := make([]broker.TopicCount, 0, h.stats.topics.Load())
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.RLock()
 		for name, subs := range s.topics {
+			if isInternalTopic(name) {
+				continue
+			}
 			out = append(out, broker.TopicCount{Topic: name, Count: len(subs.conns)})
 		}
 		s.mu.RUnlock()

@@ -113,3 +113,38 @@ func BenchmarkPublishEmbedded(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPublishHistory is a whole publish on the embedded broker, to a
+// topic with history 100 and to one without, side by side: the append to
+// the stream, the encoding once, the queueing to every subscriber.
+func BenchmarkPublishHistory(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		for _, history := range []int{0, 100} {
+			b.Run(fmt.Sprintf("subscribers=%d/history=%d", n, history), func(b *testing.B) {
+				tower, err := New(Config{SendQueueSize: 1 << 30, TopicOptions: func(string) TopicOptions {
+					return TopicOptions{HistorySize: history}
+				}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { tower.Shutdown(context.Background()) })
+				for range n {
+					if err := tower.hub.subscribe(b.Context(), benchConn(b, tower), []string{"bench"}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				data := []byte(`{"text":"a message of about a hundred bytes, as a chat line or a price tick would be"}`)
+				topics := []string{"bench"}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for range b.N {
+					if _, err := tower.publish(b.Context(), topics, data, false); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/delivery")
+			})
+		}
+	}
+}

@@ -83,7 +83,8 @@ func (o *ops) topics(ctx context.Context) (*topicList, error) {
 		if err != nil {
 			return nil, err
 		}
-		l.byCount = list
+		// Internal topics (users.go) are the node's own, never listed.
+		l.byCount = slices.DeleteFunc(list, func(tc broker.TopicCount) bool { return isInternalTopic(tc.Topic) })
 	} else {
 		l.scope = "node"
 		l.byCount = o.local()

@@ -18,6 +18,10 @@ func FuzzParseFrame(f *testing.F) {
 		`{"type":"subscribe","topic":"a\u0000"}`,
 		`{"type":"subscribe","topic":["\udc00","a"]}`,
 		`{"type":"subscribe","topic":"\ud83d\ude00"}`,
+		`{"type":"subscribe","topic":["a","b"],"since":{"a":{"epoch":"E","offset":17}},"id":3}`,
+		`{"type":"subscribe","topic":"a","since":{"a":{"epoch":"","offset":1e3}}}`,
+		`{"type":"history","topic":"a","limit":50,"since":{"epoch":"E","offset":0},"id":4}`,
+		`{"type":"history","topic":"a","limit":1e40}`,
 		`[]`, `null`, `{`, "\xff",
 	} {
 		f.Add([]byte(seed))
@@ -65,8 +69,20 @@ func FuzzParseFrame(f *testing.F) {
 				t.Fatalf("publish accepted: %q", raw)
 			}
 			// The frame the node sends for it is valid JSON.
-			if out := appendPublishFrame(nil, fr.Topics[0], "id", fr.Data, 0); !json.Valid(out) {
+			if out := appendPublishFrame(nil, fr.Topics[0], "id", fr.Data, 7); !json.Valid(out) {
 				t.Fatalf("publish frame %q is not JSON", out)
+			}
+		case TypeHistory:
+			if len(fr.Topics) != 1 || fr.Limit < -1 || len(fr.Since) > 1 {
+				t.Fatalf("history accepted: %q as %+v", raw, fr)
+			}
+		}
+		for _, p := range fr.Since {
+			if p.Epoch == "" {
+				t.Fatalf("a position without an epoch accepted: %q", raw)
+			}
+			if b, _ := json.Marshal(p); !json.Valid(b) {
+				t.Fatalf("position %+v", p)
 			}
 		}
 	})

@@ -55,6 +55,7 @@ func (t *Tower) authorizeREST(c *gin.Context) bool {
 type publishRequest struct {
 	Topic  *strictString   `json:"topic"`
 	Topics []strictString  `json:"topics"`
+	Users  []strictString  `json:"users"`
 	Data   json.RawMessage `json:"data"`
 }
 
@@ -282,7 +283,15 @@ func (t *Tower) servePublish(c *gin.Context) {
 			err = errors.New("invalid character after the top-level value")
 		}
 		if err != nil {
-			jsonError(c, http.StatusBadRequest, `body must be one JSON object {"topic":"a","data":<JSON>} or {"topics":["a","b"],"data":<JSON>}: `+err.Error())
+			jsonError(c, http.StatusBadRequest, `body must be one JSON object {"topic":"a","data":<JSON>}, {"topics":["a","b"],"data":<JSON>} or {"users":["42"],"data":<JSON>}: `+err.Error())
+			return
+		}
+		if req.Users != nil {
+			if req.Topic != nil || req.Topics != nil {
+				jsonError(c, http.StatusBadRequest, `a publish names "users" or "topic"/"topics", not both`)
+				return
+			}
+			t.publishToUsers(c, req.Users, req.Data)
 			return
 		}
 		topics = topics[:0]
@@ -323,7 +332,7 @@ func (t *Tower) servePublish(c *gin.Context) {
 		ctx, cancel = context.WithTimeout(ctx, t.cfg.BrokerTimeout)
 		defer cancel()
 	}
-	pub, err := t.publish(ctx, topics, data)
+	pub, err := t.publish(ctx, topics, data, true)
 	if err != nil {
 		status := brokerErrorStatus(err)
 		if status == http.StatusServiceUnavailable {
@@ -366,6 +375,99 @@ func (t *Tower) servePublish(c *gin.Context) {
 	b = append(b, '}')
 	p.out = b
 	writeJSON(c, http.StatusOK, b)
+}
+
+// publishToUsers answers POST {prefix}/publish with "users":
+// {"id":"<message id>","users":["42"],"connections":3}.
+func (t *Tower) publishToUsers(c *gin.Context, named []strictString, data json.RawMessage) {
+	users := make([]string, len(named))
+	for i, u := range named {
+		users[i] = string(u)
+	}
+	users, err := checkUsers(users)
+	if err != nil {
+		jsonError(c, http.StatusBadRequest, err.Error())
+		return
+	}
+	if len(data) == 0 {
+		jsonError(c, http.StatusBadRequest, `missing "data"`)
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), t.cfg.BrokerTimeout)
+	defer cancel()
+	pub, err := t.publishUsers(ctx, users, data)
+	if err != nil {
+		status := brokerErrorStatus(err)
+		if status == http.StatusServiceUnavailable {
+			t.log.Warn("firetower: REST publish to users failed", "err", err)
+		}
+		jsonError(c, status, err.Error())
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"id": pub.ID, "users": pub.Users, "connections": pub.Connections})
+}
+
+type disconnectRequest struct {
+	User   *strictString `json:"user"`
+	Reason *strictString `json:"reason"`
+}
+
+// serveDisconnect answers POST {prefix}/disconnect {"user":"42"[,"reason":"…"]}:
+// {"user":"42","connections":2}, authorized and same-site checked as
+// publish is.
+func (t *Tower) serveDisconnect(c *gin.Context) {
+	if !t.sameSiteWrite(c) || !t.authorizeREST(c) {
+		return
+	}
+	body, err := readBody(c.Request.Body, nil, c.Request.ContentLength, t.cfg.MaxBodySize)
+	if err != nil {
+		if err == errBodyTooLarge {
+			jsonError(c, http.StatusRequestEntityTooLarge, "body larger than "+itoa(int(t.cfg.MaxBodySize))+" bytes")
+			return
+		}
+		jsonError(c, http.StatusBadRequest, "reading the body: "+err.Error())
+		return
+	}
+	if !utf8.Valid(body) {
+		jsonError(c, http.StatusBadRequest, "body must be valid UTF-8")
+		return
+	}
+	var req disconnectRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	err = dec.Decode(&req)
+	if err == nil && len(bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n")) != 0 {
+		err = errors.New("invalid character after the top-level value")
+	}
+	if err != nil {
+		jsonError(c, http.StatusBadRequest, `body must be one JSON object {"user":"42"} or {"user":"42","reason":"<text>"}: `+err.Error())
+		return
+	}
+	if req.User == nil {
+		jsonError(c, http.StatusBadRequest, `missing "user"`)
+		return
+	}
+	user := string(*req.User)
+	if err := ValidateUserID(user); err != nil {
+		jsonError(c, http.StatusBadRequest, err.Error())
+		return
+	}
+	var reason string
+	if req.Reason != nil {
+		reason = string(*req.Reason)
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), t.cfg.BrokerTimeout)
+	defer cancel()
+	n, err := t.DisconnectUser(ctx, user, reason)
+	if err != nil {
+		status := brokerErrorStatus(err)
+		if status == http.StatusServiceUnavailable {
+			t.log.Warn("firetower: REST disconnect failed", "err", err)
+		}
+		jsonError(c, status, err.Error())
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"user": user, "connections": n})
 }
 
 // brokerErrorStatus is the status of a REST answer to a broker's error:

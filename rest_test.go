@@ -396,6 +396,11 @@ func FuzzRESTPublish(f *testing.F) {
 		`{"topic":"a","data":"` + "\xff" + `"}`,
 		`{"topic":"\udc00","data":1}`,
 		`{"TOPIC":"a","Data":1}`,
+		`{"users":["42","43","42"],"data":{"x":1}}`,
+		`{"users":["42"],"topic":"a","data":1}`,
+		`{"users":[],"data":1}`,
+		`{"users":["\udc00"],"data":1}`,
+		`{"users":["a b"],"data":1} x`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -433,12 +438,29 @@ func FuzzRESTPublish(f *testing.F) {
 		var req2 struct {
 			Topic  *string
 			Topics []string
+			Users  []string
 			Data   json.RawMessage
 		}
 		if !utf8.Valid(body) || json.Unmarshal(body, &req2) != nil {
 			t.Fatalf("%q: taken, but json.Unmarshal refuses it (or it is not UTF-8)", body)
 		}
 		var want []string
+		if req2.Users != nil {
+			// A publish to users: to each one's topic, once.
+			if req2.Topic != nil || req2.Topics != nil {
+				t.Fatalf("%q: users and topics taken together", body)
+			}
+			for _, u := range req2.Users {
+				if !slices.Contains(want, UserTopic(u)) {
+					want = append(want, UserTopic(u))
+				}
+			}
+			req2.Topics = nil
+		}
+		var want2 []string
+		if req2.Users != nil {
+			want2, want = want, nil
+		}
 		if req2.Topic != nil {
 			want = append(want, *req2.Topic)
 		}
@@ -447,7 +469,7 @@ func FuzzRESTPublish(f *testing.F) {
 				want = append(want, topic)
 			}
 		}
-		var answer struct{ Topics []string }
+		var answer struct{ Topics, Users []string }
 		json.Unmarshal(w.Body.Bytes(), &answer)
 		mu.Lock()
 		defer mu.Unlock()
@@ -457,6 +479,16 @@ func FuzzRESTPublish(f *testing.F) {
 			if !validData(m.Data) || !bytes.Equal(m.Data, req2.Data) {
 				t.Fatalf("%q: published data %q", body, m.Data)
 			}
+		}
+		if req2.Users != nil {
+			var users []string
+			for _, u := range answer.Users {
+				users = append(users, UserTopic(u))
+			}
+			if !slices.Equal(got, want2) || !slices.Equal(users, want2) {
+				t.Fatalf("%q: published to %q, answered users %q, want %q", body, got, answer.Users, want2)
+			}
+			return
 		}
 		if !slices.Equal(got, want) || !slices.Equal(answer.Topics, want) {
 			t.Fatalf("%q: published to %q, answered %q, want each of %q once", body, got, answer.Topics, want)

@@ -43,10 +43,11 @@ func (t *Tower) newRoutes() *routes {
 	r := &routes{
 		prefix: p,
 		exact: map[string]route{
-			p + "/ws":      get(t.serveWS),
-			p + "/publish": {method: http.MethodPost, serve: func(c *gin.Context, _ string) { t.servePublish(c) }},
-			p + "/topics":  get(t.serveTopics),
-			p + "/stats":   get(t.serveStats),
+			p + "/ws":         get(t.serveWS),
+			p + "/publish":    {method: http.MethodPost, serve: func(c *gin.Context, _ string) { t.servePublish(c) }},
+			p + "/disconnect": {method: http.MethodPost, serve: func(c *gin.Context, _ string) { t.serveDisconnect(c) }},
+			p + "/topics":     get(t.serveTopics),
+			p + "/stats":      get(t.serveStats),
 		},
 		count:     route{method: http.MethodGet, serve: t.serveCount},
 		history:   route{method: http.MethodGet, serve: t.serveHistory},

@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"path"
 	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -75,6 +77,23 @@ func (t *Tower) serveWS(c *gin.Context) {
 			return
 		}
 		userID = id
+	}
+	if userID != "" {
+		if err := ValidateUserID(userID); err != nil {
+			t.log.Warn("firetower: Authenticate returned a user id that cannot be addressed; refusing the connection", "err", err)
+			jsonError(c, http.StatusBadRequest, err.Error()+" (Config.Authenticate returned it)")
+			return
+		}
+		ok, n, err := t.userConnsAllowed(r.Context(), userID)
+		switch {
+		case err != nil:
+			t.stats.brokerErrors.Add(1)
+			jsonError(c, brokerErrorStatus(err), "counting the user's connections: "+err.Error())
+			return
+		case !ok:
+			jsonError(c, http.StatusTooManyRequests, "user "+strconv.Quote(userID)+" has "+itoa(n)+" connections open, at most "+itoa(t.cfg.MaxConnsPerUser)+" allowed (Config.MaxConnsPerUser)")
+			return
+		}
 	}
 	conn := newConn(t, r, userID)
 	t.mu.Lock()
@@ -165,6 +184,7 @@ func (t *Tower) onConnect(s *melody.Session) {
 	t.stats.connectionsTotal.Add(1)
 	c.attach(s.WebsocketConnection())
 	t.log.Debug("firetower: connected", "conn", c.id, "user", c.userID)
+	t.subscribeUser(c) // users.go: before OnConnect, so pushes from it arrive
 	if t.cfg.OnConnect != nil {
 		t.cfg.OnConnect(c)
 	}
@@ -207,10 +227,20 @@ func (t *Tower) onDisconnect(s *melody.Session) {
 		c.shutdown(DisconnectClient, 0, "", false) // unless a reason is recorded
 		c.writers.Wait()
 		defer c.cancel() // after the hooks, which may still use c.Context()
+		// Under subMu: a server-side Subscribe either ran before, and its
+		// topics are taken here, or sees the connection closed.
+		c.subMu.Lock()
 		topics := c.takeTopics()
+		leave := topics
+		if c.userSubscribed {
+			leave = append(slices.Clip(topics), c.userTopic())
+			c.userSubscribed = false
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), t.cfg.BrokerTimeout)
 		defer cancel()
-		if err := t.hub.unsubscribe(ctx, c, topics); err != nil {
+		err := t.hub.unsubscribe(ctx, c, leave)
+		c.subMu.Unlock()
+		if err != nil {
 			t.stats.brokerErrors.Add(1)
 			t.log.Warn("firetower: broker unsubscribe failed", "conn", c.id, "user", c.userID, "topics", len(topics), "err", err)
 		}

@@ -1,7 +1,7 @@
 // Browser tests of the chat demo against its own users: hostile messages of
 // many shapes, sent by a raw WebSocket client in a page (the server must
 // refuse them) and by a backend over REST (past the server's check: the
-// page must survive them), then a normal message still renders in the
+// page must survive them, live and in the room's history), then a normal message still renders in the
 // other tab and the online count is the real one.
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
@@ -192,6 +192,18 @@ test('hostile messages past the server check (a backend over REST) leave the pag
     assert.equal(await p.page.$$eval('#messages img, #messages script, #messages b', (x) => x.length), 0, 'a message became markup');
     assert.deepEqual(p.problems, []);
   }
+  // A page that opens now meets the same messages in the room's history,
+  // and shows them as bob's page does.
+  const lines = (page) => page.$$eval('#messages li.msg', (lis) => lis.map((li) => [li.querySelector('.who').textContent, li.querySelector('.text').textContent]));
+  const carol = await openChat(node.base, 'carol');
+  await waitText(carol.page, 'a normal message after the storm');
+  await sleep(300);
+  assert.deepEqual(await lines(carol.page), await lines(bob.page));
+  await waitOnline(carol.page, 3);
+  assert.equal(await carol.page.evaluate(() => window.__pwned), undefined, 'injected script ran');
+  assert.equal(await carol.page.$$eval('#messages img, #messages script, #messages b', (x) => x.length), 0, 'a message in the history became markup');
+  assert.deepEqual(carol.problems, []);
+  await carol.ctx.close();
   // The count still follows the room.
   await alice.ctx.close();
   await waitOnline(bob.page, 1);

@@ -108,8 +108,9 @@ test('an idle node: figures of zero, no topics, and the feed live', async (t) =>
   assert.deepEqual(await rows(page, 'top-topics'), [['no topics with subscribers']]);
   assert.equal(await text(page, '#nodes-info'), '1 node');
   assert.equal((await rows(page, 'nodes')).length, 1);
-  // The embedded broker has no link to report.
-  assert.equal(last.broker, undefined);
+  // The embedded broker has no link to report, only its streams (none yet).
+  assert.equal(last.broker.streams, 0);
+  assert.equal('connected' in last.broker, false);
   assert.equal(await page.isHidden('#broker-card'), true);
   assert.equal(await page.isHidden('#render-error'), true);
   assert.deepEqual(problems, []);

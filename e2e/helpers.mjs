@@ -166,3 +166,49 @@ export function artifacts() {
   mkdirSync(ARTIFACTS, {recursive: true});
   return ARTIFACTS;
 }
+
+// proxy forwards TCP connections from a port of its own to 127.0.0.1:target,
+// so that a test can cut a page's connections as a network would: cut()
+// drops every connection and refuses new ones (accepted, then dropped at
+// once) until restore().
+export async function proxy(target) {
+  const sockets = new Set();
+  let refusing = false;
+  const server = net.createServer((down) => {
+    if (refusing) {
+      down.destroy();
+      return;
+    }
+    const up = net.connect(target, '127.0.0.1');
+    sockets.add(down);
+    sockets.add(up);
+    const drop = () => {
+      down.destroy();
+      up.destroy();
+      sockets.delete(down);
+      sockets.delete(up);
+    };
+    down.on('error', drop).on('close', drop);
+    up.on('error', drop).on('close', drop);
+    down.pipe(up);
+    up.pipe(down);
+  });
+  await new Promise((resolve, reject) => {
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  return {
+    port: server.address().port,
+    cut() {
+      refusing = true;
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+    },
+    restore() { refusing = false; },
+    close() {
+      refusing = true;
+      for (const s of sockets) s.destroy();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}

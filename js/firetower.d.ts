@@ -10,7 +10,9 @@ export interface StateDetail {
   attempt: number;
   /** Milliseconds until the next attempt (state `reconnecting`). */
   delay?: number;
-  /** WebSocket close code of the lost connection; 4000 means no pong came in time. */
+  /** WebSocket close code of the lost connection; 4000 means no pong came
+   * in time; 4001 means the server disconnected this user (state `closed`:
+   * the client does not reconnect). */
   code?: number;
   reason?: string;
 }
@@ -25,6 +27,15 @@ export interface MessageFrame<T = unknown> {
   /** Its place in the topic's stream (1, 2, 3, ...), on topics that keep
    * history only. */
   offset?: number;
+}
+
+/** A message the server sent to this connection's user, on no topic
+ * (Tower.PublishToUser, POST /publish with "users"). */
+export interface UserMessageFrame<T = unknown> {
+  type: 'message';
+  data: T;
+  /** The message id the publisher got back. */
+  id: string;
 }
 
 /** A place in a topic's stream. The epoch changes whenever the node lost
@@ -215,6 +226,9 @@ export class Client {
   /** Every frame from the node, batches unpacked (duplicates the handlers
    * never see included). */
   onFrame(fn: (frame: ServerFrame) => void): () => void;
+  /** Calls fn for each message sent to this connection's user, with no
+   * subscription needed; returns a function that removes it. */
+  onMessage<T = unknown>(fn: (data: T, frame: UserMessageFrame<T>) => void): () => void;
   /** Called for each topic whose missed messages the node could not hand
    * over on a reconnect (its stream's epoch changed, the messages were
    * trimmed or expired, or the topic keeps no history any more): reload the

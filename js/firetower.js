@@ -50,6 +50,11 @@
   // connection; 4000-4999 is the range reserved for applications.
   var CLOSE_DEAD = 4000;
 
+  // WebSocket close code of a connection the server closed for good: its
+  // user was disconnected (Tower.DisconnectUser, POST /disconnect). The
+  // client does not reconnect after it.
+  var CLOSE_USER_DISCONNECTED = 4001;
+
   class FiretowerError extends Error {
     constructor(code, message, frame) {
       super('firetower: ' + message);
@@ -137,6 +142,7 @@
       this._stateFns = new Set();
       this._errorFns = new Set();
       this._frameFns = new Set();
+      this._messageFns = new Set();
       this._retryTimer = null;
       this._pingTimer = null;
       this._deadTimer = null;
@@ -273,6 +279,15 @@
       return function off() { set.delete(fn); };
     }
 
+    // onMessage calls fn(data, frame) for each message the server sent to
+    // this connection's user (Tower.PublishToUser, POST /publish with
+    // "users"), with no subscription needed.
+    onMessage(fn) {
+      this._messageFns.add(fn);
+      var set = this._messageFns;
+      return function off() { set.delete(fn); };
+    }
+
     onFrame(fn) {
       this._frameFns.add(fn);
       var set = this._frameFns;
@@ -354,6 +369,17 @@
 
     _lost(code, reason) {
       if (this.state === 'closed') return;
+      if (code === CLOSE_USER_DISCONNECTED) {
+        // The server closed this user's connections for good: reconnecting
+        // would only be refused or closed again.
+        if (this._win && typeof this._win.removeEventListener === 'function') {
+          this._win.removeEventListener('online', this._onOnline);
+        }
+        this._clearTimer('_retryTimer');
+        this._drop('closed', 'disconnected by the server (' + code + (reason ? ' ' + reason : '') + ')');
+        this._setState('closed', {attempt: this._attempt, code: code, reason: reason});
+        return;
+      }
       this._drop('disconnected', 'connection lost' + (code ? ' (' + code + (reason ? ' ' + reason : '') + ')' : ''));
       this._retry(code, reason);
     }
@@ -485,6 +511,10 @@
       if (!f || typeof f !== 'object') return;
       var self = this;
       this._frameFns.forEach(function (fn) { self._call(fn, [f]); });
+      if (f.type === 'message') {
+        Array.from(this._messageFns).forEach(function (fn) { self._call(fn, [f.data, f]); });
+        return;
+      }
       if (f.type === 'publish') {
         var meta = this._advance(f);
         if (!meta) return;

@@ -694,3 +694,40 @@ test('history: asked while disconnected or cut off by a reconnect, it is asked o
   assert.equal((await settled(sub)).err.code, 'closed');
   assert.equal((await settled(ft.history('a'))).err.code, 'closed');
 });
+
+test('onMessage: a message to the user reaches every onMessage handler, not the topic handlers', () => {
+  const {ft, ws} = setup();
+  ws().open();
+  const got = [];
+  const topic = [];
+  ft.on('message', (d) => topic.push(d));
+  const off = ft.onMessage((data, f) => got.push([data, f.id]));
+  ft.onMessage((data) => got.push(['second', data]));
+  ws().recv([{type: 'message', data: {text: 'hi'}, id: 'm1'}]);
+  off();
+  ws().recv({type: 'message', data: 2, id: 'm2'});
+  assert.deepEqual(got, [[{text: 'hi'}, 'm1'], ['second', {text: 'hi'}], ['second', 2]]);
+  assert.deepEqual(topic, []);
+});
+
+test('close code 4001 (user disconnected): no reconnect, state closed with the code and reason', async () => {
+  const {ft, ws, sockets, clock, states} = setup();
+  ws().open();
+  const s = ft.subscribe('a');
+  ws().drop(4001, 'banned');
+  assert.equal((await settled(s)).err.code, 'closed');
+  clock.advance(120000);
+  assert.equal(sockets.length, 1, 'reconnected after 4001');
+  const last = states[states.length - 1];
+  assert.equal(last[0], 'closed');
+  assert.equal(last[1].code, 4001);
+  assert.equal(last[1].reason, 'banned');
+  assert.equal(clock.timers.size, 0, 'timers left behind');
+  assert.equal((await settled(ft.subscribe('b'))).err.code, 'closed');
+  // Another application close code still reconnects.
+  const other = setup();
+  other.ws().open();
+  other.ws().drop(4002, 'x');
+  other.clock.advance(60000);
+  assert.equal(other.sockets.length, 2);
+});

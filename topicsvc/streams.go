@@ -120,32 +120,41 @@ func (c *Core) sshard(topic string) *streamShard {
 // lockStream returns topic's stream, locked, creating it with opts if
 // there is none or the one there has expired at now.
 func (c *Core) lockStream(topic string, opts broker.StreamOptions, now int64) *stream {
+	return c.findStream(topic, &opts, now)
+}
+
+// findStream returns topic's stream, locked. If there is none, or the one
+// there has expired at now, it creates one with *opts, or returns nil if
+// opts is nil.
+func (c *Core) findStream(topic string, opts *broker.StreamOptions, now int64) *stream {
 	ss := c.sshard(topic)
-	{
-		ss.mu.Lock()
-		st := ss.m[topic]
-		if st != nil {
-			st.mu.Lock()
-			if !st.dead && !st.idle(now) {
-				ss.mu.Unlock()
-				return st
-			}
-			if !st.dead {
-				c.forget(st, &c.streams.expired)
-			}
-			st.mu.Unlock()
-			if ss.m[topic] == st {
-				delete(ss.m, topic)
-			}
-		}
-		st = &stream{topic: topic, epoch: newEpoch(), opts: opts, last: now}
+	ss.mu.Lock()
+	st := ss.m[topic]
+	if st != nil {
 		st.mu.Lock()
-		ss.m[topic] = st
-		ss.mu.Unlock()
-		c.streams.count.Add(1)
-		c.touchLRU(st)
-		return st
+		if !st.dead && !st.idle(now) {
+			ss.mu.Unlock()
+			return st
+		}
+		if !st.dead {
+			c.forget(st, &c.streams.expired)
+		}
+		st.mu.Unlock()
+		if ss.m[topic] == st {
+			delete(ss.m, topic)
+		}
 	}
+	if opts == nil {
+		ss.mu.Unlock()
+		return nil
+	}
+	st = &stream{topic: topic, epoch: newEpoch(), opts: *opts, last: now}
+	st.mu.Lock()
+	ss.m[topic] = st
+	ss.mu.Unlock()
+	c.streams.count.Add(1)
+	c.touchLRU(st)
+	return st
 }
 
 // idle reports whether the stream had no publish for its TTL; st.mu held.
@@ -169,24 +178,54 @@ func (c *Core) forget(st *stream, why *atomic.Int64) {
 // must not modify it afterwards, and should copy it out of a larger
 // buffer it does not want kept.
 func (c *Core) PublishStream(m broker.Message, opts broker.StreamOptions) broker.StreamPosition {
+	pos, _ := c.PublishStreamCount(m, opts)
+	return pos
+}
+
+// PublishStreamCount is PublishStream that also returns how many nodes
+// the message reached, as Publish does.
+func (c *Core) PublishStreamCount(m broker.Message, opts broker.StreamOptions) (broker.StreamPosition, int) {
 	opts = normalOptions(opts)
 	nowT := c.now()
-	now := nowT.UnixNano()
-	st := c.lockStream(m.Topic, opts, now)
+	st := c.lockStream(m.Topic, opts, nowT.UnixNano())
 	st.setOptions(c, opts)
+	return c.appendLocked(st, m, nowT)
+}
+
+// PublishKept appends m to the stream of m.Topic, as PublishStreamCount
+// does with the options the stream has, if the Core keeps a stream of
+// that topic; otherwise it publishes nothing and reports false. The push
+// API publishes with it, so that a backend's message to a topic with
+// history goes into the history, as a node's does, without the backend
+// knowing the topic's options.
+func (c *Core) PublishKept(m broker.Message) (pos broker.StreamPosition, nodes int, ok bool) {
+	nowT := c.now()
+	st := c.findStream(m.Topic, nil, nowT.UnixNano())
+	if st == nil {
+		return broker.StreamPosition{}, 0, false
+	}
+	pos, nodes = c.appendLocked(st, m, nowT)
+	return pos, nodes, true
+}
+
+// appendLocked appends m to st, whose mu is held, delivers it, and
+// releases st.mu. It returns the message's position and how many nodes
+// it reached.
+func (c *Core) appendLocked(st *stream, m broker.Message, nowT time.Time) (broker.StreamPosition, int) {
+	now := nowT.UnixNano()
 	st.expire(c, now)
 	st.top++
 	m.Offset, m.Epoch = st.top, st.epoch
 	size := entrySize(m.ID, m.Data)
 	st.push(c, entry{id: m.ID, data: m.Data, offset: m.Offset, at: now}, size)
 	st.last = now
-	c.Publish(m) // under st.mu: deliveries in offset order
+	nodes := c.Publish(m) // under st.mu: deliveries in offset order
 	pos := broker.StreamPosition{Epoch: st.epoch, Offset: st.top}
 	st.mu.Unlock()
 	c.touchLRU(st)
 	c.enforceCap(st)
 	c.maybeSweep(nowT)
-	return pos
+	return pos, nodes
 }
 
 func normalOptions(o broker.StreamOptions) broker.StreamOptions {
@@ -218,7 +257,16 @@ func (st *stream) setOptions(c *Core, o broker.StreamOptions) {
 // push appends e; st.mu held. The ring grows by doubling up to the size.
 func (st *stream) push(c *Core, e entry, size int64) {
 	if st.n == st.opts.Size {
-		st.dropOldest(c)
+		// The steady state of a full stream: the newest message takes
+		// the oldest one's slot, and the figures change once, by the
+		// difference, rather than twice each.
+		old := &st.ring[st.head]
+		delta := size - entrySize(old.id, old.data)
+		*old = e
+		st.head = (st.head + 1) % len(st.ring)
+		st.bytes += delta
+		c.streams.bytes.Add(delta)
+		return
 	}
 	if st.n == len(st.ring) {
 		ring := make([]entry, min(max(2*len(st.ring), 8), st.opts.Size))
@@ -257,29 +305,73 @@ func (st *stream) expire(c *Core, now int64) {
 // History reads the stream of topic (broker.Streamer), starting one if
 // there is none.
 func (c *Core) History(topic string, q broker.HistoryQuery) broker.HistoryResult {
+	r, _ := c.HistoryPage(topic, q, 0)
+	return r
+}
+
+// HistoryPage is History with the answer bounded to about maxBytes of
+// messages (their topics, ids and data, and entryOverhead each), but at
+// least one: it holds the first of the messages History would answer,
+// oldest first, and more reports that the others were left out (ask
+// again since the last one). maxBytes 0 means no bound. A service answers
+// over the network in pages with it, so that a read of a large stream
+// neither exceeds a message limit nor copies what it cannot send.
+func (c *Core) HistoryPage(topic string, q broker.HistoryQuery, maxBytes int) (r broker.HistoryResult, more bool) {
 	now := c.now().UnixNano()
 	st := c.lockStream(topic, normalOptions(q.Options), now)
+	return st.read(c, q, now, maxBytes)
+}
+
+// HistoryKept is HistoryPage of a stream the Core keeps: without one it
+// reports false and starts none (q.Options are not used), so that a
+// backend that reads a topic's history through the push API leaves
+// nothing behind.
+func (c *Core) HistoryKept(topic string, q broker.HistoryQuery, maxBytes int) (r broker.HistoryResult, more, ok bool) {
+	now := c.now().UnixNano()
+	st := c.findStream(topic, nil, now)
+	if st == nil {
+		return broker.HistoryResult{}, false, false
+	}
+	r, more = st.read(c, q, now, maxBytes)
+	return r, more, true
+}
+
+// read answers q at now, with at most about maxBytes of messages (0: no
+// bound); st.mu is held, and released.
+func (st *stream) read(c *Core, q broker.HistoryQuery, now int64, maxBytes int) (broker.HistoryResult, bool) {
 	defer st.mu.Unlock()
 	st.expire(c, now)
 	r := broker.HistoryResult{StreamPosition: broker.StreamPosition{Epoch: st.epoch, Offset: st.top}}
 	if q.Limit <= 0 || st.n == 0 {
-		return r
+		return r, false
 	}
-	from := 0 // index of the first entry returned, from the oldest
+	from := max(0, st.n-q.Limit) // index of the first entry returned, from the oldest
 	if q.Since != nil && (q.Since.Epoch == "" || q.Since.Epoch == st.epoch) {
 		oldest := st.ring[st.head].offset
 		if q.Since.Offset >= st.top {
-			return r
+			return r, false
 		}
+		from = 0
 		if q.Since.Offset >= oldest {
 			from = int(q.Since.Offset - oldest + 1)
 		}
-		r.Messages = st.collect(from, min(st.n, from+q.Limit))
-		return r
 	}
-	from = max(0, st.n-q.Limit)
-	r.Messages = st.collect(from, st.n)
-	return r
+	// from+q.Limit could overflow an int: bound the count instead.
+	to := from + min(st.n-from, q.Limit)
+	more := false
+	if maxBytes > 0 {
+		size := 0
+		for i := from; i < to; i++ {
+			e := &st.ring[(st.head+i)%len(st.ring)]
+			size += len(st.topic) + int(entrySize(e.id, e.data))
+			if size > maxBytes && i > from {
+				to, more = i, true
+				break
+			}
+		}
+	}
+	r.Messages = st.collect(from, to)
+	return r, more
 }
 
 // collect returns the entries [from, to) counted from the oldest as

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -56,12 +58,18 @@ var _ broker.Broker = (*slowCounts)(nil)
 // gin engine and HTTP server.
 func startDemo(t *testing.T, b broker.Broker) string {
 	t.Helper()
-	tower, rooms, err := newTower(chatConfig{
-		APIToken: "test-token",
-		Broker:   b,
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Interval: 100 * time.Millisecond,
-	})
+	_, url := startTower(t, chatConfig{Broker: b})
+	return url
+}
+
+// startTower is startDemo for a configuration of the test's own (its API
+// token, logger and interval are set here); it returns the Tower too.
+func startTower(t *testing.T, cc chatConfig) (*firetower.Tower, string) {
+	t.Helper()
+	cc.APIToken = "test-token"
+	cc.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cc.Interval = 100 * time.Millisecond
+	tower, rooms, err := newTower(cc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +84,7 @@ func startDemo(t *testing.T, b broker.Broker) string {
 		tower.Shutdown(ctx)
 		srv.Close()
 	})
-	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+	return tower, "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
 }
 
 type wsClient struct {
@@ -102,10 +110,22 @@ func (c *wsClient) send(v any) {
 }
 
 type serverFrame struct {
-	Type  string          `json:"type"`
-	Topic json.RawMessage `json:"topic"`
-	Data  json.RawMessage `json:"data"`
-	Code  string          `json:"code"`
+	Type    string          `json:"type"`
+	Topic   json.RawMessage `json:"topic"`
+	Data    json.RawMessage `json:"data"`
+	Code    string          `json:"code"`
+	ID      json.RawMessage `json:"id"`
+	Offset  uint64          `json:"offset"`
+	Epoch   string          `json:"epoch"`
+	Streams map[string]struct {
+		Epoch  string `json:"epoch"`
+		Offset uint64 `json:"offset"`
+	} `json:"streams"`
+	Messages []struct {
+		ID     string          `json:"id"`
+		Offset uint64          `json:"offset"`
+		Data   json.RawMessage `json:"data"`
+	} `json:"messages"`
 }
 
 // next returns the next frame that match accepts, failing the test if
@@ -267,5 +287,130 @@ func TestAllowChatMessage(t *testing.T) {
 		if got := allowChatMessage(nil, f); got != tc.ok {
 			t.Errorf("allowChatMessage(%s to %s) = %v, want %v", tc.data, topic, got, tc.ok)
 		}
+	}
+}
+
+// Rooms keep their last 100 messages for 24 h; the online topics, and
+// every other topic, keep nothing. With bare data nothing keeps history.
+func TestTopicOptions(t *testing.T) {
+	opts := topicOptions(false)
+	if opts == nil {
+		t.Fatal("no TopicOptions")
+	}
+	for _, room := range []string{"/chat/world", "/chat/2", "/chat/team-7"} {
+		if got, want := opts(room), (firetower.TopicOptions{HistorySize: 100, HistoryTTL: 24 * time.Hour}); got != want {
+			t.Errorf("options of %s: %+v, want %+v", room, got, want)
+		}
+	}
+	for _, topic := range []string{"/online/chat/world", "/online/chat/2", "/other", "chat/world", "/chatx"} {
+		if got := opts(topic); got != (firetower.TopicOptions{}) {
+			t.Errorf("options of %s: %+v, want none", topic, got)
+		}
+	}
+	if topicOptions(true) != nil {
+		t.Error("bare data has TopicOptions")
+	}
+}
+
+// roomHistoryFrame reads topic's history over c, as the page does.
+func roomHistoryFrame(c *wsClient, topic string, id int) serverFrame {
+	c.t.Helper()
+	c.send(map[string]any{"type": "history", "topic": topic, "limit": 100, "id": id})
+	return c.next(2*time.Second, "the history of "+topic, func(f serverFrame) bool {
+		return (f.Type == "history" || f.Type == "error") && string(f.ID) == fmt.Sprint(id)
+	})
+}
+
+// What pages say in a room is kept, in order and as sent, and read back
+// by a history frame and Tower.History; the room's count, announced on
+// its online topic meanwhile, is not, and neither is a message the
+// ReadHandler refused. The stream keeps the newest 100.
+func TestRoomsKeepHistory(t *testing.T) {
+	tower, url := startTower(t, chatConfig{Broker: topicsvc.NewEmbedded()})
+	c := dialDemo(t, url)
+	c.send(map[string]any{"type": "subscribe", "topic": []string{"/chat/h", "/online/chat/h"}, "id": 1})
+	sub := c.next(2*time.Second, "subscribed", isType("subscribed"))
+	if _, ok := sub.Streams["/chat/h"]; !ok || len(sub.Streams) != 1 {
+		t.Fatalf("subscribed streams %v: want the room's only", sub.Streams)
+	}
+	// The count comes on the online topic: announced, but not kept.
+	c.next(5*time.Second, "the room's count", onlineCount("/online/chat/h", 1))
+
+	said := []string{`{"text":"one","nick":"ann"}`, `{"text":"two <b>","nick":"bob"}`, `{"text":"three"}`}
+	for i, data := range said {
+		// As written: WriteJSON would escape the markup.
+		if err := c.conn.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"type":"publish","topic":"/chat/h","id":%d,"data":%s}`, 10+i, data))); err != nil {
+			t.Fatal(err)
+		}
+		c.next(2*time.Second, "the publish accepted", isType("published"))
+		m := c.next(2*time.Second, "the message back", isType("publish"))
+		if m.Offset != uint64(i+1) || string(m.Data) != data {
+			t.Fatalf("message %d came back as offset %d data %s", i+1, m.Offset, m.Data)
+		}
+	}
+	// Refused: it is not kept either.
+	c.send(map[string]any{"type": "publish", "topic": "/chat/h", "id": 20, "data": map[string]any{"text": "x", "type": "online", "count": 424242}})
+	if f := c.next(2*time.Second, "the refusal", func(f serverFrame) bool { return f.Type == "error" || f.Type == "publish" }); f.Code != "forbidden" {
+		t.Fatalf("a forged count: %+v, want forbidden", f)
+	}
+
+	h := roomHistoryFrame(c, "/chat/h", 30)
+	if h.Type != "history" || h.Offset != 3 || h.Epoch == "" || len(h.Messages) != 3 {
+		t.Fatalf("history of the room: %+v", h)
+	}
+	for i, m := range h.Messages {
+		if m.Offset != uint64(i+1) || string(m.Data) != said[i] || m.ID == "" {
+			t.Errorf("history message %d: offset %d data %s id %q", i, m.Offset, m.Data, m.ID)
+		}
+	}
+	if f := roomHistoryFrame(c, "/online/chat/h", 31); f.Type != "error" || f.Code != "bad_request" {
+		t.Errorf("history of the online topic: %+v, want bad_request", f)
+	}
+	if _, err := tower.History(context.Background(), "/online/chat/h", firetower.HistoryQuery{Limit: -1}); !errors.Is(err, firetower.ErrNoHistory) {
+		t.Errorf("Tower.History of the online topic: %v, want ErrNoHistory", err)
+	}
+	// Another page joining and leaving announces again; the room's
+	// history stays the three messages.
+	d := dialDemo(t, url)
+	d.send(map[string]any{"type": "subscribe", "topic": "/chat/h"})
+	d.next(2*time.Second, "subscribed", isType("subscribed"))
+	c.next(5*time.Second, "the room's new count", onlineCount("/online/chat/h", 2))
+	got, err := tower.History(context.Background(), "/chat/h", firetower.HistoryQuery{Limit: -1})
+	if err != nil || got.Offset != 3 || len(got.Messages) != 3 {
+		t.Fatalf("Tower.History of the room: %+v, %v; want the three messages", got, err)
+	}
+
+	// Past 100 the oldest go.
+	for i := range 105 {
+		if _, err := tower.Publish(context.Background(), "/chat/full", map[string]any{"text": fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full, err := tower.History(context.Background(), "/chat/full", firetower.HistoryQuery{Limit: -1})
+	if err != nil || len(full.Messages) != 100 || full.Offset != 105 || full.Messages[0].Offset != 6 || string(full.Messages[0].Data) != `{"text":"5"}` {
+		t.Fatalf("history of a room of 105 messages: %d messages, top %d, %v", len(full.Messages), full.Offset, err)
+	}
+}
+
+// With bare data the count is published in the room itself, and no room
+// keeps history: the count never lands in one.
+func TestBareDataKeepsNoHistory(t *testing.T) {
+	tower, url := startTower(t, chatConfig{Broker: topicsvc.NewEmbedded(), BareData: true})
+	c := dialDemo(t, url)
+	c.send(map[string]any{"type": "subscribe", "topic": "/chat/bare"})
+	// Bare frames are the data alone: the count's v0.x shape.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.conn.SetReadDeadline(deadline)
+		var v map[string]any
+		if err := c.conn.ReadJSON(&v); err != nil {
+			t.Fatalf("waiting for the count in the room: %v", err)
+		}
+		if v["type"] == "onSubscribe" {
+			break
+		}
+	}
+	if _, err := tower.History(context.Background(), "/chat/bare", firetower.HistoryQuery{Limit: -1}); !errors.Is(err, firetower.ErrNoHistory) {
+		t.Errorf("Tower.History of a room with bare data: %v, want ErrNoHistory", err)
 	}
 }

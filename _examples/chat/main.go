@@ -1,5 +1,7 @@
 // Command chat is firetower's chat room demo: a gin app with firetower's
 // middleware, a web page at / and rooms as topics (/chat/world, /chat/2).
+// A room keeps its last 100 messages for 24 hours: a page that joins shows
+// them, and a page whose connection dropped gets what it missed.
 //
 //	go run ./_examples/chat
 //
@@ -186,6 +188,7 @@ func newTower(cc chatConfig) (*firetower.Tower, *presence, error) {
 		SubscribeHandler:       func(_ *firetower.Conn, topics []string) { rooms.changed("onSubscribe", chatRooms(topics)) },
 		UnSubscribeHandler:     func(_ *firetower.Conn, topics []string) { rooms.changed("onUnsubscribe", chatRooms(topics)) },
 		ReadHandler:            allowChatMessage,
+		TopicOptions:           topicOptions(cc.BareData),
 	})
 	if err != nil {
 		rooms.Close()
@@ -193,6 +196,31 @@ func newTower(cc chatConfig) (*firetower.Tower, *presence, error) {
 	}
 	tower.RegisterOnShutdown(rooms.Close)
 	return tower, rooms, nil
+}
+
+// A room keeps its last roomHistory messages for roomHistoryTTL: a page
+// that joins shows them, and one whose socket dropped gets what it missed
+// when it reconnects.
+const (
+	roomHistory    = 100
+	roomHistoryTTL = 24 * time.Hour
+)
+
+// topicOptions gives the rooms their history. Only rooms keep one: the
+// online topics carry what the room announces (its count), which is not
+// chat and would crowd the messages out of the history. With bare data
+// nothing keeps history: the v0.x page can neither read nor recover it,
+// and there the count is published in the room itself.
+func topicOptions(bare bool) func(topic string) firetower.TopicOptions {
+	if bare {
+		return nil
+	}
+	return func(topic string) firetower.TopicOptions {
+		if strings.HasPrefix(topic, roomPrefix) {
+			return firetower.TopicOptions{HistorySize: roomHistory, HistoryTTL: roomHistoryTTL}
+		}
+		return firetower.TopicOptions{}
+	}
 }
 
 // localAddr turns a listen address into one a browser on this machine

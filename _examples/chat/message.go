@@ -75,7 +75,9 @@ var chatFields = map[string]bool{"text": true, "nick": true, "at": true, "cid": 
 // and a non-empty text (or v0.x data). Anything else — another field, a
 // nested object, a null, an out-of-range time, a "type" other than
 // "publish", a topic outside /chat/ — is refused, so the room only ever
-// sees what the page can show.
+// sees what the page can show. A refused message is not kept either: the
+// check runs before the publish, so a room's history (topicOptions) holds
+// only what passed it, or what a backend holding the API token published.
 func allowChatMessage(_ *firetower.Conn, f *firetower.Frame) bool {
 	if f.Type != firetower.TypePublish || len(f.Topics) != 1 || !strings.HasPrefix(f.Topics[0], roomPrefix) {
 		return false

@@ -4,43 +4,17 @@ package redis
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/OSMeteor/firetower/broker"
 	goredis "github.com/redis/go-redis/v9"
 )
 
-const codecVersion = 1
-
-// encode lays a message out as one binary-safe Redis string: the version
-// byte, the id's length as a uvarint, the id, then the data as published.
-// The topic travels as the channel name.
-func encode(m broker.Message) []byte {
-	buf := make([]byte, 0, 1+binary.MaxVarintLen64+len(m.ID)+len(m.Data))
-	buf = append(buf, codecVersion)
-	buf = binary.AppendUvarint(buf, uint64(len(m.ID)))
-	buf = append(buf, m.ID...)
-	return append(buf, m.Data...)
-}
-
-func decode(payload string) (id string, data []byte, err error) {
-	if len(payload) == 0 || payload[0] != codecVersion {
-		return "", nil, errors.New("unknown encoding")
-	}
-	n, k := binary.Uvarint([]byte(payload[1:min(len(payload), 1+binary.MaxVarintLen64)]))
-	if k <= 0 || n > uint64(len(payload)-1-k) {
-		return "", nil, errors.New("truncated message")
-	}
-	start := 1 + k
-	return payload[start : start+int(n)], []byte(payload[start+int(n):]), nil
-}
-
 // pubReq is one publish waiting for the sender.
 type pubReq struct {
 	channel string
-	payload []byte
+	payload []byte     // the encoded message, or the body for a stream publish
+	stream  *streamReq // nil for Publish
 	done    chan error // buffered: the sender never waits for the publisher
 }
 
@@ -53,24 +27,29 @@ func (b *Broker) Publish(ctx context.Context, m broker.Message) error {
 		return err
 	}
 	_, ch := b.route(m.Topic)
-	req := &pubReq{channel: ch, payload: encode(m), done: make(chan error, 1)}
+	return b.send(ctx, "publish", &pubReq{channel: ch, payload: encode(m), done: make(chan error, 1)})
+}
+
+// send queues req for the sender and waits for its answer, within the
+// broker's Timeout.
+func (b *Broker) send(ctx context.Context, op string, req *pubReq) error {
 	opCtx, cancel := b.opCtx(ctx)
 	defer cancel()
 	select {
 	case b.queue <- req:
 	case <-opCtx.Done():
-		return b.fail(ctx, "publish", fmt.Errorf("queue full: %w", opCtx.Err()))
+		return b.fail(ctx, op, fmt.Errorf("queue full: %w", opCtx.Err()))
 	case <-b.done:
 		return broker.ErrClosed
 	}
 	select {
 	case err := <-req.done:
 		if err != nil {
-			return b.fail(ctx, "publish", err)
+			return b.fail(ctx, op, err)
 		}
 		return nil
 	case <-opCtx.Done():
-		return b.fail(ctx, "publish", opCtx.Err())
+		return b.fail(ctx, op, opCtx.Err())
 	case <-b.done:
 		return broker.ErrClosed
 	}
@@ -79,7 +58,7 @@ func (b *Broker) Publish(ctx context.Context, m broker.Message) error {
 func (b *Broker) sender() {
 	defer b.wg.Done()
 	batch := make([]*pubReq, 0, maxBatch)
-	cmds := make([]*goredis.IntCmd, 0, maxBatch)
+	cmds := make([]goredis.Cmder, 0, maxBatch)
 	for {
 		select {
 		case req := <-b.queue:
@@ -101,16 +80,21 @@ func (b *Broker) sender() {
 		ctx, cancel := context.WithTimeout(b.ctx, b.opts.Timeout)
 		pipe := b.client.Pipeline()
 		for _, req := range batch {
-			if b.sharded {
+			switch {
+			case req.stream != nil:
+				cmds = append(cmds, pipe.EvalSha(ctx, publishScript.Hash(), req.stream.keys, req.stream.args...))
+			case b.sharded:
 				cmds = append(cmds, pipe.SPublish(ctx, req.channel, req.payload))
-			} else {
+			default:
 				cmds = append(cmds, pipe.Publish(ctx, req.channel, req.payload))
 			}
 		}
 		_, _ = pipe.Exec(ctx) // each command carries its own error
-		cancel()
 		for i, req := range batch {
 			err := cmds[i].Err()
+			if req.stream != nil {
+				err = b.streamAnswer(ctx, req.stream, cmds[i].(*goredis.Cmd))
+			}
 			if err != nil {
 				b.stats.publishErrors.Add(1)
 			} else {
@@ -118,8 +102,25 @@ func (b *Broker) sender() {
 			}
 			req.done <- err
 		}
+		cancel()
 		clear(batch)
 		clear(cmds)
 		batch, cmds = batch[:0], cmds[:0]
 	}
+}
+
+// streamAnswer reads the answer of a stream publish into sr. A script that
+// Redis did not know did nothing: it is run again with EVAL, which loads
+// it. Its publisher is still waiting, so the offset it gets, later than
+// those of the batch, is still one order for everyone.
+func (b *Broker) streamAnswer(ctx context.Context, sr *streamReq, cmd *goredis.Cmd) error {
+	v, err := cmd.Result()
+	if isNoScript(err) {
+		v, err = publishScript.Eval(ctx, b.client, sr.keys, sr.args...).Result()
+	}
+	if err != nil {
+		return err
+	}
+	sr.pos, err = streamResult(v)
+	return err
 }

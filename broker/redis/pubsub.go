@@ -59,6 +59,9 @@ type sub struct {
 	topic     string
 	confirmed bool          // Redis acknowledged the subscription on the current connection
 	ready     chan struct{} // closed when confirmed
+	// epoch is the epoch of the last stream message read on the channel;
+	// the reader's goroutine alone uses it.
+	epoch string
 }
 
 // unconfirm marks the subscription as lost with its connection.
@@ -439,13 +442,27 @@ func (r *reader) deliver(m *goredis.Message) {
 	if s == nil {
 		return // withdrawn while the message was in flight
 	}
-	id, data, err := decode(m.Payload)
+	d, err := decode(m.Payload)
 	if err != nil {
 		r.b.log.Warn("dropped a message that is not firetower's", "channel", m.Channel, "err", err)
 		return
 	}
 	r.b.stats.received.Add(1)
-	r.enqueue(delivery{channel: m.Channel, msg: broker.Message{Topic: s.topic, ID: id, Data: data}})
+	msg := broker.Message{Topic: s.topic, ID: d.id, Data: d.data}
+	if d.epoch != "" {
+		// Messages of one epoch share one string, which keeps no payload
+		// alive. Only this goroutine touches s.epoch.
+		if d.epoch != s.epoch {
+			s.epoch = strings.Clone(d.epoch)
+		}
+		msg.Offset, msg.Epoch = d.offset, s.epoch
+	}
+	// One connection carries a channel's messages in the order Redis
+	// published them, which for a stream is offset order (the stream
+	// script appends and publishes in one step); the queue keeps that
+	// order, and drops only the newest, so what the handler gets of a
+	// stream is in offset order, with a gap where a message was dropped.
+	r.enqueue(delivery{channel: m.Channel, msg: msg})
 }
 
 // enqueue hands a message to the delivery goroutine. When the handler is so

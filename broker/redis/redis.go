@@ -45,6 +45,18 @@
 //	                             NodeTTL after NODE's last heartbeat
 //	{firetower}:hb:NODE          NODE's last heartbeat (Unix ms), same expiry
 //	{firetower}:nodes            sorted set of node ids, scored by heartbeat time
+//	firetower:e:TOPIC            hash of TOPIC's stream (broker.Streamer): e epoch,
+//	                             top offset of the newest message, size and ttl
+//	                             (ms) of the latest publish, exp when the oldest
+//	                             message expires (Unix ms)
+//	firetower:s:TOPIC            Redis Stream of TOPIC's kept messages: entry id
+//	                             OFFSET-0, fields t (publish time, Unix ms) and m
+//	                             (uvarint id length, id, data)
+//
+// On Redis Cluster the stream keys are firetower:e:{N}:TOPIC and
+// firetower:s:{N}:TOPIC: the hash tag of the topic's channel, so both keys
+// and the channel are in one slot. Both keys expire TTL after the stream's
+// latest publish.
 //
 // The count keys share the hash tag {PREFIX}, so on Redis Cluster they live
 // on one master and a count is one pipeline; the pub/sub traffic, which is
@@ -52,7 +64,31 @@
 //
 // A message is published as one binary-safe string: a version byte (1), the
 // length of the message id as a uvarint, the id, then the data bytes as
-// published.
+// published. A stream message is version 2: the version byte (2), its
+// offset as a uvarint, the epoch's length as a uvarint, the epoch, then the
+// rest as in version 1. Nodes read both.
+//
+// # Streams
+//
+// PublishStream runs one Lua script (EVALSHA, EVAL when Redis lost its
+// script cache) in the slot of the topic: it reads the epoch and top, or
+// starts a new epoch when the hash is missing, drops the messages older
+// than the TTL when some may be, appends the message at offset top+1 with
+// XADD MAXLEN ~ size, renews both keys' expiry and (S)PUBLISHes the
+// version 2 message. Redis runs a script alone, so offsets have no gap or
+// reuse whichever node publishes, a node subscribed before the script ran
+// gets the message, a History after it holds it, and each node gets a
+// stream's messages in offset order. XADD trims whole nodes of the Redis
+// Stream, so it may keep up to one node (100 entries or about 4 KB) more
+// than the size; History returns the newest size of them. History is a
+// script too: it starts a missing stream (the hash, expiring after the
+// query's TTL) so that the position it answers stays valid for the next
+// publish. A stream whose hash or messages Redis lost, or that had no
+// publish for its TTL, starts again in a new epoch at offset 1. Streams
+// live as long as Redis keeps them: they survive node restarts, and a
+// Sentinel or Cluster failover for what the replica had received (Redis
+// replicates asynchronously). Changing Prefix or Shards moves the keys:
+// every stream starts again.
 //
 // # Guarantees
 //
@@ -64,13 +100,17 @@
 // NodeTTL (10 s by default) and leaves the node list then. When Redis
 // restarts, the node reconnects, subscribes again to every topic it still
 // wants and writes its counts again, by itself. While Redis is down,
-// Publish, Subscribe and Count fail within Timeout with errors wrapping
-// broker.ErrUnavailable. Messages published while a node was disconnected
-// are lost for it (delivery is at most once). The pub/sub connections are
+// Publish, PublishStream, History, Subscribe and Count fail within Timeout
+// with errors wrapping broker.ErrUnavailable (a PublishStream that timed
+// out may have been appended). Messages published while a node was
+// disconnected are lost for it (delivery is at most once); a stream's stay
+// in its history, which is what a node recovers from. The pub/sub connections are
 // read by their own goroutines into a bounded queue in front of the node's
 // handler: a handler that falls behind by more than Options.DeliveryQueue
 // loses the newest messages (logged), and never delays subscriptions,
-// publishes or counts.
+// publishes or counts. The queue keeps the order of one connection, so the
+// stream messages a node is handed are in offset order, with a gap where
+// one was dropped.
 package redis
 
 import (
@@ -108,8 +148,8 @@ type Options struct {
 	// most 1 s. Default 250 ms.
 	FlushInterval time.Duration
 	// Timeout bounds each Redis round trip made for a caller (Publish,
-	// Subscribe, Count, Topics, Nodes) and for the broker's own writes.
-	// Default 2 s.
+	// PublishStream, History, Subscribe, Count, Topics, Nodes) and for the
+	// broker's own writes. Default 2 s.
 	Timeout time.Duration
 	// Shards is, on Redis Cluster, the number of groups the topics' sharded
 	// channels are hashed into; each group lives on one master and costs
@@ -362,13 +402,17 @@ func (b *Broker) opCtx(ctx context.Context) (context.Context, context.CancelFunc
 
 // fail turns the error of a Redis operation made for a caller into the
 // broker's errors: ErrClosed after Close, the caller's own context error if
-// the caller gave up, and otherwise ErrUnavailable.
+// the caller gave up, and otherwise ErrUnavailable, except for a key that
+// holds another type than the broker's (WRONGTYPE): that is no outage, and
+// retrying does not help.
 func (b *Broker) fail(caller context.Context, op string, err error) error {
 	switch {
 	case b.closed.Load():
 		return fmt.Errorf("firetower: redis broker: %s: %w", op, broker.ErrClosed)
 	case caller.Err() != nil:
 		return fmt.Errorf("firetower: redis broker: %s: %w", op, caller.Err())
+	case goredis.HasErrorPrefix(err, "WRONGTYPE"):
+		return fmt.Errorf("firetower: redis broker: %s: a key of the broker's holds something else: %w", op, err)
 	}
 	return fmt.Errorf("%w: redis %s: %w", broker.ErrUnavailable, op, err)
 }

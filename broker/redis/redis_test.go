@@ -122,8 +122,9 @@ func newBroker(t testing.TB, client goredis.UniversalClient, opts fredis.Options
 
 func TestConformanceStandalone(t *testing.T) {
 	addr := standaloneAddr(t)
-	brokertest.Run(t, brokertest.Config{NewCluster: func(t *testing.T, n int) []broker.Broker {
-		prefix := uniquePrefix()
+	p := newPrefixes(func(t *testing.T) goredis.UniversalClient { return newClient(t, addr) })
+	brokertest.Run(t, brokertest.Config{Streams: true, LoseStreams: p.loseStreams, NewCluster: func(t *testing.T, n int) []broker.Broker {
+		prefix := p.new(t)
 		bs := make([]broker.Broker, n)
 		for i := range bs {
 			bs[i] = newBroker(t, newClient(t, addr), fredis.Options{Prefix: prefix})
@@ -134,8 +135,9 @@ func TestConformanceStandalone(t *testing.T) {
 
 func TestConformanceCluster(t *testing.T) {
 	clusterAddrs(t)
-	brokertest.Run(t, brokertest.Config{NewCluster: func(t *testing.T, n int) []broker.Broker {
-		prefix := uniquePrefix()
+	p := newPrefixes(func(t *testing.T) goredis.UniversalClient { return newClusterClient(t) })
+	brokertest.Run(t, brokertest.Config{Streams: true, LoseStreams: p.loseStreams, NewCluster: func(t *testing.T, n int) []broker.Broker {
+		prefix := p.new(t)
 		bs := make([]broker.Broker, n)
 		for i := range bs {
 			bs[i] = newBroker(t, newClusterClient(t), fredis.Options{Prefix: prefix})
@@ -154,8 +156,14 @@ func TestConformanceURL(t *testing.T) {
 		"redis+cluster": "redis+cluster://" + addrs[0] + "?addr=" + strings.Join(addrs[1:], "&addr="),
 	} {
 		t.Run(name, func(t *testing.T) {
-			brokertest.Run(t, brokertest.Config{NewCluster: func(t *testing.T, n int) []broker.Broker {
-				u := url + sep(url) + "prefix=" + uniquePrefix()
+			p := newPrefixes(func(t *testing.T) goredis.UniversalClient {
+				if strings.Contains(url, "+cluster") {
+					return newClusterClient(t)
+				}
+				return newClient(t, addr)
+			})
+			brokertest.Run(t, brokertest.Config{Streams: true, LoseStreams: p.loseStreams, NewCluster: func(t *testing.T, n int) []broker.Broker {
+				u := url + sep(url) + "prefix=" + p.new(t)
 				bs := make([]broker.Broker, n)
 				for i := range bs {
 					b, err := broker.Open(u, broker.Options{})
@@ -176,8 +184,9 @@ func TestConformanceSentinel(t *testing.T) {
 	master := newRedisServer(t)
 	sentinel := newSentinel(t, master.addr, 30*time.Second)
 	url := "redis+sentinel://" + sentinel.addr + "?master_name=firetower"
-	brokertest.Run(t, brokertest.Config{NewCluster: func(t *testing.T, n int) []broker.Broker {
-		u := url + "&prefix=" + uniquePrefix()
+	p := newPrefixes(func(t *testing.T) goredis.UniversalClient { return newClient(t, master.addr) })
+	brokertest.Run(t, brokertest.Config{Streams: true, LoseStreams: p.loseStreams, NewCluster: func(t *testing.T, n int) []broker.Broker {
+		u := url + "&prefix=" + p.new(t)
 		bs := make([]broker.Broker, n)
 		for i := range bs {
 			b, err := broker.Open(u, broker.Options{})

@@ -12,6 +12,7 @@
 //	-tls-cert   FIRETOWER_TOPICSVC_TLS_CERT  PEM certificate; with -tls-key the service speaks TLS only
 //	-tls-key    FIRETOWER_TOPICSVC_TLS_KEY   PEM private key
 //	-metrics-listen FIRETOWER_TOPICSVC_METRICS_LISTEN  address of the Prometheus /metrics endpoint (default empty: off)
+//	-max-stream-bytes                            memory cap of the topics' kept messages, for history and recovery (default 256 MiB)
 //
 // It logs with slog to stderr; the line "topic service listening" carries the
 // bound address, and "metrics listening" the metrics address. SIGTERM or
@@ -75,6 +76,7 @@ func run(args []string) error {
 	heartbeat := fs.Duration("heartbeat-timeout", 5*time.Second, "forget a node silent for this long")
 	queue := fs.Int("queue-size", 16384, "operations queued per node before a slow node is disconnected")
 	maxMsg := fs.Int("max-message-size", topicsvc.DefaultMaxMessageSize, "largest message data in bytes")
+	maxStream := fs.Int64("max-stream-bytes", topicsvc.DefaultMaxStreamBytes, "memory cap of the streams (topics' kept messages, for history and recovery), in bytes; over it the least recently published stream is forgotten")
 	logJSON := fs.Bool("log-json", false, "log JSON instead of text")
 	debug := fs.Bool("debug", false, "log debug messages")
 	if err := fs.Parse(args); err != nil {
@@ -93,6 +95,9 @@ func run(args []string) error {
 
 	if *token == "" {
 		return errors.New("a token is required: set -token or FIRETOWER_TOPICSVC_TOKEN")
+	}
+	if *maxStream <= 0 {
+		return fmt.Errorf("-max-stream-bytes must be positive, got %d", *maxStream)
 	}
 	var tlsConf *tls.Config
 	if *certFile != "" || *keyFile != "" {
@@ -117,6 +122,7 @@ func run(args []string) error {
 		HeartbeatTimeout: *heartbeat,
 		QueueSize:        *queue,
 		MaxMessageSize:   *maxMsg,
+		MaxStreamBytes:   *maxStream,
 	})
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -130,7 +131,7 @@ func runClient(t *testing.T, ctx context.Context, urls []string, topic string, i
 	var epoch string
 	var last uint64
 	first := true
-	recoveries := 0
+	recoveries, stalls := 0, 0
 	for ctx.Err() == nil {
 		url := urls[rnd.IntN(len(urls))]
 		batch := rnd.IntN(2) == 0
@@ -153,13 +154,34 @@ func runClient(t *testing.T, ctx context.Context, urls []string, topic string, i
 		quota := 3 + rnd.IntN(40)
 		finished := false
 		for !finished {
-			ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+			ws.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 			_, b, err := ws.ReadMessage()
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				// Nothing came for a while: done if the publishers are
+				// and the client has it all; else it drops the
+				// connection and recovers, as when its quota is spent.
+				select {
+				case <-done:
+					finalSet.Wait()
+					if last >= *final {
+						ws.Close()
+						return recoveries
+					}
+				default:
+				}
+				if stalls++; stalls > 20 {
+					t.Errorf("client %d: no message for 10s at offset %d", i, last)
+					ws.Close()
+					return recoveries
+				}
+				break
+			}
 			if err != nil {
 				t.Errorf("client %d: read at offset %d: %v", i, last, err)
 				ws.Close()
 				return recoveries
 			}
+			stalls = 0
 			var frames []frame
 			if batch {
 				err = json.Unmarshal(b, &frames)

@@ -35,9 +35,11 @@ import (
 // jitter, and re-sends its whole state (subscriptions and counts) after
 // every reconnect.
 //
-// While the service is unreachable, Publish, Subscribe and Count fail at
-// once with an error wrapping broker.ErrUnavailable; Unsubscribe and
-// SetCount only change the state to re-send. Messages queued when a
+// While the service is unreachable, Publish, Subscribe, Count,
+// PublishStream and History fail at once with an error wrapping
+// broker.ErrUnavailable; Unsubscribe and SetCount only change the state to
+// re-send. Streams (broker.Streamer) live in the service's memory: a
+// service restart starts every stream in a new epoch. Messages queued when a
 // session breaks are lost (delivery is at most once); nothing is sent
 // twice.
 type Client struct {

@@ -16,20 +16,31 @@ import (
 )
 
 // TestConformance runs the broker conformance suite against a real
-// service process: a fresh one for every cluster.
+// service process: a fresh one for every cluster. The service keeps
+// streams in its memory, so losing them is restarting it: a new Core,
+// new epochs, and the nodes reconnect by themselves.
 func TestConformance(t *testing.T) {
-	brokertest.Run(t, brokertest.Config{NewCluster: func(t *testing.T, n int) []broker.Broker {
-		svc := svctest.Start(t, "127.0.0.1:0")
-		bs := make([]broker.Broker, n)
-		for i := range bs {
-			c, err := client.Dial(svc.Addr, client.Options{Token: svctest.Token})
-			if err != nil {
-				t.Fatal(err)
+	var svc *svctest.Service // the service of the cluster made last
+	brokertest.Run(t, brokertest.Config{
+		Streams: true,
+		NewCluster: func(t *testing.T, n int) []broker.Broker {
+			svc = svctest.Start(t, "127.0.0.1:0")
+			bs := make([]broker.Broker, n)
+			for i := range bs {
+				c, err := client.Dial(svc.Addr, client.Options{Token: svctest.Token})
+				if err != nil {
+					t.Fatal(err)
+				}
+				bs[i] = c
 			}
-			bs[i] = c
-		}
-		return bs
-	}})
+			return bs
+		},
+		LoseStreams: func(t *testing.T) {
+			addr := svc.Addr
+			svc.Kill()
+			svc = svctest.Start(t, addr)
+		},
+	})
 }
 
 // TestServiceRestart kills the service with SIGKILL and restarts it on the

@@ -53,6 +53,13 @@ func (c *Client) enqueue(ctx context.Context, s *session, o nodeOut) error {
 
 // request sends the op mk builds and waits for its Ack.
 func (c *Client) request(ctx context.Context, s *session, mk func(seq uint64) *pb.NodeOp) (*pb.Ack, error) {
+	return c.requestSized(ctx, s, 0, mk)
+}
+
+// requestSized is request of an op that carries a message of its own,
+// about size bytes in a frame (wire.Outgoing.Size), so that it never
+// shares a frame beyond what the service receives.
+func (c *Client) requestSized(ctx context.Context, s *session, size int, mk func(seq uint64) *pb.NodeOp) (*pb.Ack, error) {
 	seq := s.seq.Add(1)
 	ch := make(chan *pb.Ack, 1)
 	s.pmu.Lock()
@@ -63,7 +70,7 @@ func (c *Client) request(ctx context.Context, s *session, mk func(seq uint64) *p
 		delete(s.pending, seq)
 		s.pmu.Unlock()
 	}
-	if err := c.enqueue(ctx, s, nodeOut{Op: mk(seq)}); err != nil {
+	if err := c.enqueue(ctx, s, nodeOut{Op: mk(seq), Size: size}); err != nil {
 		forget()
 		return nil, err
 	}

@@ -25,8 +25,12 @@ type session struct {
 	seq      atomic.Uint64
 	lastRecv atomic.Int64 // Unix nanoseconds
 
-	pmu     sync.Mutex
-	pending map[uint64]chan *pb.Ack
+	// streams says that the service keeps streams (its Welcome said so).
+	streams bool
+
+	pmu       sync.Mutex
+	pending   map[uint64]chan *pb.Ack
+	histories map[uint64]chan *pb.HistoryResult // history queries, by seq
 }
 
 // nodeOut is one operation waiting to be sent to the service: a publish
@@ -72,11 +76,13 @@ func (c *Client) connect() (*session, error) {
 		c.maxMsg.Store(int64(n))
 	}
 	s := &session{
-		stream:  stream,
-		queue:   wire.NewQueue[nodeOut](c.opts.QueueSize),
-		ctx:     ctx,
-		cancel:  cancel,
-		pending: map[uint64]chan *pb.Ack{},
+		stream:    stream,
+		queue:     wire.NewQueue[nodeOut](c.opts.QueueSize),
+		ctx:       ctx,
+		cancel:    cancel,
+		streams:   welcome.GetStreams(),
+		pending:   map[uint64]chan *pb.Ack{},
+		histories: map[uint64]chan *pb.HistoryResult{},
 	}
 	s.lastRecv.Store(time.Now().UnixNano())
 
@@ -138,6 +144,17 @@ func (s *session) serve(c *Client) error {
 					ch <- o.Ack
 				}
 				if o.Ack.GetError() != "" {
+					c.stats.refused.Add(1)
+				}
+			case *pb.ServiceOp_History:
+				s.pmu.Lock()
+				ch := s.histories[o.History.GetSeq()]
+				delete(s.histories, o.History.GetSeq())
+				s.pmu.Unlock()
+				if ch != nil {
+					ch <- o.History
+				}
+				if o.History.GetError() != "" {
 					c.stats.refused.Add(1)
 				}
 			case *pb.ServiceOp_Notice:
@@ -235,7 +252,7 @@ func (s *session) sendLoop(c *Client) {
 // sendBatch sends first (if not nil) and items in as few frames as
 // wire.CutFrames allows.
 func (s *session) sendBatch(c *Client, first *pb.NodeOp, items []nodeOut) bool {
-	return wire.CutFrames(first, items, func(ops []*pb.NodeOp, b *pb.Batch, count, _ int) bool {
+	return wire.CutFrames(first, items, func(ops []*pb.NodeOp, b *pb.Batch, count, _, _ int) bool {
 		if err := s.stream.Send(&pb.NodeFrame{Ops: ops, Publishes: b}); err != nil {
 			s.cancel(err)
 			return false

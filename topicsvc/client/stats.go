@@ -17,9 +17,11 @@ type Stats struct {
 	ConnectFailures int64
 	// SessionsLost counts sessions that ended other than by Close.
 	SessionsLost int64
-	// Published counts the messages sent to the service; PublishErrors
-	// the Publish calls that failed (the service unreachable, the client
-	// closed, an invalid message, the caller's context done).
+	// Published counts the messages sent to the service (stream
+	// publishes once the service appended them); PublishErrors the
+	// Publish and PublishStream calls that failed (the service
+	// unreachable, the client closed, an invalid message, a stream
+	// publish the service refused, the caller's context done).
 	Published, PublishErrors int64
 	// Received counts the messages delivered to the handler.
 	Received int64

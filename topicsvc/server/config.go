@@ -69,6 +69,12 @@ type Config struct {
 	// MaxPublishTopics bounds the topics of one push API Publish.
 	// Default: 1024.
 	MaxPublishTopics int
+	// MaxStreamBytes caps the memory of the Core's streams (the topics'
+	// kept messages, for history and recovery): over it, the stream
+	// published to least recently is forgotten first (package topicsvc,
+	// streams.go). Default: 0, which leaves the Core's cap as it is
+	// (topicsvc.DefaultMaxStreamBytes, 256 MiB, for a new Core).
+	MaxStreamBytes int64
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -86,6 +92,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"HelloTimeout", int64(c.HelloTimeout)},
 		{"IdleTimeout", int64(c.IdleTimeout)},
 		{"LogInterval", int64(c.LogInterval)},
+		{"MaxStreamBytes", c.MaxStreamBytes},
 	} {
 		if f.v < 0 {
 			return c, fmt.Errorf("topicsvc: Config.%s must not be negative (zero means the default)", f.name)

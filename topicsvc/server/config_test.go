@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/OSMeteor/firetower/topicsvc"
 	"github.com/OSMeteor/firetower/topicsvc/client"
 	"github.com/OSMeteor/firetower/topicsvc/internal/svctest"
 	"github.com/OSMeteor/firetower/topicsvc/server"
@@ -21,6 +22,7 @@ func TestConfigRefusesNegatives(t *testing.T) {
 		"QueueBytes":        {QueueBytes: -1},
 		"MaxMessageSize":    {MaxMessageSize: -1},
 		"MaxPublishTopics":  {MaxPublishTopics: -1},
+		"MaxStreamBytes":    {MaxStreamBytes: -1},
 	} {
 		cfg.Token = svctest.Token
 		if _, err := server.New(cfg); err == nil || !strings.Contains(err.Error(), "Config."+name) || !strings.Contains(err.Error(), "negative") {
@@ -29,6 +31,19 @@ func TestConfigRefusesNegatives(t *testing.T) {
 	}
 	if _, err := server.New(server.Config{}); err == nil || !strings.Contains(err.Error(), "Token is required") {
 		t.Errorf("New without a token: %v", err)
+	}
+
+	// MaxStreamBytes sets the cap of the Core served; zero leaves it.
+	core := topicsvc.NewCore()
+	_, err := server.New(server.Config{Token: svctest.Token, Core: core, MaxStreamBytes: 12345})
+	must(t, err)
+	if got := core.StreamStats().MaxBytes; got != 12345 {
+		t.Errorf("the Core's stream cap is %d after New with MaxStreamBytes 12345", got)
+	}
+	_, err = server.New(server.Config{Token: svctest.Token, Core: core})
+	must(t, err)
+	if got := core.StreamStats().MaxBytes; got != 12345 {
+		t.Errorf("New without MaxStreamBytes changed the Core's stream cap to %d", got)
 	}
 
 	// Zero values are the defaults: a node works against the server.

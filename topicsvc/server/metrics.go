@@ -22,7 +22,7 @@ var disconnectReasons = [...]string{reasonLeft, reasonHeartbeat, reasonSlow, rea
 
 // pushMethods are the unary calls of the push API, as counted by
 // firetower_topicsvc_api_calls_total{method}.
-var pushMethods = [...]string{"Publish", "Count", "Topics", "Nodes"}
+var pushMethods = [...]string{"Publish", "Count", "Topics", "Nodes", "History"}
 
 // counters are the service's figures. The hot path only adds to
 // atomics, most of them once per stream frame rather than per message;
@@ -37,6 +37,8 @@ type counters struct {
 	deliveredBytes atomic.Int64 // their data
 	framesIn       atomic.Int64 // stream messages received from nodes
 	framesOut      atomic.Int64 // stream messages sent to nodes
+	historyNode    atomic.Int64 // history queries of node sessions
+	historyAPI     atomic.Int64 // push API History calls answered
 	refusedAuth    atomic.Int64
 	refusedInvalid atomic.Int64
 	disconnects    [len(disconnectReasons)]atomic.Int64
@@ -93,12 +95,23 @@ var (
 	descDisconnects    = desc("node_disconnects_total", "Node sessions ended, by reason: left, heartbeat_timeout, slow, stream_error, replaced, shutdown.", "reason")
 	descRefused        = desc("refused_total", "Requests refused, by reason: auth (missing or wrong token) or invalid (bad input, answered INVALID_ARGUMENT or refused in a session).", "reason")
 	descAPICalls       = desc("api_calls_total", "Authorized push API calls, by method.", "method")
+	descHistory        = desc("history_queries_total", "History reads answered, by source: node (a session's query) or api (the push API's History).", "source")
+
+	// The Core's streams (topicsvc.StreamStats).
+	descStreams        = desc("streams", "Streams (topics' kept messages) the service holds.")
+	descStreamMessages = desc("stream_messages", "Messages held over all streams.")
+	descStreamBytes    = desc("stream_bytes", "Memory of the streams as counted against the cap: data, ids and a fixed overhead per message.")
+	descStreamMaxBytes = desc("stream_max_bytes", "The streams' memory cap (-max-stream-bytes).")
+	descStreamsEvicted = desc("streams_evicted_total", "Streams forgotten whole for the memory cap, the least recently published first.")
+	descStreamsExpired = desc("streams_expired_total", "Streams forgotten because nothing was published to them for their TTL.")
+	descStreamsTrimmed = desc("stream_messages_trimmed_total", "Messages dropped from a stream that alone held more than the memory cap.")
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descNodes, descTopics, descSubscriptions, descSubscribers, descQueued, descSessions,
 		descPublished, descPublishedBytes, descRouted, descDelivered, descDeliveredBytes, descFramesIn, descFramesOut,
-		descDisconnects, descRefused, descAPICalls} {
+		descDisconnects, descRefused, descAPICalls, descHistory,
+		descStreams, descStreamMessages, descStreamBytes, descStreamMaxBytes, descStreamsEvicted, descStreamsExpired, descStreamsTrimmed} {
 		ch <- d
 	}
 }
@@ -143,4 +156,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for i, m := range pushMethods {
 		counter(descAPICalls, st.apiCalls[i].Load(), m)
 	}
+	counter(descHistory, st.historyNode.Load(), "node")
+	counter(descHistory, st.historyAPI.Load(), "api")
+	ss := s.core.StreamStats()
+	gauge(descStreams, ss.Streams)
+	gauge(descStreamMessages, ss.Messages)
+	gauge(descStreamBytes, ss.Bytes)
+	gauge(descStreamMaxBytes, ss.MaxBytes)
+	counter(descStreamsEvicted, ss.Evicted)
+	counter(descStreamsExpired, ss.Expired)
+	counter(descStreamsTrimmed, ss.Trimmed)
 }

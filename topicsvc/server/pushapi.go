@@ -36,6 +36,14 @@ func (s *Server) Publish(_ context.Context, req *pb.PublishRequest) (*pb.Publish
 	if err := wire.ValidData(data); err != nil {
 		return nil, invalid(err)
 	}
+	var opts *broker.StreamOptions
+	if req.GetHistorySize() != 0 || req.GetHistoryTtlMs() != 0 {
+		o, err := wire.StreamOptions(req.GetHistorySize(), req.GetHistoryTtlMs())
+		if err != nil {
+			return nil, invalid(fmt.Errorf("%w (history_size and history_ttl_ms go together)", err))
+		}
+		opts = &o
+	}
 	id := req.GetId()
 	if id == "" {
 		id = uuid.NewString()
@@ -51,14 +59,65 @@ func (s *Server) Publish(_ context.Context, req *pb.PublishRequest) (*pb.Publish
 			uniq = append(uniq, t)
 		}
 	}
+	resp := &pb.PublishResponse{Id: id, Topics: uniq}
 	var nodes int
 	for _, t := range uniq {
-		nodes += s.core.Publish(broker.Message{Topic: t, ID: id, Data: data})
+		m := broker.Message{Topic: t, ID: id, Data: data}
+		pos, n, ok := s.publish(m, opts)
+		nodes += n
+		if ok {
+			if resp.Offsets == nil {
+				resp.Offsets, resp.Epochs = map[string]uint64{}, map[string]string{}
+			}
+			resp.Offsets[t], resp.Epochs[t] = pos.Offset, pos.Epoch
+		}
 	}
+	resp.Nodes = int64(nodes)
 	s.stats.publishedAPI.Add(int64(len(uniq)))
 	s.stats.publishedBytes.Add(int64(len(uniq) * len(data)))
 	s.stats.routed.Add(int64(nodes))
-	return &pb.PublishResponse{Id: id, Topics: uniq, Nodes: int64(nodes)}, nil
+	return resp, nil
+}
+
+// publish is the push API's rule for one topic: with history options,
+// the message goes into the topic's stream, kept as they say; without
+// them, into the stream the Core keeps of the topic, if any, as that
+// stream's last publish said (so that a backend's message to a topic with
+// history reaches the clients that recover it, as a node's does);
+// otherwise it is a plain publish. ok reports a stream publish at pos.
+func (s *Server) publish(m broker.Message, opts *broker.StreamOptions) (pos broker.StreamPosition, nodes int, ok bool) {
+	if opts != nil {
+		pos, nodes = s.core.PublishStreamCount(m, *opts)
+		return pos, nodes, true
+	}
+	if pos, nodes, ok = s.core.PublishKept(m); ok {
+		return pos, nodes, true
+	}
+	return broker.StreamPosition{}, s.core.Publish(m), false
+}
+
+// History implements the push API: one page of a topic's stream, without
+// starting one.
+func (s *Server) History(_ context.Context, req *pb.HistoryRequest) (*pb.HistoryResponse, error) {
+	if err := wire.ValidTopic(req.GetTopic()); err != nil {
+		return nil, invalid(err)
+	}
+	q := broker.HistoryQuery{Limit: wire.QueryLimit(req.GetLimit())}
+	if since := req.GetSince(); since != nil {
+		q.Since = &broker.StreamPosition{Epoch: since.GetEpoch(), Offset: since.GetOffset()}
+	}
+	s.stats.historyAPI.Add(1)
+	r, more, _ := s.core.HistoryKept(req.GetTopic(), q, s.pageBytes)
+	resp := &pb.HistoryResponse{Topic: req.GetTopic(), Epoch: r.Epoch, Offset: r.Offset, Truncated: more}
+	if len(r.Messages) > 0 {
+		resp.Messages = make([]*pb.HistoryMessage, len(r.Messages))
+		for i, m := range r.Messages {
+			// Stream data was checked as JSON in UTF-8 when it was
+			// published, so it is a valid protobuf string.
+			resp.Messages[i] = &pb.HistoryMessage{Id: m.ID, Offset: m.Offset, Data: string(m.Data)}
+		}
+	}
+	return resp, nil
 }
 
 // Count implements the push API.

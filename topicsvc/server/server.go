@@ -40,13 +40,28 @@ type Server struct {
 
 	nodeAuth, apiAuth []byte // "Bearer <token>"; apiAuth nil without Config.APIToken
 	refusals          *refusalLog
+	// pageBytes bounds a history answer's messages: wire.HistoryPageBytes,
+	// or the largest message if smaller, since the gRPC send limit is
+	// that plus wire.FrameOverhead (which one message's topic, id and
+	// framing fit in).
+	pageBytes int
 
 	mu       sync.Mutex
 	stopping bool
 	sessions map[string]*session // by node id
 
+	sweepOnce sync.Once     // starts the sweeper at the first Serve
+	stopOnce  sync.Once     // closes stopped
+	stopped   chan struct{} // closed by Stop and GracefulStop
+	sweeping  sync.WaitGroup
+
 	stats counters
 }
+
+// sweepInterval is how often a serving Server forgets the streams that had
+// no publish for their TTL. The Core also sweeps as streams are published
+// to; the timer frees the memory of topics nobody publishes to any more.
+const sweepInterval = time.Second
 
 // New returns a Server; Serve starts it.
 func New(cfg Config) (*Server, error) {
@@ -55,12 +70,17 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		core:     cfg.Core,
-		log:      cfg.Logger,
-		nodeAuth: []byte("Bearer " + cfg.Token),
-		refusals: newRefusalLog(cfg.Logger, cfg.LogInterval),
-		sessions: map[string]*session{},
+		cfg:       cfg,
+		core:      cfg.Core,
+		log:       cfg.Logger,
+		nodeAuth:  []byte("Bearer " + cfg.Token),
+		refusals:  newRefusalLog(cfg.Logger, cfg.LogInterval),
+		sessions:  map[string]*session{},
+		stopped:   make(chan struct{}),
+		pageBytes: min(wire.HistoryPageBytes, cfg.MaxMessageSize),
+	}
+	if cfg.MaxStreamBytes > 0 {
+		s.core.SetMaxStreamBytes(cfg.MaxStreamBytes)
 	}
 	if cfg.APIToken != "" {
 		s.apiAuth = []byte("Bearer " + cfg.APIToken)
@@ -99,12 +119,39 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Core() *topicsvc.Core { return s.core }
 
 // Serve accepts connections on l until Stop or GracefulStop.
-func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
+func (s *Server) Serve(l net.Listener) error {
+	s.sweepOnce.Do(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.stopping {
+			return
+		}
+		s.sweeping.Add(1)
+		go s.sweep()
+	})
+	return s.grpc.Serve(l)
+}
+
+// sweep calls Core.SweepStreams every sweepInterval until the server stops.
+func (s *Server) sweep() {
+	defer s.sweeping.Done()
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopped:
+			return
+		case <-t.C:
+			s.core.SweepStreams()
+		}
+	}
+}
 
 // Stop closes every connection at once.
 func (s *Server) Stop() {
 	s.endSessions()
 	s.grpc.Stop()
+	s.stopSweeping()
 	s.refusals.close()
 }
 
@@ -113,7 +160,13 @@ func (s *Server) Stop() {
 func (s *Server) GracefulStop() {
 	s.endSessions()
 	s.grpc.GracefulStop()
+	s.stopSweeping()
 	s.refusals.close()
+}
+
+func (s *Server) stopSweeping() {
+	s.stopOnce.Do(func() { close(s.stopped) })
+	s.sweeping.Wait()
 }
 
 func (s *Server) endSessions() {

@@ -67,7 +67,7 @@ func (s *Server) Session(stream pb.TopicService_SessionServer) error {
 	}
 	ss.ctx, ss.cancel = context.WithCancelCause(stream.Context())
 	ss.lastSeen.Store(time.Now().UnixNano())
-	ss.push(outOp{Op: &pb.ServiceOp{Op: &pb.ServiceOp_Welcome{Welcome: &pb.Welcome{MaxMessageSize: uint64(s.cfg.MaxMessageSize)}}}}, 0)
+	ss.push(outOp{Op: &pb.ServiceOp{Op: &pb.ServiceOp_Welcome{Welcome: &pb.Welcome{MaxMessageSize: uint64(s.cfg.MaxMessageSize), Streams: true}}}}, 0)
 
 	s.mu.Lock()
 	if s.stopping {
@@ -364,6 +364,10 @@ func (ss *session) apply(op *pb.NodeOp, t *tally) {
 			return
 		}
 		ss.ack(q.GetSeq(), ss.srv.core.CountExcept(q.GetTopic(), ss.node), nil)
+	case *pb.NodeOp_StreamPublish:
+		ss.streamPublish(o.StreamPublish, t)
+	case *pb.NodeOp_HistoryQuery:
+		ss.history(o.HistoryQuery)
 	case *pb.NodeOp_Heartbeat:
 		ss.node.Touch()
 	case *pb.NodeOp_Hello:
@@ -401,12 +405,15 @@ func (ss *session) sendLoop() {
 // wire.CutFrames allows.
 func (ss *session) sendBatch(first *pb.ServiceOp, items []outOp) bool {
 	st := &ss.srv.stats
-	return wire.CutFrames(first, items, func(ops []*pb.ServiceOp, b *pb.Batch, count, bytes int) bool {
+	return wire.CutFrames(first, items, func(ops []*pb.ServiceOp, b *pb.Batch, count, bytes, opBytes int) bool {
 		if err := ss.stream.Send(&pb.ServiceFrame{Ops: ops, Deliveries: b}); err != nil {
 			ss.end(reasonStream, err)
 			return false
 		}
 		st.framesOut.Add(1)
+		if opBytes > 0 {
+			ss.queued.Add(-int64(opBytes)) // history answers
+		}
 		if count > 0 {
 			ss.queued.Add(-int64(bytes))
 			st.delivered.Add(int64(count))

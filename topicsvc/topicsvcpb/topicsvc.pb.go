@@ -1,7 +1,8 @@
 // The firetower topic service.
 //
 // Nodes (firetower gateways) hold one Session stream each; backends in any
-// language push with Publish and Count and list with Topics and Nodes.
+// language push with Publish and Count, read a topic's history with
+// History, and list with Topics and Nodes.
 // Every call carries a token in the gRPC metadata:
 //
 //	authorization: Bearer <token>
@@ -99,13 +100,23 @@ func (x *NodeFrame) GetPublishes() *Batch {
 // receiver gives each message one buffer of its own. Every column has one
 // length per message, and the lengths of a column add up to its bytes.
 type Batch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Topics        []byte                 `protobuf:"bytes,1,opt,name=topics,proto3" json:"topics,omitempty"`
-	TopicLens     []uint32               `protobuf:"varint,2,rep,packed,name=topic_lens,json=topicLens,proto3" json:"topic_lens,omitempty"`
-	Ids           []byte                 `protobuf:"bytes,3,opt,name=ids,proto3" json:"ids,omitempty"`
-	IdLens        []uint32               `protobuf:"varint,4,rep,packed,name=id_lens,json=idLens,proto3" json:"id_lens,omitempty"`
-	Data          []byte                 `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
-	DataLens      []uint32               `protobuf:"varint,6,rep,packed,name=data_lens,json=dataLens,proto3" json:"data_lens,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topics    []byte                 `protobuf:"bytes,1,opt,name=topics,proto3" json:"topics,omitempty"`
+	TopicLens []uint32               `protobuf:"varint,2,rep,packed,name=topic_lens,json=topicLens,proto3" json:"topic_lens,omitempty"`
+	Ids       []byte                 `protobuf:"bytes,3,opt,name=ids,proto3" json:"ids,omitempty"`
+	IdLens    []uint32               `protobuf:"varint,4,rep,packed,name=id_lens,json=idLens,proto3" json:"id_lens,omitempty"`
+	Data      []byte                 `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	DataLens  []uint32               `protobuf:"varint,6,rep,packed,name=data_lens,json=dataLens,proto3" json:"data_lens,omitempty"`
+	// Stream messages (those appended to a topic's stream) carry their
+	// offset and their stream's epoch. The three fields are empty when no
+	// message of the batch has an offset, so a batch of plain messages
+	// costs nothing more. Otherwise offsets and epoch_refs hold one entry
+	// per message: the message's offset (0 for a plain message), and the
+	// index in epochs, the batch's distinct epochs, of its epoch (read only
+	// where the offset is not 0).
+	Offsets       []uint64 `protobuf:"varint,7,rep,packed,name=offsets,proto3" json:"offsets,omitempty"`
+	Epochs        []string `protobuf:"bytes,8,rep,name=epochs,proto3" json:"epochs,omitempty"`
+	EpochRefs     []uint32 `protobuf:"varint,9,rep,packed,name=epoch_refs,json=epochRefs,proto3" json:"epoch_refs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -182,6 +193,27 @@ func (x *Batch) GetDataLens() []uint32 {
 	return nil
 }
 
+func (x *Batch) GetOffsets() []uint64 {
+	if x != nil {
+		return x.Offsets
+	}
+	return nil
+}
+
+func (x *Batch) GetEpochs() []string {
+	if x != nil {
+		return x.Epochs
+	}
+	return nil
+}
+
+func (x *Batch) GetEpochRefs() []uint32 {
+	if x != nil {
+		return x.EpochRefs
+	}
+	return nil
+}
+
 type NodeOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Op:
@@ -192,6 +224,8 @@ type NodeOp struct {
 	//	*NodeOp_Count
 	//	*NodeOp_Heartbeat
 	//	*NodeOp_CountQuery
+	//	*NodeOp_StreamPublish
+	//	*NodeOp_HistoryQuery
 	Op            isNodeOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -288,6 +322,24 @@ func (x *NodeOp) GetCountQuery() *CountQuery {
 	return nil
 }
 
+func (x *NodeOp) GetStreamPublish() *StreamPublish {
+	if x != nil {
+		if x, ok := x.Op.(*NodeOp_StreamPublish); ok {
+			return x.StreamPublish
+		}
+	}
+	return nil
+}
+
+func (x *NodeOp) GetHistoryQuery() *HistoryQuery {
+	if x != nil {
+		if x, ok := x.Op.(*NodeOp_HistoryQuery); ok {
+			return x.HistoryQuery
+		}
+	}
+	return nil
+}
+
 type isNodeOp_Op interface {
 	isNodeOp_Op()
 }
@@ -316,6 +368,14 @@ type NodeOp_CountQuery struct {
 	CountQuery *CountQuery `protobuf:"bytes,7,opt,name=count_query,json=countQuery,proto3,oneof"`
 }
 
+type NodeOp_StreamPublish struct {
+	StreamPublish *StreamPublish `protobuf:"bytes,8,opt,name=stream_publish,json=streamPublish,proto3,oneof"`
+}
+
+type NodeOp_HistoryQuery struct {
+	HistoryQuery *HistoryQuery `protobuf:"bytes,9,opt,name=history_query,json=historyQuery,proto3,oneof"`
+}
+
 func (*NodeOp_Hello) isNodeOp_Op() {}
 
 func (*NodeOp_Subscribe) isNodeOp_Op() {}
@@ -327,6 +387,10 @@ func (*NodeOp_Count) isNodeOp_Op() {}
 func (*NodeOp_Heartbeat) isNodeOp_Op() {}
 
 func (*NodeOp_CountQuery) isNodeOp_Op() {}
+
+func (*NodeOp_StreamPublish) isNodeOp_Op() {}
+
+func (*NodeOp_HistoryQuery) isNodeOp_Op() {}
 
 // Hello opens a session. A node that reconnects uses the same node_id and
 // then re-sends its whole state (subscriptions and counts).
@@ -582,6 +646,243 @@ func (x *CountQuery) GetTopic() string {
 	return ""
 }
 
+// StreamPublish appends a message to the topic's stream, kept as size
+// and ttl_ms say, and delivers it as a publish does, with its offset and
+// the stream's epoch. The service answers with an Ack of the same seq
+// carrying both, once the offset is assigned; the delivery to the asking
+// node, if it listens to the topic, comes before the Ack. A stream
+// publish is one operation, in order with the node's other operations and
+// publishes.
+type StreamPublish struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Id            string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`                 // a JSON text in UTF-8, as for a publish
+	Size          uint32                 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`                // messages the stream keeps, the newest: at least 1
+	TtlMs         uint64                 `protobuf:"varint,6,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"` // how long each is kept: at least 1
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamPublish) Reset() {
+	*x = StreamPublish{}
+	mi := &file_topicsvc_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamPublish) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamPublish) ProtoMessage() {}
+
+func (x *StreamPublish) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamPublish.ProtoReflect.Descriptor instead.
+func (*StreamPublish) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *StreamPublish) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *StreamPublish) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *StreamPublish) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StreamPublish) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *StreamPublish) GetSize() uint32 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *StreamPublish) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+// StreamPosition is a place in a stream: an offset in an epoch.
+type StreamPosition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         string                 `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamPosition) Reset() {
+	*x = StreamPosition{}
+	mi := &file_topicsvc_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamPosition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamPosition) ProtoMessage() {}
+
+func (x *StreamPosition) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamPosition.ProtoReflect.Descriptor instead.
+func (*StreamPosition) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *StreamPosition) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *StreamPosition) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+// HistoryQuery reads part of a topic's stream; the service answers with a
+// HistoryResult of the same seq. Without since, the answer holds the
+// newest limit messages; with since, at most limit messages after it,
+// oldest first (an empty since.epoch means the stream's current one; any
+// other epoch than the current one reads as no since). No stream holds
+// more than its size, so a larger limit asks for nothing more; 0 asks
+// for the position only. A topic without a stream gets one,
+// empty, in a new epoch, kept as size and ttl_ms say, so that the
+// position answered holds for what is published afterwards.
+type HistoryQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Since         *StreamPosition        `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	Size          uint32                 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	TtlMs         uint64                 `protobuf:"varint,6,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryQuery) Reset() {
+	*x = HistoryQuery{}
+	mi := &file_topicsvc_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryQuery) ProtoMessage() {}
+
+func (x *HistoryQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryQuery.ProtoReflect.Descriptor instead.
+func (*HistoryQuery) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *HistoryQuery) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *HistoryQuery) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *HistoryQuery) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *HistoryQuery) GetSince() *StreamPosition {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *HistoryQuery) GetSize() uint32 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *HistoryQuery) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
 type Heartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -590,7 +891,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_topicsvc_proto_msgTypes[8]
+	mi := &file_topicsvc_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +903,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[8]
+	mi := &file_topicsvc_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +916,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{8}
+	return file_topicsvc_proto_rawDescGZIP(), []int{11}
 }
 
 // ServiceFrame is one batch of operations from the service, in order: ops
@@ -631,7 +932,7 @@ type ServiceFrame struct {
 
 func (x *ServiceFrame) Reset() {
 	*x = ServiceFrame{}
-	mi := &file_topicsvc_proto_msgTypes[9]
+	mi := &file_topicsvc_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +944,7 @@ func (x *ServiceFrame) String() string {
 func (*ServiceFrame) ProtoMessage() {}
 
 func (x *ServiceFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[9]
+	mi := &file_topicsvc_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +957,7 @@ func (x *ServiceFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceFrame.ProtoReflect.Descriptor instead.
 func (*ServiceFrame) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{9}
+	return file_topicsvc_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ServiceFrame) GetOps() []*ServiceOp {
@@ -681,6 +982,7 @@ type ServiceOp struct {
 	//	*ServiceOp_Ack
 	//	*ServiceOp_Heartbeat
 	//	*ServiceOp_Notice
+	//	*ServiceOp_History
 	Op            isServiceOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -688,7 +990,7 @@ type ServiceOp struct {
 
 func (x *ServiceOp) Reset() {
 	*x = ServiceOp{}
-	mi := &file_topicsvc_proto_msgTypes[10]
+	mi := &file_topicsvc_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +1002,7 @@ func (x *ServiceOp) String() string {
 func (*ServiceOp) ProtoMessage() {}
 
 func (x *ServiceOp) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[10]
+	mi := &file_topicsvc_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +1015,7 @@ func (x *ServiceOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceOp.ProtoReflect.Descriptor instead.
 func (*ServiceOp) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{10}
+	return file_topicsvc_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ServiceOp) GetOp() isServiceOp_Op {
@@ -759,6 +1061,15 @@ func (x *ServiceOp) GetNotice() *Notice {
 	return nil
 }
 
+func (x *ServiceOp) GetHistory() *HistoryResult {
+	if x != nil {
+		if x, ok := x.Op.(*ServiceOp_History); ok {
+			return x.History
+		}
+	}
+	return nil
+}
+
 type isServiceOp_Op interface {
 	isServiceOp_Op()
 }
@@ -779,6 +1090,10 @@ type ServiceOp_Notice struct {
 	Notice *Notice `protobuf:"bytes,5,opt,name=notice,proto3,oneof"`
 }
 
+type ServiceOp_History struct {
+	History *HistoryResult `protobuf:"bytes,6,opt,name=history,proto3,oneof"`
+}
+
 func (*ServiceOp_Welcome) isServiceOp_Op() {}
 
 func (*ServiceOp_Ack) isServiceOp_Op() {}
@@ -787,17 +1102,23 @@ func (*ServiceOp_Heartbeat) isServiceOp_Op() {}
 
 func (*ServiceOp_Notice) isServiceOp_Op() {}
 
+func (*ServiceOp_History) isServiceOp_Op() {}
+
 type Welcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The largest data the service accepts in one message, in bytes.
 	MaxMessageSize uint64 `protobuf:"varint,1,opt,name=max_message_size,json=maxMessageSize,proto3" json:"max_message_size,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// streams says that the service keeps streams: it answers StreamPublish
+	// and HistoryQuery (a service before streams ignores them, so a node
+	// does not send them there).
+	Streams       bool `protobuf:"varint,2,opt,name=streams,proto3" json:"streams,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_topicsvc_proto_msgTypes[11]
+	mi := &file_topicsvc_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +1130,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[11]
+	mi := &file_topicsvc_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +1143,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{11}
+	return file_topicsvc_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Welcome) GetMaxMessageSize() uint64 {
@@ -832,19 +1153,30 @@ func (x *Welcome) GetMaxMessageSize() uint64 {
 	return 0
 }
 
-// Ack answers a Subscribe, an Unsubscribe or a CountQuery. error is empty on success.
+func (x *Welcome) GetStreams() bool {
+	if x != nil {
+		return x.Streams
+	}
+	return false
+}
+
+// Ack answers a Subscribe, an Unsubscribe, a CountQuery (with count) or a
+// StreamPublish (with the message's offset and the stream's epoch). error
+// is empty on success.
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	Count         int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
 	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Offset        uint64                 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	Epoch         string                 `protobuf:"bytes,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_topicsvc_proto_msgTypes[12]
+	mi := &file_topicsvc_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +1188,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[12]
+	mi := &file_topicsvc_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +1201,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{12}
+	return file_topicsvc_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -893,6 +1225,112 @@ func (x *Ack) GetError() string {
 	return ""
 }
 
+func (x *Ack) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *Ack) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+// HistoryResult answers a HistoryQuery: the stream's epoch and top offset
+// (the offset of its newest message, 0 before the first) at the moment of
+// the query, and the messages asked for, oldest first, with consecutive
+// offsets (messages.offsets is set, every epoch_ref points at epoch). An
+// answer is bounded to about 1 MiB of messages, or the service's largest
+// message size if smaller (at least one message): truncated says that
+// more of those asked for follow the last one; ask again since it. error
+// is empty on success.
+type HistoryResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Epoch         string                 `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Offset        uint64                 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	Messages      *Batch                 `protobuf:"bytes,5,opt,name=messages,proto3" json:"messages,omitempty"`
+	Truncated     bool                   `protobuf:"varint,6,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryResult) Reset() {
+	*x = HistoryResult{}
+	mi := &file_topicsvc_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryResult) ProtoMessage() {}
+
+func (x *HistoryResult) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryResult.ProtoReflect.Descriptor instead.
+func (*HistoryResult) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *HistoryResult) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *HistoryResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *HistoryResult) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *HistoryResult) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *HistoryResult) GetMessages() *Batch {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *HistoryResult) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 // Notice reports an operation the service refused that has no Ack (a
 // publish with an invalid topic, say). The session goes on.
 type Notice struct {
@@ -904,7 +1342,7 @@ type Notice struct {
 
 func (x *Notice) Reset() {
 	*x = Notice{}
-	mi := &file_topicsvc_proto_msgTypes[13]
+	mi := &file_topicsvc_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +1354,7 @@ func (x *Notice) String() string {
 func (*Notice) ProtoMessage() {}
 
 func (x *Notice) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[13]
+	mi := &file_topicsvc_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1367,7 @@ func (x *Notice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notice.ProtoReflect.Descriptor instead.
 func (*Notice) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{13}
+	return file_topicsvc_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Notice) GetError() string {
@@ -949,7 +1387,7 @@ type TopicCount struct {
 
 func (x *TopicCount) Reset() {
 	*x = TopicCount{}
-	mi := &file_topicsvc_proto_msgTypes[14]
+	mi := &file_topicsvc_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1399,7 @@ func (x *TopicCount) String() string {
 func (*TopicCount) ProtoMessage() {}
 
 func (x *TopicCount) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[14]
+	mi := &file_topicsvc_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1412,7 @@ func (x *TopicCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicCount.ProtoReflect.Descriptor instead.
 func (*TopicCount) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{14}
+	return file_topicsvc_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TopicCount) GetTopic() string {
@@ -999,14 +1437,21 @@ type PublishRequest struct {
 	// data is the JSON the subscribers receive, as text.
 	Data string `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	// id is the message id; empty: the service makes one.
-	Id            string `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"`
+	// history_size and history_ttl_ms, both set (at least 1), append the
+	// message to each topic's stream, kept as they say (starting the
+	// stream if there is none). Without them, a topic whose stream the
+	// service keeps still gets the message appended, kept as the stream's
+	// last publish said; another topic gets a plain publish.
+	HistorySize   uint32 `protobuf:"varint,5,opt,name=history_size,json=historySize,proto3" json:"history_size,omitempty"`
+	HistoryTtlMs  uint64 `protobuf:"varint,6,opt,name=history_ttl_ms,json=historyTtlMs,proto3" json:"history_ttl_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_topicsvc_proto_msgTypes[15]
+	mi := &file_topicsvc_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1463,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[15]
+	mi := &file_topicsvc_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1476,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{15}
+	return file_topicsvc_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PublishRequest) GetTopic() string {
@@ -1062,19 +1507,37 @@ func (x *PublishRequest) GetId() string {
 	return ""
 }
 
+func (x *PublishRequest) GetHistorySize() uint32 {
+	if x != nil {
+		return x.HistorySize
+	}
+	return 0
+}
+
+func (x *PublishRequest) GetHistoryTtlMs() uint64 {
+	if x != nil {
+		return x.HistoryTtlMs
+	}
+	return 0
+}
+
 type PublishResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Topics []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`
 	// nodes is how many node deliveries the publish made.
-	Nodes         int64 `protobuf:"varint,3,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	Nodes int64 `protobuf:"varint,3,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	// offsets and epochs: for each topic whose stream got the message, its
+	// offset and the stream's epoch.
+	Offsets       map[string]uint64 `protobuf:"bytes,4,rep,name=offsets,proto3" json:"offsets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Epochs        map[string]string `protobuf:"bytes,5,rep,name=epochs,proto3" json:"epochs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_topicsvc_proto_msgTypes[16]
+	mi := &file_topicsvc_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1549,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[16]
+	mi := &file_topicsvc_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1562,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{16}
+	return file_topicsvc_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PublishResponse) GetId() string {
@@ -1123,6 +1586,227 @@ func (x *PublishResponse) GetNodes() int64 {
 	return 0
 }
 
+func (x *PublishResponse) GetOffsets() map[string]uint64 {
+	if x != nil {
+		return x.Offsets
+	}
+	return nil
+}
+
+func (x *PublishResponse) GetEpochs() map[string]string {
+	if x != nil {
+		return x.Epochs
+	}
+	return nil
+}
+
+// HistoryRequest reads a topic's stream: without since, the newest limit
+// messages; with since, at most limit messages after that position
+// (an empty since.epoch means the current one; another epoch than the
+// current one reads as no since). limit 0 asks for the position only.
+type HistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Since         *StreamPosition        `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_topicsvc_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *HistoryRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetSince() *StreamPosition {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+// HistoryResponse is the stream's epoch and top offset and the messages
+// asked for, oldest first. A topic without a stream answers an empty
+// epoch, offset 0 and no message. An answer holds about 1 MiB of messages
+// at most, or the service's largest message size if smaller (at least
+// one): truncated says that more follow the last one; ask again since it.
+type HistoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Epoch         string                 `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Offset        uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Messages      []*HistoryMessage      `protobuf:"bytes,4,rep,name=messages,proto3" json:"messages,omitempty"`
+	Truncated     bool                   `protobuf:"varint,5,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryResponse) Reset() {
+	*x = HistoryResponse{}
+	mi := &file_topicsvc_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryResponse) ProtoMessage() {}
+
+func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
+func (*HistoryResponse) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *HistoryResponse) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *HistoryResponse) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *HistoryResponse) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *HistoryResponse) GetMessages() []*HistoryMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *HistoryResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+// HistoryMessage is one message of a stream; data is the JSON the
+// subscribers received, as text.
+type HistoryMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data          string                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryMessage) Reset() {
+	*x = HistoryMessage{}
+	mi := &file_topicsvc_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryMessage) ProtoMessage() {}
+
+func (x *HistoryMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryMessage.ProtoReflect.Descriptor instead.
+func (*HistoryMessage) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *HistoryMessage) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *HistoryMessage) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *HistoryMessage) GetData() string {
+	if x != nil {
+		return x.Data
+	}
+	return ""
+}
+
 type CountRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
@@ -1132,7 +1816,7 @@ type CountRequest struct {
 
 func (x *CountRequest) Reset() {
 	*x = CountRequest{}
-	mi := &file_topicsvc_proto_msgTypes[17]
+	mi := &file_topicsvc_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1828,7 @@ func (x *CountRequest) String() string {
 func (*CountRequest) ProtoMessage() {}
 
 func (x *CountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[17]
+	mi := &file_topicsvc_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1841,7 @@ func (x *CountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRequest.ProtoReflect.Descriptor instead.
 func (*CountRequest) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{17}
+	return file_topicsvc_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CountRequest) GetTopic() string {
@@ -1177,7 +1861,7 @@ type CountResponse struct {
 
 func (x *CountResponse) Reset() {
 	*x = CountResponse{}
-	mi := &file_topicsvc_proto_msgTypes[18]
+	mi := &file_topicsvc_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1873,7 @@ func (x *CountResponse) String() string {
 func (*CountResponse) ProtoMessage() {}
 
 func (x *CountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[18]
+	mi := &file_topicsvc_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1886,7 @@ func (x *CountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountResponse.ProtoReflect.Descriptor instead.
 func (*CountResponse) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{18}
+	return file_topicsvc_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CountResponse) GetTopic() string {
@@ -1227,7 +1911,7 @@ type TopicsRequest struct {
 
 func (x *TopicsRequest) Reset() {
 	*x = TopicsRequest{}
-	mi := &file_topicsvc_proto_msgTypes[19]
+	mi := &file_topicsvc_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1923,7 @@ func (x *TopicsRequest) String() string {
 func (*TopicsRequest) ProtoMessage() {}
 
 func (x *TopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[19]
+	mi := &file_topicsvc_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1936,7 @@ func (x *TopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicsRequest.ProtoReflect.Descriptor instead.
 func (*TopicsRequest) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{19}
+	return file_topicsvc_proto_rawDescGZIP(), []int{26}
 }
 
 // TopicsResponse is one chunk of the listing.
@@ -1265,7 +1949,7 @@ type TopicsResponse struct {
 
 func (x *TopicsResponse) Reset() {
 	*x = TopicsResponse{}
-	mi := &file_topicsvc_proto_msgTypes[20]
+	mi := &file_topicsvc_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1961,7 @@ func (x *TopicsResponse) String() string {
 func (*TopicsResponse) ProtoMessage() {}
 
 func (x *TopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[20]
+	mi := &file_topicsvc_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1974,7 @@ func (x *TopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicsResponse.ProtoReflect.Descriptor instead.
 func (*TopicsResponse) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{20}
+	return file_topicsvc_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TopicsResponse) GetTopics() []*TopicCount {
@@ -1308,7 +1992,7 @@ type NodesRequest struct {
 
 func (x *NodesRequest) Reset() {
 	*x = NodesRequest{}
-	mi := &file_topicsvc_proto_msgTypes[21]
+	mi := &file_topicsvc_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +2004,7 @@ func (x *NodesRequest) String() string {
 func (*NodesRequest) ProtoMessage() {}
 
 func (x *NodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[21]
+	mi := &file_topicsvc_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +2017,7 @@ func (x *NodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodesRequest.ProtoReflect.Descriptor instead.
 func (*NodesRequest) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{21}
+	return file_topicsvc_proto_rawDescGZIP(), []int{28}
 }
 
 type NodeInfo struct {
@@ -1348,7 +2032,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_topicsvc_proto_msgTypes[22]
+	mi := &file_topicsvc_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +2044,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[22]
+	mi := &file_topicsvc_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +2057,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{22}
+	return file_topicsvc_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -1414,7 +2098,7 @@ type NodesResponse struct {
 
 func (x *NodesResponse) Reset() {
 	*x = NodesResponse{}
-	mi := &file_topicsvc_proto_msgTypes[23]
+	mi := &file_topicsvc_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +2110,7 @@ func (x *NodesResponse) String() string {
 func (*NodesResponse) ProtoMessage() {}
 
 func (x *NodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[23]
+	mi := &file_topicsvc_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +2123,7 @@ func (x *NodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodesResponse.ProtoReflect.Descriptor instead.
 func (*NodesResponse) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{23}
+	return file_topicsvc_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *NodesResponse) GetNodes() []*NodeInfo {
@@ -1456,7 +2140,7 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\x0etopicsvc.proto\x12\x15firetower.topicsvc.v1\"x\n" +
 	"\tNodeFrame\x12/\n" +
 	"\x03ops\x18\x01 \x03(\v2\x1d.firetower.topicsvc.v1.NodeOpR\x03ops\x12:\n" +
-	"\tpublishes\x18\x02 \x01(\v2\x1c.firetower.topicsvc.v1.BatchR\tpublishes\"\x9a\x01\n" +
+	"\tpublishes\x18\x02 \x01(\v2\x1c.firetower.topicsvc.v1.BatchR\tpublishes\"\xeb\x01\n" +
 	"\x05Batch\x12\x16\n" +
 	"\x06topics\x18\x01 \x01(\fR\x06topics\x12\x1d\n" +
 	"\n" +
@@ -1464,7 +2148,11 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\x03ids\x18\x03 \x01(\fR\x03ids\x12\x17\n" +
 	"\aid_lens\x18\x04 \x03(\rR\x06idLens\x12\x12\n" +
 	"\x04data\x18\x05 \x01(\fR\x04data\x12\x1b\n" +
-	"\tdata_lens\x18\x06 \x03(\rR\bdataLens\"\x92\x03\n" +
+	"\tdata_lens\x18\x06 \x03(\rR\bdataLens\x12\x18\n" +
+	"\aoffsets\x18\a \x03(\x04R\aoffsets\x12\x16\n" +
+	"\x06epochs\x18\b \x03(\tR\x06epochs\x12\x1d\n" +
+	"\n" +
+	"epoch_refs\x18\t \x03(\rR\tepochRefs\"\xad\x04\n" +
 	"\x06NodeOp\x124\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1c.firetower.topicsvc.v1.HelloH\x00R\x05hello\x12@\n" +
 	"\tsubscribe\x18\x02 \x01(\v2 .firetower.topicsvc.v1.SubscribeH\x00R\tsubscribe\x12F\n" +
@@ -1472,7 +2160,9 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\x05count\x18\x04 \x01(\v2\".firetower.topicsvc.v1.CountUpdateH\x00R\x05count\x12@\n" +
 	"\theartbeat\x18\x06 \x01(\v2 .firetower.topicsvc.v1.HeartbeatH\x00R\theartbeat\x12D\n" +
 	"\vcount_query\x18\a \x01(\v2!.firetower.topicsvc.v1.CountQueryH\x00R\n" +
-	"countQueryB\x04\n" +
+	"countQuery\x12M\n" +
+	"\x0estream_publish\x18\b \x01(\v2$.firetower.topicsvc.v1.StreamPublishH\x00R\rstreamPublish\x12J\n" +
+	"\rhistory_query\x18\t \x01(\v2#.firetower.topicsvc.v1.HistoryQueryH\x00R\fhistoryQueryB\x04\n" +
 	"\x02op\" \n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"3\n" +
@@ -1487,40 +2177,92 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\n" +
 	"CountQuery\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
-	"\x05topic\x18\x02 \x01(\tR\x05topic\"\v\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\"\x86\x01\n" +
+	"\rStreamPublish\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\rR\x04size\x12\x15\n" +
+	"\x06ttl_ms\x18\x06 \x01(\x04R\x05ttlMs\">\n" +
+	"\x0eStreamPosition\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\"\xb4\x01\n" +
+	"\fHistoryQuery\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12;\n" +
+	"\x05since\x18\x04 \x01(\v2%.firetower.topicsvc.v1.StreamPositionR\x05since\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\rR\x04size\x12\x15\n" +
+	"\x06ttl_ms\x18\x06 \x01(\x04R\x05ttlMs\"\v\n" +
 	"\tHeartbeat\"\x80\x01\n" +
 	"\fServiceFrame\x122\n" +
 	"\x03ops\x18\x01 \x03(\v2 .firetower.topicsvc.v1.ServiceOpR\x03ops\x12<\n" +
 	"\n" +
 	"deliveries\x18\x02 \x01(\v2\x1c.firetower.topicsvc.v1.BatchR\n" +
-	"deliveries\"\xf8\x01\n" +
+	"deliveries\"\xba\x02\n" +
 	"\tServiceOp\x12:\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1e.firetower.topicsvc.v1.WelcomeH\x00R\awelcome\x12.\n" +
 	"\x03ack\x18\x02 \x01(\v2\x1a.firetower.topicsvc.v1.AckH\x00R\x03ack\x12@\n" +
 	"\theartbeat\x18\x04 \x01(\v2 .firetower.topicsvc.v1.HeartbeatH\x00R\theartbeat\x127\n" +
-	"\x06notice\x18\x05 \x01(\v2\x1d.firetower.topicsvc.v1.NoticeH\x00R\x06noticeB\x04\n" +
-	"\x02op\"3\n" +
+	"\x06notice\x18\x05 \x01(\v2\x1d.firetower.topicsvc.v1.NoticeH\x00R\x06notice\x12@\n" +
+	"\ahistory\x18\x06 \x01(\v2$.firetower.topicsvc.v1.HistoryResultH\x00R\ahistoryB\x04\n" +
+	"\x02op\"M\n" +
 	"\aWelcome\x12(\n" +
-	"\x10max_message_size\x18\x01 \x01(\x04R\x0emaxMessageSize\"C\n" +
+	"\x10max_message_size\x18\x01 \x01(\x04R\x0emaxMessageSize\x12\x18\n" +
+	"\astreams\x18\x02 \x01(\bR\astreams\"q\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\x1e\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\tR\x05epoch\"\xbd\x01\n" +
+	"\rHistoryResult\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\x128\n" +
+	"\bmessages\x18\x05 \x01(\v2\x1c.firetower.topicsvc.v1.BatchR\bmessages\x12\x1c\n" +
+	"\ttruncated\x18\x06 \x01(\bR\ttruncated\"\x1e\n" +
 	"\x06Notice\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\"8\n" +
 	"\n" +
 	"TopicCount\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x03R\x05count\"b\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\"\xab\x01\n" +
 	"\x0ePublishRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\tR\x04data\x12\x0e\n" +
-	"\x02id\x18\x04 \x01(\tR\x02id\"O\n" +
+	"\x02id\x18\x04 \x01(\tR\x02id\x12!\n" +
+	"\fhistory_size\x18\x05 \x01(\rR\vhistorySize\x12$\n" +
+	"\x0ehistory_ttl_ms\x18\x06 \x01(\x04R\fhistoryTtlMs\"\xe1\x02\n" +
 	"\x0fPublishResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12\x14\n" +
-	"\x05nodes\x18\x03 \x01(\x03R\x05nodes\"$\n" +
+	"\x05nodes\x18\x03 \x01(\x03R\x05nodes\x12M\n" +
+	"\aoffsets\x18\x04 \x03(\v23.firetower.topicsvc.v1.PublishResponse.OffsetsEntryR\aoffsets\x12J\n" +
+	"\x06epochs\x18\x05 \x03(\v22.firetower.topicsvc.v1.PublishResponse.EpochsEntryR\x06epochs\x1a:\n" +
+	"\fOffsetsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a9\n" +
+	"\vEpochsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"y\n" +
+	"\x0eHistoryRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12;\n" +
+	"\x05since\x18\x03 \x01(\v2%.firetower.topicsvc.v1.StreamPositionR\x05since\"\xb6\x01\n" +
+	"\x0fHistoryResponse\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12A\n" +
+	"\bmessages\x18\x04 \x03(\v2%.firetower.topicsvc.v1.HistoryMessageR\bmessages\x12\x1c\n" +
+	"\ttruncated\x18\x05 \x01(\bR\ttruncated\"L\n" +
+	"\x0eHistoryMessage\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\tR\x04data\"$\n" +
 	"\fCountRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\";\n" +
 	"\rCountResponse\x12\x14\n" +
@@ -1536,10 +2278,11 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\x06topics\x18\x03 \x01(\x03R\x06topics\x12%\n" +
 	"\x0elast_heartbeat\x18\x04 \x01(\x03R\rlastHeartbeat\"F\n" +
 	"\rNodesResponse\x125\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x1f.firetower.topicsvc.v1.NodeInfoR\x05nodes2\xc1\x03\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x1f.firetower.topicsvc.v1.NodeInfoR\x05nodes2\x9b\x04\n" +
 	"\fTopicService\x12T\n" +
 	"\aSession\x12 .firetower.topicsvc.v1.NodeFrame\x1a#.firetower.topicsvc.v1.ServiceFrame(\x010\x01\x12X\n" +
-	"\aPublish\x12%.firetower.topicsvc.v1.PublishRequest\x1a&.firetower.topicsvc.v1.PublishResponse\x12R\n" +
+	"\aPublish\x12%.firetower.topicsvc.v1.PublishRequest\x1a&.firetower.topicsvc.v1.PublishResponse\x12X\n" +
+	"\aHistory\x12%.firetower.topicsvc.v1.HistoryRequest\x1a&.firetower.topicsvc.v1.HistoryResponse\x12R\n" +
 	"\x05Count\x12#.firetower.topicsvc.v1.CountRequest\x1a$.firetower.topicsvc.v1.CountResponse\x12W\n" +
 	"\x06Topics\x12$.firetower.topicsvc.v1.TopicsRequest\x1a%.firetower.topicsvc.v1.TopicsResponse0\x01\x12T\n" +
 	"\x05Nodes\x12#.firetower.topicsvc.v1.NodesRequest\x1a$.firetower.topicsvc.v1.NodesResponse0\x01B3Z1github.com/OSMeteor/firetower/topicsvc/topicsvcpbb\x06proto3"
@@ -1556,7 +2299,7 @@ func file_topicsvc_proto_rawDescGZIP() []byte {
 	return file_topicsvc_proto_rawDescData
 }
 
-var file_topicsvc_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_topicsvc_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_topicsvc_proto_goTypes = []any{
 	(*NodeFrame)(nil),       // 0: firetower.topicsvc.v1.NodeFrame
 	(*Batch)(nil),           // 1: firetower.topicsvc.v1.Batch
@@ -1566,22 +2309,31 @@ var file_topicsvc_proto_goTypes = []any{
 	(*Unsubscribe)(nil),     // 5: firetower.topicsvc.v1.Unsubscribe
 	(*CountUpdate)(nil),     // 6: firetower.topicsvc.v1.CountUpdate
 	(*CountQuery)(nil),      // 7: firetower.topicsvc.v1.CountQuery
-	(*Heartbeat)(nil),       // 8: firetower.topicsvc.v1.Heartbeat
-	(*ServiceFrame)(nil),    // 9: firetower.topicsvc.v1.ServiceFrame
-	(*ServiceOp)(nil),       // 10: firetower.topicsvc.v1.ServiceOp
-	(*Welcome)(nil),         // 11: firetower.topicsvc.v1.Welcome
-	(*Ack)(nil),             // 12: firetower.topicsvc.v1.Ack
-	(*Notice)(nil),          // 13: firetower.topicsvc.v1.Notice
-	(*TopicCount)(nil),      // 14: firetower.topicsvc.v1.TopicCount
-	(*PublishRequest)(nil),  // 15: firetower.topicsvc.v1.PublishRequest
-	(*PublishResponse)(nil), // 16: firetower.topicsvc.v1.PublishResponse
-	(*CountRequest)(nil),    // 17: firetower.topicsvc.v1.CountRequest
-	(*CountResponse)(nil),   // 18: firetower.topicsvc.v1.CountResponse
-	(*TopicsRequest)(nil),   // 19: firetower.topicsvc.v1.TopicsRequest
-	(*TopicsResponse)(nil),  // 20: firetower.topicsvc.v1.TopicsResponse
-	(*NodesRequest)(nil),    // 21: firetower.topicsvc.v1.NodesRequest
-	(*NodeInfo)(nil),        // 22: firetower.topicsvc.v1.NodeInfo
-	(*NodesResponse)(nil),   // 23: firetower.topicsvc.v1.NodesResponse
+	(*StreamPublish)(nil),   // 8: firetower.topicsvc.v1.StreamPublish
+	(*StreamPosition)(nil),  // 9: firetower.topicsvc.v1.StreamPosition
+	(*HistoryQuery)(nil),    // 10: firetower.topicsvc.v1.HistoryQuery
+	(*Heartbeat)(nil),       // 11: firetower.topicsvc.v1.Heartbeat
+	(*ServiceFrame)(nil),    // 12: firetower.topicsvc.v1.ServiceFrame
+	(*ServiceOp)(nil),       // 13: firetower.topicsvc.v1.ServiceOp
+	(*Welcome)(nil),         // 14: firetower.topicsvc.v1.Welcome
+	(*Ack)(nil),             // 15: firetower.topicsvc.v1.Ack
+	(*HistoryResult)(nil),   // 16: firetower.topicsvc.v1.HistoryResult
+	(*Notice)(nil),          // 17: firetower.topicsvc.v1.Notice
+	(*TopicCount)(nil),      // 18: firetower.topicsvc.v1.TopicCount
+	(*PublishRequest)(nil),  // 19: firetower.topicsvc.v1.PublishRequest
+	(*PublishResponse)(nil), // 20: firetower.topicsvc.v1.PublishResponse
+	(*HistoryRequest)(nil),  // 21: firetower.topicsvc.v1.HistoryRequest
+	(*HistoryResponse)(nil), // 22: firetower.topicsvc.v1.HistoryResponse
+	(*HistoryMessage)(nil),  // 23: firetower.topicsvc.v1.HistoryMessage
+	(*CountRequest)(nil),    // 24: firetower.topicsvc.v1.CountRequest
+	(*CountResponse)(nil),   // 25: firetower.topicsvc.v1.CountResponse
+	(*TopicsRequest)(nil),   // 26: firetower.topicsvc.v1.TopicsRequest
+	(*TopicsResponse)(nil),  // 27: firetower.topicsvc.v1.TopicsResponse
+	(*NodesRequest)(nil),    // 28: firetower.topicsvc.v1.NodesRequest
+	(*NodeInfo)(nil),        // 29: firetower.topicsvc.v1.NodeInfo
+	(*NodesResponse)(nil),   // 30: firetower.topicsvc.v1.NodesResponse
+	nil,                     // 31: firetower.topicsvc.v1.PublishResponse.OffsetsEntry
+	nil,                     // 32: firetower.topicsvc.v1.PublishResponse.EpochsEntry
 }
 var file_topicsvc_proto_depIdxs = []int32{
 	2,  // 0: firetower.topicsvc.v1.NodeFrame.ops:type_name -> firetower.topicsvc.v1.NodeOp
@@ -1590,32 +2342,43 @@ var file_topicsvc_proto_depIdxs = []int32{
 	4,  // 3: firetower.topicsvc.v1.NodeOp.subscribe:type_name -> firetower.topicsvc.v1.Subscribe
 	5,  // 4: firetower.topicsvc.v1.NodeOp.unsubscribe:type_name -> firetower.topicsvc.v1.Unsubscribe
 	6,  // 5: firetower.topicsvc.v1.NodeOp.count:type_name -> firetower.topicsvc.v1.CountUpdate
-	8,  // 6: firetower.topicsvc.v1.NodeOp.heartbeat:type_name -> firetower.topicsvc.v1.Heartbeat
+	11, // 6: firetower.topicsvc.v1.NodeOp.heartbeat:type_name -> firetower.topicsvc.v1.Heartbeat
 	7,  // 7: firetower.topicsvc.v1.NodeOp.count_query:type_name -> firetower.topicsvc.v1.CountQuery
-	14, // 8: firetower.topicsvc.v1.CountUpdate.counts:type_name -> firetower.topicsvc.v1.TopicCount
-	10, // 9: firetower.topicsvc.v1.ServiceFrame.ops:type_name -> firetower.topicsvc.v1.ServiceOp
-	1,  // 10: firetower.topicsvc.v1.ServiceFrame.deliveries:type_name -> firetower.topicsvc.v1.Batch
-	11, // 11: firetower.topicsvc.v1.ServiceOp.welcome:type_name -> firetower.topicsvc.v1.Welcome
-	12, // 12: firetower.topicsvc.v1.ServiceOp.ack:type_name -> firetower.topicsvc.v1.Ack
-	8,  // 13: firetower.topicsvc.v1.ServiceOp.heartbeat:type_name -> firetower.topicsvc.v1.Heartbeat
-	13, // 14: firetower.topicsvc.v1.ServiceOp.notice:type_name -> firetower.topicsvc.v1.Notice
-	14, // 15: firetower.topicsvc.v1.TopicsResponse.topics:type_name -> firetower.topicsvc.v1.TopicCount
-	22, // 16: firetower.topicsvc.v1.NodesResponse.nodes:type_name -> firetower.topicsvc.v1.NodeInfo
-	0,  // 17: firetower.topicsvc.v1.TopicService.Session:input_type -> firetower.topicsvc.v1.NodeFrame
-	15, // 18: firetower.topicsvc.v1.TopicService.Publish:input_type -> firetower.topicsvc.v1.PublishRequest
-	17, // 19: firetower.topicsvc.v1.TopicService.Count:input_type -> firetower.topicsvc.v1.CountRequest
-	19, // 20: firetower.topicsvc.v1.TopicService.Topics:input_type -> firetower.topicsvc.v1.TopicsRequest
-	21, // 21: firetower.topicsvc.v1.TopicService.Nodes:input_type -> firetower.topicsvc.v1.NodesRequest
-	9,  // 22: firetower.topicsvc.v1.TopicService.Session:output_type -> firetower.topicsvc.v1.ServiceFrame
-	16, // 23: firetower.topicsvc.v1.TopicService.Publish:output_type -> firetower.topicsvc.v1.PublishResponse
-	18, // 24: firetower.topicsvc.v1.TopicService.Count:output_type -> firetower.topicsvc.v1.CountResponse
-	20, // 25: firetower.topicsvc.v1.TopicService.Topics:output_type -> firetower.topicsvc.v1.TopicsResponse
-	23, // 26: firetower.topicsvc.v1.TopicService.Nodes:output_type -> firetower.topicsvc.v1.NodesResponse
-	22, // [22:27] is the sub-list for method output_type
-	17, // [17:22] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	8,  // 8: firetower.topicsvc.v1.NodeOp.stream_publish:type_name -> firetower.topicsvc.v1.StreamPublish
+	10, // 9: firetower.topicsvc.v1.NodeOp.history_query:type_name -> firetower.topicsvc.v1.HistoryQuery
+	18, // 10: firetower.topicsvc.v1.CountUpdate.counts:type_name -> firetower.topicsvc.v1.TopicCount
+	9,  // 11: firetower.topicsvc.v1.HistoryQuery.since:type_name -> firetower.topicsvc.v1.StreamPosition
+	13, // 12: firetower.topicsvc.v1.ServiceFrame.ops:type_name -> firetower.topicsvc.v1.ServiceOp
+	1,  // 13: firetower.topicsvc.v1.ServiceFrame.deliveries:type_name -> firetower.topicsvc.v1.Batch
+	14, // 14: firetower.topicsvc.v1.ServiceOp.welcome:type_name -> firetower.topicsvc.v1.Welcome
+	15, // 15: firetower.topicsvc.v1.ServiceOp.ack:type_name -> firetower.topicsvc.v1.Ack
+	11, // 16: firetower.topicsvc.v1.ServiceOp.heartbeat:type_name -> firetower.topicsvc.v1.Heartbeat
+	17, // 17: firetower.topicsvc.v1.ServiceOp.notice:type_name -> firetower.topicsvc.v1.Notice
+	16, // 18: firetower.topicsvc.v1.ServiceOp.history:type_name -> firetower.topicsvc.v1.HistoryResult
+	1,  // 19: firetower.topicsvc.v1.HistoryResult.messages:type_name -> firetower.topicsvc.v1.Batch
+	31, // 20: firetower.topicsvc.v1.PublishResponse.offsets:type_name -> firetower.topicsvc.v1.PublishResponse.OffsetsEntry
+	32, // 21: firetower.topicsvc.v1.PublishResponse.epochs:type_name -> firetower.topicsvc.v1.PublishResponse.EpochsEntry
+	9,  // 22: firetower.topicsvc.v1.HistoryRequest.since:type_name -> firetower.topicsvc.v1.StreamPosition
+	23, // 23: firetower.topicsvc.v1.HistoryResponse.messages:type_name -> firetower.topicsvc.v1.HistoryMessage
+	18, // 24: firetower.topicsvc.v1.TopicsResponse.topics:type_name -> firetower.topicsvc.v1.TopicCount
+	29, // 25: firetower.topicsvc.v1.NodesResponse.nodes:type_name -> firetower.topicsvc.v1.NodeInfo
+	0,  // 26: firetower.topicsvc.v1.TopicService.Session:input_type -> firetower.topicsvc.v1.NodeFrame
+	19, // 27: firetower.topicsvc.v1.TopicService.Publish:input_type -> firetower.topicsvc.v1.PublishRequest
+	21, // 28: firetower.topicsvc.v1.TopicService.History:input_type -> firetower.topicsvc.v1.HistoryRequest
+	24, // 29: firetower.topicsvc.v1.TopicService.Count:input_type -> firetower.topicsvc.v1.CountRequest
+	26, // 30: firetower.topicsvc.v1.TopicService.Topics:input_type -> firetower.topicsvc.v1.TopicsRequest
+	28, // 31: firetower.topicsvc.v1.TopicService.Nodes:input_type -> firetower.topicsvc.v1.NodesRequest
+	12, // 32: firetower.topicsvc.v1.TopicService.Session:output_type -> firetower.topicsvc.v1.ServiceFrame
+	20, // 33: firetower.topicsvc.v1.TopicService.Publish:output_type -> firetower.topicsvc.v1.PublishResponse
+	22, // 34: firetower.topicsvc.v1.TopicService.History:output_type -> firetower.topicsvc.v1.HistoryResponse
+	25, // 35: firetower.topicsvc.v1.TopicService.Count:output_type -> firetower.topicsvc.v1.CountResponse
+	27, // 36: firetower.topicsvc.v1.TopicService.Topics:output_type -> firetower.topicsvc.v1.TopicsResponse
+	30, // 37: firetower.topicsvc.v1.TopicService.Nodes:output_type -> firetower.topicsvc.v1.NodesResponse
+	32, // [32:38] is the sub-list for method output_type
+	26, // [26:32] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_topicsvc_proto_init() }
@@ -1630,12 +2393,15 @@ func file_topicsvc_proto_init() {
 		(*NodeOp_Count)(nil),
 		(*NodeOp_Heartbeat)(nil),
 		(*NodeOp_CountQuery)(nil),
+		(*NodeOp_StreamPublish)(nil),
+		(*NodeOp_HistoryQuery)(nil),
 	}
-	file_topicsvc_proto_msgTypes[10].OneofWrappers = []any{
+	file_topicsvc_proto_msgTypes[13].OneofWrappers = []any{
 		(*ServiceOp_Welcome)(nil),
 		(*ServiceOp_Ack)(nil),
 		(*ServiceOp_Heartbeat)(nil),
 		(*ServiceOp_Notice)(nil),
+		(*ServiceOp_History)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1643,7 +2409,7 @@ func file_topicsvc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topicsvc_proto_rawDesc), len(file_topicsvc_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,7 +1,8 @@
 // The firetower topic service.
 //
 // Nodes (firetower gateways) hold one Session stream each; backends in any
-// language push with Publish and Count and list with Topics and Nodes.
+// language push with Publish and Count, read a topic's history with
+// History, and list with Topics and Nodes.
 // Every call carries a token in the gRPC metadata:
 //
 //	authorization: Bearer <token>
@@ -35,6 +36,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	TopicService_Session_FullMethodName = "/firetower.topicsvc.v1.TopicService/Session"
 	TopicService_Publish_FullMethodName = "/firetower.topicsvc.v1.TopicService/Publish"
+	TopicService_History_FullMethodName = "/firetower.topicsvc.v1.TopicService/History"
 	TopicService_Count_FullMethodName   = "/firetower.topicsvc.v1.TopicService/Count"
 	TopicService_Topics_FullMethodName  = "/firetower.topicsvc.v1.TopicService/Topics"
 	TopicService_Nodes_FullMethodName   = "/firetower.topicsvc.v1.TopicService/Nodes"
@@ -51,7 +53,12 @@ type TopicServiceClient interface {
 	// interests and counts vanish.
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[NodeFrame, ServiceFrame], error)
 	// Publish sends data to every node with subscribers of the topic(s).
+	// A topic whose stream the service keeps (its recent messages, for
+	// history and recovery) gets the message appended with an offset.
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
+	// History reads a topic's stream: the newest messages, or those after
+	// a position. It never starts a stream.
+	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
 	// Count returns the number of connections subscribed to a topic across
 	// the cluster.
 	Count(ctx context.Context, in *CountRequest, opts ...grpc.CallOption) (*CountResponse, error)
@@ -90,6 +97,16 @@ func (c *topicServiceClient) Publish(ctx context.Context, in *PublishRequest, op
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PublishResponse)
 	err := c.cc.Invoke(ctx, TopicService_Publish_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *topicServiceClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HistoryResponse)
+	err := c.cc.Invoke(ctx, TopicService_History_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +172,12 @@ type TopicServiceServer interface {
 	// interests and counts vanish.
 	Session(grpc.BidiStreamingServer[NodeFrame, ServiceFrame]) error
 	// Publish sends data to every node with subscribers of the topic(s).
+	// A topic whose stream the service keeps (its recent messages, for
+	// history and recovery) gets the message appended with an offset.
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
+	// History reads a topic's stream: the newest messages, or those after
+	// a position. It never starts a stream.
+	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
 	// Count returns the number of connections subscribed to a topic across
 	// the cluster.
 	Count(context.Context, *CountRequest) (*CountResponse, error)
@@ -182,6 +204,9 @@ func (UnimplementedTopicServiceServer) Session(grpc.BidiStreamingServer[NodeFram
 }
 func (UnimplementedTopicServiceServer) Publish(context.Context, *PublishRequest) (*PublishResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Publish not implemented")
+}
+func (UnimplementedTopicServiceServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method History not implemented")
 }
 func (UnimplementedTopicServiceServer) Count(context.Context, *CountRequest) (*CountResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Count not implemented")
@@ -238,6 +263,24 @@ func _TopicService_Publish_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TopicService_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TopicServiceServer).History(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TopicService_History_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TopicServiceServer).History(ctx, req.(*HistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _TopicService_Count_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CountRequest)
 	if err := dec(in); err != nil {
@@ -288,6 +331,10 @@ var TopicService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Publish",
 			Handler:    _TopicService_Publish_Handler,
+		},
+		{
+			MethodName: "History",
+			Handler:    _TopicService_History_Handler,
 		},
 		{
 			MethodName: "Count",

@@ -2,12 +2,18 @@
 // never as markup: a message like <img src=x onerror=...> shows as typed.
 // Nothing a message holds can stop the page: a message of another shape is
 // skipped, each field is checked before it is used, and one message that
-// fails to render is shown as plain text without the others failing.
+// fails to render is shown as plain text without the others failing. That
+// holds for a room's history as for live messages: both take one path.
+//
+// A room keeps its last 100 messages on the server. Joining shows them, then
+// the live ones; a message shows once however it came (live, recovered after
+// a reconnect, or in the history), by its id, in the order of its offset.
 import {connect} from '/firetower.mjs';
 
 const ROOMS = ['world', '2'];
 const ROOM_NAME = /^[A-Za-z0-9_-]{1,32}$/;
 const MAX_KEPT = 200; // messages kept per room
+const HISTORY = 100; // messages of a room's history shown on joining
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => {
@@ -49,6 +55,8 @@ ft.onState((state, d) => {
     stateText.textContent = 'connected';
     if (wasOpen) system('reconnected');
     wasOpen = true;
+    // A history that could not be read while the connection was down.
+    if (room && rooms.get(room).wantHistory) loadHistory(room);
   } else if (state === 'reconnecting') {
     const secs = Math.max(1, Math.round((d.delay || 0) / 1000));
     stateText.textContent = `reconnecting in ${secs}s (attempt ${d.attempt})`;
@@ -63,8 +71,24 @@ ft.onError((err) => console.warn('firetower:', err.message));
 
 // --- rooms ---
 
-// Per room: the messages received while in it, so switching back shows them.
+// Per room, what the page shows of it, so switching back shows it again:
+//   list: the entries, in order: chat lines (those the server has carry
+//     their offset), system notes, and this page's messages not yet back;
+//   ids: the ids of the chat lines in list, so that a line shows once;
+//   epoch: the epoch of the room's stream the offsets belong to;
+//   floor: the highest offset trimmed off the list (MAX_KEPT);
+//   loads: counts history reads, so that only the latest one is used;
+//   wantHistory: a history read failed for want of a connection.
 const rooms = new Map();
+
+function roomState(name) {
+  let r = rooms.get(name);
+  if (!r) {
+    r = {list: [], ids: new Set(), epoch: undefined, floor: 0, loads: 0, wantHistory: false};
+    rooms.set(name, r);
+  }
+  return r;
+}
 let room = null;
 let offMessages = null;
 let offOnline = null;
@@ -98,10 +122,10 @@ async function join(name) {
   if (name === room) return;
   const prev = room;
   room = name;
-  if (!rooms.has(name)) rooms.set(name, []);
+  roomState(name);
   if (offMessages) offMessages();
   if (offOnline) offOnline();
-  offMessages = ft.on(topicOf(name), (data, frame) => guard(() => receive(name, data, frame)));
+  offMessages = ft.on(topicOf(name), (data, frame, meta) => guard(() => receive(name, data, frame, meta)));
   offOnline = ft.on(onlineOf(name), (data) => guard(() => {
     if (name === room && data && data.type === 'online' && isCount(data.count)) setOnline(name, data.count);
   }));
@@ -121,6 +145,9 @@ async function join(name) {
     return;
   }
   if (room !== name) return;
+  // What was said before: read once subscribed, so nothing falls between
+  // the history and the live messages (those that come in both show once).
+  loadHistory(name);
   // The server publishes the count whenever someone joins or leaves; ask
   // once too, in case that update raced the subscription.
   try {
@@ -148,6 +175,9 @@ $('room-input').addEventListener('input', () => $('room-input').setCustomValidit
 
 // Sent by this page and not yet seen coming back, by client id.
 const mine = new Map();
+// The client ids of every message this page sent, to show them as its own
+// when they come back in a room's history.
+const sentCids = new Set();
 
 // guard runs f and keeps what it throws from the caller: one message's
 // failure stays with that message.
@@ -162,35 +192,150 @@ function guard(f) {
 // A time a Date can show; the server takes 2000 to 2100, a backend may send
 // anything.
 const isTime = (t) => Number.isFinite(t) && Math.abs(t) <= 8.64e15;
+const isOffset = (n) => Number.isSafeInteger(n) && n > 0;
 
-// receive takes a chat line from the room: an object with a string text.
-// Counts never come from here (see onlineOf), and anything else is skipped.
-function receive(name, data, frame) {
-  if (!data || typeof data !== 'object' || Array.isArray(data) || typeof data.text !== 'string') return;
-  const msg = {
+// chatLine makes the entry of a chat line from what the room carried: an
+// object with a string text. Counts never come from here (see onlineOf),
+// and anything else is skipped (null).
+function chatLine(data, id, offset) {
+  if (!data || typeof data !== 'object' || Array.isArray(data) || typeof data.text !== 'string') return null;
+  const cid = typeof data.cid === 'string' ? data.cid : '';
+  return {
     nick: typeof data.nick === 'string' && data.nick ? data.nick.slice(0, 24) : 'anonymous',
     text: data.text.slice(0, 2000),
     at: isTime(data.at) ? data.at : Date.now(),
-    cid: typeof data.cid === 'string' ? data.cid : '',
-    id: frame && typeof frame.id === 'string' ? frame.id : '',
+    cid,
+    id,
+    offset,
+    own: cid !== '' && sentCids.has(cid),
     status: 'delivered',
   };
+}
+
+// take returns the entry to add for a chat line, or null: for a line the
+// room shows already, for one that is not a chat line, and for this page's
+// own message coming back, which marks the entry it has as delivered.
+function take(r, data, id, offset) {
+  if (id && r.ids.has(id)) return null;
+  const msg = chatLine(data, id, offset);
+  if (!msg) return null;
+  if (id) r.ids.add(id);
   const own = msg.cid ? mine.get(msg.cid) : undefined;
-  if (own) {
+  if (own && r.list.includes(own)) {
     // Our own message came back through the server: it reached the room.
     mine.delete(msg.cid);
     own.status = 'delivered';
-    own.id = msg.id;
-    if (name === room) renderMessages();
+    own.id = id;
+    own.offset = offset;
+    return null;
+  }
+  return msg;
+}
+
+// useEpoch makes epoch the room's. Offsets of another epoch belong to a
+// stream the server no longer has: a room that shows such lines is cleared
+// (cleanRoom) and its history read again. It reports whether it cleared.
+function useEpoch(name, r, epoch) {
+  if (typeof epoch !== 'string' || epoch === r.epoch) return false;
+  const had = r.epoch !== undefined;
+  if (had) cleanRoom(r);
+  r.epoch = epoch;
+  return had;
+}
+
+// cleanRoom drops the room's chat lines, keeping the notes and this page's
+// messages that have not come back (they may yet, or wait for a retry).
+function cleanRoom(r) {
+  r.list = r.list.filter((m) => m.system || (m.own && m.status !== 'delivered'));
+  r.ids = new Set();
+  r.floor = 0;
+  r.epoch = undefined;
+}
+
+// receive takes a live (or recovered) message of the room.
+function receive(name, data, frame, meta) {
+  const r = rooms.get(name);
+  const offset = meta && isOffset(meta.offset) ? meta.offset : undefined;
+  if (offset !== undefined && useEpoch(name, r, meta.epoch)) loadHistory(name);
+  const msg = take(r, data, frame && typeof frame.id === 'string' ? frame.id : '', offset);
+  if (msg) keep(name, msg);
+  else if (name === room) renderMessages();
+}
+
+// loadHistory reads the room's history and adds what the page lacks, each
+// line in its place by offset.
+async function loadHistory(name) {
+  const r = rooms.get(name);
+  const load = ++r.loads;
+  r.wantHistory = false;
+  let h;
+  try {
+    h = await ft.history(topicOf(name), {limit: HISTORY});
+  } catch (err) {
+    if (r.loads !== load) return;
+    if (err.code === 'timeout' || err.code === 'disconnected') {
+      r.wantHistory = true; // read again once connected
+    } else if (err.code !== 'bad_request' && err.code !== 'closed' && name === room) {
+      // bad_request: the server keeps no history for the room.
+      system(`could not load the history of #${name}: ${err.message}`);
+    }
     return;
   }
-  keep(name, msg);
+  // A later read (a reload) has taken over.
+  if (r.loads !== load || !h || !Array.isArray(h.messages)) return;
+  useEpoch(name, r, h.epoch);
+  const lines = h.messages.filter((m) => m && isOffset(m.offset) && m.offset > r.floor && typeof m.id === 'string');
+  lines.sort((a, b) => a.offset - b.offset);
+  for (const m of lines) {
+    guard(() => {
+      const msg = take(r, m.data, m.id, m.offset);
+      if (msg) place(r.list, msg);
+    });
+  }
+  trim(r);
+  if (name === room) renderMessages();
+}
+
+// place puts a line of the history before the first entry with a later
+// offset, or else after the last entry with an offset: notes and messages
+// still on their way stay after it.
+function place(list, msg) {
+  let after = -1;
+  for (let i = 0; i < list.length; i++) {
+    const o = list[i].offset;
+    if (o === undefined) continue;
+    if (o > msg.offset) {
+      list.splice(i, 0, msg);
+      return;
+    }
+    after = i;
+  }
+  list.splice(after + 1, 0, msg);
+}
+
+// When the messages missed while disconnected are gone (the server lost the
+// room's stream, or more than it keeps were said meanwhile), the room is
+// shown again from its history: cleared first, so nothing shows twice.
+ft.onRecoveryFailed((topic) => {
+  if (!room || topic !== topicOf(room)) return;
+  const r = rooms.get(room);
+  cleanRoom(r);
+  system('some messages were missed: showing the room\'s history again');
+  loadHistory(room);
+});
+
+function trim(r) {
+  if (r.list.length <= MAX_KEPT) return;
+  for (const m of r.list.splice(0, r.list.length - MAX_KEPT)) {
+    if (m.id) r.ids.delete(m.id);
+    if (m.offset !== undefined && m.offset > r.floor) r.floor = m.offset;
+  }
 }
 
 function keep(name, msg) {
-  const list = rooms.get(name);
-  list.push(msg);
-  if (list.length > MAX_KEPT) list.splice(0, list.length - MAX_KEPT);
+  const r = rooms.get(name);
+  r.list.push(msg);
+  trim(r);
   if (name === room) renderMessages();
 }
 
@@ -211,7 +356,7 @@ function renderMessages() {
   const ol = $('messages');
   const atBottom = ol.scrollHeight - ol.scrollTop - ol.clientHeight < 40;
   ol.replaceChildren();
-  for (const m of rooms.get(room) || []) {
+  for (const m of room ? rooms.get(room).list : []) {
     try {
       ol.append(renderMessage(m));
     } catch (err) {
@@ -227,6 +372,7 @@ function renderMessage(m) {
   if (m.system) return el('li', 'system', m.text);
   const li = el('li', 'msg ' + m.status + (m.own ? ' own' : ''));
   li.dataset.status = m.status;
+  if (m.offset !== undefined) li.dataset.offset = String(m.offset);
   const head = el('div', 'head');
   head.append(el('span', 'who', m.nick), el('time', 'when', timeText(m.at)));
   li.append(head, el('div', 'text', m.text));
@@ -255,6 +401,7 @@ function send(msg) {
   msg.status = 'sending';
   msg.error = '';
   mine.set(msg.cid, msg);
+  sentCids.add(msg.cid);
   renderMessages();
   ft.publish(topicOf(msg.room), {nick: msg.nick, text: msg.text, at: msg.at, cid: msg.cid}).then(
     () => {

@@ -103,6 +103,8 @@ func FuzzReadBatch(f *testing.F) {
 		{Topics: []byte("ab"), TopicLens: []uint32{1, 1}, Ids: []byte("12"), IdLens: []uint32{1, 1}, Data: []byte("xy"), DataLens: []uint32{1, 1}},
 		{TopicLens: []uint32{0}, IdLens: []uint32{0}, DataLens: []uint32{0}},
 		{Topics: []byte("a"), TopicLens: []uint32{math.MaxUint32}},
+		{Topics: []byte("ab"), TopicLens: []uint32{1, 1}, Ids: []byte("12"), IdLens: []uint32{1, 1}, Data: []byte("xy"), DataLens: []uint32{1, 1},
+			Offsets: []uint64{0, 5}, EpochRefs: []uint32{0, 1}, Epochs: []string{"e0", "e1"}},
 	} {
 		wire, err := proto.Marshal(b)
 		if err != nil {
@@ -121,6 +123,12 @@ func FuzzReadBatch(f *testing.F) {
 			topics = append(topics, m.Topic...)
 			ids = append(ids, m.ID...)
 			data = append(data, m.Data...)
+			if len(b.Offsets) == 0 && (m.Offset != 0 || m.Epoch != "") {
+				t.Fatalf("message %d has a position %d %q in a batch without offsets", n, m.Offset, m.Epoch)
+			}
+			if len(b.Offsets) != 0 && (m.Offset != b.Offsets[n] || (m.Offset != 0 && m.Epoch != b.Epochs[b.EpochRefs[n]])) {
+				t.Fatalf("message %d read at %d %q, the batch says %d", n, m.Offset, m.Epoch, b.Offsets[n])
+			}
 			n++
 		})
 		if err != nil {
