@@ -101,6 +101,7 @@ var scenarios = []scenario{
 type record struct {
 	Target     string     `json:"target"`
 	Round      int        `json:"round"`
+	At         time.Time  `json:"at,omitzero"`
 	Variant    string     `json:"variant,omitempty"`
 	Load       loadResult `json:"load"`
 	RSSBaseKB  int64      `json:"rssBaseKB"`
@@ -118,6 +119,8 @@ type record struct {
 	OtherCPU float64 `json:"otherCPUSeconds"`
 	LoadCPU  float64 `json:"loadCPUSeconds"`
 	Err      string  `json:"err,omitempty"`
+	// Flags are the driver's flags that shaped the run (-max-others, …).
+	Flags []string `json:"flags,omitempty"`
 }
 
 func driverMain(args []string) {
@@ -131,6 +134,7 @@ func driverMain(args []string) {
 	publishers := fs.Int("publishers", 0, "override the scenario's concurrent HTTP publishers")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the firetower server (last round) to this file")
 	chartOnly := fs.Bool("chart-only", false, "only redraw docs/bench.png from BENCHMARKS.md")
+	resummarize := fs.Bool("resummarize", false, "run nothing: summarize bench/results/<scenario>.json again and rewrite its section")
 	history := fs.Int("history", 0, "messages of history per topic: on fanout1k, topics100 or fanout10k, runs firetower and centrifuge without and with it (section <scenario>-history); on the history scenarios and storm, overrides their 100")
 	profVariant := fs.String("cpuprofile-variant", "", "which variant -cpuprofile profiles (history: \"history\")")
 	loadprofile := fs.String("loadprofile", "", "write CPU profiles of the load generator to this path + .<target><variant> (each round overwrites them)")
@@ -220,7 +224,40 @@ func driverMain(args []string) {
 		variants = []string{"", "plain"}
 	}
 	var recs []record
-	if sc.Kind == "cluster" {
+	// The flags that shaped the runs, for the section's command line.
+	var flags []string
+	if *maxOthers > 0 {
+		flags = append(flags, fmt.Sprintf("-max-others %g", *maxOthers))
+	}
+	if *duration > 0 && sc.Mode == "window" {
+		flags = append(flags, "-duration "+duration.String())
+	}
+	if *historyTTL > 0 {
+		flags = append(flags, "-history-ttl "+historyTTL.String())
+	}
+	if *resummarize {
+		raw, err := os.ReadFile(filepath.Join("results", sc.Name+".json"))
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, &recs); err != nil {
+			log.Fatal(err)
+		}
+		*rounds = 0
+		for _, r := range recs {
+			*rounds = max(*rounds, r.Round)
+		}
+		if len(recs) > 0 {
+			flags = recs[0].Flags
+		}
+		if sc.Kind == "cluster" {
+			targets = nil
+			for _, v := range clusterVariants {
+				targets = append(targets, target{Name: v})
+			}
+		}
+	}
+	if sc.Kind == "cluster" && !*resummarize {
 		tsvcBin, err := buildTopicsvc(*out, os.TempDir())
 		if err != nil {
 			log.Print(err)
@@ -240,7 +277,7 @@ func driverMain(args []string) {
 		}
 	}
 	for r := range *rounds {
-		if sc.Kind == "cluster" {
+		if sc.Kind == "cluster" || *resummarize {
 			break
 		}
 		// Rotate the order each round so no target always runs first (on a
@@ -285,12 +322,17 @@ func driverMain(args []string) {
 			printRecord(rec)
 		}
 	}
-	sum := summarize(*sc, targets, recs, *rounds)
+	for i := range recs {
+		recs[i].Flags = flags
+	}
+	sum := summarize(*sc, targets, recs, *rounds, flags)
 	fmt.Println()
 	fmt.Print(sum.Markdown)
-	_ = os.MkdirAll("results", 0o755)
-	raw, _ := json.MarshalIndent(recs, "", "  ")
-	_ = os.WriteFile(filepath.Join("results", sc.Name+".json"), raw, 0o644)
+	if !*resummarize {
+		_ = os.MkdirAll("results", 0o755)
+		raw, _ := json.MarshalIndent(recs, "", "  ")
+		_ = os.WriteFile(filepath.Join("results", sc.Name+".json"), raw, 0o644)
+	}
 	if *write {
 		if err := writeReport(*out, *sc, sum); err != nil {
 			log.Fatal(err)
@@ -330,7 +372,7 @@ func printRecord(r record) {
 // runOne starts the target's server, drives the scenario's load at it from a
 // second process, and stops the server. Every step has a deadline.
 func runOne(self string, pin bool, sc scenario, t target, variant, cpuprofile string) record {
-	rec := record{Target: t.Name, Variant: variant}
+	rec := record{Target: t.Name, Variant: variant, At: time.Now()}
 	srvArgs := append([]string{"server", "-target", t.Name}, t.Args...)
 	if variant == "history" || sc.Kind == "storm" {
 		srvArgs = append(srvArgs, "-history", strconv.Itoa(sc.History), "-history-ttl", sc.HistoryTTL.String())

@@ -26,7 +26,7 @@ type summary struct {
 	Chart    chartData
 }
 
-func summarize(sc scenario, targets []target, recs []record, rounds int) summary {
+func summarize(sc scenario, targets []target, recs []record, rounds int, flags []string) summary {
 	by := func(t, variant string) []record {
 		var out []record
 		for _, r := range recs {
@@ -113,8 +113,16 @@ func summarize(sc scenario, targets []target, recs []record, rounds int) summary
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "### %s — %s\n\n", sc.Name, sc.Title)
-	fmt.Fprintf(&b, "`cd bench && go run ./cmd/bench -scenario %s -rounds %d` — %s, medians of %d rounds, ratios are firetower ÷ target per round → their median.\n\n",
-		cmdName(sc), rounds, time.Now().UTC().Format("2006-01-02"), rounds)
+	extra := ""
+	if len(flags) > 0 {
+		extra = " " + strings.Join(flags, " ")
+	}
+	day := time.Now().UTC().Format("2006-01-02")
+	if len(recs) > 0 && !recs[0].At.IsZero() {
+		day = recs[0].At.UTC().Format("2006-01-02")
+	}
+	fmt.Fprintf(&b, "`cd bench && go run ./cmd/bench -scenario %s -rounds %d%s` — %s, medians of %d rounds, ratios are firetower ÷ target per round → their median.\n\n",
+		cmdName(sc), rounds, extra, day, rounds)
 	cd := chartData{Scenario: sc.Name}
 	switch sc.Kind {
 	case "throughput":
@@ -141,7 +149,7 @@ func summarize(sc scenario, targets []target, recs []record, rounds int) summary
 		}
 	case "history":
 		cd.Metric = "deliveries/s"
-		fmt.Fprintf(&b, "History: %d messages a topic, kept %s (firetower `TopicOptions{HistorySize, HistoryTTL}`; Centrifuge `WithHistory` on every publish, `EnableRecovery` on every subscription, memory broker).\n\n", sc.History, sc.HistoryTTL)
+		fmt.Fprintf(&b, "History: %d messages a topic, kept %s (firetower `TopicOptions{HistorySize, HistoryTTL}`; Centrifuge `WithHistory` on every publish, `EnableRecovery` on every subscription, memory broker).\n\n", sc.History, ttlText(sc.HistoryTTL))
 		b.WriteString("| target | history | deliveries/s | p50 ms | p99 ms | lost | msgs/frame | server CPU s per 1M deliveries | firetower ÷ centrifuge (same history), deliveries/s | with ÷ without history, deliveries/s | firetower ÷ centrifuge (same history), CPU per delivery | with ÷ without history, CPU per delivery | firetower ÷ centrifuge (same history), p99 | others' CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, t := range targets {
 			for _, v := range []string{"", "history"} {
@@ -184,7 +192,7 @@ func summarize(sc scenario, targets []target, recs []record, rounds int) summary
 		}
 	case "storm":
 		cd.Metric = "ms until all caught up"
-		fmt.Fprintf(&b, "History %d, kept %s; %d messages followed live first; the clients drop (TCP close, no close frame), %d messages are published, then all reconnect at once: firetower subscribes with `since` (epoch, offset), Centrifuge with `recover`, `epoch`, `offset`. *Correct*: the reply said recovered, then exactly the missed offsets in order with the data published at each, none twice, and the next live message once. The *plain* rows are the same storm with the clients subscribing without asking to recover (done at the subscribe reply): what the reconnections alone cost.\n\n", sc.History, sc.HistoryTTL, 10, sc.Count)
+		fmt.Fprintf(&b, "History %d, kept %s; %d messages followed live first; the clients drop (TCP close, no close frame), %d messages are published, then all reconnect at once: firetower subscribes with `since` (epoch, offset), Centrifuge with `recover`, `epoch`, `offset`. *Correct*: the reply said recovered, then exactly the missed offsets in order with the data published at each, none twice, and the next live message once. The *plain* rows are the same storm with the clients subscribing without asking to recover (done at the subscribe reply): what the reconnections alone cost.\n\n", sc.History, ttlText(sc.HistoryTTL), 10, sc.Count)
 		b.WriteString("| target | resubscribe | correct clients | caught up | recovered | with a gap / twice / wrong data | all caught up ms | per client p50 / p99 ms | subscribe reply p50 / max ms | server CPU s, storm | firetower ÷ target, time until all caught up | firetower ÷ target, server CPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		all := func(r record) float64 { return r.Load.Storm.AllMs }
 		cpu := func(r record) float64 { return r.StormCPU }
@@ -413,4 +421,15 @@ func msOr(ms float64, n, all int) string {
 		return fmt.Sprintf("%.0f (%d of %d rounds)", ms, n, all)
 	}
 	return fmt.Sprintf("%.0f", ms)
+}
+
+// ttlText prints a history TTL the way a reader says it.
+func ttlText(d time.Duration) string {
+	switch {
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%d h", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%d min", d/time.Minute)
+	}
+	return d.String()
 }
