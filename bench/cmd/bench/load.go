@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,32 +45,36 @@ type loadConfig struct {
 	Wait       bool          // after subscribing, print SUBSCRIBED and wait for a line on stdin
 	SlowLog    string        // write "receive-unix-ns latency-ns" of every message slower than Slow to this file
 	Slow       time.Duration
+	Warmup     int  // storm mode: messages the clients follow live before they drop
+	StormDials int  // storm mode: reconnections dialled at a time (0: all at once)
+	StormPlain bool // storm mode: reconnect without asking to recover
 }
 
 // loadResult is printed as "RESULT <json>" for the driver.
 type loadResult struct {
-	Conns          int     `json:"conns"`
-	Subscribed     int     `json:"subscribed"`
-	Stalled        int     `json:"stalled"`
-	DialErrors     int     `json:"dialErrors"`
-	ConnectSeconds float64 `json:"connectSeconds"`
-	Published      int64   `json:"published"`
-	PublishErrors  int64   `json:"publishErrors"`
-	Expected       int64   `json:"expected"`
-	Delivered      int64   `json:"delivered"`
-	Lost           int64   `json:"lost"`
-	Frames         int64   `json:"frames"`
-	Disconnects    int64   `json:"disconnects"`
-	WindowStalls   int64   `json:"windowStalls"`
-	Seconds        float64 `json:"seconds"`
-	DeliveriesPS   float64 `json:"deliveriesPerSec"`
-	P50us          float64 `json:"p50us"`
-	P99us          float64 `json:"p99us"`
-	P999us         float64 `json:"p999us"`
-	P90us          float64 `json:"p90us"`
-	P95us          float64 `json:"p95us"`
-	P98us          float64 `json:"p98us"`
-	MaxUs          float64 `json:"maxUs"`
+	Conns          int          `json:"conns"`
+	Subscribed     int          `json:"subscribed"`
+	Stalled        int          `json:"stalled"`
+	DialErrors     int          `json:"dialErrors"`
+	ConnectSeconds float64      `json:"connectSeconds"`
+	Published      int64        `json:"published"`
+	PublishErrors  int64        `json:"publishErrors"`
+	Expected       int64        `json:"expected"`
+	Delivered      int64        `json:"delivered"`
+	Lost           int64        `json:"lost"`
+	Frames         int64        `json:"frames"`
+	Disconnects    int64        `json:"disconnects"`
+	WindowStalls   int64        `json:"windowStalls"`
+	Seconds        float64      `json:"seconds"`
+	DeliveriesPS   float64      `json:"deliveriesPerSec"`
+	P50us          float64      `json:"p50us"`
+	P99us          float64      `json:"p99us"`
+	P999us         float64      `json:"p999us"`
+	P90us          float64      `json:"p90us"`
+	P95us          float64      `json:"p95us"`
+	P98us          float64      `json:"p98us"`
+	MaxUs          float64      `json:"maxUs"`
+	Storm          *stormResult `json:"storm,omitempty"`
 }
 
 type loadGen struct {
@@ -95,10 +100,13 @@ func loadMain(args []string) {
 	fs.IntVar(&c.Conns, "conns", 1000, "connections")
 	fs.IntVar(&c.Topics, "topics", 1, "topics (connection i subscribes to topic i%topics)")
 	fs.IntVar(&c.SrcIPs, "srcips", 8, "loopback source addresses to spread connections over")
-	fs.StringVar(&c.Mode, "mode", "window", "window | rate | once")
+	fs.StringVar(&c.Mode, "mode", "window", "window | rate | once | storm")
 	fs.IntVar(&c.Window, "window", 32, "window mode: undelivered messages per subscriber")
 	fs.IntVar(&c.Rate, "rate", 200, "rate mode: publishes per second")
-	fs.IntVar(&c.Count, "count", 1, "once mode: publishes")
+	fs.IntVar(&c.Count, "count", 1, "once mode: publishes; storm mode: messages published while the clients are away")
+	fs.IntVar(&c.Warmup, "warmup", 10, "storm mode: messages followed live before the clients drop")
+	fs.BoolVar(&c.StormPlain, "storm-plain", false, "storm mode: the clients subscribe again without asking to recover (the reconnections alone)")
+	fs.IntVar(&c.StormDials, "storm-dials", 0, "storm mode: reconnections dialled at a time (0: all at once)")
 	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "publishing time")
 	fs.IntVar(&c.Size, "size", 100, "message data bytes")
 	fs.IntVar(&c.StallEvery, "stall-every", 0, "every n-th connection stops reading")
@@ -106,10 +114,25 @@ func loadMain(args []string) {
 	fs.BoolVar(&c.Wait, "wait", false, "print SUBSCRIBED and wait for a stdin line before publishing")
 	fs.StringVar(&c.SlowLog, "slowlog", "", "write receive time and latency (ns) of slow messages to this file")
 	fs.DurationVar(&c.Slow, "slow", 5*time.Millisecond, "what -slowlog counts as slow")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the load generator to this file")
 	_ = fs.Parse(args)
 	raiseNoFile()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	lg := &loadGen{cfg: c}
-	res, err := lg.run()
+	run := lg.run
+	if c.Mode == "storm" {
+		run = lg.runStorm
+	}
+	res, err := run()
 	if err != nil {
 		log.Fatalf("load: %v", err)
 	}
@@ -382,6 +405,7 @@ type publisher struct {
 	expected  *atomic.Int64
 	client    *http.Client
 	url       string
+	topic     string // publishErr's topic
 	pad       string
 	seq       atomic.Int64
 	published atomic.Int64

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -25,7 +26,7 @@ type summary struct {
 	Chart    chartData
 }
 
-func summarize(sc scenario, targets []target, recs []record, rounds int) summary {
+func summarize(sc scenario, targets []target, recs []record, rounds int, flags []string) summary {
 	by := func(t, variant string) []record {
 		var out []record
 		for _, r := range recs {
@@ -72,7 +73,36 @@ func summarize(sc scenario, targets []target, recs []record, rounds int) summary
 		}
 		return fmt.Sprintf("%s → **%.2f**", strings.Join(parts, ", "), median(ratios))
 	}
+	// ratio is a's figure over b's (each a target and variant), round by
+	// round, then the median of those ratios.
+	ratio := func(at, av, bt, bv string, f func(record) float64) string {
+		var ratios []float64
+		var parts []string
+		for r := 1; r <= rounds; r++ {
+			var a, b *record
+			for i := range recs {
+				x := &recs[i]
+				if x.Round != r || x.Err != "" {
+					continue
+				}
+				if x.Target == at && x.Variant == av {
+					a = x
+				} else if x.Target == bt && x.Variant == bv {
+					b = x
+				}
+			}
+			if a == nil || b == nil || f(*b) == 0 {
+				parts = append(parts, "n/a")
+				continue
+			}
+			q := f(*a) / f(*b)
+			ratios = append(ratios, q)
+			parts = append(parts, fmt.Sprintf("%.2f", q))
+		}
+		return fmt.Sprintf("%s → **%.2f**", strings.Join(parts, ", "), median(ratios))
+	}
 	dps := func(r record) float64 { return r.Load.DeliveriesPS }
+	cpuPer := func(r record) float64 { return r.CPUSeconds / max(float64(r.Load.Delivered), 1) }
 	p99 := func(r record) float64 { return r.Load.P99us }
 	rssPerConn := func(r record) float64 {
 		if r.Load.Subscribed == 0 {
@@ -83,8 +113,16 @@ func summarize(sc scenario, targets []target, recs []record, rounds int) summary
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "### %s — %s\n\n", sc.Name, sc.Title)
-	fmt.Fprintf(&b, "`cd bench && go run ./cmd/bench -scenario %s -rounds %d` — %s, medians of %d rounds, ratios are firetower ÷ target per round → their median.\n\n",
-		sc.Name, rounds, time.Now().UTC().Format("2006-01-02"), rounds)
+	extra := ""
+	if len(flags) > 0 {
+		extra = " " + strings.Join(flags, " ")
+	}
+	day := time.Now().UTC().Format("2006-01-02")
+	if len(recs) > 0 && !recs[0].At.IsZero() {
+		day = recs[0].At.UTC().Format("2006-01-02")
+	}
+	fmt.Fprintf(&b, "`cd bench && go run ./cmd/bench -scenario %s -rounds %d%s` — %s, medians of %d rounds, ratios are firetower ÷ target per round → their median.\n\n",
+		cmdName(sc), rounds, extra, day, rounds)
 	cd := chartData{Scenario: sc.Name}
 	switch sc.Kind {
 	case "throughput":
@@ -109,6 +147,108 @@ func summarize(sc scenario, targets []target, recs []record, rounds int) summary
 			cd.Targets = append(cd.Targets, t.Name)
 			cd.Values = append(cd.Values, d)
 		}
+	case "history":
+		cd.Metric = "deliveries/s"
+		fmt.Fprintf(&b, "History: %d messages a topic, kept %s (firetower `TopicOptions{HistorySize, HistoryTTL}`; Centrifuge `WithHistory` on every publish, `EnableRecovery` on every subscription, memory broker).\n\n", sc.History, ttlText(sc.HistoryTTL))
+		b.WriteString("| target | history | deliveries/s | p50 ms | p99 ms | lost | msgs/frame | server CPU s per 1M deliveries | firetower ÷ centrifuge (same history), deliveries/s | with ÷ without history, deliveries/s | firetower ÷ centrifuge (same history), CPU per delivery | with ÷ without history, CPU per delivery | firetower ÷ centrifuge (same history), p99 | others' CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, t := range targets {
+			for _, v := range []string{"", "history"} {
+				hname := "none"
+				if v != "" {
+					hname = strconv.Itoa(sc.History)
+				}
+				rs := by(t.Name, v)
+				if len(rs) == 0 {
+					fmt.Fprintf(&b, "| %s | %s | failed | | | | | | | | | | | |\n", t.Name, hname)
+					continue
+				}
+				var lost int64
+				for _, r := range rs {
+					lost = max(lost, r.Load.Lost)
+				}
+				d := med(rs, dps)
+				vsCf, vsCfP99, vsNone, vsCfCPU, vsNoneCPU := "—", "—", "—", "—", "—"
+				if t.Name == "firetower" {
+					vsCf = ratio("firetower", v, "centrifuge", v, dps)
+					vsCfP99 = ratio("firetower", v, "centrifuge", v, p99)
+					vsCfCPU = ratio("firetower", v, "centrifuge", v, cpuPer)
+				}
+				if v != "" {
+					vsNone = ratio(t.Name, v, t.Name, "", dps)
+					vsNoneCPU = ratio(t.Name, v, t.Name, "", cpuPer)
+				}
+				fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %d | %.1f | %.2f | %s | %s | %s | %s | %s | %.1f |\n", t.Name, hname, d,
+					med(rs, func(r record) float64 { return r.Load.P50us })/1e3, med(rs, p99)/1e3, lost,
+					med(rs, func(r record) float64 { return float64(r.Load.Delivered) / max(float64(r.Load.Frames), 1) }),
+					med(rs, func(r record) float64 { return r.CPUSeconds / max(float64(r.Load.Delivered), 1) * 1e6 }),
+					vsCf, vsNone, vsCfCPU, vsNoneCPU, vsCfP99, med(rs, func(r record) float64 { return r.OtherCPU }))
+				name := t.Name
+				if v != "" {
+					name += "+h"
+				}
+				cd.Targets = append(cd.Targets, name)
+				cd.Values = append(cd.Values, d)
+			}
+		}
+	case "storm":
+		cd.Metric = "ms until all caught up"
+		fmt.Fprintf(&b, "History %d, kept %s; %d messages followed live first; the clients drop (TCP close, no close frame), %d messages are published, then all reconnect at once: firetower subscribes with `since` (epoch, offset), Centrifuge with `recover`, `epoch`, `offset`. *Correct*: the reply said recovered, then exactly the missed offsets in order with the data published at each, none twice, and the next live message once. The *plain* rows are the same storm with the clients subscribing without asking to recover (done at the subscribe reply): what the reconnections alone cost.\n\n", sc.History, ttlText(sc.HistoryTTL), 10, sc.Count)
+		b.WriteString("| target | resubscribe | correct clients | caught up | recovered | with a gap / twice / wrong data | all caught up ms | per client p50 / p99 ms | subscribe reply p50 / max ms | server CPU s, storm | firetower ÷ target, time until all caught up | firetower ÷ target, server CPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		all := func(r record) float64 { return r.Load.Storm.AllMs }
+		cpu := func(r record) float64 { return r.StormCPU }
+		for _, v := range []string{"", "plain"} {
+			how := "recovering"
+			if v != "" {
+				how = "plain"
+			}
+			for _, t := range targets {
+				var rs []record
+				for _, r := range by(t.Name, v) {
+					if r.Load.Storm != nil {
+						rs = append(rs, r)
+					}
+				}
+				if len(rs) == 0 {
+					fmt.Fprintf(&b, "| %s | %s | failed | | | | | | | | | |\n", t.Name, how)
+					continue
+				}
+				var correct, caught, clients, recovered, gap, twice, wrong int
+				for _, r := range rs {
+					s := r.Load.Storm
+					correct += s.Correct
+					caught += s.CaughtUp
+					clients += s.Clients
+					recovered += s.Recovered
+					gap += s.Missing
+					twice += s.Duplicated
+					wrong += s.WrongData
+				}
+				vsT, vsCPU := "—", "—"
+				if t.Name != "firetower" {
+					vsT = ratio("firetower", v, t.Name, v, all)
+					vsCPU = ratio("firetower", v, t.Name, v, cpu)
+				}
+				var full []record
+				for _, r := range rs {
+					if r.Load.Storm.AllMs > 0 {
+						full = append(full, r)
+					}
+				}
+				a := med(full, all)
+				fmt.Fprintf(&b, "| %s | %s | %d / %d | %d | %d | %d / %d / %d | %s | %.0f / %.0f | %.0f / %.0f | %.2f | %s | %s |\n", t.Name, how,
+					correct, clients, caught, recovered, gap, twice, wrong, msOr(a, len(full), len(rs)),
+					med(rs, func(r record) float64 { return r.Load.Storm.DoneP50 }),
+					med(rs, func(r record) float64 { return r.Load.Storm.DoneP99 }),
+					med(rs, func(r record) float64 { return r.Load.Storm.AckP50 }),
+					med(rs, func(r record) float64 { return r.Load.Storm.AckMax }),
+					med(rs, cpu), vsT, vsCPU)
+				if v == "" {
+					cd.Targets = append(cd.Targets, t.Name)
+					cd.Values = append(cd.Values, a)
+				}
+			}
+		}
+		b.WriteString("\n(Clients, caught up, recovered and faults are summed over the rounds; times and CPU are medians. *All caught up* is the median over the rounds in which every client caught up, their number noted when some did not.)\n")
 	case "idle":
 		cd.Metric = "RSS KB per connection"
 		b.WriteString("| target | subscribed | RSS per connection KB | × 100,000 connections GB | broadcast delivered / expected | broadcast, last delivery ms | connect s | firetower ÷ target, RSS per connection |\n|---|---|---|---|---|---|---|---|\n")
@@ -239,6 +379,10 @@ func redrawChart(dir string) error {
 	doc := string(raw)
 	var charts []chartData
 	for _, s := range scenarios {
+		if s.Kind == "history" || s.Kind == "storm" {
+			// Their own tables; the chart stays the peers' comparison.
+			continue
+		}
 		for _, m := range dataRe.FindAllStringSubmatch(doc, -1) {
 			var cd chartData
 			if json.Unmarshal([]byte(m[1]), &cd) == nil && cd.Scenario == s.Name {
@@ -250,4 +394,42 @@ func redrawChart(dir string) error {
 		return err
 	}
 	return writeChart(filepath.Join(dir, "docs", "bench.png"), charts)
+}
+
+// cmdName is the -scenario argument (and -history flag) that reruns sc.
+func cmdName(sc scenario) string {
+	for _, s := range scenarios {
+		if s.Name == sc.Name {
+			if s.History != sc.History && sc.History > 0 {
+				return fmt.Sprintf("%s -history %d", sc.Name, sc.History)
+			}
+			return sc.Name
+		}
+	}
+	if base, ok := strings.CutSuffix(sc.Name, "-history"); ok {
+		return fmt.Sprintf("%s -history %d", base, sc.History)
+	}
+	return sc.Name
+}
+
+// msOr prints a median time of n of all rounds.
+func msOr(ms float64, n, all int) string {
+	switch {
+	case n == 0:
+		return "never"
+	case n < all:
+		return fmt.Sprintf("%.0f (%d of %d rounds)", ms, n, all)
+	}
+	return fmt.Sprintf("%.0f", ms)
+}
+
+// ttlText prints a history TTL the way a reader says it.
+func ttlText(d time.Duration) string {
+	switch {
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%d h", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%d min", d/time.Minute)
+	}
+	return d.String()
 }

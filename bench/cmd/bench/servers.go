@@ -55,6 +55,9 @@ func serverMain(args []string) {
 	broker := fs.String("broker", "", "firetower broker URL (cluster rows)")
 	memprofile := fs.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	traceFile := fs.String("trace", "", "GET /bench/trace?ms=N writes an execution trace of the next N ms to this file")
+	var hist historyOpts
+	fs.IntVar(&hist.Size, "history", 0, "keep this many messages of every topic and let clients recover from them (firetower, centrifuge)")
+	fs.DurationVar(&hist.TTL, "history-ttl", time.Minute, "how long -history keeps a message")
 	_ = fs.Parse(args)
 	if strings.Contains(os.Getenv("GODEBUG"), "gctrace=1") {
 		// gctrace stamps cycles with the time since start: this lines them
@@ -72,13 +75,16 @@ func serverMain(args []string) {
 	case "melodytopic":
 		h = topicMelody()
 	case "centrifuge":
-		h, stop, err = centrifugeServer()
+		h, stop, err = centrifugeServer(hist)
 	case "wire":
 		h = newWireServer()
 	case "firetower":
-		h, stop, err = firetowerServer(*broker)
+		h, stop, err = firetowerServer(*broker, hist)
 	default:
 		err = fmt.Errorf("unknown target %q", *target)
+	}
+	if err == nil && hist.Size > 0 && *target != "centrifuge" && *target != "firetower" {
+		err = fmt.Errorf("target %s has no history", *target)
 	}
 	if err != nil {
 		log.Fatalf("server %s: %v", *target, err)
@@ -282,9 +288,20 @@ func topicMelody() http.Handler {
 	return mux
 }
 
+// historyOpts is the history every topic of a target keeps; Size 0 is none.
+type historyOpts struct {
+	Size int
+	TTL  time.Duration
+}
+
 // centrifugeServer is a Centrifuge node with its defaults (memory broker, its
-// own writer with frame coalescing); clients speak its JSON protocol.
-func centrifugeServer() (http.Handler, func(), error) {
+// own writer with frame coalescing); clients speak its JSON protocol. With
+// history, every publish is kept in the memory broker's stream of its
+// channel (WithHistory) and every subscription has recovery on, in
+// Centrifuge's default stream mode: the subscribe reply gives the stream's
+// epoch and offset, and a client subscribing with recover, epoch and offset
+// gets the publications it missed in that reply.
+func centrifugeServer(hist historyOpts) (http.Handler, func(), error) {
 	node, err := centrifuge.New(centrifuge.Config{})
 	if err != nil {
 		return nil, nil, err
@@ -294,7 +311,11 @@ func centrifugeServer() (http.Handler, func(), error) {
 	})
 	node.OnConnect(func(c *centrifuge.Client) {
 		c.OnSubscribe(func(_ centrifuge.SubscribeEvent, cb centrifuge.SubscribeCallback) {
-			cb(centrifuge.SubscribeReply{}, nil)
+			var reply centrifuge.SubscribeReply
+			if hist.Size > 0 {
+				reply.Options.EnableRecovery = true
+			}
+			cb(reply, nil)
 		})
 	})
 	if err := node.Run(); err != nil {
@@ -309,8 +330,18 @@ func centrifugeServer() (http.Handler, func(), error) {
 		if !ok {
 			return
 		}
-		if _, err := node.Publish(p.Topic, p.Data); err != nil {
+		var opts []centrifuge.PublishOption
+		if hist.Size > 0 {
+			opts = append(opts, centrifuge.WithHistory(hist.Size, hist.TTL))
+		}
+		res, err := node.Publish(p.Topic, p.Data, opts...)
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if hist.Size > 0 {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"offsets":{%q:%d}}`, p.Topic, res.Offset)
 			return
 		}
 		w.WriteHeader(http.StatusOK)

@@ -12,15 +12,23 @@ import (
 
 // firetowerServer is firetower as a user mounts it: a gin app with the
 // Tower's middleware, its defaults, and a REST token. brokerURL empty means
-// the embedded topic service.
-func firetowerServer(brokerURL string) (http.Handler, func(), error) {
+// the embedded topic service. With history, every topic keeps hist.Size
+// messages for hist.TTL (Config.TopicOptions).
+func firetowerServer(brokerURL string, hist historyOpts) (http.Handler, func(), error) {
 	gin.SetMode(gin.ReleaseMode)
-	tower, err := firetower.New(firetower.Config{
+
+	cfg := firetower.Config{
 		APIToken:                benchToken,
 		InsecureSkipOriginCheck: true,
 		BrokerURL:               brokerURL,
 		BrokerToken:             benchToken,
-	})
+	}
+	if hist.Size > 0 {
+		// Every topic keeps history, as a user turns it on for chat rooms.
+		opts := firetower.TopicOptions{HistorySize: hist.Size, HistoryTTL: hist.TTL}
+		cfg.TopicOptions = func(string) firetower.TopicOptions { return opts }
+	}
+	tower, err := firetower.New(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
