@@ -29,8 +29,8 @@ func userConfig() Config {
 // internal topics are neither listed nor counted in Stats.
 func TestUserMessageFrame(t *testing.T) {
 	s := newServer(t, userConfig())
-	a1, a2 := dial(t, s, "user=42", nil), dial(t, s, "user=42", nil)
-	other, anon := dial(t, s, "user=43", nil), dial(t, s, "", nil)
+	a1, a2 := dialUser(t, s, "42"), dialUser(t, s, "42")
+	other, anon := dialUser(t, s, "43"), dial(t, s, "", nil)
 	anon.subscribe("a")
 	id, err := s.tower.PublishToUser(t.Context(), "42", map[string]any{"text": "hi"})
 	if err != nil {
@@ -73,7 +73,7 @@ func userTopics(s *server, user string) []string {
 func TestUserTopicsCannotBeNamed(t *testing.T) {
 	s := newServer(t, Config{APIToken: testToken, ReadHandler: func(*Conn, *Frame) bool { return true },
 		Authenticate: func(c *gin.Context) (string, error) { return c.Query("user"), nil }})
-	victim := dial(t, s, "user=42", nil)
+	victim := dialUser(t, s, "42")
 	c := dial(t, s, "", nil)
 	topic := UserTopic("42")
 	c.send(map[string]any{"type": "subscribe", "topic": []string{topic}})
@@ -96,8 +96,8 @@ func TestUserTopicsCannotBeNamed(t *testing.T) {
 // TestRESTPublishToUsers: the answer's shape, and bad input.
 func TestRESTPublishToUsers(t *testing.T) {
 	s := newServer(t, userConfig())
-	dial(t, s, "user=42", nil)
-	c := dial(t, s, "user=43", nil)
+	dialUser(t, s, "42")
+	c := dialUser(t, s, "43")
 	status, m := post(t, s, "/publish", testToken, `{"users":["43","42","43"],"data":[1]}`)
 	if status != 200 || m["connections"] != float64(2) || fmt.Sprint(m["users"]) != "[43 42]" || m["id"] == "" {
 		t.Fatalf("%d %v", status, m)
@@ -140,7 +140,7 @@ func TestRESTDisconnect(t *testing.T) {
 	reasons := make(chan DisconnectReason, 4)
 	cfg.OnDisconnect = func(c *Conn) { reasons <- c.DisconnectReason() }
 	s := newServer(t, cfg)
-	a1, a2, other := dial(t, s, "user=42", nil), dial(t, s, "user=42", nil), dial(t, s, "user=43", nil)
+	a1, a2, other := dialUser(t, s, "42"), dialUser(t, s, "42"), dialUser(t, s, "43")
 	a1.subscribe("a")
 	status, m := post(t, s, "/disconnect", testToken, `{"user":"42","reason":"banned"}`)
 	if status != 200 || m["connections"] != float64(2) || m["user"] != "42" {
@@ -216,8 +216,8 @@ func TestMaxConnsPerUser(t *testing.T) {
 	cfg := userConfig()
 	cfg.MaxConnsPerUser = 2
 	s := newServer(t, cfg)
-	first := dial(t, s, "user=42", nil)
-	dial(t, s, "user=42", nil)
+	first := dialUser(t, s, "42")
+	dialUser(t, s, "42")
 	for range 3 {
 		dial(t, s, "", nil)
 	}
@@ -231,7 +231,7 @@ func TestMaxConnsPerUser(t *testing.T) {
 	}
 	first.ws.Close()
 	waitFor(t, func() bool { return s.tower.hub.count(UserTopic("42")) == 1 })
-	dial(t, s, "user=42", nil).alive()
+	dialUser(t, s, "42").alive()
 	if _, err := New(Config{MaxConnsPerUser: -1}); !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("negative MaxConnsPerUser: %v", err)
 	}
@@ -427,7 +427,7 @@ func b2i(b bool) int {
 // TestPublishToUsersGo: the Go form's validation and counts.
 func TestPublishToUsersGo(t *testing.T) {
 	s := newServer(t, userConfig())
-	c := dial(t, s, "user=42", nil)
+	c := dialUser(t, s, "42")
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	p, err := s.tower.PublishToUsers(ctx, []string{"42", "nobody", "42"}, "x")
@@ -443,4 +443,13 @@ func TestPublishToUsersGo(t *testing.T) {
 	if _, err := s.tower.PublishToUser(ctx, "42", func() {}); !errors.Is(err, ErrInvalidData) {
 		t.Errorf("unencodable data: %v", err)
 	}
+}
+
+// dialUser connects as user and waits until the connection is open: its
+// first ping is answered after the node subscribed it to its user topic.
+func dialUser(t *testing.T, s *server, user string) *client {
+	t.Helper()
+	c := dial(t, s, "user="+user, nil)
+	c.alive()
+	return c
 }
