@@ -118,7 +118,10 @@ func TestSlowClientRecovers(t *testing.T) {
 	for {
 		f, err := readFrame(t, ws)
 		if err != nil {
-			if !errors.As(err, &closeErr) || closeErr.Code != websocket.ClosePolicyViolation {
+			// 1008, or a cut connection (1006) when the writer was stuck
+			// in a write to this client, which reads nothing: either way
+			// the node closed it as too slow.
+			if errors.As(err, &closeErr) && closeErr.Code != websocket.ClosePolicyViolation && closeErr.Code != websocket.CloseAbnormalClosure {
 				t.Fatalf("want a close with 1008, got %v", err)
 			}
 			break
@@ -131,6 +134,7 @@ func TestSlowClientRecovers(t *testing.T) {
 	if last >= total {
 		t.Fatalf("the client got all %d before it was closed: the test proves nothing", total)
 	}
+	waitUntil(t, func() bool { return s.tower.Stats().SlowClosed == 1 })
 	ws2 := rawDial(t, s)
 	ws2.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"type":"subscribe","topic":"/h/feed","since":{"/h/feed":{"epoch":%q,"offset":%d}}}`, epoch, last)))
 	f, err = readFrame(t, ws2)
@@ -145,4 +149,14 @@ func TestSlowClientRecovers(t *testing.T) {
 		}
 	}
 	t.Logf("closed with 1008 after %d messages, recovered the %d missed", last, missed)
+}
+
+// waitUntil waits up to 5 s for cond.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+	}
 }
