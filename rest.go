@@ -253,20 +253,9 @@ func (t *Tower) servePublish(c *gin.Context) {
 	}
 	p := restPublishPool.Get().(*restPublish)
 	defer p.free()
-	body, err := readBody(c.Request.Body, p.body, c.Request.ContentLength, t.cfg.MaxBodySize)
+	body, ok := t.readJSONBody(c, p.body)
 	p.body = body
-	if err != nil {
-		if err == errBodyTooLarge {
-			jsonError(c, http.StatusRequestEntityTooLarge, "body larger than "+itoa(int(t.cfg.MaxBodySize))+" bytes")
-			return
-		}
-		jsonError(c, http.StatusBadRequest, "reading the body: "+err.Error())
-		return
-	}
-	if !utf8.Valid(body) {
-		// encoding/json would turn the invalid bytes of a topic into
-		// U+FFFD and pass those of data through to every subscriber.
-		jsonError(c, http.StatusBadRequest, "body must be valid UTF-8")
+	if !ok {
 		return
 	}
 	topics, data, ok := publishbody.Parse(body, p.topics[:0])
@@ -275,14 +264,7 @@ func (t *Tower) servePublish(c *gin.Context) {
 		// What the short parser does not take goes through encoding/json,
 		// which has the last word and gives the error messages.
 		var req publishRequest
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		err := dec.Decode(&req)
-		if err == nil && len(bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n")) != 0 {
-			// As json.Unmarshal says; dec.More would take a '}' or ']'.
-			err = errors.New("invalid character after the top-level value")
-		}
-		if err != nil {
+		if err := decodeOne(body, &req); err != nil {
 			jsonError(c, http.StatusBadRequest, `body must be one JSON object {"topic":"a","data":<JSON>}, {"topics":["a","b"],"data":<JSON>} or {"users":["42"],"data":<JSON>}: `+err.Error())
 			return
 		}
@@ -412,6 +394,39 @@ type disconnectRequest struct {
 	Reason *strictString `json:"reason"`
 }
 
+// readJSONBody reads a request body into buf (reused when big enough),
+// answering 413 over MaxBodySize and 400 when it cannot be read or is not
+// valid UTF-8: encoding/json would turn invalid bytes of a string into
+// U+FFFD, and pass those of raw data through to every subscriber.
+func (t *Tower) readJSONBody(c *gin.Context, buf []byte) ([]byte, bool) {
+	body, err := readBody(c.Request.Body, buf, c.Request.ContentLength, t.cfg.MaxBodySize)
+	switch {
+	case err == errBodyTooLarge:
+		jsonError(c, http.StatusRequestEntityTooLarge, "body larger than "+itoa(int(t.cfg.MaxBodySize))+" bytes")
+		return body, false
+	case err != nil:
+		jsonError(c, http.StatusBadRequest, "reading the body: "+err.Error())
+		return body, false
+	case !utf8.Valid(body):
+		jsonError(c, http.StatusBadRequest, "body must be valid UTF-8")
+		return body, false
+	}
+	return body, true
+}
+
+// decodeOne decodes body into v as json.Unmarshal would, refusing unknown
+// fields: one JSON value and nothing after it but whitespace.
+func decodeOne(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && len(bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n")) != 0 {
+		// As json.Unmarshal says; dec.More would take a '}' or ']'.
+		err = errors.New("invalid character after the top-level value")
+	}
+	return err
+}
+
 // serveDisconnect answers POST {prefix}/disconnect {"user":"42"[,"reason":"…"]}:
 // {"user":"42","connections":2}, authorized and same-site checked as
 // publish is.
@@ -419,27 +434,12 @@ func (t *Tower) serveDisconnect(c *gin.Context) {
 	if !t.sameSiteWrite(c) || !t.authorizeREST(c) {
 		return
 	}
-	body, err := readBody(c.Request.Body, nil, c.Request.ContentLength, t.cfg.MaxBodySize)
-	if err != nil {
-		if err == errBodyTooLarge {
-			jsonError(c, http.StatusRequestEntityTooLarge, "body larger than "+itoa(int(t.cfg.MaxBodySize))+" bytes")
-			return
-		}
-		jsonError(c, http.StatusBadRequest, "reading the body: "+err.Error())
-		return
-	}
-	if !utf8.Valid(body) {
-		jsonError(c, http.StatusBadRequest, "body must be valid UTF-8")
+	body, ok := t.readJSONBody(c, nil)
+	if !ok {
 		return
 	}
 	var req disconnectRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(&req)
-	if err == nil && len(bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n")) != 0 {
-		err = errors.New("invalid character after the top-level value")
-	}
-	if err != nil {
+	if err := decodeOne(body, &req); err != nil {
 		jsonError(c, http.StatusBadRequest, `body must be one JSON object {"user":"42"} or {"user":"42","reason":"<text>"}: `+err.Error())
 		return
 	}
