@@ -9,10 +9,8 @@
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
 import {build, freePort, httpReady, launch, proxy, sleep, start, stop, stopAll, tcpReady, waitFor} from './helpers.mjs';
+import {API_TOKEN, SVC_TOKEN, XSS, startChat as startChatNode} from './chatnode.mjs';
 
-const API_TOKEN = 'e2e-api-token';
-const SVC_TOKEN = 'e2e-topicsvc-token';
-const XSS = '<img src=x onerror="window.__pwned=(window.__pwned||0)+1">';
 const RELOADED = /showing the room's history again/;
 
 let browser;
@@ -28,20 +26,7 @@ after(async () => {
   await stopAll();
 });
 
-// startChat runs one chat node; broker is a FIRETOWER_BROKER URL or '' for
-// the embedded topic service.
-async function startChat({port, broker = ''} = {}) {
-  port ??= await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  const env = {
-    FIRETOWER_ADDR: `127.0.0.1:${port}`,
-    FIRETOWER_API_TOKEN: API_TOKEN,
-    FIRETOWER_BROKER: broker,
-    FIRETOWER_TOPICSVC_TOKEN: broker ? SVC_TOKEN : '',
-  };
-  const proc = await start(chatBin, env, httpReady(base + '/'), `chat node ${base}`);
-  return {proc, port, base};
-}
+const startChat = (opts) => startChatNode(chatBin, opts);
 
 // publish sends data to a room as a backend does, through base's REST API,
 // and returns the offset the room's stream gave it.

@@ -10,10 +10,8 @@ import assert from 'node:assert/strict';
 import {copyFileSync, existsSync} from 'node:fs';
 import path from 'node:path';
 import {ROOT, artifacts, build, freePort, httpReady, launch, sleep, start, stop, stopAll, tcpReady} from './helpers.mjs';
+import {API_TOKEN, SVC_TOKEN, XSS, startChat as startChatNode} from './chatnode.mjs';
 
-const API_TOKEN = 'e2e-api-token';
-const SVC_TOKEN = 'e2e-topicsvc-token';
-const XSS = '<img src=x onerror="window.__pwned=(window.__pwned||0)+1">';
 
 let browser;
 let chatBin;
@@ -28,20 +26,7 @@ after(async () => {
   await stopAll();
 });
 
-// startChat runs one chat node; broker is a FIRETOWER_BROKER URL or '' for
-// the embedded topic service.
-async function startChat({port, broker = ''} = {}) {
-  port ??= await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  const env = {
-    FIRETOWER_ADDR: `127.0.0.1:${port}`,
-    FIRETOWER_API_TOKEN: API_TOKEN,
-    FIRETOWER_BROKER: broker,
-    FIRETOWER_TOPICSVC_TOKEN: broker ? SVC_TOKEN : '',
-  };
-  const proc = await start(chatBin, env, httpReady(base + '/'), `chat node ${base}`);
-  return {proc, port, base};
-}
+const startChat = (opts) => startChatNode(chatBin, opts);
 
 // openChat opens the chat in a context of its own (its own storage, so its
 // own nickname) and waits until it is in the room.

@@ -1,0 +1,22 @@
+// What the chat demo's browser tests share: the tokens they run the demo
+// with, a markup payload that must stay text, and starting a chat node.
+import {freePort, httpReady, start} from './helpers.mjs';
+
+export const API_TOKEN = 'e2e-api-token';
+export const SVC_TOKEN = 'e2e-topicsvc-token';
+export const XSS = '<img src=x onerror="window.__pwned=(window.__pwned||0)+1">';
+
+// startChat runs one chat node of the binary bin; broker is a
+// FIRETOWER_BROKER URL or '' for the embedded topic service.
+export async function startChat(bin, {port, broker = ''} = {}) {
+  port ??= await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const env = {
+    FIRETOWER_ADDR: `127.0.0.1:${port}`,
+    FIRETOWER_API_TOKEN: API_TOKEN,
+    FIRETOWER_BROKER: broker,
+    FIRETOWER_TOPICSVC_TOKEN: broker ? SVC_TOKEN : '',
+  };
+  const proc = await start(bin, env, httpReady(base + '/'), `chat node ${base}`);
+  return {proc, port, base};
+}
