@@ -229,7 +229,7 @@ func (h *hub) deliver(m broker.Message) {
 		opts, _ := h.options(m.Topic)
 		sf := streamFrame{frame: frame, topic: m.Topic, epoch: m.Epoch, offset: m.Offset, latest: opts.Latest}
 		for _, c := range subs.conns {
-			c.enqueueStream(sf, now)
+			c.enqueueStream(&sf, now)
 		}
 	}
 	h.stats.delivered.Add(int64(len(subs.conns)))

@@ -149,7 +149,7 @@ func (c *Conn) endRecovery(reply []byte, recs []recovered) {
 // while its topic is being recovered, dropped if the connection already
 // has it, in place of the topic's queued frame for a latest-value topic,
 // else as enqueue does.
-func (c *Conn) enqueueStream(sf streamFrame, now time.Time) bool {
+func (c *Conn) enqueueStream(sf *streamFrame, now time.Time) bool {
 	c.qmu.Lock()
 	if c.closing {
 		c.qmu.Unlock()
@@ -161,7 +161,7 @@ func (c *Conn) enqueueStream(sf streamFrame, now time.Time) bool {
 				c.overflow(n)
 				return false
 			}
-			f.held = append(f.held, sf)
+			f.held = append(f.held, *sf)
 			c.qmu.Unlock()
 			return true
 		}
