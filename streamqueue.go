@@ -180,24 +180,13 @@ func (c *Conn) enqueueStream(sf *streamFrame, now time.Time) bool {
 			return true
 		}
 	}
-	if len(c.queue) >= c.tower.cfg.SendQueueSize+c.extra {
-		c.overflow(len(c.queue) + 1)
-		return false
-	}
-	if len(c.queue) == 0 {
-		c.queuedAt = now
-	}
-	c.queue = append(c.queue, sf.frame)
 	if sf.latest {
+		// Where push puts it; a full queue closes the connection, which
+		// forgets latestAt.
 		if c.latestAt == nil {
 			c.latestAt = map[string]int{}
 		}
-		c.latestAt[sf.topic] = len(c.queue) - 1
+		c.latestAt[sf.topic] = len(c.queue)
 	}
-	start := c.needWriter()
-	c.qmu.Unlock()
-	if start {
-		go c.writer()
-	}
-	return true
+	return c.push(sf.frame, now)
 }

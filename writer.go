@@ -77,6 +77,13 @@ func (c *Conn) enqueue(frame []byte, now time.Time) bool {
 		c.qmu.Unlock()
 		return false
 	}
+	return c.push(frame, now)
+}
+
+// push appends frame, made at now, to the queue and starts a writer if
+// none runs, or closes the connection if the queue is full. qmu must be
+// held; push releases it.
+func (c *Conn) push(frame []byte, now time.Time) bool {
 	if len(c.queue) >= c.tower.cfg.SendQueueSize+c.extra {
 		c.overflow(len(c.queue) + 1)
 		return false
