@@ -36,6 +36,17 @@ type Config struct {
 	// it, or wipe it), for the test that a lost stream gets a new epoch.
 	// The brokers of the cluster may need to reconnect afterwards.
 	LoseStreams func(t *testing.T)
+	// Presence says the broker must implement broker.Presencer; the
+	// presence part of the suite runs for every broker that does, and
+	// then needs Kill and NodeDeath.
+	Presence bool
+	// Kill makes b die as a crashed node would: it stops, withdrawing
+	// nothing, and never comes back. The suite closes it afterwards.
+	Kill func(t *testing.T, b broker.Broker)
+	// NodeDeath bounds how long after Kill the node's presence entries
+	// are gone and the leaves of its users sent (a 300 ms grace
+	// included).
+	NodeDeath time.Duration
 }
 
 // Run runs the suite as subtests of t.
@@ -59,6 +70,7 @@ func Run(t *testing.T, cfg Config) {
 	t.Run("CloseIsIdempotent", s.closeIsIdempotent)
 	t.Run("TopicLister", s.topicLister)
 	s.runStreams(t)
+	s.runPresence(t)
 }
 
 type suite struct{ cfg Config }
