@@ -49,6 +49,13 @@ func (t *Tower) onMessage(s *melody.Session, raw []byte) {
 			return
 		}
 		t.historyFrame(c, f)
+	case TypePresence:
+		// A broker read too, charged the same.
+		if !c.topicsIn.AllowN(now, 1) {
+			t.rateLimited(c, raw, "frame dropped: more than the allowed topic subscriptions or broker reads per second", f.Topics, f.ID)
+			return
+		}
+		t.presenceFrame(c, f)
 	case TypePublish:
 		t.clientPublish(c, f)
 	case TypePing:
@@ -182,9 +189,18 @@ func (t *Tower) subscribeTopics(c *Conn, f *Frame, server bool) (fresh []string,
 			return nil, brokerError(err, fresh), err
 		}
 	}
+	if err := t.addPresence(ctx, c, fresh); err != nil {
+		t.hub.unsubscribe(ctx, c, fresh)
+		c.abortRecovery(streams)
+		c.release(nil)
+		t.stats.brokerErrors.Add(1)
+		t.log.Warn("firetower: broker presence failed", "conn", c.id, "user", c.userID, "topics", len(fresh), "err", err)
+		return nil, brokerError(err, fresh), err
+	}
 	if !c.addTopics(fresh, t.cfg.MaxTopicsPerConn) {
 		// Topics are added under subMu only, so the limit checked above
 		// still holds; should that change, the frame is refused whole.
+		t.removePresence(c, fresh)
 		t.hub.unsubscribe(ctx, c, fresh)
 		c.abortRecovery(streams)
 		c.release(nil)
@@ -268,6 +284,7 @@ func (t *Tower) unsubscribeTopics(c *Conn, f *Frame, server bool) (held []string
 	}
 	held = c.removeTopics(f.Topics)
 	c.dropStreams(held)
+	t.removePresence(c, held)
 	ctx, cancel := t.brokerContext(c)
 	defer cancel()
 	if err := t.hub.unsubscribe(ctx, c, held); err != nil {

@@ -57,7 +57,9 @@ type Config struct {
 
 	// Authenticate runs before the WebSocket upgrade. A non-nil error
 	// answers 401 with its text and no upgrade happens; otherwise the
-	// returned user id is Conn.UserID. Default: nil (anyone connects).
+	// returned user id is Conn.UserID. It may also give the connection a
+	// public info object, a display name or an avatar URL that presence
+	// shows, with SetConnInfo. Default: nil (anyone connects).
 	Authenticate func(c *gin.Context) (userID string, err error)
 
 	// AllowedOrigins lists the origins, besides the page's own host, that
@@ -178,6 +180,12 @@ type Config struct {
 	// (broker.Streamer; every firetower broker does). Default: nil (no
 	// topic keeps history).
 	TopicOptions func(topic string) TopicOptions
+	// PresenceGrace is how long the leave of a user from a JoinLeave
+	// topic waits after their last connection left it; a connection of
+	// theirs that subscribes within it cancels the leave (and makes no
+	// join), so that a page reload or a reconnect to another node is not
+	// seen. At most a minute. Default: DefaultPresenceGrace (3 s).
+	PresenceGrace time.Duration
 
 	// Dashboard serves the live operations page at {prefix}/dashboard.
 	// The page itself holds no data; its figures come from
@@ -225,6 +233,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	defDur(&cfg.PingInterval, 25*time.Second)
 	defDur(&cfg.PongTimeout, 60*time.Second)
 	defDur(&cfg.BrokerTimeout, 5*time.Second)
+	defDur(&cfg.PresenceGrace, DefaultPresenceGrace)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -238,7 +247,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		return bad("Prefix %q must start with / and not end with /", cfg.Prefix)
 	case cfg.MaxFrameSize < 0, cfg.MaxTopicsPerConn < 0, cfg.InboundRate < 0, cfg.InboundBurst < 0,
 		cfg.InboundBytesRate < 0, cfg.InboundBytesBurst < 0, cfg.SubscribeRate < 0, cfg.SubscribeBurst < 0,
-		cfg.MaxBodySize < 0, cfg.SendQueueSize < 0, cfg.MaxConnsPerUser < 0, cfg.WriteTimeout < 0, cfg.PingInterval < 0, cfg.BrokerTimeout < 0:
+		cfg.MaxBodySize < 0, cfg.SendQueueSize < 0, cfg.MaxConnsPerUser < 0, cfg.WriteTimeout < 0, cfg.PingInterval < 0, cfg.BrokerTimeout < 0,
+		cfg.PresenceGrace < 0:
 		return bad("limits and durations must not be negative")
 	case cfg.InboundBytesBurst < cfg.MaxFrameSize:
 		return bad("InboundBytesBurst (%d) must be at least MaxFrameSize (%d), or frames that size never pass", cfg.InboundBytesBurst, cfg.MaxFrameSize)
@@ -246,6 +256,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		return bad("SubscribeBurst (%d) must be at least MaxTopicsPerConn (%d), or a frame of that many topics never passes", cfg.SubscribeBurst, cfg.MaxTopicsPerConn)
 	case cfg.PongTimeout <= cfg.PingInterval:
 		return bad("PongTimeout (%v) must exceed PingInterval (%v)", cfg.PongTimeout, cfg.PingInterval)
+	case cfg.PresenceGrace > maxPresenceGrace:
+		return bad("PresenceGrace (%v) must be at most %v", cfg.PresenceGrace, maxPresenceGrace)
 	case cfg.Broker != nil && cfg.BrokerURL != "":
 		return bad("set Broker or BrokerURL, not both")
 	}

@@ -18,6 +18,7 @@ import (
 type Conn struct {
 	id     string
 	userID string
+	info   json.RawMessage // SetConnInfo's, nil without
 	tower  *Tower
 	req    *http.Request
 	batch  bool // the client asked for batched frames (?batch=1)
@@ -54,12 +55,13 @@ type Conn struct {
 	finished sync.Once // the disconnect cleanup runs once
 }
 
-func newConn(t *Tower, r *http.Request, userID string) *Conn {
+func newConn(t *Tower, r *http.Request, userID string, info json.RawMessage) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	now := time.Now()
 	c := &Conn{
 		id:       newID(),
 		userID:   userID,
+		info:     info,
 		tower:    t,
 		req:      r,
 		batch:    r.URL.Query().Get("batch") == "1",

@@ -28,9 +28,12 @@ type Tower struct {
 	// streamer is the broker's broker.Streamer, when Config.TopicOptions
 	// is set (New checks it implements it).
 	streamer broker.Streamer
-	hub      *hub
-	melody   *melody.Melody
-	routes   *routes
+	// presencer is the broker's broker.Presencer, if it is one: presence
+	// topics (TopicOptions.Presence) need it.
+	presencer broker.Presencer
+	hub       *hub
+	melody    *melody.Melody
+	routes    *routes
 
 	mu       sync.Mutex
 	closing  bool
@@ -44,6 +47,7 @@ type Tower struct {
 	stats  stats
 	ops    *ops       // the operations routes (ops.go)
 	counts countCache // of GET {prefix}/topics/:topic/count (countcache.go)
+	users  countCache // its "users", on presence topics
 
 	onShutdown []func() // guarded by mu; run by Shutdown
 	hooksRun   bool     // guarded by mu; Shutdown ran the hooks
@@ -90,6 +94,7 @@ func New(cfg Config) (*Tower, error) {
 		}
 		t.streamer = st
 	}
+	t.presencer, _ = b.(broker.Presencer)
 	t.hub = newHub(b, cfg.BareData, &t.stats)
 	t.hub.options = t.streamOptions
 	// What an in-process broker delivers was published through this node,
@@ -101,6 +106,7 @@ func New(cfg Config) (*Tower, error) {
 			up, ok := r.BrokerStats()["connected"]
 			return !ok || up != 0
 		}
+		t.users.connected = t.counts.connected
 	}
 	t.ops = newOps(t)
 	t.routes = t.newRoutes()
@@ -199,6 +205,7 @@ func (t *Tower) publish(ctx context.Context, topics []string, raw []byte, offset
 			t.stats.brokerErrors.Add(1)
 			if brokerErrorStatus(err) == http.StatusServiceUnavailable {
 				t.counts.reset() // counts from before the outage are stale
+				t.users.reset()
 			}
 			return p, fmt.Errorf("firetower: publishing to %q: %w", topic, err)
 		}

@@ -201,6 +201,10 @@ func (h *hub) deliver(m broker.Message) {
 		h.invalid.note(h.log, m.Topic)
 		return
 	}
+	if m.ID == broker.JoinID || m.ID == broker.LeaveID {
+		h.deliverPresence(m) // presence.go
+		return
+	}
 	if isInternalTopic(m.Topic) {
 		h.deliverUser(m) // users.go
 		return

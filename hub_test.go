@@ -14,7 +14,7 @@ import (
 // benchConn is a subscriber whose writer runs as usual but drops the
 // frames instead of writing them to a socket.
 func benchConn(b *testing.B, tower *Tower) *Conn {
-	c := newConn(tower, httptest.NewRequest("GET", "/ws", nil), "")
+	c := newConn(tower, httptest.NewRequest("GET", "/ws", nil), "", nil)
 	c.sink = func(batch [][]byte) (int, error) { return 1, nil }
 	b.Cleanup(func() {
 		c.shutdown(DisconnectServer, 0, "", false)

@@ -33,6 +33,7 @@ const (
 	TypePublished    = "published"
 	TypeError        = "error"
 	TypeHistory      = "history"
+	TypePresence     = "presence"
 )
 
 // Error codes of error frames.
@@ -171,6 +172,15 @@ func parseFrame(raw []byte) (*Frame, *protocolError) {
 			}
 			f.Since = map[string]StreamPosition{topics[0]: pos}
 		}
+	case TypePresence:
+		topics, perr := parseTopics(w.Topic)
+		if perr != nil {
+			return f, perr
+		}
+		if len(topics) != 1 {
+			return f, &protocolError{code: CodeBadRequest, message: "presence asks for one topic", topic: topics}
+		}
+		f.Topics = topics
 	case TypePing:
 	default:
 		// A custom type: its topic is optional and, if present, validated.

@@ -524,6 +524,15 @@ func (t *Tower) serveCount(c *gin.Context, escaped string) {
 		jsonError(c, brokerErrorStatus(err), err.Error())
 		return
 	}
+	if _, ok := t.presenceOptions(topic); ok && t.presencer != nil {
+		users, err := t.users.count(c.Request.Context(), topic, t.presenceUsers)
+		if err != nil {
+			jsonError(c, brokerErrorStatus(err), err.Error())
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{"topic": topic, "count": n, "users": users})
+		return
+	}
 	c.JSON(http.StatusOK, gin.H{"topic": topic, "count": n})
 }
 

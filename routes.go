@@ -25,10 +25,12 @@ type route struct {
 type routes struct {
 	prefix string
 	exact  map[string]route // by full path
-	// count is GET {prefix}/topics/:topic/count and history GET
-	// {prefix}/topics/:topic/history, matched by topicPath.
+	// count is GET {prefix}/topics/:topic/count, history GET
+	// {prefix}/topics/:topic/history and presence GET
+	// {prefix}/topics/:topic/presence, matched by topicPath.
 	count     route
 	history   route
+	presence  route
 	topicsDir string // {prefix}/topics/
 	// shadowed holds the "METHOD path" of firetower routes the app
 	// registered itself, logged once each.
@@ -51,6 +53,7 @@ func (t *Tower) newRoutes() *routes {
 		},
 		count:     route{method: http.MethodGet, serve: t.serveCount},
 		history:   route{method: http.MethodGet, serve: t.serveHistory},
+		presence:  route{method: http.MethodGet, serve: t.servePresence},
 		topicsDir: p + "/topics/",
 	}
 	for name, a := range clientAssets {
@@ -89,6 +92,9 @@ func (r *routes) match(req *http.Request) (route, string, bool) {
 	}
 	if topic, ok := strings.CutSuffix(rest, "/history"); ok && topic != "" {
 		return r.history, topic, true
+	}
+	if topic, ok := strings.CutSuffix(rest, "/presence"); ok && topic != "" {
+		return r.presence, topic, true
 	}
 	return route{}, "", false
 }

@@ -29,11 +29,43 @@ type TopicOptions struct {
 	// rate it can read. It keeps at least the newest message (HistorySize
 	// 1 if 0). Default: false.
 	Latest bool
+	// Presence makes the cluster keep who is subscribed to the topic:
+	// Tower.Presence, a presence frame and GET .../presence list its
+	// connections with their users and info, and GET .../count adds the
+	// number of distinct users. Default: false.
+	Presence bool
+	// JoinLeave sends the topic's subscribers a join frame when a user's
+	// first connection in the cluster subscribes and a leave frame
+	// Config.PresenceGrace after their last one has gone (none if one of
+	// theirs subscribes in between: a reload, a reconnect). Connections
+	// without a user id make none. It implies Presence. Default: false.
+	JoinLeave bool
 }
 
 // DefaultHistoryTTL is how long a topic with history keeps a message when
 // its TopicOptions set no HistoryTTL.
 const DefaultHistoryTTL = time.Hour
+
+// DefaultPresenceGrace is how long a leave waits, when Config.PresenceGrace
+// is 0, for the user to come back.
+const DefaultPresenceGrace = 3 * time.Second
+
+// maxPresenceGrace bounds Config.PresenceGrace: a leave within the
+// node-death bounds (5 s with the topic service) needs a short grace.
+const maxPresenceGrace = time.Minute
+
+// presenceOptions returns topic's presence options and whether the topic
+// has presence.
+func (t *Tower) presenceOptions(topic string) (broker.PresenceOptions, bool) {
+	if t.cfg.TopicOptions == nil || isInternalTopic(topic) {
+		return broker.PresenceOptions{}, false
+	}
+	o := t.cfg.TopicOptions(topic)
+	if !o.Presence && !o.JoinLeave {
+		return broker.PresenceOptions{}, false
+	}
+	return broker.PresenceOptions{JoinLeave: o.JoinLeave, Grace: t.cfg.PresenceGrace}, true
+}
 
 // streamOptions returns topic's options and whether the topic has a
 // stream, with the defaults filled in.

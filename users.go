@@ -186,6 +186,7 @@ func (t *Tower) publishInternal(ctx context.Context, m broker.Message) error {
 		t.stats.brokerErrors.Add(1)
 		if brokerErrorStatus(err) == 503 {
 			t.counts.reset()
+			t.users.reset()
 		}
 		return fmt.Errorf("firetower: publishing to user %q: %w", strings.TrimPrefix(m.Topic, UserTopicPrefix), err)
 	}

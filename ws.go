@@ -95,7 +95,7 @@ func (t *Tower) serveWS(c *gin.Context) {
 			return
 		}
 	}
-	conn := newConn(t, r, userID)
+	conn := newConn(t, r, userID, connInfo(c))
 	t.mu.Lock()
 	if t.closing {
 		t.mu.Unlock()
@@ -238,6 +238,7 @@ func (t *Tower) onDisconnect(s *melody.Session) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), t.cfg.BrokerTimeout)
 		defer cancel()
+		t.removePresence(c, topics)
 		err := t.hub.unsubscribe(ctx, c, leave)
 		c.subMu.Unlock()
 		if err != nil {
