@@ -34,14 +34,16 @@ type Core struct {
 	mu    sync.Mutex
 	nodes map[string]*Node
 
-	streams streamsState // streams.go
+	streams  streamsState  // streams.go
+	presence presenceState // presence.go
 }
 
 // coreShard's lock is the first of a delivery's locks: Publish holds its
 // read lock while each listening node's deliver runs, which, for the
 // embedded broker, takes the node's hub shard lock and then each
 // subscriber's send queue lock (DESIGN §1). deliver must never call back
-// into the Core.
+// into the Core. A presence event is published under its topic's presence
+// shard lock, which therefore comes before this one (presence.go).
 type coreShard struct {
 	mu     sync.RWMutex
 	topics map[string]*coreTopic
@@ -67,6 +69,11 @@ type Node struct {
 	counts   map[string]int
 	total    int
 	lastSeen atomic.Int64 // Unix milliseconds
+
+	// presenceGone is set when the node's removal starts removing its
+	// presence entries; AddPresence checks it under each presence shard
+	// lock (presence.go).
+	presenceGone atomic.Bool
 }
 
 // NewCore returns an empty Core.
@@ -75,6 +82,8 @@ func NewCore() *Core {
 	for i := range c.shards {
 		c.shards[i].topics = map[string]*coreTopic{}
 		c.streams.sshards[i].m = map[string]*stream{}
+		c.presence.pshards[i].topics = map[string]*presenceTopic{}
+		c.presence.pshards[i].byNode = map[*Node]map[presenceKey]struct{}{}
 	}
 	return c
 }
@@ -87,7 +96,8 @@ func (c *Core) shard(topic string) *coreShard { return &c.shards[c.slot(topic)%c
 // node listens to; it is called with a shard lock held, so it must not block
 // and must not call back into the Core. A node already attached under the
 // same id (a node that reconnected before its old session was noticed dead)
-// is removed first.
+// is removed first, as Remove does: the leaves of its presence wait for
+// their grace, within which the new node adds its entries again.
 func (c *Core) AddNode(id string, deliver func(broker.Message)) *Node {
 	n := &Node{id: id, core: c, deliver: deliver, listens: map[string]struct{}{}, counts: map[string]int{}}
 	n.Touch()
@@ -230,8 +240,8 @@ func (c *Core) RouteStats() RouteStats {
 	return rs
 }
 
-// Expire removes the nodes not touched for longer than maxAge and returns
-// their ids.
+// Expire removes the nodes not touched for longer than maxAge, as
+// RemoveSilent does, and returns their ids.
 func (c *Core) Expire(maxAge time.Duration) []string {
 	limit := time.Now().Add(-maxAge).UnixMilli()
 	var dead []*Node
@@ -244,7 +254,7 @@ func (c *Core) Expire(maxAge time.Duration) []string {
 	c.mu.Unlock()
 	ids := make([]string, 0, len(dead))
 	for _, n := range dead {
-		n.Remove()
+		n.RemoveSilent()
 		ids = append(ids, n.id)
 	}
 	return ids
@@ -348,23 +358,39 @@ func (n *Node) SetCount(topic string, count int) {
 	s.mu.Unlock()
 }
 
-// Remove detaches the node: its interests and counts vanish.
-func (n *Node) Remove() {
+// Remove detaches the node: its interests and counts vanish, and so do its
+// presence entries, with the leaves they cause, each after the grace of
+// its options (a node that closed, or whose connection closed, may be
+// back on another connection within it).
+func (n *Node) Remove() { n.detach(false) }
+
+// RemoveSilent is Remove for a node noticed dead by its silence (the
+// heartbeat timeout): the leaves its presence entries cause are sent at
+// once, since the silence already took the place of the grace, so that
+// they come within the node-death bound.
+func (n *Node) RemoveSilent() { n.detach(true) }
+
+func (n *Node) detach(silent bool) {
 	n.core.mu.Lock()
 	if n.core.nodes[n.id] == n {
 		delete(n.core.nodes, n.id)
 	}
 	n.core.mu.Unlock()
-	n.remove()
+	n.removeAs(silent)
 }
 
-func (n *Node) remove() {
+func (n *Node) remove() { n.removeAs(false) }
+
+func (n *Node) removeAs(silent bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.removed {
 		return
 	}
 	n.removed = true
+	// Presence first, while the node still routes: its entries' leaves
+	// reach the other nodes either way.
+	n.removePresence(silent)
 	for topic := range n.listens {
 		n.core.unroute(topic, n)
 	}

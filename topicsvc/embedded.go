@@ -32,6 +32,7 @@ var (
 	_ broker.BatchUnsubscriber = (*Embedded)(nil)
 	_ broker.Streamer          = (*Embedded)(nil)
 	_ broker.StatsReporter     = (*Embedded)(nil)
+	_ broker.Presencer         = (*Embedded)(nil)
 )
 
 // NewEmbedded returns a broker for a node that is its own cluster.
@@ -108,11 +109,55 @@ func (e *Embedded) History(ctx context.Context, topic string, q broker.HistoryQu
 	return e.core.History(topic, q), nil
 }
 
+// AddPresence implements broker.Presencer: the Core records the entries
+// and publishes the joins, to the handlers of the nodes listening, before
+// it returns. It must not be called while the caller holds a lock its
+// handler takes (presence.go).
+func (e *Embedded) AddPresence(ctx context.Context, c broker.PresenceClient, topics []string, opts broker.PresenceOptions) error {
+	n, err := e.attached()
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return n.AddPresence(c, topics, opts)
+}
+
+// RemovePresence implements broker.Presencer.
+func (e *Embedded) RemovePresence(ctx context.Context, c broker.PresenceClient, topics []string, opts broker.PresenceOptions) error {
+	n, err := e.attached()
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return n.RemovePresence(c, topics, opts)
+}
+
+// Presence implements broker.Presencer.
+func (e *Embedded) Presence(ctx context.Context, topic string, limit int) (broker.PresenceResult, error) {
+	if _, err := e.attached(); err != nil {
+		return broker.PresenceResult{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return broker.PresenceResult{}, err
+	}
+	return e.core.Presence(topic, limit)
+}
+
 // BrokerStats implements broker.StatsReporter: the figures of the Core's
-// streams (streams.go).
+// streams (streams.go) and presence (presence.go).
 func (e *Embedded) BrokerStats() map[string]int64 {
 	s := e.core.StreamStats()
+	p := e.core.PresenceStats()
 	return map[string]int64{
+		"presence_entries":              p.Entries,
+		"presence_topics":               p.Topics,
+		"presence_pending_leaves":       p.Pending,
+		"presence_joins_total":          p.Joins,
+		"presence_leaves_total":         p.Leaves,
 		"streams":                       s.Streams,
 		"stream_messages":               s.Messages,
 		"stream_bytes":                  s.Bytes,
@@ -206,7 +251,8 @@ func (e *Embedded) Nodes(context.Context) ([]broker.NodeInfo, error) {
 // subscribed nodes' handlers, which must not block).
 func (e *Embedded) InProcess() bool { return true }
 
-// Close implements broker.Broker: the node leaves the Core.
+// Close implements broker.Broker: the node leaves the Core, with its
+// presence entries (their leaves after their grace).
 func (e *Embedded) Close() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
