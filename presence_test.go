@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/gin-gonic/gin"
@@ -382,4 +383,37 @@ func TestForgedPresenceEvents(t *testing.T) {
 		t.Fatalf("join %s", f.raw)
 	}
 	c.alive()
+}
+
+// FuzzPresenceEvent: whatever data a join or leave event carries, the
+// node makes of it a frame of valid JSON in valid UTF-8, with the topic
+// and a non-empty user, or nothing.
+func FuzzPresenceEvent(f *testing.F) {
+	f.Add("room", true, []byte(`{"user":"alice","info":{"name":"Alice"}}`))
+	f.Add("room", false, []byte(`{"user":"alice"}`))
+	f.Add("r", true, []byte(`{"user":"a","info":[1]}`))
+	f.Add("r", true, []byte(`{"user":"\ud800","info":{"x":"\udfff"}}`))
+	f.Add("r", true, []byte("{\"user\":\"a\",\"info\":{\"n\":\"\xff\"}}"))
+	f.Fuzz(func(t *testing.T, topic string, join bool, data []byte) {
+		b, ok := presenceEventFrame(topic, join, data)
+		if !ok {
+			return
+		}
+		if !utf8.Valid(b) || !json.Valid(b) {
+			t.Fatalf("frame %q is not valid UTF-8 JSON", b)
+		}
+		var fr struct {
+			Type, Topic, User string
+			Info              json.RawMessage
+		}
+		if err := json.Unmarshal(b, &fr); err != nil || fr.Topic != topic || fr.User == "" {
+			t.Fatalf("frame %s: %v", b, err)
+		}
+		if want := map[bool]string{true: "join", false: "leave"}[join]; fr.Type != want {
+			t.Fatalf("frame %s, want type %s", b, want)
+		}
+		if join && (len(fr.Info) == 0 || fr.Info[0] != '{') {
+			t.Fatalf("join %s without an info object", b)
+		}
+	})
 }
