@@ -417,3 +417,30 @@ func FuzzPresenceEvent(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkPresence10k: a presence answer for a topic with 10,000
+// subscribers on the embedded broker, as a presence frame makes it: the
+// broker's query (capped at MaxPresenceClients), the checks, the frame.
+func BenchmarkPresence10k(b *testing.B) {
+	tw, err := New(presenceConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tw.Shutdown(b.Context())
+	for i := range 10_000 {
+		c := broker.PresenceClient{Conn: newID(), User: "user" + itoa(i), Info: json.RawMessage(`{"name":"User ` + itoa(i) + `"}`)}
+		if err := tw.presencer.AddPresence(b.Context(), c, []string{"room"}, broker.PresenceOptions{JoinLeave: true, Grace: time.Second}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	var size int
+	for b.Loop() {
+		p, err := tw.Presence(b.Context(), "room")
+		if err != nil || p.Users != 10_000 || len(p.Clients) != MaxPresenceClients {
+			b.Fatalf("%d users, %d clients, %v", p.Users, len(p.Clients), err)
+		}
+		size = len(appendPresence(make([]byte, 0, 64*1024), p))
+	}
+	b.ReportMetric(float64(size), "B/answer")
+}
