@@ -428,6 +428,7 @@ func (r *reader) lost(err error) {
 	clear(r.unsubs)
 	r.mu.Unlock()
 	r.b.counts.markResync()
+	r.b.presence.markResync()
 	if !r.down.Swap(true) {
 		r.b.stats.lost.Add(1)
 		r.b.stats.readersDown.Add(1)

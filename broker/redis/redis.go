@@ -250,6 +250,9 @@ type Broker struct {
 	queue   chan *pubReq
 	counts  counts
 
+	pkeys    []presenceKeys // per slot group, as readers
+	presence presence
+
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	done   chan struct{} // closed by Close
@@ -276,6 +279,7 @@ var (
 	_ broker.BatchUnsubscriber = (*Broker)(nil)
 	_ broker.TopicLister       = (*Broker)(nil)
 	_ broker.NodeLister        = (*Broker)(nil)
+	_ broker.Presencer         = (*Broker)(nil)
 
 	_ broker.StatsReporter = (*Broker)(nil)
 )
@@ -319,15 +323,19 @@ func New(client goredis.UniversalClient, opts Options) (*Broker, error) {
 		n = o.Shards
 	}
 	b.readers = make([]*reader, n)
+	b.pkeys = make([]presenceKeys, n)
 	for i := range b.readers {
-		prefix := b.chanPrefix
+		prefix, tag := b.chanPrefix, ""
 		if sharded {
 			// The hash tag puts every channel of the group in one slot,
 			// so the group's channels share one connection to one master.
-			prefix = fmt.Sprintf("%s{%d}:", b.chanPrefix, i)
+			tag = fmt.Sprintf("{%d}:", i)
+			prefix = b.chanPrefix + tag
 		}
 		b.readers[i] = newReader(b, prefix)
+		b.pkeys[i] = newPresenceKeys(o.Prefix, prefix, tag, o.NodeID)
 	}
+	b.presence.init(n)
 	return b, nil
 }
 
@@ -344,15 +352,16 @@ func (b *Broker) NodeID() string { return b.opts.NodeID }
 
 // route returns the reader that carries topic and the topic's channel.
 func (b *Broker) route(topic string) (*reader, string) {
-	r := b.readers[0]
-	if len(b.readers) > 1 {
-		// FNV rather than a seeded hash: every node must pick the same
-		// group for a topic.
-		h := fnv.New32a()
-		h.Write([]byte(topic))
-		r = b.readers[h.Sum32()%uint32(len(b.readers))]
-	}
+	r := b.readers[b.groupOf(topic)]
 	return r, r.prefix + topic
+}
+
+// fnv32a hashes a topic to its slot group: FNV rather than a seeded hash,
+// since every node must pick the same group for a topic.
+func fnv32a(s string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(s))
+	return h.Sum32()
 }
 
 // Start implements broker.Broker.
@@ -374,10 +383,11 @@ func (b *Broker) Start(h broker.Handler) error {
 		go r.run()
 		go r.deliverLoop()
 	}
-	b.wg.Add(3)
+	b.wg.Add(4)
 	go b.sender()
 	go b.maintain()
 	go b.watchReaders()
+	go b.presenceLoop()
 	return nil
 }
 
@@ -418,10 +428,15 @@ func (b *Broker) fail(caller context.Context, op string, err error) error {
 }
 
 // Close implements broker.Broker. It withdraws the node's counts from Redis
-// at once, so other nodes stop counting them, and closes the client if the
-// broker opened it from a URL. It waits for a handler call in progress to
-// return; no call starts after Close returns.
-func (b *Broker) Close() error {
+// at once, so other nodes stop counting them, removes the node's presence
+// entries (their leaves follow after their grace), and closes the client if
+// the broker opened it from a URL. It waits for a handler call in progress
+// to return; no call starts after Close returns.
+func (b *Broker) Close() error { return b.shutdown(true) }
+
+// shutdown stops the broker; without goodbye it leaves Redis as it is, as
+// a crashed node would.
+func (b *Broker) shutdown(goodbye bool) error {
 	if !b.closed.CompareAndSwap(false, true) {
 		return nil
 	}
@@ -431,7 +446,14 @@ func (b *Broker) Close() error {
 	}
 	b.cancel()
 	b.wg.Wait()
+	if !goodbye {
+		if b.ownsClient {
+			return b.client.Close()
+		}
+		return nil
+	}
 
+	b.withdrawPresence()
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 	defer cancel()
 	tx := b.client.TxPipeline()
