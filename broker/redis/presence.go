@@ -209,13 +209,21 @@ type scriptCall struct {
 	cmd  *goredis.Cmd
 }
 
+// presenceTTL is how far ahead a node's beat moves its deadline in the
+// registries: NodeTTL less a sweep interval (at most NodeTTL/5, the
+// heartbeat period), so that the sweep after the deadline comes within
+// NodeTTL of the node's last heartbeat.
+func (b *Broker) presenceTTL() int64 {
+	return (b.opts.NodeTTL - min(sweepInterval, b.opts.NodeTTL/5)).Milliseconds()
+}
+
 func (b *Broker) addCall(topic, conn string, e presenceEntry) scriptCall {
 	g := b.groupOf(topic)
 	k := &b.pkeys[g]
 	return scriptCall{
 		keys: []string{k.entries + topic, k.users + topic, k.nodeSet, k.pending, k.registry},
 		args: []any{topic, conn, e.user, e.info, b.opts.NodeID, flag(e.opts.JoinLeave), graceMs(e.opts.Grace),
-			b.opts.NodeTTL.Milliseconds(), k.channels + topic, flag(b.sharded), k.sets},
+			b.presenceTTL(), k.channels + topic, flag(b.sharded), k.sets},
 	}
 }
 
@@ -476,7 +484,7 @@ func (b *Broker) presenceBeat() {
 	for g, on := range active {
 		if on {
 			k := &b.pkeys[g]
-			calls = append(calls, scriptCall{keys: []string{k.registry, k.nodeSet}, args: []any{b.opts.NodeID, b.opts.NodeTTL.Milliseconds()}})
+			calls = append(calls, scriptCall{keys: []string{k.registry, k.nodeSet}, args: []any{b.opts.NodeID, b.presenceTTL()}})
 			groups = append(groups, g)
 		}
 	}
