@@ -52,11 +52,27 @@
 //	firetower:s:TOPIC            Redis Stream of TOPIC's kept messages: entry id
 //	                             OFFSET-0, fields t (publish time, Unix ms) and m
 //	                             (uvarint id length, id, data)
+//	firetower:pc:TOPIC           hash of TOPIC's presence (broker.Presencer): conn ->
+//	                             entry (JoinLeave flag, node, user, info)
+//	firetower:pu:TOPIC           hash of TOPIC's users: user -> number of their
+//	                             connections in TOPIC (users other than "")
+//	firetower:pn:NODE            set of NODE's presence entries, each the topic's
+//	                             length, ':', the topic and the conn
+//	firetower:pl                 sorted set of pending leaves (the topic's length,
+//	                             ':', the topic, the user), scored by when they
+//	                             are due (Unix ms, Redis's clock)
+//	firetower:pr                 sorted set of the nodes holding presence entries,
+//	                             scored by when they are dead unless they beat again
 //
 // On Redis Cluster the stream keys are firetower:e:{N}:TOPIC and
 // firetower:s:{N}:TOPIC: the hash tag of the topic's channel, so both keys
 // and the channel are in one slot. Both keys expire TTL after the stream's
-// latest publish.
+// latest publish. The presence keys are per slot group the same way:
+// firetower:pc:{N}:TOPIC, firetower:pu:{N}:TOPIC, firetower:pn:{N}:NODE,
+// firetower:pl:{N} and firetower:pr:{N}, so that a topic's presence, the
+// group's pending leaves and registry and the topic's channel are in one
+// slot. The presence keys have no expiry: their nodes remove them, or the
+// sweeps do when a node dies.
 //
 // The count keys share the hash tag {PREFIX}, so on Redis Cluster they live
 // on one master and a count is one pipeline; the pub/sub traffic, which is
@@ -89,6 +105,54 @@
 // Sentinel or Cluster failover for what the replica had received (Redis
 // replicates asynchronously). Changing Prefix or Shards moves the keys:
 // every stream starts again.
+//
+// # Presence
+//
+// Every change of a topic's presence is one Lua script in the topic's
+// slot (AddPresence and RemovePresence pipeline one per topic): it
+// changes the entry and the user's count and decides the event, so that
+// nodes racing on a topic make exactly one join and one leave per user.
+// A user's first connection publishes the join (with JoinLeave, and
+// unless a leave of the user was pending, which it cancels instead); the
+// last one's removal publishes the leave at once with no Grace, or adds
+// it to the pending leaves. The events are (S)PUBLISHed by the script in
+// the encoding of a plain message, so that they reach the topic's
+// subscribers in the order the scripts ran. An entry added again replaces
+// the one of the same conn, whichever node had it, and counts the user
+// change.
+//
+// Every node sweeps every slot group every 500 ms with one script per
+// group: it publishes the pending leaves that came due, of users still
+// without a connection, and removes the entries of dead nodes. A node
+// holding entries in a group keeps a deadline in the group's registry
+// (firetower:pr), moved by each of its heartbeats (every NodeTTL/5) and
+// each AddPresence to NodeTTL less a sweep interval ahead; once the
+// deadline passed, the first sweep removes the node's entries, at most
+// 1000 per script call, and publishes at once the leaves of the users
+// left with no connection (the node was silent long enough). A killed
+// node's presence is thus gone, and its leaves sent, within NodeTTL of its
+// last heartbeat (10 s by default, at most 15 s), plus the time to remove
+// many entries (a sweep goes on for 300 ms, and at the next sweep).
+// Deadlines are in Redis's clock, so the nodes' clocks do not matter. Close removes the node's entries as
+// RemovePresence does (their leaves come after their grace, from any
+// node's sweep) and leaves the registries; what it could not remove is
+// left to the sweeps.
+//
+// The node keeps its entries in memory, which is the truth Redis mirrors.
+// It adds them again (with the same script, which changes nothing for an
+// entry Redis holds) after a pub/sub connection was lost, and for a slot
+// group when its heartbeat or an AddPresence finds it not alive in the
+// group's registry: Redis restarted without its data, or the node, silent
+// for NodeTTL (a partition, a long pause), was declared dead and its
+// entries removed with their leaves. A user whose count was gone is then
+// announced by a new join: after a declared death that follows the
+// leave; after Redis lost its data the subscribers may get a join of a
+// user they knew present (and the leaves pending in Redis are lost).
+// Removals that failed are retried by the node until Redis confirms them.
+//
+// Presence answers in one MULTI the sizes of the topic's two hashes and,
+// with a limit, that many distinct entries by HRANDFIELD, which costs
+// O(limit) rather than O(entries).
 //
 // # Guarantees
 //
