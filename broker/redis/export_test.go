@@ -22,3 +22,7 @@ func PresenceKeys(b *Broker, topic string) (keys []string, channel string) {
 
 // SweepBatch is how many entries one sweep script removes at most.
 const SweepBatch = sweepBatch
+
+// Sweep runs one sweep of every slot group now, as the node does every
+// sweep interval.
+func Sweep(b *Broker) { b.sweep() }
