@@ -237,40 +237,45 @@ func (b *Broker) removeCall(topic, conn string, opts broker.PresenceOptions) scr
 
 // runScripts runs calls, scriptChunk to a pipeline, with EVALSHA, and
 // those that Redis did not know the script for again with EVAL (which
-// loads it). It returns the first error of a call.
+// loads it). Each pipeline is bounded by Timeout, as a round trip. It
+// returns the first error of a call.
 func (b *Broker) runScripts(ctx context.Context, s *goredis.Script, calls []scriptCall) error {
 	for len(calls) > 0 {
 		chunk := calls[:min(len(calls), scriptChunk)]
 		calls = calls[len(chunk):]
-		pipe := b.client.Pipeline()
-		for i := range chunk {
-			chunk[i].cmd = s.EvalSha(ctx, pipe, chunk[i].keys, chunk[i].args...)
-		}
-		_, _ = pipe.Exec(ctx) // each command carries its own error
-		var again goredis.Pipeliner
-		for i := range chunk {
-			if isNoScript(chunk[i].cmd.Err()) {
-				if again == nil {
-					again = b.client.Pipeline()
-				}
-				chunk[i].cmd = s.Eval(ctx, again, chunk[i].keys, chunk[i].args...)
-			}
-		}
-		if again != nil {
-			_, _ = again.Exec(ctx)
-		}
-		for i := range chunk {
-			if err := chunk[i].cmd.Err(); err != nil {
-				return err
-			}
+		if err := b.runChunk(ctx, s, chunk); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// chunksCtx bounds a run of n scripts: Timeout per pipeline of them.
-func (b *Broker) chunksCtx(parent context.Context, n int) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(parent, b.opts.Timeout*time.Duration(1+n/scriptChunk))
+func (b *Broker) runChunk(ctx context.Context, s *goredis.Script, chunk []scriptCall) error {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	pipe := b.client.Pipeline()
+	for i := range chunk {
+		chunk[i].cmd = s.EvalSha(ctx, pipe, chunk[i].keys, chunk[i].args...)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	var again goredis.Pipeliner
+	for i := range chunk {
+		if isNoScript(chunk[i].cmd.Err()) {
+			if again == nil {
+				again = b.client.Pipeline()
+			}
+			chunk[i].cmd = s.Eval(ctx, again, chunk[i].keys, chunk[i].args...)
+		}
+	}
+	if again != nil {
+		_, _ = again.Exec(ctx)
+	}
+	for i := range chunk {
+		if err := chunk[i].cmd.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // AddPresence implements broker.Presencer: one script per topic, in one
@@ -302,9 +307,7 @@ func (b *Broker) AddPresence(ctx context.Context, c broker.PresenceClient, topic
 	for i, t := range topics {
 		calls[i] = b.addCall(t, c.Conn, e)
 	}
-	opCtx, cancel := b.chunksCtx(ctx, len(calls))
-	defer cancel()
-	if err := b.runScripts(opCtx, presenceAddScript, calls); err != nil {
+	if err := b.runScripts(ctx, presenceAddScript, calls); err != nil {
 		return b.fail(ctx, "add presence", err)
 	}
 	var stale []int
@@ -354,9 +357,7 @@ func (b *Broker) RemovePresence(ctx context.Context, c broker.PresenceClient, to
 	for i, t := range topics {
 		calls[i] = b.removeCall(t, c.Conn, opts)
 	}
-	opCtx, cancel := b.chunksCtx(ctx, len(calls))
-	defer cancel()
-	if err := b.runScripts(opCtx, presenceRemoveScript, calls); err != nil {
+	if err := b.runScripts(ctx, presenceRemoveScript, calls); err != nil {
 		p.mu.Lock()
 		for _, t := range topics {
 			k := presenceKey{t, c.Conn}
@@ -491,9 +492,7 @@ func (b *Broker) presenceBeat() {
 	if len(calls) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(b.ctx, b.opts.Timeout)
-	defer cancel()
-	if err := b.runScripts(ctx, presenceBeatScript, calls); err != nil {
+	if err := b.runScripts(b.ctx, presenceBeatScript, calls); err != nil {
 		if !b.closed.Load() {
 			b.log.Warn("presence heartbeat failed", "err", err)
 		}
@@ -539,8 +538,7 @@ func (b *Broker) presenceRepair() {
 		retried = append(retried, k)
 	}
 	p.mu.Unlock()
-	ctx, cancel := b.chunksCtx(b.ctx, len(adds)+len(removes))
-	defer cancel()
+	ctx := b.ctx
 	if err := b.runScripts(ctx, presenceAddScript, adds); err != nil {
 		p.mu.Lock()
 		for g, r := range groups {
@@ -585,10 +583,7 @@ func (b *Broker) sweep() {
 				args: []any{k.entries, k.users, k.sets, k.channels, flag(b.sharded), sweepBatch},
 			}
 		}
-		ctx, cancel := context.WithTimeout(b.ctx, b.opts.Timeout)
-		err := b.runScripts(ctx, presenceSweepScript, calls)
-		cancel()
-		if err != nil {
+		if err := b.runScripts(b.ctx, presenceSweepScript, calls); err != nil {
 			if !b.closed.Load() {
 				b.log.Debug("presence sweep failed", "err", err)
 			}
@@ -633,8 +628,7 @@ func (b *Broker) withdrawPresence() {
 	clear(p.entries)
 	clear(p.retry)
 	p.mu.Unlock()
-	ctx, cancel := b.chunksCtx(context.Background(), len(calls)+len(b.pkeys))
-	defer cancel()
+	ctx := context.Background()
 	if err := b.runScripts(ctx, presenceRemoveScript, calls); err != nil {
 		b.log.Warn("could not remove the node's presence; other nodes remove it", "after", b.opts.NodeTTL, "err", err)
 	}
