@@ -163,10 +163,11 @@
 // once on that node; a node that dies without Close stops counting within
 // NodeTTL (10 s by default) and leaves the node list then. When Redis
 // restarts, the node reconnects, subscribes again to every topic it still
-// wants and writes its counts again, by itself. While Redis is down,
-// Publish, PublishStream, History, Subscribe and Count fail within Timeout
-// with errors wrapping broker.ErrUnavailable (a PublishStream that timed
-// out may have been appended). Messages published while a node was
+// wants and writes its counts and presence entries again, by itself. While
+// Redis is down, Publish, PublishStream, History, Subscribe, Count and the
+// presence calls fail within Timeout with errors wrapping
+// broker.ErrUnavailable (a PublishStream that timed out may have been
+// appended). Messages published while a node was
 // disconnected are lost for it (delivery is at most once); a stream's stay
 // in its history, which is what a node recovers from. The pub/sub connections are
 // read by their own goroutines into a bounded queue in front of the node's
@@ -212,8 +213,9 @@ type Options struct {
 	// most 1 s. Default 250 ms.
 	FlushInterval time.Duration
 	// Timeout bounds each Redis round trip made for a caller (Publish,
-	// PublishStream, History, Subscribe, Count, Topics, Nodes) and for the
-	// broker's own writes. Default 2 s.
+	// PublishStream, History, Subscribe, Count, Topics, Nodes, the
+	// presence calls; those adding or removing more than 512 entries make
+	// one round trip per 512) and for the broker's own writes. Default 2 s.
 	Timeout time.Duration
 	// Shards is, on Redis Cluster, the number of groups the topics' sharded
 	// channels are hashed into; each group lives on one master and costs
