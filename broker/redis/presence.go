@@ -113,6 +113,8 @@ type presence struct {
 	entries  map[presenceKey]presenceEntry
 	perGroup []int  // entries per slot group
 	resync   []bool // slot groups whose entries Redis may lack
+	// known is the slot groups where a script registered the node
+	known []bool
 	// retry holds the removals Redis did not confirm, with their options;
 	// repairs run them again (a removal is idempotent).
 	retry map[presenceKey]broker.PresenceOptions
@@ -122,15 +124,15 @@ func (p *presence) init(groups int) {
 	p.entries = map[presenceKey]presenceEntry{}
 	p.perGroup = make([]int, groups)
 	p.resync = make([]bool, groups)
+	p.known = make([]bool, groups)
 	p.retry = map[presenceKey]broker.PresenceOptions{}
 }
 
-// markResync makes the next repair add the entries of every group again.
-func (p *presence) markResync() {
+// markResync makes the next repair add the entries of group g again, as
+// after a lost connection.
+func (p *presence) markResync(g int) {
 	p.mu.Lock()
-	for g := range p.resync {
-		p.resync[g] = true
-	}
+	p.resync[g] = true
 	p.mu.Unlock()
 }
 
@@ -310,24 +312,26 @@ func (b *Broker) AddPresence(ctx context.Context, c broker.PresenceClient, topic
 	if err := b.runScripts(ctx, presenceAddScript, calls); err != nil {
 		return b.fail(ctx, "add presence", err)
 	}
-	var stale []int
+	p.mu.Lock()
 	for i, call := range calls {
-		if state, _ := call.cmd.Int64(); state != nodeAlive {
-			stale = append(stale, b.groupOf(topics[i]))
-		}
+		state, _ := call.cmd.Int64()
+		p.registered(b.groupOf(topics[i]), state)
 	}
-	if len(stale) > 0 {
-		// The node was not alive in these groups' registries: new there,
-		// or declared dead (its other entries there may be gone), or
-		// Redis lost them. Adding its entries again costs little when
-		// they are there.
-		p.mu.Lock()
-		for _, g := range stale {
-			p.resync[g] = true
-		}
-		p.mu.Unlock()
-	}
+	p.mu.Unlock()
 	return nil
+}
+
+// registered takes the node's state in group g's registry before a script
+// that registered it there, with p.mu held. Not alive there means that its
+// entries of the group may be gone (declared dead, or Redis lost them),
+// and the group is repaired; adding entries again costs little when they
+// are there. A node registering for the first time in a group was not
+// there either, and has nothing to repair.
+func (p *presence) registered(g int, state int64) {
+	if state == nodeExpired || state == nodeMissing && p.known[g] {
+		p.resync[g] = true
+	}
+	p.known[g] = true
 }
 
 // RemovePresence implements broker.Presencer: one script per topic, in
@@ -500,9 +504,8 @@ func (b *Broker) presenceBeat() {
 	}
 	p.mu.Lock()
 	for i, call := range calls {
-		if state, _ := call.cmd.Int64(); state != nodeAlive {
-			p.resync[groups[i]] = true
-		}
+		state, _ := call.cmd.Int64()
+		p.registered(groups[i], state)
 	}
 	p.mu.Unlock()
 }

@@ -378,10 +378,6 @@ func TestPresenceDeclaredDeadComesBack(t *testing.T) {
 			}
 			return nil
 		})
-		// The node's first entry in a group has it add the group's
-		// entries again once, as after a death: let that pass, so that
-		// what follows is the heartbeat finding out.
-		time.Sleep(time.Second)
 		keys, _ := fredis.PresenceKeys(paused, "room")
 		registry := keys[4]
 		must(t, admin.ZAdd(ctx, registry, goredis.Z{Score: 0, Member: paused.NodeID()}).Err())

@@ -140,9 +140,9 @@
 //
 // The node keeps its entries in memory, which is the truth Redis mirrors.
 // It adds them again (with the same script, which changes nothing for an
-// entry Redis holds) after a pub/sub connection was lost, and for a slot
-// group when its heartbeat or an AddPresence finds it not alive in the
-// group's registry: Redis restarted without its data, or the node, silent
+// entry Redis holds) for a slot group after the group's pub/sub
+// connection was lost, and when its heartbeat or an AddPresence finds it
+// not alive in the group's registry: Redis restarted without its data, or the node, silent
 // for NodeTTL (a partition, a long pause), was declared dead and its
 // entries removed with their leaves. A user whose count was gone is then
 // announced by a new join: after a declared death that follows the
@@ -399,6 +399,7 @@ func New(client goredis.UniversalClient, opts Options) (*Broker, error) {
 			prefix = b.chanPrefix + tag
 		}
 		b.readers[i] = newReader(b, prefix)
+		b.readers[i].group = i
 		b.pkeys[i] = newPresenceKeys(o.Prefix, prefix, tag, o.NodeID)
 	}
 	b.presence.init(n)
