@@ -302,6 +302,33 @@ func (t *Tower) presenceUsers(topic string) (int, error) {
 	return r.Users, err
 }
 
+// presenceEventFrame makes the join (or leave) frame of an event's data,
+// {"user":"…","info":{…}}, or reports that the data is not an event's.
+func presenceEventFrame(topic string, join bool, data []byte) ([]byte, bool) {
+	var ev struct {
+		User *string         `json:"user"`
+		Info json.RawMessage `json:"info"`
+	}
+	if json.Unmarshal(data, &ev) != nil || ev.User == nil || *ev.User == "" || !utf8.ValidString(*ev.User) || !utf8.ValidString(topic) {
+		return nil, false
+	}
+	b := make([]byte, 0, 64+len(topic)+len(*ev.User)+len(ev.Info))
+	if join {
+		b = append(b, `{"type":"join","topic":`...)
+	} else {
+		b = append(b, `{"type":"leave","topic":`...)
+	}
+	b = jsonstr.Append(b, topic)
+	b = append(b, `,"user":`...)
+	b = jsonstr.Append(b, *ev.User)
+	if join {
+		cl, _ := validClient(PresenceClient{Info: bytes.TrimSpace(ev.Info)})
+		b = append(b, `,"info":`...)
+		b = append(b, cl.Info...)
+	}
+	return append(b, '}'), true
+}
+
 // deliverPresence is hub.deliver for a join or leave event: it becomes a
 // join or leave frame for the topic's local subscribers. The event's
 // data is checked first, whichever node or backend made it.
@@ -309,30 +336,12 @@ func (h *hub) deliverPresence(m broker.Message) {
 	if h.bare {
 		return // a v0.x client knows no such frame
 	}
-	var ev struct {
-		User *string         `json:"user"`
-		Info json.RawMessage `json:"info"`
-	}
-	if json.Unmarshal(m.Data, &ev) != nil || ev.User == nil || *ev.User == "" || !utf8.ValidString(*ev.User) {
+	b, ok := presenceEventFrame(m.Topic, m.ID == broker.JoinID, m.Data)
+	if !ok {
 		h.stats.droppedInvalid.Add(1)
 		h.invalid.note(h.log, m.Topic)
 		return
 	}
-	b := make([]byte, 0, 64+len(m.Topic)+len(*ev.User)+len(ev.Info))
-	if m.ID == broker.JoinID {
-		b = append(b, `{"type":"join","topic":`...)
-	} else {
-		b = append(b, `{"type":"leave","topic":`...)
-	}
-	b = jsonstr.Append(b, m.Topic)
-	b = append(b, `,"user":`...)
-	b = jsonstr.Append(b, *ev.User)
-	if m.ID == broker.JoinID {
-		cl, _ := validClient(PresenceClient{Info: bytes.TrimSpace(ev.Info)})
-		b = append(b, `,"info":`...)
-		b = append(b, cl.Info...)
-	}
-	b = append(b, '}')
 	s := h.shard(m.Topic)
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/gin-gonic/gin"
@@ -382,4 +383,64 @@ func TestForgedPresenceEvents(t *testing.T) {
 		t.Fatalf("join %s", f.raw)
 	}
 	c.alive()
+}
+
+// FuzzPresenceEvent: whatever data a join or leave event carries, the
+// node makes of it a frame of valid JSON in valid UTF-8, with the topic
+// and a non-empty user, or nothing.
+func FuzzPresenceEvent(f *testing.F) {
+	f.Add("room", true, []byte(`{"user":"alice","info":{"name":"Alice"}}`))
+	f.Add("room", false, []byte(`{"user":"alice"}`))
+	f.Add("r", true, []byte(`{"user":"a","info":[1]}`))
+	f.Add("r", true, []byte(`{"user":"\ud800","info":{"x":"\udfff"}}`))
+	f.Add("r", true, []byte("{\"user\":\"a\",\"info\":{\"n\":\"\xff\"}}"))
+	f.Fuzz(func(t *testing.T, topic string, join bool, data []byte) {
+		b, ok := presenceEventFrame(topic, join, data)
+		if !ok {
+			return
+		}
+		if !utf8.Valid(b) || !json.Valid(b) {
+			t.Fatalf("frame %q is not valid UTF-8 JSON", b)
+		}
+		var fr struct {
+			Type, Topic, User string
+			Info              json.RawMessage
+		}
+		if err := json.Unmarshal(b, &fr); err != nil || fr.Topic != topic || fr.User == "" {
+			t.Fatalf("frame %s: %v", b, err)
+		}
+		if want := map[bool]string{true: "join", false: "leave"}[join]; fr.Type != want {
+			t.Fatalf("frame %s, want type %s", b, want)
+		}
+		if join && (len(fr.Info) == 0 || fr.Info[0] != '{') {
+			t.Fatalf("join %s without an info object", b)
+		}
+	})
+}
+
+// BenchmarkPresence10k: a presence answer for a topic with 10,000
+// subscribers on the embedded broker, as a presence frame makes it: the
+// broker's query (capped at MaxPresenceClients), the checks, the frame.
+func BenchmarkPresence10k(b *testing.B) {
+	tw, err := New(presenceConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tw.Shutdown(b.Context())
+	for i := range 10_000 {
+		c := broker.PresenceClient{Conn: newID(), User: "user" + itoa(i), Info: json.RawMessage(`{"name":"User ` + itoa(i) + `"}`)}
+		if err := tw.presencer.AddPresence(b.Context(), c, []string{"room"}, broker.PresenceOptions{JoinLeave: true, Grace: time.Second}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	var size int
+	for b.Loop() {
+		p, err := tw.Presence(b.Context(), "room")
+		if err != nil || p.Users != 10_000 || len(p.Clients) != MaxPresenceClients {
+			b.Fatalf("%d users, %d clients, %v", p.Users, len(p.Clients), err)
+		}
+		size = len(appendPresence(make([]byte, 0, 64*1024), p))
+	}
+	b.ReportMetric(float64(size), "B/answer")
 }

@@ -154,6 +154,7 @@ step "fuzzing the parsers (bounded)"
 # take a minute of the run; 2 s each leaves the time to fuzzing.
 go test -run '^$' -fuzz '^FuzzParseFrame$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s .
 go test -run '^$' -fuzz '^FuzzRESTPublish$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s .
+go test -run '^$' -fuzz '^FuzzPresenceEvent$' -fuzztime "${FUZZTIME_SMALL:-10s}" -fuzzminimizetime 2s .
 go test -run '^$' -fuzz '^FuzzParse$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s ./internal/publishbody
 # The smaller codecs. (FuzzHeader's input, one length, is covered by its
 # seeds and a boundary sweep in go test.)

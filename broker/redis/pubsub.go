@@ -21,6 +21,7 @@ import (
 type reader struct {
 	b      *Broker
 	prefix string // of the channels of this reader
+	group  int    // the slot group of the channels, the index in b.readers
 
 	// ctl serialises the commands that change the subscriptions, which are
 	// network writes; a channel rather than a mutex so that a caller can
@@ -428,6 +429,9 @@ func (r *reader) lost(err error) {
 	clear(r.unsubs)
 	r.mu.Unlock()
 	r.b.counts.markResync()
+	// Redis may have restarted: add the presence of the group's topics
+	// again (the heartbeats find it out too, connection or not).
+	r.b.presence.markResync(r.group)
 	if !r.down.Swap(true) {
 		r.b.stats.lost.Add(1)
 		r.b.stats.readersDown.Add(1)

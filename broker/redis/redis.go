@@ -52,11 +52,27 @@
 //	firetower:s:TOPIC            Redis Stream of TOPIC's kept messages: entry id
 //	                             OFFSET-0, fields t (publish time, Unix ms) and m
 //	                             (uvarint id length, id, data)
+//	firetower:pc:TOPIC           hash of TOPIC's presence (broker.Presencer): conn ->
+//	                             entry (JoinLeave flag, node, user, info)
+//	firetower:pu:TOPIC           hash of TOPIC's users: user -> number of their
+//	                             connections in TOPIC (users other than "")
+//	firetower:pn:NODE            set of NODE's presence entries, each the topic's
+//	                             length, ':', the topic and the conn
+//	firetower:pl                 sorted set of pending leaves (the topic's length,
+//	                             ':', the topic, the user), scored by when they
+//	                             are due (Unix ms, Redis's clock)
+//	firetower:pr                 sorted set of the nodes holding presence entries,
+//	                             scored by when they are dead unless they beat again
 //
 // On Redis Cluster the stream keys are firetower:e:{N}:TOPIC and
 // firetower:s:{N}:TOPIC: the hash tag of the topic's channel, so both keys
 // and the channel are in one slot. Both keys expire TTL after the stream's
-// latest publish.
+// latest publish. The presence keys are per slot group the same way:
+// firetower:pc:{N}:TOPIC, firetower:pu:{N}:TOPIC, firetower:pn:{N}:NODE,
+// firetower:pl:{N} and firetower:pr:{N}, so that a topic's presence, the
+// group's pending leaves and registry and the topic's channel are in one
+// slot. The presence keys have no expiry: their nodes remove them, or the
+// sweeps do when a node dies.
 //
 // The count keys share the hash tag {PREFIX}, so on Redis Cluster they live
 // on one master and a count is one pipeline; the pub/sub traffic, which is
@@ -90,6 +106,54 @@
 // replicates asynchronously). Changing Prefix or Shards moves the keys:
 // every stream starts again.
 //
+// # Presence
+//
+// Every change of a topic's presence is one Lua script in the topic's
+// slot (AddPresence and RemovePresence pipeline one per topic): it
+// changes the entry and the user's count and decides the event, so that
+// nodes racing on a topic make exactly one join and one leave per user.
+// A user's first connection publishes the join (with JoinLeave, and
+// unless a leave of the user was pending, which it cancels instead); the
+// last one's removal publishes the leave at once with no Grace, or adds
+// it to the pending leaves. The events are (S)PUBLISHed by the script in
+// the encoding of a plain message, so that they reach the topic's
+// subscribers in the order the scripts ran. An entry added again replaces
+// the one of the same conn, whichever node had it, and counts the user
+// change.
+//
+// Every node sweeps every slot group every 500 ms with one script per
+// group: it publishes the pending leaves that came due, of users still
+// without a connection, and removes the entries of dead nodes. A node
+// holding entries in a group keeps a deadline in the group's registry
+// (firetower:pr), moved by each of its heartbeats (every NodeTTL/5) and
+// each AddPresence to NodeTTL less a sweep interval ahead; once the
+// deadline passed, the first sweep removes the node's entries, at most
+// 1000 per script call, and publishes at once the leaves of the users
+// left with no connection (the node was silent long enough). A killed
+// node's presence is thus gone, and its leaves sent, within NodeTTL of its
+// last heartbeat (10 s by default, at most 15 s), plus the time to remove
+// many entries (a sweep goes on for 300 ms, and at the next sweep).
+// Deadlines are in Redis's clock, so the nodes' clocks do not matter. Close removes the node's entries as
+// RemovePresence does (their leaves come after their grace, from any
+// node's sweep) and leaves the registries; what it could not remove is
+// left to the sweeps.
+//
+// The node keeps its entries in memory, which is the truth Redis mirrors.
+// It adds them again (with the same script, which changes nothing for an
+// entry Redis holds) for a slot group after the group's pub/sub
+// connection was lost, and when its heartbeat or an AddPresence finds it
+// not alive in the group's registry: Redis restarted without its data, or the node, silent
+// for NodeTTL (a partition, a long pause), was declared dead and its
+// entries removed with their leaves. A user whose count was gone is then
+// announced by a new join: after a declared death that follows the
+// leave; after Redis lost its data the subscribers may get a join of a
+// user they knew present (and the leaves pending in Redis are lost).
+// Removals that failed are retried by the node until Redis confirms them.
+//
+// Presence answers in one MULTI the sizes of the topic's two hashes and,
+// with a limit, that many distinct entries by HRANDFIELD, which costs
+// O(limit) rather than O(entries).
+//
 // # Guarantees
 //
 // Subscribe returns once Redis confirmed the subscription. Publishes queued
@@ -99,10 +163,11 @@
 // once on that node; a node that dies without Close stops counting within
 // NodeTTL (10 s by default) and leaves the node list then. When Redis
 // restarts, the node reconnects, subscribes again to every topic it still
-// wants and writes its counts again, by itself. While Redis is down,
-// Publish, PublishStream, History, Subscribe and Count fail within Timeout
-// with errors wrapping broker.ErrUnavailable (a PublishStream that timed
-// out may have been appended). Messages published while a node was
+// wants and writes its counts and presence entries again, by itself. While
+// Redis is down, Publish, PublishStream, History, Subscribe, Count and the
+// presence calls fail within Timeout with errors wrapping
+// broker.ErrUnavailable (a PublishStream that timed out may have been
+// appended). Messages published while a node was
 // disconnected are lost for it (delivery is at most once); a stream's stay
 // in its history, which is what a node recovers from. The pub/sub connections are
 // read by their own goroutines into a bounded queue in front of the node's
@@ -148,8 +213,9 @@ type Options struct {
 	// most 1 s. Default 250 ms.
 	FlushInterval time.Duration
 	// Timeout bounds each Redis round trip made for a caller (Publish,
-	// PublishStream, History, Subscribe, Count, Topics, Nodes) and for the
-	// broker's own writes. Default 2 s.
+	// PublishStream, History, Subscribe, Count, Topics, Nodes, the
+	// presence calls; those adding or removing more than 512 entries make
+	// one round trip per 512) and for the broker's own writes. Default 2 s.
 	Timeout time.Duration
 	// Shards is, on Redis Cluster, the number of groups the topics' sharded
 	// channels are hashed into; each group lives on one master and costs
@@ -250,6 +316,9 @@ type Broker struct {
 	queue   chan *pubReq
 	counts  counts
 
+	pkeys    []presenceKeys // per slot group, as readers
+	presence presence
+
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	done   chan struct{} // closed by Close
@@ -276,6 +345,7 @@ var (
 	_ broker.BatchUnsubscriber = (*Broker)(nil)
 	_ broker.TopicLister       = (*Broker)(nil)
 	_ broker.NodeLister        = (*Broker)(nil)
+	_ broker.Presencer         = (*Broker)(nil)
 
 	_ broker.StatsReporter = (*Broker)(nil)
 )
@@ -319,15 +389,20 @@ func New(client goredis.UniversalClient, opts Options) (*Broker, error) {
 		n = o.Shards
 	}
 	b.readers = make([]*reader, n)
+	b.pkeys = make([]presenceKeys, n)
 	for i := range b.readers {
-		prefix := b.chanPrefix
+		prefix, tag := b.chanPrefix, ""
 		if sharded {
 			// The hash tag puts every channel of the group in one slot,
 			// so the group's channels share one connection to one master.
-			prefix = fmt.Sprintf("%s{%d}:", b.chanPrefix, i)
+			tag = fmt.Sprintf("{%d}:", i)
+			prefix = b.chanPrefix + tag
 		}
 		b.readers[i] = newReader(b, prefix)
+		b.readers[i].group = i
+		b.pkeys[i] = newPresenceKeys(o.Prefix, prefix, tag, o.NodeID)
 	}
+	b.presence.init(n)
 	return b, nil
 }
 
@@ -344,15 +419,16 @@ func (b *Broker) NodeID() string { return b.opts.NodeID }
 
 // route returns the reader that carries topic and the topic's channel.
 func (b *Broker) route(topic string) (*reader, string) {
-	r := b.readers[0]
-	if len(b.readers) > 1 {
-		// FNV rather than a seeded hash: every node must pick the same
-		// group for a topic.
-		h := fnv.New32a()
-		h.Write([]byte(topic))
-		r = b.readers[h.Sum32()%uint32(len(b.readers))]
-	}
+	r := b.readers[b.groupOf(topic)]
 	return r, r.prefix + topic
+}
+
+// fnv32a hashes a topic to its slot group: FNV rather than a seeded hash,
+// since every node must pick the same group for a topic.
+func fnv32a(s string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(s))
+	return h.Sum32()
 }
 
 // Start implements broker.Broker.
@@ -374,10 +450,11 @@ func (b *Broker) Start(h broker.Handler) error {
 		go r.run()
 		go r.deliverLoop()
 	}
-	b.wg.Add(3)
+	b.wg.Add(4)
 	go b.sender()
 	go b.maintain()
 	go b.watchReaders()
+	go b.presenceLoop()
 	return nil
 }
 
@@ -418,10 +495,15 @@ func (b *Broker) fail(caller context.Context, op string, err error) error {
 }
 
 // Close implements broker.Broker. It withdraws the node's counts from Redis
-// at once, so other nodes stop counting them, and closes the client if the
-// broker opened it from a URL. It waits for a handler call in progress to
-// return; no call starts after Close returns.
-func (b *Broker) Close() error {
+// at once, so other nodes stop counting them, removes the node's presence
+// entries (their leaves follow after their grace), and closes the client if
+// the broker opened it from a URL. It waits for a handler call in progress
+// to return; no call starts after Close returns.
+func (b *Broker) Close() error { return b.shutdown(true) }
+
+// shutdown stops the broker; without goodbye it leaves Redis as it is, as
+// a crashed node would.
+func (b *Broker) shutdown(goodbye bool) error {
 	if !b.closed.CompareAndSwap(false, true) {
 		return nil
 	}
@@ -431,7 +513,14 @@ func (b *Broker) Close() error {
 	}
 	b.cancel()
 	b.wg.Wait()
+	if !goodbye {
+		if b.ownsClient {
+			return b.client.Close()
+		}
+		return nil
+	}
 
+	b.withdrawPresence()
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 	defer cancel()
 	tx := b.client.TxPipeline()

@@ -120,14 +120,33 @@ func newBroker(t testing.TB, client goredis.UniversalClient, opts fredis.Options
 	return b
 }
 
+// The conformance runs on brokers made with New use a short NodeTTL, so
+// that a killed node's presence is gone in about testNodeTTL plus a sweep
+// interval; those opened from URLs have the default NodeTTL (10 s), and
+// the documented bound of 15 s.
+const (
+	testNodeTTL      = time.Second
+	testNodeDeath    = 3 * time.Second
+	defaultNodeDeath = 15 * time.Second
+)
+
+// kill is brokertest.Config.Kill: the node stops as if it crashed.
+func kill(t *testing.T, b broker.Broker) {
+	fb, ok := b.(*fredis.Broker)
+	if !ok {
+		t.Fatalf("Kill: broker %T", b)
+	}
+	fredis.Kill(fb)
+}
+
 func TestConformanceStandalone(t *testing.T) {
 	addr := standaloneAddr(t)
 	p := newPrefixes(func(t *testing.T) goredis.UniversalClient { return newClient(t, addr) })
-	brokertest.Run(t, brokertest.Config{Streams: true, LoseStreams: p.loseStreams, NewCluster: func(t *testing.T, n int) []broker.Broker {
+	brokertest.Run(t, brokertest.Config{Streams: true, LoseStreams: p.loseStreams, Presence: true, Kill: kill, NodeDeath: testNodeDeath, NewCluster: func(t *testing.T, n int) []broker.Broker {
 		prefix := p.new(t)
 		bs := make([]broker.Broker, n)
 		for i := range bs {
-			bs[i] = newBroker(t, newClient(t, addr), fredis.Options{Prefix: prefix})
+			bs[i] = newBroker(t, newClient(t, addr), fredis.Options{Prefix: prefix, NodeTTL: testNodeTTL})
 		}
 		return bs
 	}})
@@ -136,11 +155,11 @@ func TestConformanceStandalone(t *testing.T) {
 func TestConformanceCluster(t *testing.T) {
 	clusterAddrs(t)
 	p := newPrefixes(func(t *testing.T) goredis.UniversalClient { return newClusterClient(t) })
-	brokertest.Run(t, brokertest.Config{Streams: true, LoseStreams: p.loseStreams, NewCluster: func(t *testing.T, n int) []broker.Broker {
+	brokertest.Run(t, brokertest.Config{Streams: true, LoseStreams: p.loseStreams, Presence: true, Kill: kill, NodeDeath: testNodeDeath, NewCluster: func(t *testing.T, n int) []broker.Broker {
 		prefix := p.new(t)
 		bs := make([]broker.Broker, n)
 		for i := range bs {
-			bs[i] = newBroker(t, newClusterClient(t), fredis.Options{Prefix: prefix})
+			bs[i] = newBroker(t, newClusterClient(t), fredis.Options{Prefix: prefix, NodeTTL: testNodeTTL})
 		}
 		return bs
 	}})
@@ -162,7 +181,7 @@ func TestConformanceURL(t *testing.T) {
 				}
 				return newClient(t, addr)
 			})
-			brokertest.Run(t, brokertest.Config{Streams: true, LoseStreams: p.loseStreams, NewCluster: func(t *testing.T, n int) []broker.Broker {
+			brokertest.Run(t, brokertest.Config{Streams: true, LoseStreams: p.loseStreams, Presence: true, Kill: kill, NodeDeath: defaultNodeDeath, NewCluster: func(t *testing.T, n int) []broker.Broker {
 				u := url + sep(url) + "prefix=" + p.new(t)
 				bs := make([]broker.Broker, n)
 				for i := range bs {
@@ -185,7 +204,7 @@ func TestConformanceSentinel(t *testing.T) {
 	sentinel := newSentinel(t, master.addr, 30*time.Second)
 	url := "redis+sentinel://" + sentinel.addr + "?master_name=firetower"
 	p := newPrefixes(func(t *testing.T) goredis.UniversalClient { return newClient(t, master.addr) })
-	brokertest.Run(t, brokertest.Config{Streams: true, LoseStreams: p.loseStreams, NewCluster: func(t *testing.T, n int) []broker.Broker {
+	brokertest.Run(t, brokertest.Config{Streams: true, LoseStreams: p.loseStreams, Presence: true, Kill: kill, NodeDeath: defaultNodeDeath, NewCluster: func(t *testing.T, n int) []broker.Broker {
 		u := url + "&prefix=" + p.new(t)
 		bs := make([]broker.Broker, n)
 		for i := range bs {
