@@ -179,6 +179,7 @@ test('a connection cut and back within the grace: the list stays through the rec
   });
   px.cut();
   await alice.page.waitForFunction(() => window.chat.ft.state === 'reconnecting', null, {timeout: 10000});
+  assert.equal(await alice.page.$eval('#members', (e) => e.classList.contains('stale')), true, 'the list is not marked as possibly out of date');
   // Carol comes while alice is away: alice misses her join frame.
   const carolCtx = await user('carol');
   const carol = await tab(carolCtx, node.base);
@@ -187,6 +188,7 @@ test('a connection cut and back within the grace: the list stays through the rec
   await alice.page.waitForFunction(() => window.chat.ft.state === 'open', null, {timeout: 10000});
   // The answer read after the reconnect brings her in, with no line.
   await waitMembers(alice.page, [['alice', 'alice (you)'], ['bob', 'bob'], ['carol', 'carol']]);
+  assert.equal(await alice.page.$eval('#members', (e) => e.classList.contains('stale')), false);
   await sleep(GRACE + 1000);
   const samples = await alice.page.evaluate(() => { clearInterval(window.__sampler); return window.__samples; });
   const bad = samples.filter((x) => x !== 'alice,bob' && x !== 'alice,bob,carol');

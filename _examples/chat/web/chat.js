@@ -93,8 +93,8 @@ let wasOpen = false;
 ft.onState((state, d) => {
   stateBox.dataset.state = state;
   // The member list stays through a reconnect (no flicker), marked as
-  // possibly out of date until the new answer is in.
-  $('members').classList.toggle('stale', state !== 'open');
+  // possibly out of date until the new answer is in (readMembers).
+  if (state !== 'open') $('members').classList.add('stale');
   if (state === 'open') {
     stateText.textContent = 'connected';
     if (wasOpen) system('reconnected');
@@ -190,6 +190,7 @@ async function readMembers(name) {
   if (!members.has(me.user)) members.set(me.user, me.name);
   r.members = members;
   r.membersKnown = true;
+  if (ft.state === 'open') $('members').classList.remove('stale');
   renderMembers();
 }
 
