@@ -27,9 +27,9 @@ func usersVariants(kind string) []string {
 	return nil
 }
 
-// usersRun gives one run its server flags and load flags. (No topic
-// service row: the topic service client keeps no presence yet, so a node
-// on it refuses subscribes to presence topics as "unavailable".)
+// usersRun gives one run its server flags and load flags. The node runs
+// the embedded broker: the figures are the node and its broker in one
+// process.
 func usersRun(sc scenario, variant string, srvArgs []string) ([]string, []string) {
 	mode := "users"
 	var extra []string
@@ -186,7 +186,7 @@ func summarizeUsers(b *strings.Builder, sc scenario, targets []target, recs []re
 		}
 	case "joinstorm":
 		cd.Metric = "server CPU µs per join"
-		fmt.Fprintf(b, "%d observers (users `o0` … `o99`) subscribe to `t0` and stay; then %d new users a second for %s (`j0` … `j9999`, 10,000 in all, at most 4,000 open at once), each opening a connection, subscribing to `t0` and, a second after the subscribe was sent, closing it (a close frame). With presence, the topic has join and leave for every subscriber: firetower `TopicOptions{Presence, JoinLeave}` (default `PresenceGrace` 3 s: a leave comes 3 s after the close); Centrifuge `SubscribeOptions{EmitPresence, EmitJoinLeave, PushJoinLeave}` (leave at once). So the joiners, subscribed for their second, get the joins and leaves of the others too (*events to joiners*). Every observer must get each joiner's join and its leave exactly once: *lost* and *twice* count (observer, joiner) pairs. Join latency is subscribe sent → an observer's join frame received, over every observer. *Server CPU per joiner* is the node's CPU time from the first dial until the last leave arrived ÷ subscribed joiners: a connection, its subscribe, its join and leave to everyone, its close. The *off* rows are the same churn without presence (no events). Embedded broker only: the topic service client keeps no presence yet (a node on `topicsvc://` refuses presence subscribes as unavailable), so there is no topic service row.\n\n", sc.Conns, sc.Rate, sc.Duration)
+		fmt.Fprintf(b, "%d observers (users `o0` … `o99`) subscribe to `t0` and stay; then %d new users a second for %s (`j0` … `j9999`, 10,000 in all, at most 4,000 open at once), each opening a connection, subscribing to `t0` and, a second after the subscribe was sent, closing it (a close frame). With presence, the topic has join and leave for every subscriber: firetower `TopicOptions{Presence, JoinLeave}` (default `PresenceGrace` 3 s: a leave comes 3 s after the close); Centrifuge `SubscribeOptions{EmitPresence, EmitJoinLeave, PushJoinLeave}` (leave at once). So the joiners, subscribed for their second, get the joins and leaves of the others too (*events to joiners*). Every observer must get each joiner's join and its leave exactly once: *lost* and *twice* count (observer, joiner) pairs. Join latency is subscribe sent → an observer's join frame received, over every observer. *Server CPU per joiner* is the node's CPU time from the first dial until the last leave arrived ÷ subscribed joiners: a connection, its subscribe, its join and leave to everyone, its close. The *off* rows are the same churn without presence (no events). Embedded broker only (the node and its broker in one process): no topic service or Redis row yet.\n\n", sc.Conns, sc.Rate, sc.Duration)
 		b.WriteString("| target | presence | joiners subscribed / dialled | joins received (lost / twice) | leaves received (lost / twice) | join p50 / p99 ms | events to joiners | server CPU s | server CPU µs per joiner | firetower ÷ centrifuge, CPU per joiner | with ÷ without presence, CPU per joiner |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		jcpu := func(r record) (float64, bool) {
 			j := r.Load.Join
