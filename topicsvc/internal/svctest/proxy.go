@@ -108,6 +108,18 @@ func (p *Proxy) Freeze() {
 	p.l.Close()
 }
 
+// Break resets the connections through the proxy now, as a network
+// blip would, and goes on accepting: the nodes reconnect through it.
+func (p *Proxy) Break() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.SetLinger(0)
+		c.Close()
+	}
+	p.conns = nil
+}
+
 // Cut closes every connection through the proxy with a reset (no FIN, no
 // goodbye at any layer) and refuses new ones; it is idempotent.
 func (p *Proxy) Cut() {
