@@ -351,7 +351,7 @@ func (h *hub) deliverPresence(m broker.Message) {
 	}
 	now := time.Now()
 	for _, c := range subs.conns {
-		c.enqueue(b, now)
+		c.enqueueEvent(b, now)
 	}
 	h.stats.delivered.Add(int64(len(subs.conns)))
 }

@@ -444,3 +444,42 @@ func BenchmarkPresence10k(b *testing.B) {
 	}
 	b.ReportMetric(float64(size), "B/answer")
 }
+
+// TestJoinLeaveRoom: join and leave frames have room of their own beyond
+// SendQueueSize (eventRoomFactor times it), so a churning room does not
+// close a subscriber that would keep up with its messages; beyond that
+// room the subscriber is closed as too slow, as for messages.
+func TestJoinLeaveRoom(t *testing.T) {
+	cfg := presenceConfig()
+	cfg.SendQueueSize = 4
+	s := newServer(t, cfg)
+	dialAs(t, s, "bob", "").subscribe("room")
+	var conn *Conn
+	s.tower.mu.Lock()
+	for c := range s.tower.conns {
+		conn = c
+	}
+	s.tower.mu.Unlock()
+	brokerEventually(t, func() error {
+		conn.qmu.Lock()
+		defer conn.qmu.Unlock()
+		if len(conn.queue) > 0 || conn.held {
+			return errors.New("the subscribe's frames are still queued")
+		}
+		return nil
+	})
+	conn.hold() // the writer takes nothing from now on
+	event := func(i int) {
+		s.tower.hub.deliver(broker.Message{Topic: "room", ID: broker.JoinID, Data: []byte(`{"user":"u` + itoa(i) + `"}`)})
+	}
+	for i := range (eventRoomFactor + 1) * cfg.SendQueueSize {
+		event(i)
+	}
+	if why := conn.closedReason(); why != DisconnectNone {
+		t.Fatalf("closed (%v) with %d events queued, within their room", why, (eventRoomFactor+1)*cfg.SendQueueSize)
+	}
+	event(-1)
+	if why := conn.closedReason(); why != DisconnectSlow {
+		t.Fatalf("after one event more than the room: %v, want slow", why)
+	}
+}

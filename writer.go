@@ -58,6 +58,9 @@ type sendQueue struct {
 	// frames a subscribe queued at once (bounded by the topics' history
 	// sizes), until the writer takes them.
 	extra int
+	// eventRoom is how much of extra the join and leave frames took
+	// (enqueueEvent), until the writer takes them.
+	eventRoom int
 	// sink writes a batch to the client and returns how many WebSocket
 	// frames that took (Conn.write; benchmarks replace it). Set once at
 	// construction.
@@ -76,6 +79,29 @@ func (c *Conn) enqueue(frame []byte, now time.Time) bool {
 	if c.closing {
 		c.qmu.Unlock()
 		return false
+	}
+	return c.push(frame, now)
+}
+
+// eventRoomFactor sizes the room of join and leave frames beyond
+// SendQueueSize: they are small (about 80 bytes), and a room with many
+// comings and goings makes many of them, so a subscriber may hold that
+// many times SendQueueSize of them (8,192 by default, under 1 MiB) before
+// it is closed as too slow, where message frames alone would close it at
+// SendQueueSize.
+const eventRoomFactor = 8
+
+// enqueueEvent queues a join or leave frame: as enqueue, with room of its
+// own when the queue is full (eventRoomFactor).
+func (c *Conn) enqueueEvent(frame []byte, now time.Time) bool {
+	c.qmu.Lock()
+	if c.closing {
+		c.qmu.Unlock()
+		return false
+	}
+	if len(c.queue) >= c.tower.cfg.SendQueueSize+c.extra && c.eventRoom < eventRoomFactor*c.tower.cfg.SendQueueSize {
+		c.extra++
+		c.eventRoom++
 	}
 	return c.push(frame, now)
 }
@@ -323,7 +349,7 @@ func (c *Conn) writer() {
 			batch, queuedAt = c.queue, c.queuedAt
 			c.queue, c.spare = c.spare[:0], nil
 			clear(c.latestAt)
-			c.extra = 0
+			c.extra, c.eventRoom = 0, 0
 		}
 		c.qmu.Unlock()
 

@@ -148,16 +148,10 @@ func (e *Embedded) Presence(ctx context.Context, topic string, limit int) (broke
 }
 
 // BrokerStats implements broker.StatsReporter: the figures of the Core's
-// streams (streams.go) and presence (presence.go).
+// streams (streams.go). The presence figures are Core.PresenceStats.
 func (e *Embedded) BrokerStats() map[string]int64 {
 	s := e.core.StreamStats()
-	p := e.core.PresenceStats()
 	return map[string]int64{
-		"presence_entries":              p.Entries,
-		"presence_topics":               p.Topics,
-		"presence_pending_leaves":       p.Pending,
-		"presence_joins_total":          p.Joins,
-		"presence_leaves_total":         p.Leaves,
 		"streams":                       s.Streams,
 		"stream_messages":               s.Messages,
 		"stream_bytes":                  s.Bytes,

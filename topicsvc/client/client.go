@@ -32,16 +32,18 @@ import (
 
 // Client is a broker.Broker that connects a node to a topic service over
 // one gRPC stream. It reconnects by itself, with exponential backoff and
-// jitter, and re-sends its whole state (subscriptions and counts) after
-// every reconnect.
+// jitter, and re-sends its whole state after every reconnect:
+// subscriptions, counts and presence entries (presence.go says what that
+// means for joins and leaves).
 //
 // While the service is unreachable, Publish, Subscribe, Count,
-// PublishStream and History fail at once with an error wrapping
-// broker.ErrUnavailable; Unsubscribe and SetCount only change the state to
-// re-send. Streams (broker.Streamer) live in the service's memory: a
-// service restart starts every stream in a new epoch. Messages queued when a
-// session breaks are lost (delivery is at most once); nothing is sent
-// twice.
+// PublishStream, History, AddPresence, RemovePresence and Presence fail at
+// once with an error wrapping broker.ErrUnavailable; Unsubscribe and
+// SetCount only change the state to re-send (RemovePresence too, besides
+// its error). Streams (broker.Streamer) and presence live in the service's
+// memory: a service restart starts every stream in a new epoch, and the
+// nodes add their presence entries again. Messages queued when a session
+// breaks are lost (delivery is at most once); nothing is sent twice.
 type Client struct {
 	opts Options
 	log  *slog.Logger
@@ -63,6 +65,9 @@ type Client struct {
 	interests map[string]struct{}
 	counts    map[string]int
 	dirty     map[string]struct{}
+	// presence holds the node's presence entries, by connection and
+	// topic: what every new session adds again (presence.go).
+	presence map[string]map[string]presenceItem
 
 	stats counters
 }
@@ -73,6 +78,7 @@ var (
 	_ broker.NodeLister    = (*Client)(nil)
 	_ broker.StatsReporter = (*Client)(nil)
 
+	_ broker.Presencer         = (*Client)(nil)
 	_ broker.BatchSubscriber   = (*Client)(nil)
 	_ broker.BatchUnsubscriber = (*Client)(nil)
 )
@@ -114,6 +120,7 @@ func Dial(addr string, opts Options) (*Client, error) {
 		interests: map[string]struct{}{},
 		counts:    map[string]int{},
 		dirty:     map[string]struct{}{},
+		presence:  map[string]map[string]presenceItem{},
 	}
 	c.maxMsg.Store(topicsvc.DefaultMaxMessageSize)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -222,6 +229,9 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
+	// The service removes the entries with the session's node, and their
+	// leaves follow after their grace.
+	clear(c.presence)
 	c.mu.Unlock()
 	c.cancel()
 	<-c.done

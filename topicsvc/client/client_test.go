@@ -6,6 +6,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,23 +19,41 @@ import (
 // TestConformance runs the broker conformance suite against a real
 // service process: a fresh one for every cluster. The service keeps
 // streams in its memory, so losing them is restarting it: a new Core,
-// new epochs, and the nodes reconnect by themselves.
+// new epochs, and the nodes reconnect by themselves. Each node reaches
+// the service through a proxy of its own, so that killing a node is
+// cutting its connection with no goodbye (a reset), after which it never
+// comes back: the service removes its node at once, and the leaves
+// follow after their grace, within the 5 s node-death bound.
 func TestConformance(t *testing.T) {
 	var svc *svctest.Service // the service of the cluster made last
+	proxies := map[broker.Broker]*svctest.Proxy{}
+	var mu sync.Mutex
 	brokertest.Run(t, brokertest.Config{
-		Streams: true,
+		Streams:  true,
+		Presence: true,
 		NewCluster: func(t *testing.T, n int) []broker.Broker {
 			svc = svctest.Start(t, "127.0.0.1:0")
 			bs := make([]broker.Broker, n)
 			for i := range bs {
-				c, err := client.Dial(svc.Addr, client.Options{Token: svctest.Token})
+				p := svctest.StartProxy(t, svc.Addr)
+				c, err := client.Dial(p.Addr, client.Options{Token: svctest.Token})
 				if err != nil {
 					t.Fatal(err)
 				}
 				bs[i] = c
+				mu.Lock()
+				proxies[c] = p
+				mu.Unlock()
 			}
 			return bs
 		},
+		Kill: func(t *testing.T, b broker.Broker) {
+			mu.Lock()
+			p := proxies[b]
+			mu.Unlock()
+			p.Cut()
+		},
+		NodeDeath: 5 * time.Second,
 		LoseStreams: func(t *testing.T) {
 			addr := svc.Addr
 			svc.Kill()

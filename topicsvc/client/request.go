@@ -111,6 +111,12 @@ func (c *Client) enqueueAll(ctx context.Context, s *session, os []nodeOut) error
 // sender puts them in one frame, and waits for all their Acks: one round
 // trip for the lot. It returns the first refusal.
 func (c *Client) requestAll(ctx context.Context, s *session, n int, mk func(i int, seq uint64) *pb.NodeOp) error {
+	return c.requestAllSized(ctx, s, n, nil, mk)
+}
+
+// requestAllSized is requestAll of ops that carry more than a topic: size,
+// if not nil, gives the i-th op's bytes in a frame (wire.Outgoing.Size).
+func (c *Client) requestAllSized(ctx context.Context, s *session, n int, size func(i int) int, mk func(i int, seq uint64) *pb.NodeOp) error {
 	ch := make(chan *pb.Ack, n) // the receive loop never blocks on it
 	first := s.seq.Add(uint64(n)) - uint64(n) + 1
 	os := make([]nodeOut, n)
@@ -121,6 +127,9 @@ func (c *Client) requestAll(ctx context.Context, s *session, n int, mk func(i in
 	s.pmu.Unlock()
 	for i := range n {
 		os[i] = nodeOut{Op: mk(i, first+uint64(i))}
+		if size != nil {
+			os[i].Size = size(i)
+		}
 	}
 	forget := func() {
 		s.pmu.Lock()

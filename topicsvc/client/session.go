@@ -12,6 +12,7 @@ import (
 	"github.com/OSMeteor/firetower/broker"
 	"github.com/OSMeteor/firetower/topicsvc/internal/wire"
 	pb "github.com/OSMeteor/firetower/topicsvc/topicsvcpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // session is one stream to the service.
@@ -25,12 +26,14 @@ type session struct {
 	seq      atomic.Uint64
 	lastRecv atomic.Int64 // Unix nanoseconds
 
-	// streams says that the service keeps streams (its Welcome said so).
-	streams bool
+	// streams and presence say that the service keeps streams and
+	// presence (its Welcome said so).
+	streams, presence bool
 
 	pmu       sync.Mutex
 	pending   map[uint64]chan *pb.Ack
-	histories map[uint64]chan *pb.HistoryResult // history queries, by seq
+	histories map[uint64]chan *pb.HistoryResult  // history queries, by seq
+	presences map[uint64]chan *pb.PresenceResult // presence queries, by seq
 }
 
 // nodeOut is one operation waiting to be sent to the service: a publish
@@ -81,8 +84,10 @@ func (c *Client) connect() (*session, error) {
 		ctx:       ctx,
 		cancel:    cancel,
 		streams:   welcome.GetStreams(),
+		presence:  welcome.GetPresence(),
 		pending:   map[uint64]chan *pb.Ack{},
 		histories: map[uint64]chan *pb.HistoryResult{},
+		presences: map[uint64]chan *pb.PresenceResult{},
 	}
 	s.lastRecv.Store(time.Now().UnixNano())
 
@@ -104,6 +109,11 @@ func (c *Client) connect() (*session, error) {
 			cu.Counts = append(cu.Counts, &pb.TopicCount{Topic: t, Count: int64(n)})
 		}
 		s.initial = append(s.initial, &pb.NodeOp{Op: &pb.NodeOp_Count{Count: cu}})
+	}
+	// The presence entries last, behind the subscriptions, so that the
+	// joins they cause reach this node too (presence.go).
+	if s.presence {
+		s.initial = append(s.initial, c.presenceState()...)
 	}
 	clear(c.dirty)
 	c.sess = s
@@ -157,6 +167,17 @@ func (s *session) serve(c *Client) error {
 				if o.History.GetError() != "" {
 					c.stats.refused.Add(1)
 				}
+			case *pb.ServiceOp_Presence:
+				s.pmu.Lock()
+				ch := s.presences[o.Presence.GetSeq()]
+				delete(s.presences, o.Presence.GetSeq())
+				s.pmu.Unlock()
+				if ch != nil {
+					ch <- o.Presence
+				}
+				if o.Presence.GetError() != "" {
+					c.stats.refused.Add(1)
+				}
 			case *pb.ServiceOp_Notice:
 				c.stats.refused.Add(1)
 				c.log.Warn("topic service refused an operation", "err", o.Notice.GetError())
@@ -205,7 +226,17 @@ func (s *session) sendLoop(c *Client) {
 		return true
 	}
 	for len(s.initial) > 0 {
-		n := min(len(s.initial), wire.BatchOps)
+		// At most BatchOps operations and about InitialFrameBytes a
+		// frame (presence adds carry many topics each), at least one.
+		n, size := 0, 0
+		for n < len(s.initial) && n < wire.BatchOps {
+			sz := proto.Size(s.initial[n])
+			if n > 0 && size+sz > wire.InitialFrameBytes {
+				break
+			}
+			size += sz
+			n++
+		}
 		if err := s.stream.Send(&pb.NodeFrame{Ops: s.initial[:n]}); err != nil {
 			s.cancel(err)
 			return

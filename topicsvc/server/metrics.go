@@ -22,7 +22,7 @@ var disconnectReasons = [...]string{reasonLeft, reasonHeartbeat, reasonSlow, rea
 
 // pushMethods are the unary calls of the push API, as counted by
 // firetower_topicsvc_api_calls_total{method}.
-var pushMethods = [...]string{"Publish", "Count", "Topics", "Nodes", "History"}
+var pushMethods = [...]string{"Publish", "Count", "Topics", "Nodes", "History", "Presence"}
 
 // counters are the service's figures. The hot path only adds to
 // atomics, most of them once per stream frame rather than per message;
@@ -39,6 +39,9 @@ type counters struct {
 	framesOut      atomic.Int64 // stream messages sent to nodes
 	historyNode    atomic.Int64 // history queries of node sessions
 	historyAPI     atomic.Int64 // push API History calls answered
+	presenceOps    atomic.Int64 // presence adds and removes of node sessions applied
+	presenceNode   atomic.Int64 // presence queries of node sessions answered
+	presenceAPI    atomic.Int64 // push API Presence calls answered
 	refusedAuth    atomic.Int64
 	refusedInvalid atomic.Int64
 	disconnects    [len(disconnectReasons)]atomic.Int64
@@ -105,13 +108,22 @@ var (
 	descStreamsEvicted = desc("streams_evicted_total", "Streams forgotten whole for the memory cap, the least recently published first.")
 	descStreamsExpired = desc("streams_expired_total", "Streams forgotten because nothing was published to them for their TTL.")
 	descStreamsTrimmed = desc("stream_messages_trimmed_total", "Messages dropped from a stream that alone held more than the memory cap.")
+
+	// The Core's presence (topicsvc.PresenceStats) and its operations.
+	descPresenceEntries = desc("presence_entries", "Presence entries (a connection in a topic) over all topics.")
+	descPresenceTopics  = desc("presence_topics", "Topics with presence state: entries, or a leave waiting for its grace.")
+	descPresencePending = desc("presence_pending_leaves", "Leaves waiting for their grace.")
+	descPresenceEvents  = desc("presence_events_total", "Join and leave events published, by kind: join or leave.", "kind")
+	descPresenceOps     = desc("presence_operations_total", "Presence adds and removes of node sessions applied.")
+	descPresenceQueries = desc("presence_queries_total", "Presence reads answered, by source: node (a session's query) or api (the push API's Presence).", "source")
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descNodes, descTopics, descSubscriptions, descSubscribers, descQueued, descSessions,
 		descPublished, descPublishedBytes, descRouted, descDelivered, descDeliveredBytes, descFramesIn, descFramesOut,
 		descDisconnects, descRefused, descAPICalls, descHistory,
-		descStreams, descStreamMessages, descStreamBytes, descStreamMaxBytes, descStreamsEvicted, descStreamsExpired, descStreamsTrimmed} {
+		descStreams, descStreamMessages, descStreamBytes, descStreamMaxBytes, descStreamsEvicted, descStreamsExpired, descStreamsTrimmed,
+		descPresenceEntries, descPresenceTopics, descPresencePending, descPresenceEvents, descPresenceOps, descPresenceQueries} {
 		ch <- d
 	}
 }
@@ -166,4 +178,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descStreamsEvicted, ss.Evicted)
 	counter(descStreamsExpired, ss.Expired)
 	counter(descStreamsTrimmed, ss.Trimmed)
+	ps := s.core.PresenceStats()
+	gauge(descPresenceEntries, ps.Entries)
+	gauge(descPresenceTopics, ps.Topics)
+	gauge(descPresencePending, ps.Pending)
+	counter(descPresenceEvents, ps.Joins, "join")
+	counter(descPresenceEvents, ps.Leaves, "leave")
+	counter(descPresenceOps, st.presenceOps.Load())
+	counter(descPresenceQueries, st.presenceNode.Load(), "node")
+	counter(descPresenceQueries, st.presenceAPI.Load(), "api")
 }

@@ -120,6 +120,18 @@ func (s *Server) History(_ context.Context, req *pb.HistoryRequest) (*pb.History
 	return resp, nil
 }
 
+// Presence implements the push API: a topic's presence, with at most
+// limit of its connections (wire.MaxPresenceLimit), within about
+// wire.PresencePageBytes.
+func (s *Server) Presence(_ context.Context, req *pb.PresenceRequest) (*pb.PresenceResponse, error) {
+	a, _, _, err := s.presence(req.GetTopic(), req.GetLimit())
+	if err != nil {
+		return nil, invalid(err)
+	}
+	s.stats.presenceAPI.Add(1)
+	return &pb.PresenceResponse{Topic: req.GetTopic(), Users: a.users, Connections: a.connections, Clients: a.clients, Truncated: a.truncated}, nil
+}
+
 // Count implements the push API.
 func (s *Server) Count(_ context.Context, req *pb.CountRequest) (*pb.CountResponse, error) {
 	if err := wire.ValidTopic(req.GetTopic()); err != nil {

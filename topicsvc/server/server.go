@@ -1,7 +1,7 @@
 // Package server is the standalone firetower topic service: it serves a
 // topicsvc.Core over gRPC to the nodes of a cluster (package
 // topicsvc/client), and to backends in any language through the push API
-// (Publish, Count, Topics, Nodes), behind a node token and an API token. The
+// (Publish, Count, History, Presence, Topics, Nodes), behind a node token and an API token. The
 // service's figures are a Prometheus collector (Server.Collector).
 // cmd/firetower-topicsvc runs it.
 //
@@ -45,6 +45,9 @@ type Server struct {
 	// that plus wire.FrameOverhead (which one message's topic, id and
 	// framing fit in).
 	pageBytes int
+	// presencePageBytes bounds a presence answer's clients the same way
+	// (wire.PresencePageBytes).
+	presencePageBytes int
 
 	mu       sync.Mutex
 	stopping bool
@@ -78,6 +81,8 @@ func New(cfg Config) (*Server, error) {
 		sessions:  map[string]*session{},
 		stopped:   make(chan struct{}),
 		pageBytes: min(wire.HistoryPageBytes, cfg.MaxMessageSize),
+
+		presencePageBytes: min(wire.PresencePageBytes, cfg.MaxMessageSize),
 	}
 	if cfg.MaxStreamBytes > 0 {
 		s.core.SetMaxStreamBytes(cfg.MaxStreamBytes)

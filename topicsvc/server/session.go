@@ -67,7 +67,7 @@ func (s *Server) Session(stream pb.TopicService_SessionServer) error {
 	}
 	ss.ctx, ss.cancel = context.WithCancelCause(stream.Context())
 	ss.lastSeen.Store(time.Now().UnixNano())
-	ss.push(outOp{Op: &pb.ServiceOp{Op: &pb.ServiceOp_Welcome{Welcome: &pb.Welcome{MaxMessageSize: uint64(s.cfg.MaxMessageSize), Streams: true}}}}, 0)
+	ss.push(outOp{Op: &pb.ServiceOp{Op: &pb.ServiceOp_Welcome{Welcome: &pb.Welcome{MaxMessageSize: uint64(s.cfg.MaxMessageSize), Streams: true, Presence: true}}}}, 0)
 
 	s.mu.Lock()
 	if s.stopping {
@@ -115,7 +115,17 @@ func (s *Server) Session(stream pb.TopicService_SessionServer) error {
 	}
 	reason := *ss.reason.Load()
 	s.stats.disconnected(reason)
-	ss.node.Remove()
+	if reason == reasonHeartbeat {
+		// Noticed dead by its silence, the heartbeat timeout after its
+		// last frame: the leaves of its presence go at once, within the
+		// node-death bound, rather than another grace later.
+		ss.node.RemoveSilent()
+	} else {
+		// Its connection closed (or it left, or was replaced): the leaves
+		// wait for their grace, within which a node that reconnects adds
+		// its entries again.
+		ss.node.Remove()
+	}
 	s.mu.Lock()
 	if s.sessions[id] == ss {
 		delete(s.sessions, id)
@@ -368,6 +378,12 @@ func (ss *session) apply(op *pb.NodeOp, t *tally) {
 		ss.streamPublish(o.StreamPublish, t)
 	case *pb.NodeOp_HistoryQuery:
 		ss.history(o.HistoryQuery)
+	case *pb.NodeOp_PresenceAdd:
+		ss.presenceAdd(o.PresenceAdd)
+	case *pb.NodeOp_PresenceRemove:
+		ss.presenceRemove(o.PresenceRemove)
+	case *pb.NodeOp_PresenceQuery:
+		ss.presenceQuery(o.PresenceQuery)
 	case *pb.NodeOp_Heartbeat:
 		ss.node.Touch()
 	case *pb.NodeOp_Hello:

@@ -2,7 +2,7 @@
 //
 // Nodes (firetower gateways) hold one Session stream each; backends in any
 // language push with Publish and Count, read a topic's history with
-// History, and list with Topics and Nodes.
+// History and its presence with Presence, and list with Topics and Nodes.
 // Every call carries a token in the gRPC metadata:
 //
 //	authorization: Bearer <token>
@@ -226,6 +226,9 @@ type NodeOp struct {
 	//	*NodeOp_CountQuery
 	//	*NodeOp_StreamPublish
 	//	*NodeOp_HistoryQuery
+	//	*NodeOp_PresenceAdd
+	//	*NodeOp_PresenceRemove
+	//	*NodeOp_PresenceQuery
 	Op            isNodeOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -340,6 +343,33 @@ func (x *NodeOp) GetHistoryQuery() *HistoryQuery {
 	return nil
 }
 
+func (x *NodeOp) GetPresenceAdd() *PresenceAdd {
+	if x != nil {
+		if x, ok := x.Op.(*NodeOp_PresenceAdd); ok {
+			return x.PresenceAdd
+		}
+	}
+	return nil
+}
+
+func (x *NodeOp) GetPresenceRemove() *PresenceRemove {
+	if x != nil {
+		if x, ok := x.Op.(*NodeOp_PresenceRemove); ok {
+			return x.PresenceRemove
+		}
+	}
+	return nil
+}
+
+func (x *NodeOp) GetPresenceQuery() *PresenceQuery {
+	if x != nil {
+		if x, ok := x.Op.(*NodeOp_PresenceQuery); ok {
+			return x.PresenceQuery
+		}
+	}
+	return nil
+}
+
 type isNodeOp_Op interface {
 	isNodeOp_Op()
 }
@@ -376,6 +406,18 @@ type NodeOp_HistoryQuery struct {
 	HistoryQuery *HistoryQuery `protobuf:"bytes,9,opt,name=history_query,json=historyQuery,proto3,oneof"`
 }
 
+type NodeOp_PresenceAdd struct {
+	PresenceAdd *PresenceAdd `protobuf:"bytes,10,opt,name=presence_add,json=presenceAdd,proto3,oneof"`
+}
+
+type NodeOp_PresenceRemove struct {
+	PresenceRemove *PresenceRemove `protobuf:"bytes,11,opt,name=presence_remove,json=presenceRemove,proto3,oneof"`
+}
+
+type NodeOp_PresenceQuery struct {
+	PresenceQuery *PresenceQuery `protobuf:"bytes,12,opt,name=presence_query,json=presenceQuery,proto3,oneof"`
+}
+
 func (*NodeOp_Hello) isNodeOp_Op() {}
 
 func (*NodeOp_Subscribe) isNodeOp_Op() {}
@@ -391,6 +433,12 @@ func (*NodeOp_CountQuery) isNodeOp_Op() {}
 func (*NodeOp_StreamPublish) isNodeOp_Op() {}
 
 func (*NodeOp_HistoryQuery) isNodeOp_Op() {}
+
+func (*NodeOp_PresenceAdd) isNodeOp_Op() {}
+
+func (*NodeOp_PresenceRemove) isNodeOp_Op() {}
+
+func (*NodeOp_PresenceQuery) isNodeOp_Op() {}
 
 // Hello opens a session. A node that reconnects uses the same node_id and
 // then re-sends its whole state (subscriptions and counts).
@@ -883,6 +931,307 @@ func (x *HistoryQuery) GetTtlMs() uint64 {
 	return 0
 }
 
+// PresenceClient is one connection in a topic's presence: its id (unique
+// in the cluster, 1..256 bytes), its user id ("" for an anonymous one, at
+// most 256 bytes) and its public info, a JSON object in UTF-8 of at most
+// 1,024 bytes ("" for none).
+type PresenceClient struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conn          string                 `protobuf:"bytes,1,opt,name=conn,proto3" json:"conn,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Info          string                 `protobuf:"bytes,3,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceClient) Reset() {
+	*x = PresenceClient{}
+	mi := &file_topicsvc_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceClient) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceClient) ProtoMessage() {}
+
+func (x *PresenceClient) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceClient.ProtoReflect.Descriptor instead.
+func (*PresenceClient) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PresenceClient) GetConn() string {
+	if x != nil {
+		return x.Conn
+	}
+	return ""
+}
+
+func (x *PresenceClient) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *PresenceClient) GetInfo() string {
+	if x != nil {
+		return x.Info
+	}
+	return ""
+}
+
+// PresenceAdd records the connection in the presence of each of topics
+// (at most 1,024), replacing its entry there if it has one; the entries
+// belong to the session's node and vanish with it. With join_leave, the
+// service publishes a join to the topic when the user's first connection
+// is added: Message{topic, id "firetower join", data
+// {"user":…,"info":{…}}}. The service answers with an Ack of the same
+// seq once the entries are recorded, the joins routed.
+type PresenceAdd struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Seq       uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Client    *PresenceClient        `protobuf:"bytes,2,opt,name=client,proto3" json:"client,omitempty"`
+	Topics    []string               `protobuf:"bytes,3,rep,name=topics,proto3" json:"topics,omitempty"`
+	JoinLeave bool                   `protobuf:"varint,4,opt,name=join_leave,json=joinLeave,proto3" json:"join_leave,omitempty"`
+	// grace_ms: how long a leave waits after the user's last connection
+	// went (at most 60,000); 0 sends it at once.
+	GraceMs       uint64 `protobuf:"varint,5,opt,name=grace_ms,json=graceMs,proto3" json:"grace_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceAdd) Reset() {
+	*x = PresenceAdd{}
+	mi := &file_topicsvc_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceAdd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceAdd) ProtoMessage() {}
+
+func (x *PresenceAdd) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceAdd.ProtoReflect.Descriptor instead.
+func (*PresenceAdd) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PresenceAdd) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PresenceAdd) GetClient() *PresenceClient {
+	if x != nil {
+		return x.Client
+	}
+	return nil
+}
+
+func (x *PresenceAdd) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *PresenceAdd) GetJoinLeave() bool {
+	if x != nil {
+		return x.JoinLeave
+	}
+	return false
+}
+
+func (x *PresenceAdd) GetGraceMs() uint64 {
+	if x != nil {
+		return x.GraceMs
+	}
+	return 0
+}
+
+// PresenceRemove removes the connection's entry from each of topics (at
+// most 1,024); one that is not there is no error. With join_leave, when
+// it was its user's last connection, the service publishes the leave
+// (id "firetower leave", data {"user":…}) grace_ms later, unless a
+// connection of the user is added meanwhile. Answered by an Ack.
+type PresenceRemove struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Conn          string                 `protobuf:"bytes,2,opt,name=conn,proto3" json:"conn,omitempty"`
+	User          string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	Topics        []string               `protobuf:"bytes,4,rep,name=topics,proto3" json:"topics,omitempty"`
+	JoinLeave     bool                   `protobuf:"varint,5,opt,name=join_leave,json=joinLeave,proto3" json:"join_leave,omitempty"`
+	GraceMs       uint64                 `protobuf:"varint,6,opt,name=grace_ms,json=graceMs,proto3" json:"grace_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceRemove) Reset() {
+	*x = PresenceRemove{}
+	mi := &file_topicsvc_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceRemove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceRemove) ProtoMessage() {}
+
+func (x *PresenceRemove) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceRemove.ProtoReflect.Descriptor instead.
+func (*PresenceRemove) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PresenceRemove) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PresenceRemove) GetConn() string {
+	if x != nil {
+		return x.Conn
+	}
+	return ""
+}
+
+func (x *PresenceRemove) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *PresenceRemove) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *PresenceRemove) GetJoinLeave() bool {
+	if x != nil {
+		return x.JoinLeave
+	}
+	return false
+}
+
+func (x *PresenceRemove) GetGraceMs() uint64 {
+	if x != nil {
+		return x.GraceMs
+	}
+	return 0
+}
+
+// PresenceQuery asks for a topic's presence; the service answers with a
+// PresenceResult of the same seq. limit (at most 10,000) bounds the
+// clients listed; 0 asks for the counts only.
+type PresenceQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceQuery) Reset() {
+	*x = PresenceQuery{}
+	mi := &file_topicsvc_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceQuery) ProtoMessage() {}
+
+func (x *PresenceQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceQuery.ProtoReflect.Descriptor instead.
+func (*PresenceQuery) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PresenceQuery) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PresenceQuery) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *PresenceQuery) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 type Heartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -891,7 +1240,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_topicsvc_proto_msgTypes[11]
+	mi := &file_topicsvc_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1252,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[11]
+	mi := &file_topicsvc_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1265,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{11}
+	return file_topicsvc_proto_rawDescGZIP(), []int{15}
 }
 
 // ServiceFrame is one batch of operations from the service, in order: ops
@@ -932,7 +1281,7 @@ type ServiceFrame struct {
 
 func (x *ServiceFrame) Reset() {
 	*x = ServiceFrame{}
-	mi := &file_topicsvc_proto_msgTypes[12]
+	mi := &file_topicsvc_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1293,7 @@ func (x *ServiceFrame) String() string {
 func (*ServiceFrame) ProtoMessage() {}
 
 func (x *ServiceFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[12]
+	mi := &file_topicsvc_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1306,7 @@ func (x *ServiceFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceFrame.ProtoReflect.Descriptor instead.
 func (*ServiceFrame) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{12}
+	return file_topicsvc_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ServiceFrame) GetOps() []*ServiceOp {
@@ -983,6 +1332,7 @@ type ServiceOp struct {
 	//	*ServiceOp_Heartbeat
 	//	*ServiceOp_Notice
 	//	*ServiceOp_History
+	//	*ServiceOp_Presence
 	Op            isServiceOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -990,7 +1340,7 @@ type ServiceOp struct {
 
 func (x *ServiceOp) Reset() {
 	*x = ServiceOp{}
-	mi := &file_topicsvc_proto_msgTypes[13]
+	mi := &file_topicsvc_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1352,7 @@ func (x *ServiceOp) String() string {
 func (*ServiceOp) ProtoMessage() {}
 
 func (x *ServiceOp) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[13]
+	mi := &file_topicsvc_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1365,7 @@ func (x *ServiceOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceOp.ProtoReflect.Descriptor instead.
 func (*ServiceOp) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{13}
+	return file_topicsvc_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ServiceOp) GetOp() isServiceOp_Op {
@@ -1070,6 +1420,15 @@ func (x *ServiceOp) GetHistory() *HistoryResult {
 	return nil
 }
 
+func (x *ServiceOp) GetPresence() *PresenceResult {
+	if x != nil {
+		if x, ok := x.Op.(*ServiceOp_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
 type isServiceOp_Op interface {
 	isServiceOp_Op()
 }
@@ -1094,6 +1453,10 @@ type ServiceOp_History struct {
 	History *HistoryResult `protobuf:"bytes,6,opt,name=history,proto3,oneof"`
 }
 
+type ServiceOp_Presence struct {
+	Presence *PresenceResult `protobuf:"bytes,7,opt,name=presence,proto3,oneof"`
+}
+
 func (*ServiceOp_Welcome) isServiceOp_Op() {}
 
 func (*ServiceOp_Ack) isServiceOp_Op() {}
@@ -1104,6 +1467,8 @@ func (*ServiceOp_Notice) isServiceOp_Op() {}
 
 func (*ServiceOp_History) isServiceOp_Op() {}
 
+func (*ServiceOp_Presence) isServiceOp_Op() {}
+
 type Welcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The largest data the service accepts in one message, in bytes.
@@ -1111,14 +1476,17 @@ type Welcome struct {
 	// streams says that the service keeps streams: it answers StreamPublish
 	// and HistoryQuery (a service before streams ignores them, so a node
 	// does not send them there).
-	Streams       bool `protobuf:"varint,2,opt,name=streams,proto3" json:"streams,omitempty"`
+	Streams bool `protobuf:"varint,2,opt,name=streams,proto3" json:"streams,omitempty"`
+	// presence says that the service keeps presence: it answers
+	// PresenceAdd, PresenceRemove and PresenceQuery.
+	Presence      bool `protobuf:"varint,3,opt,name=presence,proto3" json:"presence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_topicsvc_proto_msgTypes[14]
+	mi := &file_topicsvc_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1498,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[14]
+	mi := &file_topicsvc_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1511,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{14}
+	return file_topicsvc_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Welcome) GetMaxMessageSize() uint64 {
@@ -1156,6 +1524,13 @@ func (x *Welcome) GetMaxMessageSize() uint64 {
 func (x *Welcome) GetStreams() bool {
 	if x != nil {
 		return x.Streams
+	}
+	return false
+}
+
+func (x *Welcome) GetPresence() bool {
+	if x != nil {
+		return x.Presence
 	}
 	return false
 }
@@ -1176,7 +1551,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_topicsvc_proto_msgTypes[15]
+	mi := &file_topicsvc_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1563,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[15]
+	mi := &file_topicsvc_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1576,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{15}
+	return file_topicsvc_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -1261,7 +1636,7 @@ type HistoryResult struct {
 
 func (x *HistoryResult) Reset() {
 	*x = HistoryResult{}
-	mi := &file_topicsvc_proto_msgTypes[16]
+	mi := &file_topicsvc_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1648,7 @@ func (x *HistoryResult) String() string {
 func (*HistoryResult) ProtoMessage() {}
 
 func (x *HistoryResult) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[16]
+	mi := &file_topicsvc_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1661,7 @@ func (x *HistoryResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResult.ProtoReflect.Descriptor instead.
 func (*HistoryResult) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{16}
+	return file_topicsvc_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HistoryResult) GetSeq() uint64 {
@@ -1331,6 +1706,96 @@ func (x *HistoryResult) GetTruncated() bool {
 	return false
 }
 
+// PresenceResult answers a PresenceQuery: the topic's distinct users and
+// connections, and at most the query's limit of the connections, in no
+// particular order. The clients of one answer hold about 1 MiB at most
+// (or the service's largest message size if smaller): truncated says
+// that some were left out for that bound although the limit allowed
+// them. error is empty on success.
+type PresenceResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Users         int64                  `protobuf:"varint,3,opt,name=users,proto3" json:"users,omitempty"`
+	Connections   int64                  `protobuf:"varint,4,opt,name=connections,proto3" json:"connections,omitempty"`
+	Clients       []*PresenceClient      `protobuf:"bytes,5,rep,name=clients,proto3" json:"clients,omitempty"`
+	Truncated     bool                   `protobuf:"varint,6,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceResult) Reset() {
+	*x = PresenceResult{}
+	mi := &file_topicsvc_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceResult) ProtoMessage() {}
+
+func (x *PresenceResult) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceResult.ProtoReflect.Descriptor instead.
+func (*PresenceResult) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PresenceResult) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PresenceResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PresenceResult) GetUsers() int64 {
+	if x != nil {
+		return x.Users
+	}
+	return 0
+}
+
+func (x *PresenceResult) GetConnections() int64 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *PresenceResult) GetClients() []*PresenceClient {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+func (x *PresenceResult) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 // Notice reports an operation the service refused that has no Ack (a
 // publish with an invalid topic, say). The session goes on.
 type Notice struct {
@@ -1342,7 +1807,7 @@ type Notice struct {
 
 func (x *Notice) Reset() {
 	*x = Notice{}
-	mi := &file_topicsvc_proto_msgTypes[17]
+	mi := &file_topicsvc_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1819,7 @@ func (x *Notice) String() string {
 func (*Notice) ProtoMessage() {}
 
 func (x *Notice) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[17]
+	mi := &file_topicsvc_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1832,7 @@ func (x *Notice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notice.ProtoReflect.Descriptor instead.
 func (*Notice) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{17}
+	return file_topicsvc_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Notice) GetError() string {
@@ -1387,7 +1852,7 @@ type TopicCount struct {
 
 func (x *TopicCount) Reset() {
 	*x = TopicCount{}
-	mi := &file_topicsvc_proto_msgTypes[18]
+	mi := &file_topicsvc_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1864,7 @@ func (x *TopicCount) String() string {
 func (*TopicCount) ProtoMessage() {}
 
 func (x *TopicCount) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[18]
+	mi := &file_topicsvc_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1877,7 @@ func (x *TopicCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicCount.ProtoReflect.Descriptor instead.
 func (*TopicCount) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{18}
+	return file_topicsvc_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TopicCount) GetTopic() string {
@@ -1451,7 +1916,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_topicsvc_proto_msgTypes[19]
+	mi := &file_topicsvc_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1928,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[19]
+	mi := &file_topicsvc_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1941,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{19}
+	return file_topicsvc_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PublishRequest) GetTopic() string {
@@ -1537,7 +2002,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_topicsvc_proto_msgTypes[20]
+	mi := &file_topicsvc_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +2014,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[20]
+	mi := &file_topicsvc_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +2027,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{20}
+	return file_topicsvc_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PublishResponse) GetId() string {
@@ -1615,7 +2080,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_topicsvc_proto_msgTypes[21]
+	mi := &file_topicsvc_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +2092,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[21]
+	mi := &file_topicsvc_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +2105,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{21}
+	return file_topicsvc_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HistoryRequest) GetTopic() string {
@@ -1682,7 +2147,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_topicsvc_proto_msgTypes[22]
+	mi := &file_topicsvc_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +2159,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[22]
+	mi := &file_topicsvc_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +2172,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{22}
+	return file_topicsvc_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HistoryResponse) GetTopic() string {
@@ -1758,7 +2223,7 @@ type HistoryMessage struct {
 
 func (x *HistoryMessage) Reset() {
 	*x = HistoryMessage{}
-	mi := &file_topicsvc_proto_msgTypes[23]
+	mi := &file_topicsvc_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +2235,7 @@ func (x *HistoryMessage) String() string {
 func (*HistoryMessage) ProtoMessage() {}
 
 func (x *HistoryMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[23]
+	mi := &file_topicsvc_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +2248,7 @@ func (x *HistoryMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryMessage.ProtoReflect.Descriptor instead.
 func (*HistoryMessage) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{23}
+	return file_topicsvc_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *HistoryMessage) GetId() string {
@@ -1816,7 +2281,7 @@ type CountRequest struct {
 
 func (x *CountRequest) Reset() {
 	*x = CountRequest{}
-	mi := &file_topicsvc_proto_msgTypes[24]
+	mi := &file_topicsvc_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +2293,7 @@ func (x *CountRequest) String() string {
 func (*CountRequest) ProtoMessage() {}
 
 func (x *CountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[24]
+	mi := &file_topicsvc_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +2306,7 @@ func (x *CountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRequest.ProtoReflect.Descriptor instead.
 func (*CountRequest) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{24}
+	return file_topicsvc_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CountRequest) GetTopic() string {
@@ -1861,7 +2326,7 @@ type CountResponse struct {
 
 func (x *CountResponse) Reset() {
 	*x = CountResponse{}
-	mi := &file_topicsvc_proto_msgTypes[25]
+	mi := &file_topicsvc_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2338,7 @@ func (x *CountResponse) String() string {
 func (*CountResponse) ProtoMessage() {}
 
 func (x *CountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[25]
+	mi := &file_topicsvc_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2351,7 @@ func (x *CountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountResponse.ProtoReflect.Descriptor instead.
 func (*CountResponse) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{25}
+	return file_topicsvc_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CountResponse) GetTopic() string {
@@ -1903,6 +2368,140 @@ func (x *CountResponse) GetCount() int64 {
 	return 0
 }
 
+// PresenceRequest asks for a topic's presence, with at most limit
+// (0..10,000) of its connections; 0 asks for the counts only.
+type PresenceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceRequest) Reset() {
+	*x = PresenceRequest{}
+	mi := &file_topicsvc_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceRequest) ProtoMessage() {}
+
+func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
+func (*PresenceRequest) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PresenceRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *PresenceRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// PresenceResponse is a topic's presence: its distinct users (user ids
+// not empty) and connections, and at most the request's limit of the
+// connections, in no particular order; truncated says that some were left
+// out to keep the answer within about 1 MiB.
+type PresenceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Users         int64                  `protobuf:"varint,2,opt,name=users,proto3" json:"users,omitempty"`
+	Connections   int64                  `protobuf:"varint,3,opt,name=connections,proto3" json:"connections,omitempty"`
+	Clients       []*PresenceClient      `protobuf:"bytes,4,rep,name=clients,proto3" json:"clients,omitempty"`
+	Truncated     bool                   `protobuf:"varint,5,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceResponse) Reset() {
+	*x = PresenceResponse{}
+	mi := &file_topicsvc_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceResponse) ProtoMessage() {}
+
+func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_topicsvc_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceResponse.ProtoReflect.Descriptor instead.
+func (*PresenceResponse) Descriptor() ([]byte, []int) {
+	return file_topicsvc_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PresenceResponse) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *PresenceResponse) GetUsers() int64 {
+	if x != nil {
+		return x.Users
+	}
+	return 0
+}
+
+func (x *PresenceResponse) GetConnections() int64 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *PresenceResponse) GetClients() []*PresenceClient {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+func (x *PresenceResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 type TopicsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1911,7 +2510,7 @@ type TopicsRequest struct {
 
 func (x *TopicsRequest) Reset() {
 	*x = TopicsRequest{}
-	mi := &file_topicsvc_proto_msgTypes[26]
+	mi := &file_topicsvc_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2522,7 @@ func (x *TopicsRequest) String() string {
 func (*TopicsRequest) ProtoMessage() {}
 
 func (x *TopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[26]
+	mi := &file_topicsvc_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2535,7 @@ func (x *TopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicsRequest.ProtoReflect.Descriptor instead.
 func (*TopicsRequest) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{26}
+	return file_topicsvc_proto_rawDescGZIP(), []int{33}
 }
 
 // TopicsResponse is one chunk of the listing.
@@ -1949,7 +2548,7 @@ type TopicsResponse struct {
 
 func (x *TopicsResponse) Reset() {
 	*x = TopicsResponse{}
-	mi := &file_topicsvc_proto_msgTypes[27]
+	mi := &file_topicsvc_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2560,7 @@ func (x *TopicsResponse) String() string {
 func (*TopicsResponse) ProtoMessage() {}
 
 func (x *TopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[27]
+	mi := &file_topicsvc_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2573,7 @@ func (x *TopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicsResponse.ProtoReflect.Descriptor instead.
 func (*TopicsResponse) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{27}
+	return file_topicsvc_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TopicsResponse) GetTopics() []*TopicCount {
@@ -1992,7 +2591,7 @@ type NodesRequest struct {
 
 func (x *NodesRequest) Reset() {
 	*x = NodesRequest{}
-	mi := &file_topicsvc_proto_msgTypes[28]
+	mi := &file_topicsvc_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2603,7 @@ func (x *NodesRequest) String() string {
 func (*NodesRequest) ProtoMessage() {}
 
 func (x *NodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[28]
+	mi := &file_topicsvc_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2616,7 @@ func (x *NodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodesRequest.ProtoReflect.Descriptor instead.
 func (*NodesRequest) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{28}
+	return file_topicsvc_proto_rawDescGZIP(), []int{35}
 }
 
 type NodeInfo struct {
@@ -2032,7 +2631,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_topicsvc_proto_msgTypes[29]
+	mi := &file_topicsvc_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2643,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[29]
+	mi := &file_topicsvc_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2656,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{29}
+	return file_topicsvc_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -2098,7 +2697,7 @@ type NodesResponse struct {
 
 func (x *NodesResponse) Reset() {
 	*x = NodesResponse{}
-	mi := &file_topicsvc_proto_msgTypes[30]
+	mi := &file_topicsvc_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2709,7 @@ func (x *NodesResponse) String() string {
 func (*NodesResponse) ProtoMessage() {}
 
 func (x *NodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topicsvc_proto_msgTypes[30]
+	mi := &file_topicsvc_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,7 +2722,7 @@ func (x *NodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodesResponse.ProtoReflect.Descriptor instead.
 func (*NodesResponse) Descriptor() ([]byte, []int) {
-	return file_topicsvc_proto_rawDescGZIP(), []int{30}
+	return file_topicsvc_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *NodesResponse) GetNodes() []*NodeInfo {
@@ -2152,7 +2751,7 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\aoffsets\x18\a \x03(\x04R\aoffsets\x12\x16\n" +
 	"\x06epochs\x18\b \x03(\tR\x06epochs\x12\x1d\n" +
 	"\n" +
-	"epoch_refs\x18\t \x03(\rR\tepochRefs\"\xad\x04\n" +
+	"epoch_refs\x18\t \x03(\rR\tepochRefs\"\x97\x06\n" +
 	"\x06NodeOp\x124\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1c.firetower.topicsvc.v1.HelloH\x00R\x05hello\x12@\n" +
 	"\tsubscribe\x18\x02 \x01(\v2 .firetower.topicsvc.v1.SubscribeH\x00R\tsubscribe\x12F\n" +
@@ -2162,7 +2761,11 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\vcount_query\x18\a \x01(\v2!.firetower.topicsvc.v1.CountQueryH\x00R\n" +
 	"countQuery\x12M\n" +
 	"\x0estream_publish\x18\b \x01(\v2$.firetower.topicsvc.v1.StreamPublishH\x00R\rstreamPublish\x12J\n" +
-	"\rhistory_query\x18\t \x01(\v2#.firetower.topicsvc.v1.HistoryQueryH\x00R\fhistoryQueryB\x04\n" +
+	"\rhistory_query\x18\t \x01(\v2#.firetower.topicsvc.v1.HistoryQueryH\x00R\fhistoryQuery\x12G\n" +
+	"\fpresence_add\x18\n" +
+	" \x01(\v2\".firetower.topicsvc.v1.PresenceAddH\x00R\vpresenceAdd\x12P\n" +
+	"\x0fpresence_remove\x18\v \x01(\v2%.firetower.topicsvc.v1.PresenceRemoveH\x00R\x0epresenceRemove\x12M\n" +
+	"\x0epresence_query\x18\f \x01(\v2$.firetower.topicsvc.v1.PresenceQueryH\x00R\rpresenceQueryB\x04\n" +
 	"\x02op\" \n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"3\n" +
@@ -2194,23 +2797,48 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x12;\n" +
 	"\x05since\x18\x04 \x01(\v2%.firetower.topicsvc.v1.StreamPositionR\x05since\x12\x12\n" +
 	"\x04size\x18\x05 \x01(\rR\x04size\x12\x15\n" +
-	"\x06ttl_ms\x18\x06 \x01(\x04R\x05ttlMs\"\v\n" +
+	"\x06ttl_ms\x18\x06 \x01(\x04R\x05ttlMs\"L\n" +
+	"\x0ePresenceClient\x12\x12\n" +
+	"\x04conn\x18\x01 \x01(\tR\x04conn\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x12\n" +
+	"\x04info\x18\x03 \x01(\tR\x04info\"\xb0\x01\n" +
+	"\vPresenceAdd\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12=\n" +
+	"\x06client\x18\x02 \x01(\v2%.firetower.topicsvc.v1.PresenceClientR\x06client\x12\x16\n" +
+	"\x06topics\x18\x03 \x03(\tR\x06topics\x12\x1d\n" +
+	"\n" +
+	"join_leave\x18\x04 \x01(\bR\tjoinLeave\x12\x19\n" +
+	"\bgrace_ms\x18\x05 \x01(\x04R\agraceMs\"\x9c\x01\n" +
+	"\x0ePresenceRemove\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04conn\x18\x02 \x01(\tR\x04conn\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x16\n" +
+	"\x06topics\x18\x04 \x03(\tR\x06topics\x12\x1d\n" +
+	"\n" +
+	"join_leave\x18\x05 \x01(\bR\tjoinLeave\x12\x19\n" +
+	"\bgrace_ms\x18\x06 \x01(\x04R\agraceMs\"M\n" +
+	"\rPresenceQuery\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\v\n" +
 	"\tHeartbeat\"\x80\x01\n" +
 	"\fServiceFrame\x122\n" +
 	"\x03ops\x18\x01 \x03(\v2 .firetower.topicsvc.v1.ServiceOpR\x03ops\x12<\n" +
 	"\n" +
 	"deliveries\x18\x02 \x01(\v2\x1c.firetower.topicsvc.v1.BatchR\n" +
-	"deliveries\"\xba\x02\n" +
+	"deliveries\"\xff\x02\n" +
 	"\tServiceOp\x12:\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1e.firetower.topicsvc.v1.WelcomeH\x00R\awelcome\x12.\n" +
 	"\x03ack\x18\x02 \x01(\v2\x1a.firetower.topicsvc.v1.AckH\x00R\x03ack\x12@\n" +
 	"\theartbeat\x18\x04 \x01(\v2 .firetower.topicsvc.v1.HeartbeatH\x00R\theartbeat\x127\n" +
 	"\x06notice\x18\x05 \x01(\v2\x1d.firetower.topicsvc.v1.NoticeH\x00R\x06notice\x12@\n" +
-	"\ahistory\x18\x06 \x01(\v2$.firetower.topicsvc.v1.HistoryResultH\x00R\ahistoryB\x04\n" +
-	"\x02op\"M\n" +
+	"\ahistory\x18\x06 \x01(\v2$.firetower.topicsvc.v1.HistoryResultH\x00R\ahistory\x12C\n" +
+	"\bpresence\x18\a \x01(\v2%.firetower.topicsvc.v1.PresenceResultH\x00R\bpresenceB\x04\n" +
+	"\x02op\"i\n" +
 	"\aWelcome\x12(\n" +
 	"\x10max_message_size\x18\x01 \x01(\x04R\x0emaxMessageSize\x12\x18\n" +
-	"\astreams\x18\x02 \x01(\bR\astreams\"q\n" +
+	"\astreams\x18\x02 \x01(\bR\astreams\x12\x1a\n" +
+	"\bpresence\x18\x03 \x01(\bR\bpresence\"q\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x14\n" +
@@ -2223,6 +2851,13 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x16\n" +
 	"\x06offset\x18\x04 \x01(\x04R\x06offset\x128\n" +
 	"\bmessages\x18\x05 \x01(\v2\x1c.firetower.topicsvc.v1.BatchR\bmessages\x12\x1c\n" +
+	"\ttruncated\x18\x06 \x01(\bR\ttruncated\"\xcf\x01\n" +
+	"\x0ePresenceResult\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x14\n" +
+	"\x05users\x18\x03 \x01(\x03R\x05users\x12 \n" +
+	"\vconnections\x18\x04 \x01(\x03R\vconnections\x12?\n" +
+	"\aclients\x18\x05 \x03(\v2%.firetower.topicsvc.v1.PresenceClientR\aclients\x12\x1c\n" +
 	"\ttruncated\x18\x06 \x01(\bR\ttruncated\"\x1e\n" +
 	"\x06Notice\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\"8\n" +
@@ -2267,7 +2902,16 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\";\n" +
 	"\rCountResponse\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x03R\x05count\"\x0f\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\"=\n" +
+	"\x0fPresenceRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xbf\x01\n" +
+	"\x10PresenceResponse\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05users\x18\x02 \x01(\x03R\x05users\x12 \n" +
+	"\vconnections\x18\x03 \x01(\x03R\vconnections\x12?\n" +
+	"\aclients\x18\x04 \x03(\v2%.firetower.topicsvc.v1.PresenceClientR\aclients\x12\x1c\n" +
+	"\ttruncated\x18\x05 \x01(\bR\ttruncated\"\x0f\n" +
 	"\rTopicsRequest\"K\n" +
 	"\x0eTopicsResponse\x129\n" +
 	"\x06topics\x18\x01 \x03(\v2!.firetower.topicsvc.v1.TopicCountR\x06topics\"\x0e\n" +
@@ -2278,12 +2922,13 @@ const file_topicsvc_proto_rawDesc = "" +
 	"\x06topics\x18\x03 \x01(\x03R\x06topics\x12%\n" +
 	"\x0elast_heartbeat\x18\x04 \x01(\x03R\rlastHeartbeat\"F\n" +
 	"\rNodesResponse\x125\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x1f.firetower.topicsvc.v1.NodeInfoR\x05nodes2\x9b\x04\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x1f.firetower.topicsvc.v1.NodeInfoR\x05nodes2\xf8\x04\n" +
 	"\fTopicService\x12T\n" +
 	"\aSession\x12 .firetower.topicsvc.v1.NodeFrame\x1a#.firetower.topicsvc.v1.ServiceFrame(\x010\x01\x12X\n" +
 	"\aPublish\x12%.firetower.topicsvc.v1.PublishRequest\x1a&.firetower.topicsvc.v1.PublishResponse\x12X\n" +
 	"\aHistory\x12%.firetower.topicsvc.v1.HistoryRequest\x1a&.firetower.topicsvc.v1.HistoryResponse\x12R\n" +
-	"\x05Count\x12#.firetower.topicsvc.v1.CountRequest\x1a$.firetower.topicsvc.v1.CountResponse\x12W\n" +
+	"\x05Count\x12#.firetower.topicsvc.v1.CountRequest\x1a$.firetower.topicsvc.v1.CountResponse\x12[\n" +
+	"\bPresence\x12&.firetower.topicsvc.v1.PresenceRequest\x1a'.firetower.topicsvc.v1.PresenceResponse\x12W\n" +
 	"\x06Topics\x12$.firetower.topicsvc.v1.TopicsRequest\x1a%.firetower.topicsvc.v1.TopicsResponse0\x01\x12T\n" +
 	"\x05Nodes\x12#.firetower.topicsvc.v1.NodesRequest\x1a$.firetower.topicsvc.v1.NodesResponse0\x01B3Z1github.com/OSMeteor/firetower/topicsvc/topicsvcpbb\x06proto3"
 
@@ -2299,41 +2944,48 @@ func file_topicsvc_proto_rawDescGZIP() []byte {
 	return file_topicsvc_proto_rawDescData
 }
 
-var file_topicsvc_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_topicsvc_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_topicsvc_proto_goTypes = []any{
-	(*NodeFrame)(nil),       // 0: firetower.topicsvc.v1.NodeFrame
-	(*Batch)(nil),           // 1: firetower.topicsvc.v1.Batch
-	(*NodeOp)(nil),          // 2: firetower.topicsvc.v1.NodeOp
-	(*Hello)(nil),           // 3: firetower.topicsvc.v1.Hello
-	(*Subscribe)(nil),       // 4: firetower.topicsvc.v1.Subscribe
-	(*Unsubscribe)(nil),     // 5: firetower.topicsvc.v1.Unsubscribe
-	(*CountUpdate)(nil),     // 6: firetower.topicsvc.v1.CountUpdate
-	(*CountQuery)(nil),      // 7: firetower.topicsvc.v1.CountQuery
-	(*StreamPublish)(nil),   // 8: firetower.topicsvc.v1.StreamPublish
-	(*StreamPosition)(nil),  // 9: firetower.topicsvc.v1.StreamPosition
-	(*HistoryQuery)(nil),    // 10: firetower.topicsvc.v1.HistoryQuery
-	(*Heartbeat)(nil),       // 11: firetower.topicsvc.v1.Heartbeat
-	(*ServiceFrame)(nil),    // 12: firetower.topicsvc.v1.ServiceFrame
-	(*ServiceOp)(nil),       // 13: firetower.topicsvc.v1.ServiceOp
-	(*Welcome)(nil),         // 14: firetower.topicsvc.v1.Welcome
-	(*Ack)(nil),             // 15: firetower.topicsvc.v1.Ack
-	(*HistoryResult)(nil),   // 16: firetower.topicsvc.v1.HistoryResult
-	(*Notice)(nil),          // 17: firetower.topicsvc.v1.Notice
-	(*TopicCount)(nil),      // 18: firetower.topicsvc.v1.TopicCount
-	(*PublishRequest)(nil),  // 19: firetower.topicsvc.v1.PublishRequest
-	(*PublishResponse)(nil), // 20: firetower.topicsvc.v1.PublishResponse
-	(*HistoryRequest)(nil),  // 21: firetower.topicsvc.v1.HistoryRequest
-	(*HistoryResponse)(nil), // 22: firetower.topicsvc.v1.HistoryResponse
-	(*HistoryMessage)(nil),  // 23: firetower.topicsvc.v1.HistoryMessage
-	(*CountRequest)(nil),    // 24: firetower.topicsvc.v1.CountRequest
-	(*CountResponse)(nil),   // 25: firetower.topicsvc.v1.CountResponse
-	(*TopicsRequest)(nil),   // 26: firetower.topicsvc.v1.TopicsRequest
-	(*TopicsResponse)(nil),  // 27: firetower.topicsvc.v1.TopicsResponse
-	(*NodesRequest)(nil),    // 28: firetower.topicsvc.v1.NodesRequest
-	(*NodeInfo)(nil),        // 29: firetower.topicsvc.v1.NodeInfo
-	(*NodesResponse)(nil),   // 30: firetower.topicsvc.v1.NodesResponse
-	nil,                     // 31: firetower.topicsvc.v1.PublishResponse.OffsetsEntry
-	nil,                     // 32: firetower.topicsvc.v1.PublishResponse.EpochsEntry
+	(*NodeFrame)(nil),        // 0: firetower.topicsvc.v1.NodeFrame
+	(*Batch)(nil),            // 1: firetower.topicsvc.v1.Batch
+	(*NodeOp)(nil),           // 2: firetower.topicsvc.v1.NodeOp
+	(*Hello)(nil),            // 3: firetower.topicsvc.v1.Hello
+	(*Subscribe)(nil),        // 4: firetower.topicsvc.v1.Subscribe
+	(*Unsubscribe)(nil),      // 5: firetower.topicsvc.v1.Unsubscribe
+	(*CountUpdate)(nil),      // 6: firetower.topicsvc.v1.CountUpdate
+	(*CountQuery)(nil),       // 7: firetower.topicsvc.v1.CountQuery
+	(*StreamPublish)(nil),    // 8: firetower.topicsvc.v1.StreamPublish
+	(*StreamPosition)(nil),   // 9: firetower.topicsvc.v1.StreamPosition
+	(*HistoryQuery)(nil),     // 10: firetower.topicsvc.v1.HistoryQuery
+	(*PresenceClient)(nil),   // 11: firetower.topicsvc.v1.PresenceClient
+	(*PresenceAdd)(nil),      // 12: firetower.topicsvc.v1.PresenceAdd
+	(*PresenceRemove)(nil),   // 13: firetower.topicsvc.v1.PresenceRemove
+	(*PresenceQuery)(nil),    // 14: firetower.topicsvc.v1.PresenceQuery
+	(*Heartbeat)(nil),        // 15: firetower.topicsvc.v1.Heartbeat
+	(*ServiceFrame)(nil),     // 16: firetower.topicsvc.v1.ServiceFrame
+	(*ServiceOp)(nil),        // 17: firetower.topicsvc.v1.ServiceOp
+	(*Welcome)(nil),          // 18: firetower.topicsvc.v1.Welcome
+	(*Ack)(nil),              // 19: firetower.topicsvc.v1.Ack
+	(*HistoryResult)(nil),    // 20: firetower.topicsvc.v1.HistoryResult
+	(*PresenceResult)(nil),   // 21: firetower.topicsvc.v1.PresenceResult
+	(*Notice)(nil),           // 22: firetower.topicsvc.v1.Notice
+	(*TopicCount)(nil),       // 23: firetower.topicsvc.v1.TopicCount
+	(*PublishRequest)(nil),   // 24: firetower.topicsvc.v1.PublishRequest
+	(*PublishResponse)(nil),  // 25: firetower.topicsvc.v1.PublishResponse
+	(*HistoryRequest)(nil),   // 26: firetower.topicsvc.v1.HistoryRequest
+	(*HistoryResponse)(nil),  // 27: firetower.topicsvc.v1.HistoryResponse
+	(*HistoryMessage)(nil),   // 28: firetower.topicsvc.v1.HistoryMessage
+	(*CountRequest)(nil),     // 29: firetower.topicsvc.v1.CountRequest
+	(*CountResponse)(nil),    // 30: firetower.topicsvc.v1.CountResponse
+	(*PresenceRequest)(nil),  // 31: firetower.topicsvc.v1.PresenceRequest
+	(*PresenceResponse)(nil), // 32: firetower.topicsvc.v1.PresenceResponse
+	(*TopicsRequest)(nil),    // 33: firetower.topicsvc.v1.TopicsRequest
+	(*TopicsResponse)(nil),   // 34: firetower.topicsvc.v1.TopicsResponse
+	(*NodesRequest)(nil),     // 35: firetower.topicsvc.v1.NodesRequest
+	(*NodeInfo)(nil),         // 36: firetower.topicsvc.v1.NodeInfo
+	(*NodesResponse)(nil),    // 37: firetower.topicsvc.v1.NodesResponse
+	nil,                      // 38: firetower.topicsvc.v1.PublishResponse.OffsetsEntry
+	nil,                      // 39: firetower.topicsvc.v1.PublishResponse.EpochsEntry
 }
 var file_topicsvc_proto_depIdxs = []int32{
 	2,  // 0: firetower.topicsvc.v1.NodeFrame.ops:type_name -> firetower.topicsvc.v1.NodeOp
@@ -2342,43 +2994,52 @@ var file_topicsvc_proto_depIdxs = []int32{
 	4,  // 3: firetower.topicsvc.v1.NodeOp.subscribe:type_name -> firetower.topicsvc.v1.Subscribe
 	5,  // 4: firetower.topicsvc.v1.NodeOp.unsubscribe:type_name -> firetower.topicsvc.v1.Unsubscribe
 	6,  // 5: firetower.topicsvc.v1.NodeOp.count:type_name -> firetower.topicsvc.v1.CountUpdate
-	11, // 6: firetower.topicsvc.v1.NodeOp.heartbeat:type_name -> firetower.topicsvc.v1.Heartbeat
+	15, // 6: firetower.topicsvc.v1.NodeOp.heartbeat:type_name -> firetower.topicsvc.v1.Heartbeat
 	7,  // 7: firetower.topicsvc.v1.NodeOp.count_query:type_name -> firetower.topicsvc.v1.CountQuery
 	8,  // 8: firetower.topicsvc.v1.NodeOp.stream_publish:type_name -> firetower.topicsvc.v1.StreamPublish
 	10, // 9: firetower.topicsvc.v1.NodeOp.history_query:type_name -> firetower.topicsvc.v1.HistoryQuery
-	18, // 10: firetower.topicsvc.v1.CountUpdate.counts:type_name -> firetower.topicsvc.v1.TopicCount
-	9,  // 11: firetower.topicsvc.v1.HistoryQuery.since:type_name -> firetower.topicsvc.v1.StreamPosition
-	13, // 12: firetower.topicsvc.v1.ServiceFrame.ops:type_name -> firetower.topicsvc.v1.ServiceOp
-	1,  // 13: firetower.topicsvc.v1.ServiceFrame.deliveries:type_name -> firetower.topicsvc.v1.Batch
-	14, // 14: firetower.topicsvc.v1.ServiceOp.welcome:type_name -> firetower.topicsvc.v1.Welcome
-	15, // 15: firetower.topicsvc.v1.ServiceOp.ack:type_name -> firetower.topicsvc.v1.Ack
-	11, // 16: firetower.topicsvc.v1.ServiceOp.heartbeat:type_name -> firetower.topicsvc.v1.Heartbeat
-	17, // 17: firetower.topicsvc.v1.ServiceOp.notice:type_name -> firetower.topicsvc.v1.Notice
-	16, // 18: firetower.topicsvc.v1.ServiceOp.history:type_name -> firetower.topicsvc.v1.HistoryResult
-	1,  // 19: firetower.topicsvc.v1.HistoryResult.messages:type_name -> firetower.topicsvc.v1.Batch
-	31, // 20: firetower.topicsvc.v1.PublishResponse.offsets:type_name -> firetower.topicsvc.v1.PublishResponse.OffsetsEntry
-	32, // 21: firetower.topicsvc.v1.PublishResponse.epochs:type_name -> firetower.topicsvc.v1.PublishResponse.EpochsEntry
-	9,  // 22: firetower.topicsvc.v1.HistoryRequest.since:type_name -> firetower.topicsvc.v1.StreamPosition
-	23, // 23: firetower.topicsvc.v1.HistoryResponse.messages:type_name -> firetower.topicsvc.v1.HistoryMessage
-	18, // 24: firetower.topicsvc.v1.TopicsResponse.topics:type_name -> firetower.topicsvc.v1.TopicCount
-	29, // 25: firetower.topicsvc.v1.NodesResponse.nodes:type_name -> firetower.topicsvc.v1.NodeInfo
-	0,  // 26: firetower.topicsvc.v1.TopicService.Session:input_type -> firetower.topicsvc.v1.NodeFrame
-	19, // 27: firetower.topicsvc.v1.TopicService.Publish:input_type -> firetower.topicsvc.v1.PublishRequest
-	21, // 28: firetower.topicsvc.v1.TopicService.History:input_type -> firetower.topicsvc.v1.HistoryRequest
-	24, // 29: firetower.topicsvc.v1.TopicService.Count:input_type -> firetower.topicsvc.v1.CountRequest
-	26, // 30: firetower.topicsvc.v1.TopicService.Topics:input_type -> firetower.topicsvc.v1.TopicsRequest
-	28, // 31: firetower.topicsvc.v1.TopicService.Nodes:input_type -> firetower.topicsvc.v1.NodesRequest
-	12, // 32: firetower.topicsvc.v1.TopicService.Session:output_type -> firetower.topicsvc.v1.ServiceFrame
-	20, // 33: firetower.topicsvc.v1.TopicService.Publish:output_type -> firetower.topicsvc.v1.PublishResponse
-	22, // 34: firetower.topicsvc.v1.TopicService.History:output_type -> firetower.topicsvc.v1.HistoryResponse
-	25, // 35: firetower.topicsvc.v1.TopicService.Count:output_type -> firetower.topicsvc.v1.CountResponse
-	27, // 36: firetower.topicsvc.v1.TopicService.Topics:output_type -> firetower.topicsvc.v1.TopicsResponse
-	30, // 37: firetower.topicsvc.v1.TopicService.Nodes:output_type -> firetower.topicsvc.v1.NodesResponse
-	32, // [32:38] is the sub-list for method output_type
-	26, // [26:32] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	12, // 10: firetower.topicsvc.v1.NodeOp.presence_add:type_name -> firetower.topicsvc.v1.PresenceAdd
+	13, // 11: firetower.topicsvc.v1.NodeOp.presence_remove:type_name -> firetower.topicsvc.v1.PresenceRemove
+	14, // 12: firetower.topicsvc.v1.NodeOp.presence_query:type_name -> firetower.topicsvc.v1.PresenceQuery
+	23, // 13: firetower.topicsvc.v1.CountUpdate.counts:type_name -> firetower.topicsvc.v1.TopicCount
+	9,  // 14: firetower.topicsvc.v1.HistoryQuery.since:type_name -> firetower.topicsvc.v1.StreamPosition
+	11, // 15: firetower.topicsvc.v1.PresenceAdd.client:type_name -> firetower.topicsvc.v1.PresenceClient
+	17, // 16: firetower.topicsvc.v1.ServiceFrame.ops:type_name -> firetower.topicsvc.v1.ServiceOp
+	1,  // 17: firetower.topicsvc.v1.ServiceFrame.deliveries:type_name -> firetower.topicsvc.v1.Batch
+	18, // 18: firetower.topicsvc.v1.ServiceOp.welcome:type_name -> firetower.topicsvc.v1.Welcome
+	19, // 19: firetower.topicsvc.v1.ServiceOp.ack:type_name -> firetower.topicsvc.v1.Ack
+	15, // 20: firetower.topicsvc.v1.ServiceOp.heartbeat:type_name -> firetower.topicsvc.v1.Heartbeat
+	22, // 21: firetower.topicsvc.v1.ServiceOp.notice:type_name -> firetower.topicsvc.v1.Notice
+	20, // 22: firetower.topicsvc.v1.ServiceOp.history:type_name -> firetower.topicsvc.v1.HistoryResult
+	21, // 23: firetower.topicsvc.v1.ServiceOp.presence:type_name -> firetower.topicsvc.v1.PresenceResult
+	1,  // 24: firetower.topicsvc.v1.HistoryResult.messages:type_name -> firetower.topicsvc.v1.Batch
+	11, // 25: firetower.topicsvc.v1.PresenceResult.clients:type_name -> firetower.topicsvc.v1.PresenceClient
+	38, // 26: firetower.topicsvc.v1.PublishResponse.offsets:type_name -> firetower.topicsvc.v1.PublishResponse.OffsetsEntry
+	39, // 27: firetower.topicsvc.v1.PublishResponse.epochs:type_name -> firetower.topicsvc.v1.PublishResponse.EpochsEntry
+	9,  // 28: firetower.topicsvc.v1.HistoryRequest.since:type_name -> firetower.topicsvc.v1.StreamPosition
+	28, // 29: firetower.topicsvc.v1.HistoryResponse.messages:type_name -> firetower.topicsvc.v1.HistoryMessage
+	11, // 30: firetower.topicsvc.v1.PresenceResponse.clients:type_name -> firetower.topicsvc.v1.PresenceClient
+	23, // 31: firetower.topicsvc.v1.TopicsResponse.topics:type_name -> firetower.topicsvc.v1.TopicCount
+	36, // 32: firetower.topicsvc.v1.NodesResponse.nodes:type_name -> firetower.topicsvc.v1.NodeInfo
+	0,  // 33: firetower.topicsvc.v1.TopicService.Session:input_type -> firetower.topicsvc.v1.NodeFrame
+	24, // 34: firetower.topicsvc.v1.TopicService.Publish:input_type -> firetower.topicsvc.v1.PublishRequest
+	26, // 35: firetower.topicsvc.v1.TopicService.History:input_type -> firetower.topicsvc.v1.HistoryRequest
+	29, // 36: firetower.topicsvc.v1.TopicService.Count:input_type -> firetower.topicsvc.v1.CountRequest
+	31, // 37: firetower.topicsvc.v1.TopicService.Presence:input_type -> firetower.topicsvc.v1.PresenceRequest
+	33, // 38: firetower.topicsvc.v1.TopicService.Topics:input_type -> firetower.topicsvc.v1.TopicsRequest
+	35, // 39: firetower.topicsvc.v1.TopicService.Nodes:input_type -> firetower.topicsvc.v1.NodesRequest
+	16, // 40: firetower.topicsvc.v1.TopicService.Session:output_type -> firetower.topicsvc.v1.ServiceFrame
+	25, // 41: firetower.topicsvc.v1.TopicService.Publish:output_type -> firetower.topicsvc.v1.PublishResponse
+	27, // 42: firetower.topicsvc.v1.TopicService.History:output_type -> firetower.topicsvc.v1.HistoryResponse
+	30, // 43: firetower.topicsvc.v1.TopicService.Count:output_type -> firetower.topicsvc.v1.CountResponse
+	32, // 44: firetower.topicsvc.v1.TopicService.Presence:output_type -> firetower.topicsvc.v1.PresenceResponse
+	34, // 45: firetower.topicsvc.v1.TopicService.Topics:output_type -> firetower.topicsvc.v1.TopicsResponse
+	37, // 46: firetower.topicsvc.v1.TopicService.Nodes:output_type -> firetower.topicsvc.v1.NodesResponse
+	40, // [40:47] is the sub-list for method output_type
+	33, // [33:40] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_topicsvc_proto_init() }
@@ -2395,13 +3056,17 @@ func file_topicsvc_proto_init() {
 		(*NodeOp_CountQuery)(nil),
 		(*NodeOp_StreamPublish)(nil),
 		(*NodeOp_HistoryQuery)(nil),
+		(*NodeOp_PresenceAdd)(nil),
+		(*NodeOp_PresenceRemove)(nil),
+		(*NodeOp_PresenceQuery)(nil),
 	}
-	file_topicsvc_proto_msgTypes[13].OneofWrappers = []any{
+	file_topicsvc_proto_msgTypes[17].OneofWrappers = []any{
 		(*ServiceOp_Welcome)(nil),
 		(*ServiceOp_Ack)(nil),
 		(*ServiceOp_Heartbeat)(nil),
 		(*ServiceOp_Notice)(nil),
 		(*ServiceOp_History)(nil),
+		(*ServiceOp_Presence)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2409,7 +3074,7 @@ func file_topicsvc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topicsvc_proto_rawDesc), len(file_topicsvc_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

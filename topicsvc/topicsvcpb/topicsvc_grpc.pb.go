@@ -2,7 +2,7 @@
 //
 // Nodes (firetower gateways) hold one Session stream each; backends in any
 // language push with Publish and Count, read a topic's history with
-// History, and list with Topics and Nodes.
+// History and its presence with Presence, and list with Topics and Nodes.
 // Every call carries a token in the gRPC metadata:
 //
 //	authorization: Bearer <token>
@@ -34,12 +34,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TopicService_Session_FullMethodName = "/firetower.topicsvc.v1.TopicService/Session"
-	TopicService_Publish_FullMethodName = "/firetower.topicsvc.v1.TopicService/Publish"
-	TopicService_History_FullMethodName = "/firetower.topicsvc.v1.TopicService/History"
-	TopicService_Count_FullMethodName   = "/firetower.topicsvc.v1.TopicService/Count"
-	TopicService_Topics_FullMethodName  = "/firetower.topicsvc.v1.TopicService/Topics"
-	TopicService_Nodes_FullMethodName   = "/firetower.topicsvc.v1.TopicService/Nodes"
+	TopicService_Session_FullMethodName  = "/firetower.topicsvc.v1.TopicService/Session"
+	TopicService_Publish_FullMethodName  = "/firetower.topicsvc.v1.TopicService/Publish"
+	TopicService_History_FullMethodName  = "/firetower.topicsvc.v1.TopicService/History"
+	TopicService_Count_FullMethodName    = "/firetower.topicsvc.v1.TopicService/Count"
+	TopicService_Presence_FullMethodName = "/firetower.topicsvc.v1.TopicService/Presence"
+	TopicService_Topics_FullMethodName   = "/firetower.topicsvc.v1.TopicService/Topics"
+	TopicService_Nodes_FullMethodName    = "/firetower.topicsvc.v1.TopicService/Nodes"
 )
 
 // TopicServiceClient is the client API for TopicService service.
@@ -62,6 +63,10 @@ type TopicServiceClient interface {
 	// Count returns the number of connections subscribed to a topic across
 	// the cluster.
 	Count(ctx context.Context, in *CountRequest, opts ...grpc.CallOption) (*CountResponse, error)
+	// Presence returns who is in a topic: the counts of distinct users and
+	// of connections, and up to limit of the connections (at most 10,000,
+	// about 1 MiB of them), as the nodes added them.
+	Presence(ctx context.Context, in *PresenceRequest, opts ...grpc.CallOption) (*PresenceResponse, error)
 	// Topics lists every topic with at least one subscriber, with its count,
 	// as a stream of chunks (at most 4,096 topics each, in no particular
 	// order), so that a listing of any size stays under the gRPC message
@@ -117,6 +122,16 @@ func (c *topicServiceClient) Count(ctx context.Context, in *CountRequest, opts .
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CountResponse)
 	err := c.cc.Invoke(ctx, TopicService_Count_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *topicServiceClient) Presence(ctx context.Context, in *PresenceRequest, opts ...grpc.CallOption) (*PresenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PresenceResponse)
+	err := c.cc.Invoke(ctx, TopicService_Presence_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -181,6 +196,10 @@ type TopicServiceServer interface {
 	// Count returns the number of connections subscribed to a topic across
 	// the cluster.
 	Count(context.Context, *CountRequest) (*CountResponse, error)
+	// Presence returns who is in a topic: the counts of distinct users and
+	// of connections, and up to limit of the connections (at most 10,000,
+	// about 1 MiB of them), as the nodes added them.
+	Presence(context.Context, *PresenceRequest) (*PresenceResponse, error)
 	// Topics lists every topic with at least one subscriber, with its count,
 	// as a stream of chunks (at most 4,096 topics each, in no particular
 	// order), so that a listing of any size stays under the gRPC message
@@ -210,6 +229,9 @@ func (UnimplementedTopicServiceServer) History(context.Context, *HistoryRequest)
 }
 func (UnimplementedTopicServiceServer) Count(context.Context, *CountRequest) (*CountResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Count not implemented")
+}
+func (UnimplementedTopicServiceServer) Presence(context.Context, *PresenceRequest) (*PresenceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Presence not implemented")
 }
 func (UnimplementedTopicServiceServer) Topics(*TopicsRequest, grpc.ServerStreamingServer[TopicsResponse]) error {
 	return status.Error(codes.Unimplemented, "method Topics not implemented")
@@ -299,6 +321,24 @@ func _TopicService_Count_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TopicService_Presence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PresenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TopicServiceServer).Presence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TopicService_Presence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TopicServiceServer).Presence(ctx, req.(*PresenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _TopicService_Topics_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(TopicsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -339,6 +379,10 @@ var TopicService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Count",
 			Handler:    _TopicService_Count_Handler,
+		},
+		{
+			MethodName: "Presence",
+			Handler:    _TopicService_Presence_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

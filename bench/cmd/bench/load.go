@@ -48,33 +48,41 @@ type loadConfig struct {
 	Warmup     int  // storm mode: messages the clients follow live before they drop
 	StormDials int  // storm mode: reconnections dialled at a time (0: all at once)
 	StormPlain bool // storm mode: reconnect without asking to recover
+	// The presence and users modes (presence.go).
+	ServerPid   int  // the server's pid, whose CPU time each phase reads
+	ExtraPid    int  // another process to read (a topic service)
+	PresenceOff bool // presence mode: subscribe only (the RSS baseline)
+	Observers   int  // joinstorm mode: connections that stay subscribed
 }
 
 // loadResult is printed as "RESULT <json>" for the driver.
 type loadResult struct {
-	Conns          int          `json:"conns"`
-	Subscribed     int          `json:"subscribed"`
-	Stalled        int          `json:"stalled"`
-	DialErrors     int          `json:"dialErrors"`
-	ConnectSeconds float64      `json:"connectSeconds"`
-	Published      int64        `json:"published"`
-	PublishErrors  int64        `json:"publishErrors"`
-	Expected       int64        `json:"expected"`
-	Delivered      int64        `json:"delivered"`
-	Lost           int64        `json:"lost"`
-	Frames         int64        `json:"frames"`
-	Disconnects    int64        `json:"disconnects"`
-	WindowStalls   int64        `json:"windowStalls"`
-	Seconds        float64      `json:"seconds"`
-	DeliveriesPS   float64      `json:"deliveriesPerSec"`
-	P50us          float64      `json:"p50us"`
-	P99us          float64      `json:"p99us"`
-	P999us         float64      `json:"p999us"`
-	P90us          float64      `json:"p90us"`
-	P95us          float64      `json:"p95us"`
-	P98us          float64      `json:"p98us"`
-	MaxUs          float64      `json:"maxUs"`
-	Storm          *stormResult `json:"storm,omitempty"`
+	Conns          int              `json:"conns"`
+	Subscribed     int              `json:"subscribed"`
+	Stalled        int              `json:"stalled"`
+	DialErrors     int              `json:"dialErrors"`
+	ConnectSeconds float64          `json:"connectSeconds"`
+	Published      int64            `json:"published"`
+	PublishErrors  int64            `json:"publishErrors"`
+	Expected       int64            `json:"expected"`
+	Delivered      int64            `json:"delivered"`
+	Lost           int64            `json:"lost"`
+	Frames         int64            `json:"frames"`
+	Disconnects    int64            `json:"disconnects"`
+	WindowStalls   int64            `json:"windowStalls"`
+	Seconds        float64          `json:"seconds"`
+	DeliveriesPS   float64          `json:"deliveriesPerSec"`
+	P50us          float64          `json:"p50us"`
+	P99us          float64          `json:"p99us"`
+	P999us         float64          `json:"p999us"`
+	P90us          float64          `json:"p90us"`
+	P95us          float64          `json:"p95us"`
+	P98us          float64          `json:"p98us"`
+	MaxUs          float64          `json:"maxUs"`
+	Storm          *stormResult     `json:"storm,omitempty"`
+	Presence       *presenceResultT `json:"presence,omitempty"`
+	Join           *joinResult      `json:"join,omitempty"`
+	Users          []usersPhase     `json:"users,omitempty"`
 }
 
 type loadGen struct {
@@ -114,6 +122,10 @@ func loadMain(args []string) {
 	fs.BoolVar(&c.Wait, "wait", false, "print SUBSCRIBED and wait for a stdin line before publishing")
 	fs.StringVar(&c.SlowLog, "slowlog", "", "write receive time and latency (ns) of slow messages to this file")
 	fs.DurationVar(&c.Slow, "slow", 5*time.Millisecond, "what -slowlog counts as slow")
+	fs.IntVar(&c.ServerPid, "server-pid", 0, "presence, joinstorm, users modes: the server's pid, for its CPU time per phase")
+	fs.IntVar(&c.ExtraPid, "extra-pid", 0, "joinstorm mode: another process whose CPU time is read too (a topic service)")
+	fs.BoolVar(&c.PresenceOff, "presence-off", false, "presence mode: subscribe only, no queries")
+	fs.IntVar(&c.Observers, "observers", 100, "joinstorm mode: connections that stay subscribed and count the joins and leaves")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the load generator to this file")
 	_ = fs.Parse(args)
 	raiseNoFile()
@@ -129,8 +141,15 @@ func loadMain(args []string) {
 	}
 	lg := &loadGen{cfg: c}
 	run := lg.run
-	if c.Mode == "storm" {
+	switch c.Mode {
+	case "storm":
 		run = lg.runStorm
+	case "presence":
+		run = lg.runPresence
+	case "joinstorm":
+		run = lg.runJoinStorm
+	case "users":
+		run = lg.runUsers
 	}
 	res, err := run()
 	if err != nil {

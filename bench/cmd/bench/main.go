@@ -94,6 +94,9 @@ var scenarios = []scenario{
 	{Name: "fanout1k-history", Title: "1,000 subscribers, 1 topic, 100 B messages, without and with history 100 (1 min)", Conns: 1000, Topics: 1, Mode: "window", Window: 32, Duration: 3 * time.Second, Kind: "history", History: 100, HistoryTTL: time.Minute},
 	{Name: "topics100-history", Title: "1,000 subscribers over 100 topics, 100 B messages, without and with history 100 (1 min)", Conns: 1000, Topics: 100, Mode: "window", Window: 32, Duration: 3 * time.Second, Kind: "history", History: 100, HistoryTTL: time.Minute},
 	{Name: "storm", Title: "reconnect storm: 1,000 clients of one topic with history 100 disconnect, 100 messages are published, all reconnect at once and recover them", Conns: 1000, Topics: 1, Mode: "storm", Count: 100, Duration: time.Minute, Kind: "storm", History: 100, HistoryTTL: time.Minute},
+	{Name: "presence10k", Title: "10,000 subscribers of one presence topic, each its own user; 200 presence queries each way", Conns: 10000, Topics: 1, Mode: "presence", Kind: "presence"},
+	{Name: "joinstorm", Title: "100 observers of a join/leave topic; 1,000 new users a second for 10 s subscribe and leave a second later", Conns: 100, Topics: 1, Mode: "joinstorm", Rate: 1000, Duration: 10 * time.Second, Kind: "joinstorm"},
+	{Name: "users1k", Title: "1,000 connected users, publishes addressed to users", Conns: 1000, Topics: 1, Mode: "users", Window: 32, Duration: 5 * time.Second, Kind: "users"},
 	{Name: "connmax", Title: "19,900 subscribed connections (open-file limit 20,000 per process), one broadcast to all", Conns: 19900, Topics: 1, Mode: "once", Count: 1, Kind: "idle"},
 }
 
@@ -189,8 +192,8 @@ func driverMain(args []string) {
 		sc.Publishers = 16
 	}
 	targets := allTargets
-	if sc.Kind == "history" || sc.Kind == "storm" {
-		// Only these two keep history.
+	if sc.Kind == "history" || sc.Kind == "storm" || usersKind(sc.Kind) {
+		// Only these two keep history, presence and users.
 		targets = []target{allTargets[0], allTargets[1]}
 	}
 	if *only != "" {
@@ -198,8 +201,8 @@ func driverMain(args []string) {
 		for _, n := range strings.Split(*only, ",") {
 			for _, t := range allTargets {
 				if t.Name == n {
-					if (sc.Kind == "history" || sc.Kind == "storm") && n != "firetower" && n != "centrifuge" {
-						log.Printf("%s has no history: left out of %s", n, sc.Name)
+					if (sc.Kind == "history" || sc.Kind == "storm" || usersKind(sc.Kind)) && n != "firetower" && n != "centrifuge" {
+						log.Printf("%s has no history, presence or users: left out of %s", n, sc.Name)
 						continue
 					}
 					targets = append(targets, t)
@@ -222,6 +225,9 @@ func driverMain(args []string) {
 		// "plain": the same storm, the clients subscribing without asking
 		// to recover: what the reconnections alone cost.
 		variants = []string{"", "plain"}
+	}
+	if v := usersVariants(sc.Kind); v != nil {
+		variants = v
 	}
 	var recs []record
 	// The flags that shaped the runs, for the section's command line.
@@ -294,7 +300,7 @@ func driverMain(args []string) {
 				runs = append(runs, run{t, v})
 			}
 		}
-		if sc.Kind == "history" || sc.Kind == "storm" {
+		if sc.Kind == "history" || sc.Kind == "storm" || usersKind(sc.Kind) {
 			runs = runs[:0]
 			for _, t := range targets {
 				for _, v := range variants {
@@ -380,13 +386,17 @@ func runOne(self string, pin bool, sc scenario, t target, variant, cpuprofile st
 	if cpuprofile != "" {
 		srvArgs = append(srvArgs, "-cpuprofile", cpuprofile)
 	}
+	var extra []string
+	if usersKind(sc.Kind) {
+		srvArgs, extra = usersRun(sc, variant, srvArgs)
+	}
 	srv, addr, err := startServer(command(self, pin, 0, srvArgs))
 	if err != nil {
 		rec.Err = err.Error()
 		return rec
 	}
 	defer stop(srv)
-	drive(&rec, self, pin, sc, t, variant, addr, addr, srv.Process.Pid)
+	drive(&rec, self, pin, sc, t, variant, addr, addr, srv.Process.Pid, extra...)
 	return rec
 }
 
@@ -407,7 +417,7 @@ func startServer(srv *exec.Cmd) (*exec.Cmd, string, error) {
 
 // drive runs the load generator: subscribers on addr, publishes to pubAddr;
 // RSS and CPU are read from the server process pid (the subscribers' one).
-func drive(rec *record, self string, pin bool, sc scenario, t target, variant, addr, pubAddr string, pid int) {
+func drive(rec *record, self string, pin bool, sc scenario, t target, variant, addr, pubAddr string, pid int, extraArgs ...string) {
 	gc(addr)
 	rec.RSSBaseKB = procStatus(pid, "VmRSS:")
 	loadArgs := []string{"load", "-url", addr, "-pub-url", pubAddr, "-ws", t.WSPath, "-proto", t.Proto,
@@ -416,6 +426,10 @@ func drive(rec *record, self string, pin bool, sc scenario, t target, variant, a
 		"-duration", sc.Duration.String(), "-publishers", strconv.Itoa(sc.Publishers), "-wait"}
 	if variant == "stalled" {
 		loadArgs = append(loadArgs, "-stall-every", "100")
+	}
+	if usersKind(sc.Kind) {
+		loadArgs = append(loadArgs, "-server-pid", strconv.Itoa(pid), "-observers", strconv.Itoa(sc.Conns))
+		loadArgs = append(loadArgs, extraArgs...)
 	}
 	if variant == "plain" {
 		loadArgs = append(loadArgs, "-storm-plain")

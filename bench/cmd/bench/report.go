@@ -331,6 +331,8 @@ func summarize(sc scenario, targets []target, recs []record, rounds int, flags [
 			cd.Targets = append(cd.Targets, t.Name)
 			cd.Values = append(cd.Values, s/max(a, 1))
 		}
+	case "presence", "joinstorm", "users":
+		cd = summarizeUsers(&b, sc, targets, recs, rounds)
 	}
 	raw, _ := json.Marshal(cd)
 	fmt.Fprintf(&b, "\n<!-- data:%s -->\n", raw)
@@ -379,7 +381,7 @@ func redrawChart(dir string) error {
 	doc := string(raw)
 	var charts []chartData
 	for _, s := range scenarios {
-		if s.Kind == "history" || s.Kind == "storm" {
+		if s.Kind == "history" || s.Kind == "storm" || usersKind(s.Kind) {
 			// Their own tables; the chart stays the peers' comparison.
 			continue
 		}

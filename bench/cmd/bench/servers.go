@@ -58,6 +58,7 @@ func serverMain(args []string) {
 	var hist historyOpts
 	fs.IntVar(&hist.Size, "history", 0, "keep this many messages of every topic and let clients recover from them (firetower, centrifuge)")
 	fs.DurationVar(&hist.TTL, "history-ttl", time.Minute, "how long -history keeps a message")
+	usersMode := fs.String("users-mode", "", "users | presence | joinleave: user ids from ?user=, and presence (firetower, centrifuge; presence_servers.go)")
 	_ = fs.Parse(args)
 	if strings.Contains(os.Getenv("GODEBUG"), "gctrace=1") {
 		// gctrace stamps cycles with the time since start: this lines them
@@ -69,16 +70,25 @@ func serverMain(args []string) {
 	var h http.Handler
 	var stop func()
 	var err error
-	switch *target {
-	case "naive":
+	switch {
+	case *usersMode != "" && *target == "centrifuge":
+		h, stop, err = centrifugeUsersServer(*usersMode)
+	case *usersMode != "" && *target == "firetower":
+		h, stop, err = firetowerUsersServer(*broker, *usersMode)
+	case *usersMode != "":
+		err = fmt.Errorf("target %s has no users or presence", *target)
+	}
+	switch {
+	case h != nil || err != nil:
+	case *target == "naive":
 		h = naiveMelody()
-	case "melodytopic":
+	case *target == "melodytopic":
 		h = topicMelody()
-	case "centrifuge":
+	case *target == "centrifuge":
 		h, stop, err = centrifugeServer(hist)
-	case "wire":
+	case *target == "wire":
 		h = newWireServer()
-	case "firetower":
+	case *target == "firetower":
 		h, stop, err = firetowerServer(*broker, hist)
 	default:
 		err = fmt.Errorf("unknown target %q", *target)
