@@ -78,7 +78,7 @@ async function waitOnline(page, n, timeout = 10000) {
   }
 }
 
-test('two pages in a room: messages arrive as text and run nothing; online count 1 -> 2 -> 1', async () => {
+test('two pages in a room: messages arrive as text and run nothing; online count 1 -> 2 -> 1 (the members, from presence)', async () => {
   const node = await startChat();
   const alice = await openChat(node.base, 'alice');
   await waitOnline(alice.page, 1);
@@ -220,9 +220,11 @@ test('cluster: pages on two nodes of one topic service talk to each other', asyn
 
   const alice = await openChat(n1.base, 'alice');
   const bob = await openChat(n2.base, 'bob');
-  // The count is cluster-wide: each node sees the other's subscriber.
+  // The count is cluster-wide: each node sees the other's subscriber, and
+  // each page lists both.
   await waitOnline(alice.page, 2);
   await waitOnline(bob.page, 2);
+  for (const p of [alice, bob]) assert.deepEqual(await p.page.$$eval('#member-list li', (lis) => lis.map((li) => li.dataset.user)), ['alice', 'bob']);
   await say(alice.page, 'from node 1');
   await waitText(bob.page, 'from node 1');
   await say(bob.page, 'from node 2 ' + XSS);
@@ -231,6 +233,9 @@ test('cluster: pages on two nodes of one topic service talk to each other', asyn
 
   await bob.close();
   await waitOnline(alice.page, 1);
+  // Who comes and goes is cluster-wide too: bob came and went on node 2.
+  assert.deepEqual(await alice.page.$$eval('#messages li.system.join, #messages li.system.leave', (lis) => lis.map((li) => li.textContent)), ['bob joined', 'bob left']);
+  assert.deepEqual(await alice.page.$$eval('#member-list li', (lis) => lis.map((li) => li.dataset.user)), ['alice']);
   for (const p of [alice, bob]) assert.deepEqual(p.problems, []);
   await alice.close();
   await stop(n1.proc);
