@@ -17,8 +17,8 @@
 //	  -H 'Content-Type: application/json' \
 //	  -d '{"users":["alice"],"data":{"text":"hi"}}'
 //
-// (POST /publish needs the API token, the one below or the one the log
-// prints; the page shows data.text as a notification.)
+// (POST /publish needs the API token: FIRETOWER_API_TOKEN, or the one the
+// log prints when none is set. The page shows data.text as a notification.)
 //
 //	go run ./_examples/chat
 //
