@@ -9,7 +9,7 @@
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
 import {build, freePort, httpReady, launch, proxy, sleep, start, stop, stopAll, tcpReady, waitFor} from './helpers.mjs';
-import {API_TOKEN, SVC_TOKEN, XSS, startChat as startChatNode} from './chatnode.mjs';
+import {API_TOKEN, SVC_TOKEN, XSS, signIn, startChat as startChatNode} from './chatnode.mjs';
 
 const RELOADED = /showing the room's history again/;
 
@@ -57,15 +57,14 @@ const numbered = (prefix, n, from = 1) => Array.from({length: n}, (_, i) => `${p
 // setup, if given, is called with the page before it loads.
 async function openChat(base, nick, room = 'world', setup = undefined) {
   const ctx = await browser.newContext({viewport: {width: 1100, height: 540}});
+  await signIn(ctx, nick);
   const page = await ctx.newPage();
   if (setup) await setup(page);
   const problems = [];
   page.on('pageerror', (e) => problems.push('page error: ' + e.message));
   page.on('dialog', (d) => { problems.push('dialog: ' + d.message()); d.dismiss(); });
   await page.goto(`${base}/#${room}`);
-  await page.fill('#nick', nick);
-  await page.dispatchEvent('#nick', 'change');
-  await page.waitForFunction((topic) => {
+    await page.waitForFunction((topic) => {
     const ft = window.chat && window.chat.ft;
     return ft && ft.state === 'open' && ft.topics().includes(topic) && document.querySelector('#online').dataset.count !== '';
   }, '/chat/' + room, {timeout: 15000});

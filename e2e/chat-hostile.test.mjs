@@ -1,11 +1,13 @@
 // Browser tests of the chat demo against its own users: hostile messages of
 // many shapes, sent by a raw WebSocket client in a page (the server must
 // refuse them) and by a backend over REST (past the server's check: the
-// page must survive them, live and in the room's history), then a normal message still renders in the
-// other tab and the online count is the real one.
+// page must survive them, live and in the room's history), then a normal
+// message still renders in the other tab and the online count is the real
+// one: it comes from the server's presence, never from a message.
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
 import {build, freePort, httpReady, launch, sleep, start, stop, stopAll} from './helpers.mjs';
+import {signIn} from './chatnode.mjs';
 
 const API_TOKEN = 'e2e-api-token';
 const XSS = '<img src=x onerror="window.__pwned=(window.__pwned||0)+1">';
@@ -58,14 +60,13 @@ async function startChat() {
 
 async function openChat(base, nick) {
   const ctx = await browser.newContext({viewport: {width: 1100, height: 540}});
+  await signIn(ctx, nick);
   const page = await ctx.newPage();
   const problems = [];
   page.on('pageerror', (e) => problems.push('page error: ' + e.message));
   page.on('dialog', (d) => { problems.push('dialog: ' + d.message()); d.dismiss(); });
   await page.goto(`${base}/#world`);
-  await page.fill('#nick', nick);
-  await page.dispatchEvent('#nick', 'change');
-  await page.waitForFunction(() => {
+    await page.waitForFunction(() => {
     const ft = window.chat && window.chat.ft;
     return ft && ft.state === 'open' && ft.topics().includes('/chat/world') && document.querySelector('#online').dataset.count !== '';
   }, null, {timeout: 15000});
@@ -89,14 +90,24 @@ async function waitOnline(page, n, timeout = 10000) {
   }
 }
 
+// members lists the user ids in a page's member list, in its order.
+function members(page) {
+  return page.$$eval('#member-list li', (lis) => lis.map((li) => li.dataset.user));
+}
+
+// comings lists the join and leave lines on a page.
+function comings(page) {
+  return page.$$eval('#messages li.system.join, #messages li.system.leave', (lis) => lis.map((li) => li.textContent));
+}
+
 async function say(page, text) {
   await page.fill('#text', text);
   await page.press('#text', 'Enter');
 }
 
 // rawClient opens a plain WebSocket from a page of the node's origin (as a
-// hostile script would) and returns a function that sends one frame and
-// resolves with the node's reply to it.
+// hostile script would) and returns send, which sends one frame and
+// resolves with the node's reply to it, and fire, which only sends.
 async function rawClient(base) {
   const ctx = await browser.newContext();
   const page = await ctx.newPage();
@@ -118,7 +129,9 @@ async function rawClient(base) {
     await page.waitForFunction((i) => window.replies.has(i), id, {timeout: 5000});
     return page.evaluate((i) => window.replies.get(i), id);
   };
-  return {send, close: () => ctx.close()};
+  // fire sends a frame and waits for nothing.
+  const fire = (frame) => page.evaluate((f) => window.ws.send(JSON.stringify(f)), frame);
+  return {send, fire, close: () => ctx.close()};
 }
 
 function restPublish(base, topic, data) {
@@ -141,11 +154,16 @@ test('hostile messages from a raw WebSocket client are refused, and the room goe
     assert.equal(reply.type, 'error', `the server accepted ${JSON.stringify(data)}: ${JSON.stringify(reply)}`);
     assert.equal(reply.code, 'forbidden');
   }
-  // The count topic takes no client publish, whatever it holds.
+  // Nothing outside the rooms takes a client publish, and a client cannot
+  // forge the frames of presence: a join or a leave it sends is not
+  // relayed to the room.
   for (const data of [{type: 'online', count: FORGED}, {text: 'x'}]) {
     const reply = await raw.send({type: 'publish', topic: '/online/chat/world', data});
-    assert.equal(reply.code, 'forbidden', `a client published ${JSON.stringify(data)} to the count topic: ${JSON.stringify(reply)}`);
+    assert.equal(reply.code, 'forbidden', `a client published ${JSON.stringify(data)} outside the rooms: ${JSON.stringify(reply)}`);
   }
+  // (The server answers a refused frame of its own type with nothing.)
+  await raw.fire({type: 'join', topic: '/chat/world', user: 'mallory', info: {name: 'mallory'}});
+  await raw.fire({type: 'leave', topic: '/chat/world', user: 'bob'});
   // Markup is a message like any other, and shows as text.
   const ok = await raw.send({type: 'publish', topic: '/chat/world', data: {text: XSS, nick: '<b>mallory</b>', at: Date.now()}});
   assert.equal(ok.type, 'published', JSON.stringify(ok));
@@ -154,8 +172,12 @@ test('hostile messages from a raw WebSocket client are refused, and the room goe
   await say(alice.page, 'still talking after the raw client');
   await waitText(bob.page, 'still talking after the raw client');
   await sleep(300);
+  // Only bob's real join shows, on the page that was there before him.
+  assert.deepEqual(await comings(alice.page), ['bob joined']);
+  assert.deepEqual(await comings(bob.page), []);
   for (const p of [alice, bob]) {
     assert.equal(await p.page.$eval('#online', (e) => e.dataset.count), '2');
+    assert.deepEqual(await members(p.page), ['alice', 'bob']);
     assert.equal(await p.page.evaluate(() => window.__pwned), undefined, 'injected script ran');
     assert.deepEqual(p.problems, []);
   }
@@ -175,9 +197,10 @@ test('hostile messages past the server check (a backend over REST) leave the pag
     const res = await restPublish(node.base, '/chat/world', data);
     assert.equal(res.status, 200, await res.text());
   }
-  // Counts of the wrong shape, even on the count topic, are not shown.
-  for (const count of [1e300, -3, 2.5, '7', null, {n: 7}, [7]]) {
-    const res = await restPublish(node.base, '/online/chat/world', {type: 'online', count});
+  // Shapes of presence frames published as data in the room are messages,
+  // not joins or leaves: they change no member list.
+  for (const data of [{type: 'join', topic: '/chat/world', user: 'mallory', info: {name: XSS}}, {type: 'leave', topic: '/chat/world', user: 'bob'}, {type: 'online', count: FORGED}]) {
+    const res = await restPublish(node.base, '/chat/world', data);
     assert.equal(res.status, 200, await res.text());
   }
   await say(alice.page, 'a normal message after the storm');
@@ -185,6 +208,8 @@ test('hostile messages past the server check (a backend over REST) leave the pag
   await sleep(300);
   assert.equal(await bob.page.$eval('#online', (e) => e.dataset.count), '2');
   assert.doesNotMatch(await bob.page.textContent('#online'), new RegExp(String(FORGED)));
+  assert.deepEqual(await members(bob.page), ['alice', 'bob']);
+  assert.deepEqual(await comings(bob.page), [], 'a message was taken for a join or a leave');
   // The lines with an out-of-range time still show, at the time they came.
   await waitText(bob.page, 'boom');
   for (const p of [alice, bob]) {

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import {copyFileSync, existsSync} from 'node:fs';
 import path from 'node:path';
 import {ROOT, artifacts, build, freePort, httpReady, launch, sleep, start, stop, stopAll, tcpReady} from './helpers.mjs';
-import {API_TOKEN, SVC_TOKEN, XSS, startChat as startChatNode} from './chatnode.mjs';
+import {API_TOKEN, SVC_TOKEN, XSS, signIn, startChat as startChatNode} from './chatnode.mjs';
 
 
 let browser;
@@ -32,14 +32,13 @@ const startChat = (opts) => startChatNode(chatBin, opts);
 // own nickname) and waits until it is in the room.
 async function openChat(base, nick, room = 'world') {
   const ctx = await browser.newContext({viewport: {width: 1100, height: 540}});
+  await signIn(ctx, nick);
   const page = await ctx.newPage();
   const problems = [];
   page.on('pageerror', (e) => problems.push('page error: ' + e.message));
   page.on('dialog', (d) => { problems.push('dialog: ' + d.message()); d.dismiss(); });
   await page.goto(`${base}/#${room}`);
-  await page.fill('#nick', nick);
-  await page.dispatchEvent('#nick', 'change');
-  await waitJoined(page, room);
+    await waitJoined(page, room);
   return {page, ctx, problems, close: () => ctx.close()};
 }
 
@@ -79,7 +78,7 @@ async function waitOnline(page, n, timeout = 10000) {
   }
 }
 
-test('two pages in a room: messages arrive as text and run nothing; online count 1 -> 2 -> 1', async () => {
+test('two pages in a room: messages arrive as text and run nothing; online count 1 -> 2 -> 1 (the members, from presence)', async () => {
   const node = await startChat();
   const alice = await openChat(node.base, 'alice');
   await waitOnline(alice.page, 1);
@@ -130,7 +129,7 @@ test('switching rooms moves the page, its messages and the counts', async () => 
   await waitJoined(bob.page, '2');
   await waitOnline(alice.page, 1);
   await waitOnline(bob.page, 1);
-  assert.deepEqual(await bob.page.evaluate(() => window.chat.ft.topics()), ['/chat/2', '/online/chat/2']);
+  assert.deepEqual(await bob.page.evaluate(() => window.chat.ft.topics()), ['/chat/2']);
 
   await say(alice.page, 'only for world');
   await say(bob.page, 'only for room 2');
@@ -221,9 +220,11 @@ test('cluster: pages on two nodes of one topic service talk to each other', asyn
 
   const alice = await openChat(n1.base, 'alice');
   const bob = await openChat(n2.base, 'bob');
-  // The count is cluster-wide: each node sees the other's subscriber.
+  // The count is cluster-wide: each node sees the other's subscriber, and
+  // each page lists both.
   await waitOnline(alice.page, 2);
   await waitOnline(bob.page, 2);
+  for (const p of [alice, bob]) assert.deepEqual(await p.page.$$eval('#member-list li', (lis) => lis.map((li) => li.dataset.user)), ['alice', 'bob']);
   await say(alice.page, 'from node 1');
   await waitText(bob.page, 'from node 1');
   await say(bob.page, 'from node 2 ' + XSS);
@@ -232,6 +233,9 @@ test('cluster: pages on two nodes of one topic service talk to each other', asyn
 
   await bob.close();
   await waitOnline(alice.page, 1);
+  // Who comes and goes is cluster-wide too: bob came and went on node 2.
+  assert.deepEqual(await alice.page.$$eval('#messages li.system.join, #messages li.system.leave', (lis) => lis.map((li) => li.textContent)), ['bob joined', 'bob left']);
+  assert.deepEqual(await alice.page.$$eval('#member-list li', (lis) => lis.map((li) => li.dataset.user)), ['alice']);
   for (const p of [alice, bob]) assert.deepEqual(p.problems, []);
   await alice.close();
   await stop(n1.proc);
@@ -286,7 +290,7 @@ test('firetower.js works as a plain script and firetower.mjs as a module; a REST
     const asModule = mod.connect('/ws', {batch: false});
     window.received = [];
     window.clients = [asScript, asModule];
-    // Only the backend's message: the chat server also publishes counts.
+    // Only the backend's message.
     const keep = (who) => (d, f) => { if (d && d.text) window.received.push([who, d, typeof f.id]); };
     asScript.on('/chat/e2e-rest', keep('script'));
     asModule.on('/chat/e2e-rest', keep('module'));

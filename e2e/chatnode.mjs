@@ -20,3 +20,18 @@ export async function startChat(bin, {port, broker = ''} = {}) {
   const proc = await start(bin, env, httpReady(base + '/'), `chat node ${base}`);
   return {proc, port, base};
 }
+
+// signIn makes the chat pages of the browser context ctx sign in as user,
+// shown as name: the identity the page's form keeps in localStorage is
+// there before a page of the context first loads. A change made with the
+// form afterwards stays.
+export async function signIn(ctx, user, name = user) {
+  await ctx.addInitScript(([u, n]) => {
+    try {
+      if (localStorage.getItem('firetower.user') === null) {
+        localStorage.setItem('firetower.user', u);
+        localStorage.setItem('firetower.nick', n);
+      }
+    } catch (e) { /* a document without storage (about:blank) */ }
+  }, [user, name]);
+}

@@ -97,6 +97,45 @@ export interface History<T = unknown> {
   messages: HistoryMessage<T>[];
 }
 
+/** A connection's public info (Config.Authenticate's SetConnInfo), as
+ * presence and joins show it: a JSON object, `{}` when it has none. */
+export type ConnInfo = Record<string, unknown>;
+
+/** One connection subscribed to a topic that keeps presence. */
+export interface PresenceClient {
+  /** The connection's id. */
+  conn: string;
+  /** Its user id; "" for an anonymous connection. */
+  user: string;
+  info: ConnInfo;
+}
+
+/** The answer to `presence`: who is subscribed to the topic, cluster-wide. */
+export interface Presence {
+  topic: string;
+  /** Distinct user ids among the connections (anonymous ones not counted). */
+  users: number;
+  connections: number;
+  /** The connections, at most 1,000 of them. */
+  clients: PresenceClient[];
+}
+
+/** A user's first connection subscribed to a topic with joins and leaves. */
+export interface JoinFrame {
+  type: 'join';
+  topic: string;
+  user: string;
+  info: ConnInfo;
+}
+
+/** A user's last connection to a topic with joins and leaves has gone (the
+ * node waited out Config.PresenceGrace first). */
+export interface LeaveFrame {
+  type: 'leave';
+  topic: string;
+  user: string;
+}
+
 /** Any frame from the node: a message, a reply, or a custom frame. */
 export interface ServerFrame {
   type: string;
@@ -132,7 +171,7 @@ export interface Options {
   /** Milliseconds without any frame after a ping before the connection is
    * declared dead and replaced. Default 10000. */
   pingTimeout?: number;
-  /** Milliseconds before subscribe/publish/unsubscribe/history reject with
+  /** Milliseconds before subscribe/publish/unsubscribe/history/presence reject with
    * code `timeout`; 0 disables. Default 10000. */
   requestTimeout?: number;
   /** First reconnect delay in milliseconds; doubles per failed attempt. Default 500. */
@@ -207,6 +246,21 @@ export class Client {
    * TypeError for an empty topic, a limit that is not a positive integer or
    * a `since` that is not a position. */
   history<T = unknown>(topic: string, options?: HistoryOptions): Promise<History<T>>;
+  /** Who is subscribed to a topic that keeps presence. Made while not
+   * connected, or cut off by a reconnect, it is asked on the next connection
+   * (within the request timeout). Rejects with the node's code: `forbidden`
+   * where a subscribe to the topic would be refused, `bad_request` for a
+   * topic that keeps no presence, `unavailable` when the broker cannot tell;
+   * with a TypeError for an empty topic. */
+  presence(topic: string): Promise<Presence>;
+  /** Calls fn for each join frame of the topic (a user's first connection
+   * subscribed; this connection's own user included); returns a function
+   * that removes it. Joins and leaves never reach the topic's `on`
+   * handlers. */
+  onJoin(topic: string, fn: (user: string, info: ConnInfo, frame: JoinFrame) => void): () => void;
+  /** Calls fn for each leave frame of the topic (a user's last connection
+   * has gone); returns a function that removes it. */
+  onLeave(topic: string, fn: (user: string, frame: LeaveFrame) => void): () => void;
   /** Where the handlers of a topic that keeps history got to (the last
    * offset they were given, or the top the node reported when the
    * subscription took effect); undefined for a topic without history or not

@@ -25,12 +25,12 @@
 })(typeof globalThis !== 'undefined' ? globalThis : this, function (root) {
   'use strict';
 
-  var VERSION = '1.1.0';
+  var VERSION = '1.2.0';
 
   // Replies are the frames that answer a client frame and echo its id. A
   // "publish" frame from the node also has an id, but that is the message id,
   // so it must never be matched against pending requests.
-  var REPLIES = {subscribed: 1, unsubscribed: 1, published: 1, history: 1, pong: 1, error: 1};
+  var REPLIES = {subscribed: 1, unsubscribed: 1, published: 1, history: 1, presence: 1, pong: 1, error: 1};
 
   // Error codes that say "not now" rather than "no": a subscription refused
   // with one of them is asked for again.
@@ -85,6 +85,12 @@
 
   function own(obj, key) {
     return Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined;
+  }
+
+  // infoOf is a connection's public info as the node sent it: always an
+  // object ({} when there is none).
+  function infoOf(v) {
+    return v && typeof v === 'object' && !Array.isArray(v) ? v : {};
   }
 
   function checkTopics(topics) {
@@ -143,6 +149,9 @@
       this._errorFns = new Set();
       this._frameFns = new Set();
       this._messageFns = new Set();
+      // topic -> Set of fn: handlers of the topic's join and leave frames.
+      this._joinFns = new Map();
+      this._leaveFns = new Map();
       this._retryTimer = null;
       this._pingTimer = null;
       this._deadTimer = null;
@@ -239,6 +248,48 @@
           self._queue.push({kind: 'history', frame: frame, waiter: w});
         }
       });
+    }
+
+    // presence asks who is subscribed to a topic that keeps presence:
+    // {topic, users, connections, clients}. Like history it is a read, so a
+    // connection lost before the answer asks again on the next one (within
+    // requestTimeout).
+    presence(topic) {
+      var self = this;
+      return new Promise(function (resolve, reject) {
+        if (typeof topic !== 'string' || topic === '') {
+          throw new TypeError('firetower: a topic must be a non-empty string');
+        }
+        if (self.state === 'closed') throw closedError();
+        var frame = {type: 'presence', topic: topic};
+        var w = self._waiter(resolve, reject, [topic]);
+        if (self.state === 'open') {
+          self._request(frame, 'presence', [topic], [w]);
+        } else {
+          self._queue.push({kind: 'presence', frame: frame, waiter: w});
+        }
+      });
+    }
+
+    // onJoin calls fn(user, info, frame) when a user's first connection
+    // subscribes to topic (a topic with join and leave announcements);
+    // onLeave calls fn(user, frame) once their last one has gone.
+    onJoin(topic, fn) {
+      return this._onTopic(this._joinFns, topic, fn);
+    }
+
+    onLeave(topic, fn) {
+      return this._onTopic(this._leaveFns, topic, fn);
+    }
+
+    _onTopic(map, topic, fn) {
+      var set = map.get(topic);
+      if (!set) { set = new Set(); map.set(topic, set); }
+      set.add(fn);
+      return function off() {
+        set.delete(fn);
+        if (set.size === 0 && map.get(topic) === set) map.delete(topic);
+      };
     }
 
     // position is where the handlers of a topic with history got to.
@@ -360,7 +411,7 @@
       }
       for (var i = 0; i < queue.length && this.state === 'open'; i++) {
         var q = queue[i];
-        if ((q.kind === 'publish' || q.kind === 'history') && !q.waiter.done) {
+        if ((q.kind === 'publish' || q.kind === 'history' || q.kind === 'presence') && !q.waiter.done) {
           this._request(q.frame, q.kind, q.waiter.topics, [q.waiter]);
         }
       }
@@ -438,9 +489,9 @@
             // The topics are still wanted and go out again on the next
             // connection; the promise settles with that subscription.
             requeue.push({kind: 'subscribe', topics: w.topics, waiter: w});
-          } else if (p.kind === 'history' && !closing) {
+          } else if ((p.kind === 'history' || p.kind === 'presence') && !closing) {
             // A read is safe to ask again.
-            requeue.push({kind: 'history', frame: p.frame, waiter: w});
+            requeue.push({kind: p.kind, frame: p.frame, waiter: w});
           } else if (p.kind === 'unsubscribe') {
             // The topics left the wanted set already, and a connection that
             // is gone holds no subscription: the goal is met.
@@ -515,6 +566,15 @@
         Array.from(this._messageFns).forEach(function (fn) { self._call(fn, [f.data, f]); });
         return;
       }
+      if (f.type === 'join' || f.type === 'leave') {
+        // Announcements, not messages: only their own handlers get them.
+        var fns = (f.type === 'join' ? this._joinFns : this._leaveFns).get(f.topic);
+        if (fns && typeof f.user === 'string') {
+          var args = f.type === 'join' ? [f.user, infoOf(f.info), f] : [f.user, f];
+          Array.from(fns).forEach(function (fn) { self._call(fn, args); });
+        }
+        return;
+      }
       if (f.type === 'publish') {
         var meta = this._advance(f);
         if (!meta) return;
@@ -547,6 +607,17 @@
           messages: Array.isArray(f.messages) ? f.messages : [],
         };
         p.waiters.forEach(function (w) { w.resolve(h); });
+      } else if (p.kind === 'presence') {
+        var clients = Array.isArray(f.clients) ? f.clients.filter(function (c) { return c && typeof c === 'object'; }) : [];
+        var pr = {
+          topic: typeof f.topic === 'string' ? f.topic : p.topics[0],
+          users: isOffset(f.users) ? f.users : 0,
+          connections: isOffset(f.connections) ? f.connections : 0,
+          clients: clients.map(function (c) {
+            return {conn: typeof c.conn === 'string' ? c.conn : '', user: typeof c.user === 'string' ? c.user : '', info: infoOf(c.info)};
+          }),
+        };
+        p.waiters.forEach(function (w) { w.resolve(pr); });
       } else {
         if (p.kind === 'subscribe') this._subAttempt = 0;
         p.waiters.forEach(function (w) { w.resolve(w.topics); });

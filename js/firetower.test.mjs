@@ -1,8 +1,9 @@
 // Unit tests of firetower.js: framing, request/reply matching, reconnect with
 // backoff, resubscription, ping timeouts, recovery of history topics by
-// offset and epoch, and history requests. The WebSocket and the clock are
-// fakes injected through connect's options, so time is advanced by hand and
-// nothing here waits on a real timer.
+// offset and epoch, history and presence requests, and join and leave
+// frames. The WebSocket and the clock are fakes injected through connect's
+// options, so time is advanced by hand and nothing here waits on a real
+// timer.
 //
 //   node --test js/
 import test from 'node:test';
@@ -730,4 +731,131 @@ test('close code 4001 (user disconnected): no reconnect, state closed with the c
   other.ws().drop(4002, 'x');
   other.clock.advance(60000);
   assert.equal(other.sockets.length, 2);
+});
+
+// --- presence, joins and leaves ---
+
+test('presence: the request goes out with an id and resolves with the answer matched by it', async () => {
+  const {ft, ws} = setup();
+  ws().open();
+  const p1 = ft.presence('/chat/a');
+  const f1 = ws().last();
+  assert.deepEqual(f1, {type: 'presence', topic: '/chat/a', id: f1.id});
+  const p2 = ft.presence('/chat/b');
+  const f2 = ws().last();
+  assert.notEqual(f1.id, f2.id);
+  // A message whose id equals the request's is a message, not the answer.
+  ws().recv({type: 'publish', topic: '/chat/a', data: 'x', id: f1.id});
+  assert.equal(await settled(p1), 'pending');
+  const clients = [
+    {conn: 'c1', user: 'alice', info: {name: 'Alice'}},
+    {conn: 'c2', user: 'alice', info: {name: 'Alice'}},
+    {conn: 'c3', user: 'bob', info: {}},
+  ];
+  ws().recv([
+    {type: 'presence', topic: '/chat/b', id: f2.id, users: 0, connections: 1, clients: [{conn: 'c9', user: '', info: {}}]},
+    {type: 'presence', topic: '/chat/a', id: f1.id, users: 2, connections: 3, clients},
+  ]);
+  assert.deepEqual(await p1, {topic: '/chat/a', users: 2, connections: 3, clients});
+  assert.deepEqual(await p2, {topic: '/chat/b', users: 0, connections: 1, clients: [{conn: 'c9', user: '', info: {}}]});
+});
+
+test('presence: info is always an object and a malformed answer resolves to what it can', async () => {
+  const {ft, ws} = setup();
+  ws().open();
+  const p = ft.presence('t');
+  ws().recv({type: 'presence', topic: 't', id: ws().last().id, users: -1, connections: 'x', clients: [null, 7, {conn: 'c1', user: 'u', info: null}, {conn: 'c2', info: [1]}]});
+  assert.deepEqual(await p, {topic: 't', users: 0, connections: 0, clients: [{conn: 'c1', user: 'u', info: {}}, {conn: 'c2', user: '', info: {}}]});
+  const q = ft.presence('t');
+  ws().recv({type: 'presence', topic: 't', id: ws().last().id});
+  assert.deepEqual(await q, {topic: 't', users: 0, connections: 0, clients: []});
+});
+
+test('presence: error frames reject with the node code; misuse with a TypeError', async () => {
+  const {ft, ws, errors} = setup();
+  ws().open();
+  for (const code of ['forbidden', 'bad_request', 'unavailable']) {
+    const p = ft.presence('/x');
+    ws().recv({type: 'error', code, message: 'no presence for you', topic: '/x', id: ws().last().id});
+    const r = (await settled(p)).err;
+    assert.ok(r instanceof FiretowerError, String(r));
+    assert.equal(r.code, code);
+    assert.deepEqual(r.topic, ['/x']);
+  }
+  assert.equal(errors.length, 0, 'an answered refusal is not also an onError');
+  const sent = ws().sent.length;
+  for (const p of [ft.presence(''), ft.presence(7), ft.presence()]) {
+    assert.ok((await settled(p)).err instanceof TypeError);
+  }
+  assert.equal(ws().sent.length, sent, 'nothing is sent for misuse');
+});
+
+test('presence: asked while disconnected or cut off by a reconnect, it is asked on the next connection; close and the timeout reject it', async () => {
+  const {ft, ws, clock} = setup();
+  const early = ft.presence('/chat/a');
+  const sub = ft.subscribe('/chat/a');
+  ws().open();
+  assert.deepEqual(ws().sent.map((f) => f.type), ['subscribe', 'presence']);
+  ws().recv({type: 'subscribed', topic: ['/chat/a'], id: ws().sent[0].id});
+  await sub;
+  ws().drop();
+  assert.equal(await settled(early), 'pending');
+  clock.advance(500);
+  ws().open();
+  const again = ws().sent.find((f) => f.type === 'presence');
+  assert.deepEqual(again, {type: 'presence', topic: '/chat/a', id: again.id});
+  ws().recv({type: 'presence', topic: '/chat/a', id: again.id, users: 1, connections: 1, clients: [{conn: 'c', user: 'u', info: {name: 'U'}}]});
+  assert.equal((await early).users, 1);
+  // No answer at all: the request timeout.
+  const silent = ft.presence('/chat/a');
+  clock.advance(10000);
+  assert.equal((await settled(silent)).err.code, 'timeout');
+  const late = ft.presence('/chat/a');
+  ft.close();
+  assert.equal((await settled(late)).err.code, 'closed');
+  assert.equal((await settled(ft.presence('/chat/a'))).err.code, 'closed');
+});
+
+test('onJoin and onLeave: per topic, with user and info; not messages; off removes them', () => {
+  const {ft, ws} = setup();
+  ws().open();
+  const msgs = [];
+  const joins = [];
+  const leaves = [];
+  const frames = [];
+  ft.on('/chat/a', (d) => msgs.push(d));
+  ft.onFrame((f) => frames.push(f.type));
+  const offJoin = ft.onJoin('/chat/a', (user, info, f) => joins.push([user, info, f.type]));
+  ft.onJoin('/chat/b', (user) => joins.push(['b', user]));
+  const offLeave = ft.onLeave('/chat/a', (user, f) => leaves.push([user, f.topic]));
+  ws().recv([
+    {type: 'join', topic: '/chat/a', user: 'alice', info: {name: '<b>Alice</b>'}},
+    {type: 'join', topic: '/chat/b', user: 'bob', info: {}},
+    {type: 'join', topic: '/chat/a', user: 'carol'},
+    {type: 'publish', topic: '/chat/a', data: 'hi'},
+    {type: 'leave', topic: '/chat/a', user: 'alice'},
+    {type: 'leave', topic: '/chat/c', user: 'dave'},
+    {type: 'join', topic: '/chat/a', user: 42, info: {}},
+  ]);
+  assert.deepEqual(joins, [['alice', {name: '<b>Alice</b>'}, 'join'], ['b', 'bob'], ['carol', {}, 'join']]);
+  assert.deepEqual(leaves, [['alice', '/chat/a']]);
+  assert.deepEqual(msgs, ['hi'], 'a join or leave reached a message handler');
+  assert.deepEqual(frames, ['join', 'join', 'join', 'publish', 'leave', 'leave', 'join']);
+  offJoin();
+  offLeave();
+  ws().recv([{type: 'join', topic: '/chat/a', user: 'erin', info: {}}, {type: 'leave', topic: '/chat/a', user: 'carol'}]);
+  assert.equal(joins.length, 3);
+  assert.equal(leaves.length, 1);
+});
+
+test('onJoin: a handler that throws does not stop the others', () => {
+  const {ft, ws, errors} = setup();
+  ws().open();
+  const got = [];
+  ft.onJoin('t', () => { throw new Error('boom'); });
+  ft.onJoin('t', (user) => got.push(user));
+  ws().recv({type: 'join', topic: 't', user: 'u', info: {}});
+  assert.deepEqual(got, ['u']);
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].message, 'boom');
 });

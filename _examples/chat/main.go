@@ -1,7 +1,24 @@
 // Command chat is firetower's chat room demo: a gin app with firetower's
 // middleware, a web page at / and rooms as topics (/chat/world, /chat/2).
 // A room keeps its last 100 messages for 24 hours: a page that joins shows
-// them, and a page whose connection dropped gets what it missed.
+// them, and a page whose connection dropped gets what it missed. A room
+// also keeps who is in it (firetower's presence): the page lists its
+// members and says who joins and who leaves.
+//
+// Who a page is comes from the query of its WebSocket URL,
+// /ws?user=alice&name=Alice (authenticate). That is a stand-in for real
+// authentication: anyone can claim any user id and any name. A real app
+// takes the user id from its session in Config.Authenticate.
+//
+// A backend can notify a user in every tab they have open:
+//
+//	curl -X POST http://localhost:9999/publish \
+//	  -H "Authorization: Bearer $FIRETOWER_API_TOKEN" \
+//	  -H 'Content-Type: application/json' \
+//	  -d '{"users":["alice"],"data":{"text":"hi"}}'
+//
+// (POST /publish needs the API token, the one below or the one the log
+// prints; the page shows data.text as a notification.)
 //
 //	go run ./_examples/chat
 //
@@ -21,14 +38,18 @@ import (
 	"encoding/hex"
 	"errors"
 	"flag"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/OSMeteor/firetower"
 	"github.com/OSMeteor/firetower/broker"
@@ -72,7 +93,7 @@ func main() {
 		log.Info("generated an API token for POST /publish; set FIRETOWER_API_TOKEN to choose one", "token", *apiToken)
 	}
 
-	tower, rooms, err := newTower(chatConfig{
+	tower, counts, err := newTower(chatConfig{
 		APIToken:    *apiToken,
 		BrokerURL:   *brokerURL,
 		BrokerToken: *svcToken,
@@ -124,58 +145,57 @@ func main() {
 	<-stop.Done()
 	ctx, done := context.WithTimeout(context.Background(), 10*time.Second)
 	defer done()
-	rooms.Close() // first: the connections' leaves need no announcement
+	counts.Close() // first: the connections' leaves need no announcement
 	tower.Shutdown(ctx)
 	srv.Shutdown(ctx)
 }
 
 // chatConfig is what newTower needs; Broker, if set, replaces BrokerURL
-// (the tests wrap a broker), and a zero Interval means presenceInterval.
+// (the tests wrap a broker), a zero Interval means countInterval and a
+// zero PresenceGrace firetower's default (3 s).
 type chatConfig struct {
 	APIToken, BrokerURL, BrokerToken string
 	Broker                           broker.Broker
 	BareData                         bool
 	Logger                           *slog.Logger
 	Interval                         time.Duration
+	PresenceGrace                    time.Duration
 }
 
-// presenceInterval is how often, at most, a node announces one room's
-// count: a burst of joins and leaves shows as one update.
-const presenceInterval = 500 * time.Millisecond
+// countInterval is how often, at most, a node with bare data announces one
+// room's count: a burst of joins and leaves shows as one update.
+const countInterval = 500 * time.Millisecond
 
-// newTower builds the demo's Tower, and the presence goroutine that
-// announces the rooms' counts; close it before shutting the Tower down.
-func newTower(cc chatConfig) (*firetower.Tower, *presence, error) {
-	interval := cc.Interval
-	if interval == 0 {
-		interval = presenceInterval
-	}
+// newTower builds the demo's Tower. Who is in a room is firetower's
+// presence (topicOptions): the page asks for it and the room's subscribers
+// get join and leave frames. With bare data the v0.x pages get the count
+// the v0.x chat announced instead (v0Counts, nil without bare data); close
+// it before shutting the Tower down.
+func newTower(cc chatConfig) (*firetower.Tower, *v0Counts, error) {
 	var tower *firetower.Tower
-	// Whenever someone joins or leaves a room, tell the room how many are
-	// in it now — not from the callbacks: they run on the connection's
-	// read path, and a count is a broker round trip. The callbacks mark
-	// the room; the presence goroutine counts and publishes.
-	//
-	// The count goes to the room's online topic (onlineTopic), never to
-	// the room itself: allowChatMessage refuses every client publish
-	// outside /chat/, so whatever arrives on /online/... comes from a
-	// node or a backend holding the API token, and a page takes counts
-	// from there only. A client cannot forge it, whatever fields its
-	// message carries. With bare data the frames carry no topic, so the
-	// count takes the v0.x chat's shape in the room itself; there
-	// allowChatMessage refuses any "type" but "publish", so a client
-	// cannot forge that shape either.
-	rooms := newPresence(interval, 5*time.Second, cc.Logger,
-		func(ctx context.Context, room string) (int, error) { return tower.GetConnectNum(ctx, room) },
-		func(ctx context.Context, room, kind string, n int) error {
-			var err error
-			if cc.BareData {
-				_, err = tower.Publish(ctx, room, map[string]any{"type": kind, "data": n})
-			} else {
-				_, err = tower.Publish(ctx, onlineTopic(room), map[string]any{"type": "online", "count": n})
-			}
-			return err
-		})
+	var counts *v0Counts
+	var onSub, onUnsub func(*firetower.Conn, []string)
+	if cc.BareData {
+		interval := cc.Interval
+		if interval == 0 {
+			interval = countInterval
+		}
+		// Whenever someone joins or leaves a room, tell the room how
+		// many are in it now, in the v0.x shape {"type":"onSubscribe",
+		// "data":N} — not from the callbacks: they run on the
+		// connection's read path, and a count is a broker round trip.
+		// The callbacks mark the room; v0Counts counts and publishes.
+		// allowChatMessage refuses any "type" but "publish" from a
+		// client, so a client cannot forge that shape.
+		counts = newV0Counts(interval, 5*time.Second, cc.Logger,
+			func(ctx context.Context, room string) (int, error) { return tower.GetConnectNum(ctx, room) },
+			func(ctx context.Context, room, kind string, n int) error {
+				_, err := tower.Publish(ctx, room, map[string]any{"type": kind, "data": n})
+				return err
+			})
+		onSub = func(_ *firetower.Conn, topics []string) { counts.changed("onSubscribe", topics) }
+		onUnsub = func(_ *firetower.Conn, topics []string) { counts.changed("onUnsubscribe", topics) }
+	}
 	tower, err := firetower.New(firetower.Config{
 		Dashboard:              true,
 		APIToken:               cc.APIToken,
@@ -184,18 +204,74 @@ func newTower(cc chatConfig) (*firetower.Tower, *presence, error) {
 		BrokerToken:            cc.BrokerToken,
 		BareData:               cc.BareData,
 		Logger:                 cc.Logger,
+		Authenticate:           authenticate,
+		PresenceGrace:          cc.PresenceGrace,
 		BeforeSubscribeHandler: allowSubscribe,
-		SubscribeHandler:       func(_ *firetower.Conn, topics []string) { rooms.changed("onSubscribe", chatRooms(topics)) },
-		UnSubscribeHandler:     func(_ *firetower.Conn, topics []string) { rooms.changed("onUnsubscribe", chatRooms(topics)) },
+		SubscribeHandler:       onSub,
+		UnSubscribeHandler:     onUnsub,
 		ReadHandler:            allowChatMessage,
 		TopicOptions:           topicOptions(cc.BareData),
 	})
 	if err != nil {
-		rooms.Close()
+		counts.Close()
 		return nil, nil, err
 	}
-	tower.RegisterOnShutdown(rooms.Close)
-	return tower, rooms, nil
+	if counts != nil {
+		tower.RegisterOnShutdown(counts.Close)
+	}
+	return tower, counts, nil
+}
+
+// The identity a page claims: a user id of userIDChars (1 to maxUserID of
+// them) and a display name of 1 to maxNick characters, no control
+// characters.
+const maxUserID = 32
+
+var userIDChars = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// authenticate takes the connection's user from the query of the
+// WebSocket URL: /ws?user=alice&name=Alice. A connection without a user
+// is anonymous: it may read and write the rooms, and is in no member
+// list. A user id or a name that is not valid refuses the connection
+// (401, with the reason).
+//
+// This is a stand-in for authentication, for the demo only: anyone can
+// claim any user id and name, and so be notified as that user and shown
+// under that name. A real app takes the user id from its session (a
+// cookie, a token) here, and the name from its own records.
+func authenticate(c *gin.Context) (string, error) {
+	user := c.Query("user")
+	if user == "" {
+		return "", nil
+	}
+	if len(user) > maxUserID || !userIDChars.MatchString(user) {
+		return "", fmt.Errorf("user %q: a user id is 1 to %d letters, digits, '.', '-' and '_'", user, maxUserID)
+	}
+	name, err := displayName(c.Query("name"), user)
+	if err != nil {
+		return "", err
+	}
+	if err := firetower.SetConnInfo(c, map[string]string{"name": name}); err != nil {
+		return "", err
+	}
+	return user, nil
+}
+
+// displayName checks the name a page gave, and gives the user id for none.
+func displayName(name, user string) (string, error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return user, nil
+	}
+	if !utf8.ValidString(name) || utf8.RuneCountInString(name) > maxNick {
+		return "", fmt.Errorf("name: at most %d characters", maxNick)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return "", errors.New("name: no control characters")
+		}
+	}
+	return name, nil
 }
 
 // A room keeps its last roomHistory messages for roomHistoryTTL: a page
@@ -206,18 +282,21 @@ const (
 	roomHistoryTTL = 24 * time.Hour
 )
 
-// topicOptions gives the rooms their history. Only rooms keep one: the
-// online topics carry what the room announces (its count), which is not
-// chat and would crowd the messages out of the history. With bare data
-// nothing keeps history: the v0.x page can neither read nor recover it,
-// and there the count is published in the room itself.
+// topicOptions gives the rooms their history and their presence: who is
+// in the room (a presence frame, GET /topics/:topic/presence), and a join
+// and a leave frame to the room's pages when a user comes and goes. A
+// leave waits out Config.PresenceGrace (3 s), so a page reloaded or
+// reconnected within it makes neither. With bare data no topic keeps
+// either: a v0.x page can neither read nor recover history, nor knows
+// presence frames, and there the count is published in the room itself
+// (v0Counts).
 func topicOptions(bare bool) func(topic string) firetower.TopicOptions {
 	if bare {
 		return nil
 	}
 	return func(topic string) firetower.TopicOptions {
 		if strings.HasPrefix(topic, roomPrefix) {
-			return firetower.TopicOptions{HistorySize: roomHistory, HistoryTTL: roomHistoryTTL}
+			return firetower.TopicOptions{HistorySize: roomHistory, HistoryTTL: roomHistoryTTL, Presence: true, JoinLeave: true}
 		}
 		return firetower.TopicOptions{}
 	}

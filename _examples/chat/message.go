@@ -9,45 +9,23 @@ import (
 	"github.com/OSMeteor/firetower"
 )
 
-// A room is the topic /chat/<name>; its count is published to
-// /online/chat/<name>, a topic clients may subscribe to but never publish
-// to (allowChatMessage).
-const (
-	roomPrefix   = "/chat/"
-	onlinePrefix = "/online"
-	maxTopicLen  = 256 // firetower.ValidateTopic's limit, in bytes
-)
+// A room is the topic /chat/<name>.
+const roomPrefix = "/chat/"
 
-func onlineTopic(room string) string { return onlinePrefix + room }
-
-// allowSubscribe lets a page join rooms and their online topics, and
-// nothing else. A room whose online topic would be too long is refused.
+// allowSubscribe lets a page join rooms, and nothing else.
 func allowSubscribe(_ *firetower.Conn, topics []string) bool {
 	for _, t := range topics {
-		room := strings.TrimPrefix(t, onlinePrefix)
-		if !strings.HasPrefix(room, roomPrefix) || len(onlineTopic(room)) > maxTopicLen {
+		if !strings.HasPrefix(t, roomPrefix) {
 			return false
 		}
 	}
 	return true
 }
 
-// chatRooms returns the rooms among topics: a subscription to an online
-// topic alone changes no room's count.
-func chatRooms(topics []string) []string {
-	rooms := topics[:0:0]
-	for _, t := range topics {
-		if strings.HasPrefix(t, roomPrefix) {
-			rooms = append(rooms, t)
-		}
-	}
-	return rooms
-}
-
 // The fields of a chat message and their limits.
 const (
 	maxText = 2000 // characters
-	maxNick = 24   // characters
+	maxNick = 32   // characters
 	maxCID  = 64   // bytes
 	// at is a time in milliseconds since 1970: 2000-01-01 to 2100-01-01,
 	// well inside what a browser's Date can show (±8.64e15).

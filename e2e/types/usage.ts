@@ -1,6 +1,6 @@
 // Compiled (never run) by types.test.mjs: the declarations in
 // js/firetower.d.ts must accept real use and refuse misuse.
-import fire, {connect, FiretowerError, type Client, type State, type PublishAck, type MessageMeta, type RecoveryFailure, type StreamPosition, type History} from 'firetower';
+import fire, {connect, FiretowerError, type Client, type State, type PublishAck, type MessageMeta, type RecoveryFailure, type StreamPosition, type History, type Presence, type ConnInfo, type JoinFrame, type LeaveFrame} from 'firetower';
 
 interface ChatMessage { nick: string; text: string }
 
@@ -24,6 +24,18 @@ const offRecovery: () => void = ft.onRecoveryFailed((topic: string, f: RecoveryF
   void topic; void from; void now;
 });
 offRecovery();
+const offJoin: () => void = ft.onJoin('/chat/world', (user: string, info: ConnInfo, frame: JoinFrame) => {
+  const name = info.name;
+  const t: 'join' = frame.type;
+  void user; void name; void t;
+});
+const offLeave: () => void = ft.onLeave('/chat/world', (user: string, frame: LeaveFrame) => {
+  const t: string = frame.topic;
+  void user; void t;
+});
+offJoin(); offLeave();
+const offUser: () => void = ft.onMessage<{text: string}>((d) => { const t: string = d.text; void t; });
+offUser();
 const pos: StreamPosition | undefined = ft.position('/chat/world');
 if (pos) { const e: string = pos.epoch; const o: number = pos.offset; void e; void o; }
 ft.onState((s: State, d) => { const n: number = d.attempt; void s; void n; });
@@ -41,6 +53,10 @@ async function use(): Promise<void> {
   const more = await ft.history('/chat/world', {since: {epoch: h.epoch, offset: top}});
   await ft.history('/chat/world');
   void more;
+  const who: Presence = await ft.presence('/chat/world');
+  for (const c of who.clients) { const u: string = c.user; const conn: string = c.conn; const info: ConnInfo = c.info; void u; void conn; void info; }
+  const counts: number = who.users + who.connections;
+  void counts;
   const sent: boolean = ft.send({type: 'typing', topic: '/chat/world'});
   void topics; void id; void sent;
   ft.close();
@@ -76,4 +92,10 @@ ft.on('/a', (d, f, meta) => {
 ft.history('/a', {since: 17});
 // @ts-expect-error history options are checked
 ft.history('/a', {limt: 5});
+// @ts-expect-error presence needs a topic
+ft.presence();
+// @ts-expect-error a leave carries no info
+ft.onLeave('/a', (user: string, info: ConnInfo) => { void user; void info; });
+// @ts-expect-error onJoin is per topic
+ft.onJoin((user: string) => { void user; });
 void bad; void sure; void fine;

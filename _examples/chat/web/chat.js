@@ -8,10 +8,25 @@
 // A room keeps its last 100 messages on the server. Joining shows them, then
 // the live ones; a message shows once however it came (live, recovered after
 // a reconnect, or in the history), by its id, in the order of its offset.
+//
+// A room also keeps who is in it (firetower's presence). The member list is
+// read with ft.presence once the room's subscription is confirmed (again
+// after each reconnect) and kept current with the room's join and leave
+// frames, which also show as lines ("alice joined"). A reconnect does not
+// clear the list: the new answer is reconciled with it, entry by entry. The
+// server waits a grace (3 s) before a leave, so a reload makes no line.
+//
+// Who the page is: a user id and a display name, kept in localStorage and
+// sent in the WebSocket URL (/ws?user=alice&name=Alice). The server takes
+// them as given: a stand-in for real authentication, so anyone can claim
+// any name. Messages a backend sends to the user (POST /publish with
+// "users") show as notifications in every tab the user has open.
 import {connect} from '/firetower.mjs';
 
 const ROOMS = ['world', '2'];
 const ROOM_NAME = /^[A-Za-z0-9_-]{1,32}$/;
+const USER_ID = /^[A-Za-z0-9_.-]{1,32}$/;
+const MAX_NAME = 32; // characters, as the server counts them
 const MAX_KEPT = 200; // messages kept per room
 const HISTORY = 100; // messages of a room's history shown on joining
 
@@ -23,26 +38,52 @@ const el = (tag, cls, text) => {
   return e;
 };
 const topicOf = (room) => '/chat/' + room;
-// The room's count: only the server publishes to /online/... (its
-// ReadHandler refuses client publishes outside /chat/), so a user's
-// message in the room cannot pass for it.
-const onlineOf = (room) => '/online/chat/' + room;
+
+// --- who the page is ---
+
+// cleanName makes a display name the server takes: no control characters,
+// at most MAX_NAME characters (code points, not UTF-16 units), trimmed.
+const cleanName = (n) => Array.from(String(n || '').replace(/\p{Cc}/gu, '').trim()).slice(0, MAX_NAME).join('').trim();
+
+function identity() {
+  let user = localStorage.getItem('firetower.user');
+  if (!user || !USER_ID.test(user)) user = 'guest-' + Math.random().toString(36).slice(2, 6);
+  const name = cleanName(localStorage.getItem('firetower.nick')) || user;
+  localStorage.setItem('firetower.user', user);
+  localStorage.setItem('firetower.nick', name);
+  return {user, name};
+}
+const me = identity();
+
+const userInput = $('user');
+const nickInput = $('nick');
+userInput.value = me.user;
+nickInput.value = me.name;
+userInput.addEventListener('input', () => userInput.setCustomValidity(''));
+// Signing in as someone else takes a new connection: the server reads who
+// the page is when it connects. The page reloads with the new identity.
+$('who').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const user = userInput.value.trim();
+  if (!USER_ID.test(user)) {
+    userInput.setCustomValidity("1 to 32 letters, digits, '.', '-' and '_'");
+    userInput.reportValidity();
+    return;
+  }
+  const name = cleanName(nickInput.value) || user;
+  nickInput.value = name;
+  if (user === me.user && name === me.name) return;
+  localStorage.setItem('firetower.user', user);
+  localStorage.setItem('firetower.nick', name);
+  location.reload();
+});
+const nick = () => me.name;
 
 // A message that cannot be sent within 5 s is marked as not sent, with a
 // retry button, rather than left spinning.
-const ft = connect('/ws', {requestTimeout: 5000});
+const ft = connect('/ws?' + new URLSearchParams({user: me.user, name: me.name}), {requestTimeout: 5000});
 // For a console session and for the browser tests.
-window.chat = {ft};
-
-// --- nickname ---
-
-const nickInput = $('nick');
-nickInput.value = localStorage.getItem('firetower.nick') || 'guest-' + Math.random().toString(36).slice(2, 6);
-nickInput.addEventListener('change', () => {
-  nickInput.value = nickInput.value.trim().slice(0, 24) || 'guest';
-  localStorage.setItem('firetower.nick', nickInput.value);
-});
-const nick = () => nickInput.value.trim() || 'guest';
+window.chat = {ft, me};
 
 // --- connection state ---
 
@@ -51,6 +92,9 @@ const stateText = $('state-text');
 let wasOpen = false;
 ft.onState((state, d) => {
   stateBox.dataset.state = state;
+  // The member list stays through a reconnect (no flicker), marked as
+  // possibly out of date until the new answer is in (readMembers).
+  if (state !== 'open') $('members').classList.add('stale');
   if (state === 'open') {
     stateText.textContent = 'connected';
     if (wasOpen) system('reconnected');
@@ -78,21 +122,22 @@ ft.onError((err) => console.warn('firetower:', err.message));
 //   epoch: the epoch of the room's stream the offsets belong to;
 //   floor: the highest offset trimmed off the list (MAX_KEPT);
 //   loads: counts history reads, so that only the latest one is used;
-//   wantHistory: a history read failed for want of a connection.
+//   wantHistory: a history read failed for want of a connection;
+//   members: user id -> display name of who is in the room, and
+//     membersKnown whether a presence answer came since the page joined it;
+//   reads: counts presence reads, so that only the latest one is used.
 const rooms = new Map();
 
 function roomState(name) {
   let r = rooms.get(name);
   if (!r) {
-    r = {list: [], ids: new Set(), epoch: undefined, floor: 0, loads: 0, wantHistory: false};
+    r = {list: [], ids: new Set(), epoch: undefined, floor: 0, loads: 0, wantHistory: false, members: new Map(), membersKnown: false, reads: 0};
     rooms.set(name, r);
   }
   return r;
 }
 let room = null;
-let offMessages = null;
-let offOnline = null;
-let online = {room: null, count: null};
+let offRoom = [];
 
 function renderRooms() {
   const ul = $('rooms');
@@ -108,14 +153,126 @@ function renderRooms() {
   }
 }
 
-// A count is a non-negative safe integer; anything else is not one.
-const isCount = (n) => Number.isSafeInteger(n) && n >= 0;
+// --- members ---
 
-function setOnline(r, count) {
-  online = {room: r, count};
-  $('online').textContent = count === null ? '' : `${count} online`;
-  $('online').dataset.count = count === null ? '' : String(count);
+// nameOf is the display name a join or a presence entry carries, or the
+// user id when it carries none that can be shown.
+function nameOf(info, user) {
+  const n = info && typeof info.name === 'string' ? cleanName(info.name) : '';
+  return n || user;
 }
+
+// readMembers asks who is in the room and makes the answer the room's
+// member list. It runs whenever the room's subscription is confirmed: on
+// joining the room and after each reconnect.
+async function readMembers(name) {
+  const r = rooms.get(name);
+  const read = ++r.reads;
+  let p;
+  try {
+    p = await ft.presence(topicOf(name));
+  } catch (err) {
+    // A reconnect asks again by itself; the next subscription confirmed
+    // reads again anyway.
+    if (r.reads === read && name === room && err.code !== 'closed' && err.code !== 'timeout' && err.code !== 'disconnected') {
+      system(`could not read who is in #${name}: ${err.message}`);
+    }
+    return;
+  }
+  if (r.reads !== read || name !== room) return;
+  const members = new Map();
+  for (const c of p.clients) {
+    // Anonymous connections (user "") are in no list.
+    if (c.user && !members.has(c.user)) members.set(c.user, nameOf(c.info, c.user));
+  }
+  // This page is subscribed, so its user is in the room whatever the
+  // answer raced with.
+  if (!members.has(me.user)) members.set(me.user, me.name);
+  r.members = members;
+  r.membersKnown = true;
+  if (ft.state === 'open') $('members').classList.remove('stale');
+  renderMembers();
+}
+
+function joined(name, user, info) {
+  const r = rooms.get(name);
+  const had = r.members.has(user);
+  r.members.set(user, nameOf(info, user));
+  if (name !== room) return;
+  renderMembers();
+  if (user !== me.user && !had) system(`${nameOf(info, user)} joined`, 'join');
+}
+
+function left(name, user) {
+  const r = rooms.get(name);
+  // This page is in the room: its user has not left it.
+  if (user === me.user) return;
+  const shown = r.members.get(user) || user;
+  const had = r.members.delete(user);
+  if (name !== room) return;
+  renderMembers();
+  if (had) system(`${shown} left`, 'leave');
+}
+
+const byName = (a, b) => a.name.localeCompare(b.name) || (a.user < b.user ? -1 : a.user > b.user ? 1 : 0);
+
+// renderMembers brings the list on the page to the room's members, sorted
+// by name, moving and changing entries in place rather than rebuilding it.
+function renderMembers() {
+  const ul = $('member-list');
+  const r = room ? rooms.get(room) : null;
+  const list = r && r.membersKnown ? Array.from(r.members, ([user, name]) => ({user, name})).sort(byName) : [];
+  const old = new Map();
+  for (const li of ul.children) old.set(li.dataset.user, li);
+  list.forEach((m, i) => {
+    let li = old.get(m.user);
+    if (li) {
+      old.delete(m.user);
+    } else {
+      li = el('li', 'member');
+      li.dataset.user = m.user;
+      li.append(el('span', 'name'), el('span', 'uid'));
+    }
+    li.classList.toggle('me', m.user === me.user);
+    li.title = m.user;
+    const nameEl = li.querySelector('.name');
+    const label = m.user === me.user ? m.name + ' (you)' : m.name;
+    if (nameEl.textContent !== label) nameEl.textContent = label;
+    const uid = '@' + m.user;
+    if (li.querySelector('.uid').textContent !== uid) li.querySelector('.uid').textContent = uid;
+    if (ul.children[i] !== li) ul.insertBefore(li, ul.children[i] || null);
+  });
+  for (const li of old.values()) li.remove();
+  $('online').textContent = r && r.membersKnown ? `${list.length} online` : '';
+  $('online').dataset.count = r && r.membersKnown ? String(list.length) : '';
+}
+
+// Each confirmed subscription of the room, the first and those after a
+// reconnect, reads its members again.
+ft.onFrame((f) => {
+  if (!room || !f || f.type !== 'subscribed') return;
+  const topics = Array.isArray(f.topic) ? f.topic : [f.topic];
+  if (topics.includes(topicOf(room))) readMembers(room);
+});
+
+// --- notifications ---
+
+// A message a backend sent to this user (POST /publish with "users"): its
+// text shows for a while in every tab the user has open.
+const MAX_NOTICES = 5;
+ft.onMessage((data) => guard(() => {
+  if (!data || typeof data !== 'object' || typeof data.text !== 'string' || data.text === '') return;
+  const box = $('notices');
+  const n = el('div', 'notice');
+  const close = el('button', 'close', '×');
+  close.type = 'button';
+  close.title = 'dismiss';
+  close.addEventListener('click', () => n.remove());
+  n.append(el('span', 'text', data.text.slice(0, 500)), close);
+  box.append(n);
+  while (box.children.length > MAX_NOTICES) box.firstElementChild.remove();
+  setTimeout(() => n.remove(), 20000);
+}));
 
 async function join(name) {
   if (!ROOM_NAME.test(name)) name = ROOMS[0];
@@ -123,21 +280,27 @@ async function join(name) {
   const prev = room;
   room = name;
   roomState(name);
-  if (offMessages) offMessages();
-  if (offOnline) offOnline();
-  offMessages = ft.on(topicOf(name), (data, frame, meta) => guard(() => receive(name, data, frame, meta)));
-  offOnline = ft.on(onlineOf(name), (data) => guard(() => {
-    if (name === room && data && data.type === 'online' && isCount(data.count)) setOnline(name, data.count);
-  }));
+  offRoom.forEach((off) => off());
+  offRoom = [
+    ft.on(topicOf(name), (data, frame, meta) => guard(() => receive(name, data, frame, meta))),
+    ft.onJoin(topicOf(name), (user, info) => guard(() => joined(name, user, info))),
+    ft.onLeave(topicOf(name), (user) => guard(() => left(name, user))),
+  ];
+  if (prev) {
+    // Who is in a room the page left is not followed any more.
+    const p = rooms.get(prev);
+    p.membersKnown = false;
+    p.reads++;
+  }
   $('room-title').textContent = '#' + name;
   $('topic').textContent = topicOf(name);
-  setOnline(name, null);
   renderRooms();
   renderMessages();
+  renderMembers();
   if (decodeURIComponent(location.hash.slice(1)) !== name) history.replaceState(null, '', '#' + name);
-  if (prev) ft.unsubscribe([topicOf(prev), onlineOf(prev)]).catch(() => {});
+  if (prev) ft.unsubscribe(topicOf(prev)).catch(() => {});
   try {
-    await ft.subscribe([topicOf(name), onlineOf(name)]);
+    await ft.subscribe(topicOf(name));
   } catch (err) {
     // While the connection is down the room stays wanted and is joined as
     // soon as it is back; only a refusal is worth telling.
@@ -148,13 +311,6 @@ async function join(name) {
   // What was said before: read once subscribed, so nothing falls between
   // the history and the live messages (those that come in both show once).
   loadHistory(name);
-  // The server publishes the count whenever someone joins or leaves; ask
-  // once too, in case that update raced the subscription.
-  try {
-    const res = await fetch('/topics/' + encodeURIComponent(topicOf(name)) + '/count');
-    const body = await res.json();
-    if (room === name && online.count === null && isCount(body.count)) setOnline(name, body.count);
-  } catch { /* the pushed count will do */ }
 }
 
 addEventListener('hashchange', () => join(decodeURIComponent(location.hash.slice(1))));
@@ -195,13 +351,13 @@ const isTime = (t) => Number.isFinite(t) && Math.abs(t) <= 8.64e15;
 const isOffset = (n) => Number.isSafeInteger(n) && n > 0;
 
 // chatLine makes the entry of a chat line from what the room carried: an
-// object with a string text. Counts never come from here (see onlineOf),
-// and anything else is skipped (null).
+// object with a string text. Who is in the room never comes from here (see
+// readMembers), and anything else is skipped (null).
 function chatLine(data, id, offset) {
   if (!data || typeof data !== 'object' || Array.isArray(data) || typeof data.text !== 'string') return null;
   const cid = typeof data.cid === 'string' ? data.cid : '';
   return {
-    nick: typeof data.nick === 'string' && data.nick ? data.nick.slice(0, 24) : 'anonymous',
+    nick: typeof data.nick === 'string' && data.nick ? Array.from(data.nick).slice(0, MAX_NAME).join('') : 'anonymous',
     text: data.text.slice(0, 2000),
     at: isTime(data.at) ? data.at : Date.now(),
     cid,
@@ -339,8 +495,10 @@ function keep(name, msg) {
   if (name === room) renderMessages();
 }
 
-function system(text) {
-  if (room) keep(room, {system: true, text, at: Date.now()});
+// system adds a note to the room: kind 'join' or 'leave' for who comes
+// and goes, none for the page's own notes.
+function system(text, kind = '') {
+  if (room) keep(room, {system: true, kind, text, at: Date.now()});
 }
 
 const timeFmt = new Intl.DateTimeFormat(undefined, {hour: '2-digit', minute: '2-digit'});
@@ -369,7 +527,11 @@ function renderMessages() {
 
 // renderMessage makes the list item of one kept message.
 function renderMessage(m) {
-  if (m.system) return el('li', 'system', m.text);
+  if (m.system) {
+    const li = el('li', 'system' + (m.kind ? ' ' + m.kind : ''), m.text);
+    if (m.kind) li.dataset.kind = m.kind;
+    return li;
+  }
   const li = el('li', 'msg ' + m.status + (m.own ? ' own' : ''));
   li.dataset.status = m.status;
   if (m.offset !== undefined) li.dataset.offset = String(m.offset);

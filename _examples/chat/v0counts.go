@@ -7,9 +7,15 @@ import (
 	"time"
 )
 
-// presence tells each room how many are in it, off the connections' read
-// paths. The join and leave callbacks only mark a room as changed (a map
-// insert under a mutex: they never wait for the broker), and one goroutine
+// v0Counts tells each room how many are in it, the way the firetower v0.x
+// chat did: {"type":"onSubscribe","data":N} published in the room itself.
+// Only a node with bare data (v0.x pages) runs it; pages of this version
+// take who is in a room from firetower's own presence (topicOptions), and
+// a v0.x page knows nothing of presence frames.
+//
+// It works off the connections' read paths. The join and leave callbacks
+// only mark a room as changed (a map insert under a mutex: they never wait
+// for the broker), and one goroutine
 // per node, at most once per interval, counts every room that changed since
 // its last round and publishes the counts. A room that changes a thousand
 // times within an interval costs one count and one publish; a room that
@@ -19,7 +25,7 @@ import (
 // Its memory is bounded: the set holds each room once, and at most
 // maxPending rooms (past that a change is dropped and logged; the room is
 // counted again at its next change).
-type presence struct {
+type v0Counts struct {
 	interval time.Duration
 	timeout  time.Duration // for one round's counts and publishes
 	count    func(ctx context.Context, room string) (int, error)
@@ -42,10 +48,10 @@ const maxPending = 100_000
 // rooms over a remote broker is not one round trip after another.
 const roundWorkers = 8
 
-func newPresence(interval, timeout time.Duration, log *slog.Logger,
+func newV0Counts(interval, timeout time.Duration, log *slog.Logger,
 	count func(ctx context.Context, room string) (int, error),
-	announce func(ctx context.Context, room, kind string, n int) error) *presence {
-	p := &presence{
+	announce func(ctx context.Context, room, kind string, n int) error) *v0Counts {
+	p := &v0Counts{
 		interval: interval,
 		timeout:  timeout,
 		count:    count,
@@ -63,7 +69,7 @@ func newPresence(interval, timeout time.Duration, log *slog.Logger,
 // changed marks rooms as changed by a join or a leave (kind is
 // "onSubscribe" or "onUnsubscribe", for the v0.x announcements). It never
 // blocks, so callbacks may call it.
-func (p *presence) changed(kind string, rooms []string) {
+func (p *v0Counts) changed(kind string, rooms []string) {
 	p.mu.Lock()
 	for _, r := range rooms {
 		if _, ok := p.pending[r]; !ok && len(p.pending) >= maxPending {
@@ -80,13 +86,17 @@ func (p *presence) changed(kind string, rooms []string) {
 }
 
 // Close stops the goroutine, abandoning a round under way, and waits for
-// it. It is idempotent.
-func (p *presence) Close() {
+// it. It is idempotent, and does nothing on a nil v0Counts (a node
+// without bare data has none).
+func (p *v0Counts) Close() {
+	if p == nil {
+		return
+	}
 	p.once.Do(func() { close(p.stop) })
 	<-p.done
 }
 
-func (p *presence) run() {
+func (p *v0Counts) run() {
 	defer close(p.done)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -121,13 +131,13 @@ func (p *presence) run() {
 }
 
 // round counts and announces the rooms marked so far.
-func (p *presence) round(ctx context.Context) {
+func (p *v0Counts) round(ctx context.Context) {
 	p.mu.Lock()
 	rooms, dropped := p.pending, p.dropped
 	p.pending, p.dropped = make(map[string]string, len(rooms)), 0
 	p.mu.Unlock()
 	if dropped > 0 {
-		p.log.Warn("presence: too many rooms waiting; some changes were not announced", "dropped", dropped, "limit", maxPending)
+		p.log.Warn("v0 counts: too many rooms waiting; some changes were not announced", "dropped", dropped, "limit", maxPending)
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
