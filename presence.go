@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"time"
 	"unicode/utf8"
 
@@ -268,12 +267,8 @@ func (t *Tower) servePresence(c *gin.Context, escaped string) {
 	if !t.authorizeREST(c) {
 		return
 	}
-	topic, err := url.PathUnescape(escaped)
-	if err == nil {
-		err = ValidateTopic(topic)
-	}
-	if err != nil {
-		jsonError(c, http.StatusBadRequest, "topic in the path: "+err.Error()+" (percent-encode it: /topics/%2Fchat%2Fworld/presence)")
+	topic, ok := pathTopic(c, escaped, "presence")
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), t.cfg.BrokerTimeout)

@@ -505,12 +505,8 @@ func writeJSON(c *gin.Context, status int, b []byte) {
 // serveCount answers GET {prefix}/topics/:topic/count for the topic,
 // still percent-encoded, that the route table took from the path.
 func (t *Tower) serveCount(c *gin.Context, escaped string) {
-	topic, err := url.PathUnescape(escaped)
-	if err == nil {
-		err = ValidateTopic(topic)
-	}
-	if err != nil {
-		jsonError(c, http.StatusBadRequest, "topic in the path: "+err.Error()+" (percent-encode it: /topics/%2Fchat%2Fworld/count)")
+	topic, ok := pathTopic(c, escaped, "count")
+	if !ok {
 		return
 	}
 	// The shared call is bounded by BrokerTimeout, not by the request that
@@ -544,12 +540,8 @@ func (t *Tower) serveHistory(c *gin.Context, escaped string) {
 	if !t.authorizeREST(c) {
 		return
 	}
-	topic, err := url.PathUnescape(escaped)
-	if err == nil {
-		err = ValidateTopic(topic)
-	}
-	if err != nil {
-		jsonError(c, http.StatusBadRequest, "topic in the path: "+err.Error()+" (percent-encode it: /topics/%2Fchat%2Fworld/history)")
+	topic, ok := pathTopic(c, escaped, "history")
+	if !ok {
 		return
 	}
 	q := HistoryQuery{Limit: -1}
@@ -589,6 +581,20 @@ func (t *Tower) serveHistory(c *gin.Context, escaped string) {
 	b = append(b, ',')
 	c.Header("Cache-Control", "no-store")
 	writeJSON(c, http.StatusOK, appendHistory(b, h))
+}
+
+// pathTopic returns the topic of a {prefix}/topics/:topic/<route> path,
+// still percent-encoded in escaped, or answers 400 and reports false.
+func pathTopic(c *gin.Context, escaped, route string) (string, bool) {
+	topic, err := url.PathUnescape(escaped)
+	if err == nil {
+		err = ValidateTopic(topic)
+	}
+	if err != nil {
+		jsonError(c, http.StatusBadRequest, "topic in the path: "+err.Error()+" (percent-encode it: /topics/%2Fchat%2Fworld/"+route+")")
+		return "", false
+	}
+	return topic, true
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

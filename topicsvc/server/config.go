@@ -47,9 +47,11 @@ type Config struct {
 	// TLS, when set, makes the service speak TLS only. Default: nil
 	// (plaintext).
 	TLS *tls.Config
-	// HeartbeatTimeout is how long a node may stay silent before the
-	// service forgets it (its interests and counts vanish). Nodes send a
-	// heartbeat every second. Default: 5s.
+	// HeartbeatTimeout bounds how long a node may stay silent before the
+	// service forgets it (its interests, counts and presence vanish): it
+	// is forgotten within HeartbeatTimeout of its last frame (the silence
+	// is checked every HeartbeatInterval). Nodes send a heartbeat every
+	// second. Default: 5s.
 	HeartbeatTimeout time.Duration
 	// HeartbeatInterval is how often the service tells each node that it is
 	// alive. Default: 1s.

@@ -396,6 +396,11 @@ func (ss *session) apply(op *pb.NodeOp, t *tally) {
 func (ss *session) sendLoop() {
 	tick := time.NewTicker(ss.srv.cfg.HeartbeatInterval)
 	defer tick.Stop()
+	// Silence is checked once a tick: ending the session once it passes
+	// the timeout less a tick forgets a silent node within the timeout of
+	// its last frame, not up to a tick later. A live node sends a frame
+	// every second.
+	limit := max(ss.srv.cfg.HeartbeatTimeout-ss.srv.cfg.HeartbeatInterval, ss.srv.cfg.HeartbeatTimeout/2)
 	for {
 		var heartbeat *pb.ServiceOp
 		select {
@@ -403,7 +408,7 @@ func (ss *session) sendLoop() {
 			return
 		case <-ss.queue.Ready():
 		case <-tick.C:
-			if silent := time.Since(time.Unix(0, ss.lastSeen.Load())); silent > ss.srv.cfg.HeartbeatTimeout {
+			if silent := time.Since(time.Unix(0, ss.lastSeen.Load())); silent > limit {
 				ss.end(reasonHeartbeat, status.Errorf(codes.DeadlineExceeded, "topicsvc: no heartbeat from the node for %v", silent.Round(time.Millisecond)))
 				return
 			}
