@@ -178,6 +178,9 @@ test('an event that cannot be shown is reported as such, and the feed stays live
   assert.match(await text(page, '#render-error'), /not JSON/);
   await staysLive(page, 500);
   assert.equal(await text(page, '#connections'), '4', 'the figures of the last good event stay');
+  // The page's console line reaches the test by its own event, which may
+  // come after the note is shown.
+  await waitFor('the console line of the bad event', () => problems.length >= 1);
   assert.equal(problems.length, 1, problems.join('\n'));
   assert.match(problems[0], /^console: firetower dashboard: .*not JSON/);
 
