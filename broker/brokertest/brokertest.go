@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -62,6 +63,7 @@ func Run(t *testing.T, cfg Config) {
 	t.Run("SubscribesTopicsInOneCall", s.subscribesTopicsInOneCall)
 	t.Run("PayloadsArriveIntact", s.payloadsArriveIntact)
 	t.Run("TopicsArriveIntact", s.topicsArriveIntact)
+	t.Run("UserTopicsAcrossNodes", s.userTopicsAcrossNodes)
 	t.Run("PerPublisherOrder", s.perPublisherOrder)
 	t.Run("ConcurrentPublishers", s.concurrentPublishers)
 	t.Run("CountsSumAcrossNodes", s.countsSumAcrossNodes)
@@ -315,6 +317,43 @@ func (s *suite) topicsArriveIntact(t *testing.T) {
 		if seen[topic] != fmt.Sprint(i) {
 			t.Errorf("topic %q: got id %q, want %d (received %v)", topic, seen[topic], i, seen)
 		}
+	}
+}
+
+// userTopicsAcrossNodes: what a node's users are built on (DESIGN §2,
+// "Users"): a user's internal topic, "firetower user <id>", with spaces
+// and up to MaxTopicLen bytes, carries a user message and a disconnect
+// (an id that starts "firetower disconnect ") from any node to every node
+// holding a connection of the user, and counts the user's connections
+// across the nodes.
+func (s *suite) userTopicsAcrossNodes(t *testing.T) {
+	n := s.cluster(t, 3)
+	c := ctx(t)
+	long := "firetower user " + strings.Repeat("é", (broker.MaxTopicLen-len("firetower user "))/2)
+	for _, topic := range []string{"firetower user 42", long} {
+		must(t, n[0].Subscribe(c, topic))
+		must(t, n[1].Subscribe(c, topic))
+		n[0].SetCount(topic, 2)
+		n[1].SetCount(topic, 1)
+		Eventually(t, s.cfg.Propagation, CountIs(c, n[2], topic, 3))
+	}
+	must(t, n[2].Publish(c, msg("firetower user 42", "b0e9c4d2-7f1a-4c8e-9d3b-2a6f5e8c1d70", `{"text":"hi"}`)))
+	must(t, n[2].Publish(c, msg(long, "firetower disconnect 1", `"bye"`)))
+	for _, nd := range n[:2] {
+		got := nd.waitFor(t, 2, s.cfg.Propagation)
+		want := map[string]string{"firetower user 42": `{"text":"hi"}`, long: `"bye"`}
+		for _, m := range got {
+			if want[m.Topic] != string(m.Data) {
+				t.Fatalf("user topic %q: got %q (id %q)", m.Topic, m.Data, m.ID)
+			}
+			delete(want, m.Topic)
+		}
+		if len(want) != 0 {
+			t.Fatalf("missing the messages of %q", want)
+		}
+	}
+	if got := n[2].messages(); len(got) != 0 {
+		t.Fatalf("a node with no connection of the user got %v", got)
 	}
 }
 
