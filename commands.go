@@ -167,12 +167,23 @@ func (t *Tower) subscribeTopics(c *Conn, f *Frame, server bool) (fresh []string,
 	streams := t.streamTopics(fresh)
 	c.hold()
 	c.beginRecovery(streams)
-	if err := t.hub.subscribe(ctx, c, fresh); err != nil { // all or nothing
+	// undo takes back what the steps below did, so that a failed
+	// subscribe changes nothing; brokerFailed also reports the failure.
+	undo := func(subscribed bool) {
+		if subscribed {
+			t.hub.unsubscribe(ctx, c, fresh)
+		}
 		c.abortRecovery(streams)
 		c.release(nil)
+	}
+	brokerFailed := func(call string, topics int, err error) ([]string, *protocolError, error) {
 		t.stats.brokerErrors.Add(1)
-		t.log.Warn("firetower: broker subscribe failed", "conn", c.id, "user", c.userID, "topics", len(fresh), "err", err)
+		t.log.Warn("firetower: broker "+call+" failed", "conn", c.id, "user", c.userID, "topics", topics, "err", err)
 		return nil, brokerError(err, fresh), err
+	}
+	if err := t.hub.subscribe(ctx, c, fresh); err != nil { // all or nothing
+		undo(false)
+		return brokerFailed("subscribe", len(fresh), err)
 	}
 	// The connection is a subscriber now: what the streams' reads miss
 	// reaches it live, held until the reads are merged in (streamqueue.go).
@@ -181,29 +192,19 @@ func (t *Tower) subscribeTopics(c *Conn, f *Frame, server bool) (fresh []string,
 	if len(streams) > 0 {
 		var err error
 		if recs, positions, err = t.readStreams(ctx, f, streams); err != nil {
-			t.hub.unsubscribe(ctx, c, fresh)
-			c.abortRecovery(streams)
-			c.release(nil)
-			t.stats.brokerErrors.Add(1)
-			t.log.Warn("firetower: broker history failed", "conn", c.id, "user", c.userID, "topics", len(streams), "err", err)
-			return nil, brokerError(err, fresh), err
+			undo(true)
+			return brokerFailed("history", len(streams), err)
 		}
 	}
 	if err := t.addPresence(ctx, c, fresh); err != nil {
-		t.hub.unsubscribe(ctx, c, fresh)
-		c.abortRecovery(streams)
-		c.release(nil)
-		t.stats.brokerErrors.Add(1)
-		t.log.Warn("firetower: broker presence failed", "conn", c.id, "user", c.userID, "topics", len(fresh), "err", err)
-		return nil, brokerError(err, fresh), err
+		undo(true)
+		return brokerFailed("presence", len(fresh), err)
 	}
 	if !c.addTopics(fresh, t.cfg.MaxTopicsPerConn) {
 		// Topics are added under subMu only, so the limit checked above
 		// still holds; should that change, the frame is refused whole.
 		t.removePresence(c, fresh)
-		t.hub.unsubscribe(ctx, c, fresh)
-		c.abortRecovery(streams)
-		c.release(nil)
+		undo(true)
 		perr = &protocolError{code: CodeTooManyTopics, message: "a connection holds at most " + itoa(t.cfg.MaxTopicsPerConn) + " topics", topic: f.Topics}
 		return nil, perr, serverSubscribeError(perr, nil)
 	}

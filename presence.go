@@ -166,41 +166,50 @@ func appendPresence(b []byte, p Presence) []byte {
 
 func appendInt(b []byte, n int) []byte { return fmt.Appendf(b, "%d", n) }
 
-// presenceTopics splits topics with presence by whether they have join and
-// leave: the two groups each take one broker call.
-func (t *Tower) presenceTopics(topics []string) (plain, joinLeave []string) {
+// presenceGroup is those of a call's topics that share presence options:
+// one broker call.
+type presenceGroup struct {
+	topics []string
+	opts   broker.PresenceOptions
+}
+
+// presenceGroups returns the topics with presence among topics, split by
+// their options (with join and leave or without): at most two groups.
+func (t *Tower) presenceGroups(topics []string) []presenceGroup {
 	if t.cfg.TopicOptions == nil {
-		return nil, nil
+		return nil
 	}
+	var groups []presenceGroup
+next:
 	for _, topic := range topics {
-		if o, ok := t.presenceOptions(topic); ok {
-			if o.JoinLeave {
-				joinLeave = append(joinLeave, topic)
-			} else {
-				plain = append(plain, topic)
+		o, ok := t.presenceOptions(topic)
+		if !ok {
+			continue
+		}
+		for i := range groups {
+			if groups[i].opts == o {
+				groups[i].topics = append(groups[i].topics, topic)
+				continue next
 			}
 		}
+		groups = append(groups, presenceGroup{topics: []string{topic}, opts: o})
 	}
-	return plain, joinLeave
+	return groups
 }
 
 // addPresence records c in the presence of those of topics that have
 // it. On an error none is left recorded.
 func (t *Tower) addPresence(ctx context.Context, c *Conn, topics []string) error {
-	plain, jl := t.presenceTopics(topics)
-	if len(plain)+len(jl) == 0 {
+	groups := t.presenceGroups(topics)
+	if len(groups) == 0 {
 		return nil
 	}
 	if t.presencer == nil {
 		return fmt.Errorf("%w: the broker, %T, keeps no presence (broker.Presencer)", ErrNoPresence, t.broker)
 	}
 	cl := c.presenceClient()
-	grace := t.cfg.PresenceGrace
-	for i, group := range [2][]string{plain, jl} {
-		if len(group) == 0 {
-			continue
-		}
-		if err := t.presencer.AddPresence(ctx, cl, group, broker.PresenceOptions{JoinLeave: i == 1, Grace: grace}); err != nil {
+	for _, g := range groups {
+		if err := t.presencer.AddPresence(ctx, cl, g.topics, g.opts); err != nil {
 			t.removePresence(c, topics)
 			return err
 		}
@@ -213,22 +222,26 @@ func (t *Tower) addPresence(ctx context.Context, c *Conn, topics []string) error
 // logged, since the connection is gone from the topics either way, and
 // the broker forgets the node's entries when the node dies.
 func (t *Tower) removePresence(c *Conn, topics []string) {
-	plain, jl := t.presenceTopics(topics)
-	if len(plain)+len(jl) == 0 || t.presencer == nil {
+	groups := t.presenceGroups(topics)
+	if len(groups) == 0 || t.presencer == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.BrokerTimeout)
 	defer cancel()
 	cl := c.presenceClient()
-	for i, group := range [2][]string{plain, jl} {
-		if len(group) == 0 {
-			continue
-		}
-		if err := t.presencer.RemovePresence(ctx, cl, group, broker.PresenceOptions{JoinLeave: i == 1, Grace: t.cfg.PresenceGrace}); err != nil {
+	for _, g := range groups {
+		if err := t.presencer.RemovePresence(ctx, cl, g.topics, g.opts); err != nil {
 			t.stats.brokerErrors.Add(1)
-			t.log.Warn("firetower: broker presence removal failed", "conn", c.id, "user", c.userID, "topics", len(group), "err", err)
+			t.log.Warn("firetower: broker presence removal failed", "conn", c.id, "user", c.userID, "topics", len(g.topics), "err", err)
 		}
 	}
+}
+
+// mayRead reports whether c may read topic's history or presence: where
+// a subscribe to it would be allowed (it holds the topic, or
+// BeforeSubscribeHandler allows it).
+func (t *Tower) mayRead(c *Conn, topic string) bool {
+	return c.holds(topic) || t.cfg.BeforeSubscribeHandler == nil || t.cfg.BeforeSubscribeHandler(c, []string{topic})
 }
 
 // presenceFrame answers a client's presence frame: allowed where a
@@ -239,7 +252,7 @@ func (t *Tower) presenceFrame(c *Conn, f *Frame) {
 		c.reply(errorFrame(&protocolError{code: CodeBadRequest, message: "the topic has no presence", topic: topic}, f.ID))
 		return
 	}
-	if !c.holds(topic) && t.cfg.BeforeSubscribeHandler != nil && !t.cfg.BeforeSubscribeHandler(c, f.Topics) {
+	if !t.mayRead(c, topic) {
 		c.reply(errorFrame(&protocolError{code: CodeForbidden, message: "presence refused", topic: topic}, f.ID))
 		return
 	}

@@ -145,12 +145,9 @@ func parseFrame(raw []byte) (*Frame, *protocolError) {
 			}
 		}
 	case TypeHistory:
-		topics, perr := parseTopics(w.Topic)
+		topics, perr := parseOneTopic(w.Topic, "history reads one topic")
 		if perr != nil {
 			return f, perr
-		}
-		if len(topics) != 1 {
-			return f, &protocolError{code: CodeBadRequest, message: "history reads one topic", topic: topics}
 		}
 		f.Topics = topics
 		if isSet(w.Limit) {
@@ -173,12 +170,9 @@ func parseFrame(raw []byte) (*Frame, *protocolError) {
 			f.Since = map[string]StreamPosition{topics[0]: pos}
 		}
 	case TypePresence:
-		topics, perr := parseTopics(w.Topic)
+		topics, perr := parseOneTopic(w.Topic, "presence asks for one topic")
 		if perr != nil {
 			return f, perr
-		}
-		if len(topics) != 1 {
-			return f, &protocolError{code: CodeBadRequest, message: "presence asks for one topic", topic: topics}
 		}
 		f.Topics = topics
 	case TypePing:
@@ -193,6 +187,19 @@ func parseFrame(raw []byte) (*Frame, *protocolError) {
 		}
 	}
 	return f, nil
+}
+
+// parseOneTopic parses the topic of a frame that names exactly one,
+// refusing another number with message.
+func parseOneTopic(raw json.RawMessage, message string) ([]string, *protocolError) {
+	topics, perr := parseTopics(raw)
+	if perr != nil {
+		return nil, perr
+	}
+	if len(topics) != 1 {
+		return nil, &protocolError{code: CodeBadRequest, message: message, topic: topics}
+	}
+	return topics, nil
 }
 
 func isSet(raw json.RawMessage) bool { return len(raw) > 0 && !bytes.Equal(raw, []byte("null")) }

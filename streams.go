@@ -198,7 +198,7 @@ func (t *Tower) historyFrame(c *Conn, f *Frame) {
 		c.reply(errorFrame(&protocolError{code: CodeBadRequest, message: "the topic keeps no history", topic: topic}, f.ID))
 		return
 	}
-	if !c.holds(topic) && t.cfg.BeforeSubscribeHandler != nil && !t.cfg.BeforeSubscribeHandler(c, f.Topics) {
+	if !t.mayRead(c, topic) {
 		c.reply(errorFrame(&protocolError{code: CodeForbidden, message: "history refused", topic: topic}, f.ID))
 		return
 	}
