@@ -31,16 +31,25 @@ func presenceTopics(topics []string) (kind string, err error) {
 	return "", nil
 }
 
+// presenceOp checks the topics and grace of an add or remove operation
+// and returns its options, or the refusal's kind and reason.
+func presenceOp(topics []string, graceMs uint64, joinLeave bool) (broker.PresenceOptions, string, error) {
+	if kind, err := presenceTopics(topics); err != nil {
+		return broker.PresenceOptions{}, kind, err
+	}
+	grace, err := wire.PresenceGrace(graceMs)
+	if err != nil {
+		return broker.PresenceOptions{}, refusedLimit, err
+	}
+	return broker.PresenceOptions{JoinLeave: joinLeave, Grace: grace}, "", nil
+}
+
 // presenceAdd records a node's connection in the presence of its topics.
 func (ss *session) presenceAdd(p *pb.PresenceAdd) {
 	seq := p.GetSeq()
-	if kind, err := presenceTopics(p.GetTopics()); err != nil {
-		ss.refuse(kind, seq, err)
-		return
-	}
-	grace, err := wire.PresenceGrace(p.GetGraceMs())
+	opts, kind, err := presenceOp(p.GetTopics(), p.GetGraceMs(), p.GetJoinLeave())
 	if err != nil {
-		ss.refuse(refusedLimit, seq, err)
+		ss.refuse(kind, seq, err)
 		return
 	}
 	c := wire.FromPresenceClient(p.GetClient())
@@ -48,7 +57,7 @@ func (ss *session) presenceAdd(p *pb.PresenceAdd) {
 		ss.refuse(refusedInvalid, seq, err)
 		return
 	}
-	if err := ss.node.AddPresence(c, p.GetTopics(), broker.PresenceOptions{JoinLeave: p.GetJoinLeave(), Grace: grace}); err != nil {
+	if err := ss.node.AddPresence(c, p.GetTopics(), opts); err != nil {
 		ss.refuse(refusedInvalid, seq, err)
 		return
 	}
@@ -60,17 +69,13 @@ func (ss *session) presenceAdd(p *pb.PresenceAdd) {
 // topics.
 func (ss *session) presenceRemove(p *pb.PresenceRemove) {
 	seq := p.GetSeq()
-	if kind, err := presenceTopics(p.GetTopics()); err != nil {
+	opts, kind, err := presenceOp(p.GetTopics(), p.GetGraceMs(), p.GetJoinLeave())
+	if err != nil {
 		ss.refuse(kind, seq, err)
 		return
 	}
-	grace, err := wire.PresenceGrace(p.GetGraceMs())
-	if err != nil {
-		ss.refuse(refusedLimit, seq, err)
-		return
-	}
 	c := broker.PresenceClient{Conn: p.GetConn(), User: p.GetUser()}
-	if err := ss.node.RemovePresence(c, p.GetTopics(), broker.PresenceOptions{JoinLeave: p.GetJoinLeave(), Grace: grace}); err != nil {
+	if err := ss.node.RemovePresence(c, p.GetTopics(), opts); err != nil {
 		ss.refuse(refusedInvalid, seq, err)
 		return
 	}
