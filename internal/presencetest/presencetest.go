@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower"
+	"github.com/OSMeteor/firetower/internal/wstest"
 	"github.com/gin-gonic/gin"
-	"github.com/gorilla/websocket"
 )
 
 // Token is the REST token of the nodes Run makes.
@@ -55,17 +55,17 @@ func Run(t *testing.T, newTower func(t *testing.T, cfg firetower.Config) *fireto
 
 	bob := b.dial("bob")
 	bob.subscribe("room")
-	bob.want(`{"type":"join","topic":"room","user":"bob","info":{"name":"BOB"}}`)
+	bob.Want(`{"type":"join","topic":"room","user":"bob","info":{"name":"BOB"}}`)
 	alice := a.dial("alice")
 	alice.subscribe("room")
 	join := `{"type":"join","topic":"room","user":"alice","info":{"name":"ALICE"}}`
-	bob.want(join)
-	alice.want(join)
+	bob.Want(join)
+	alice.Want(join)
 
 	// Presence merged across the nodes, from either, over WebSocket and
 	// REST.
 	want := []string{`alice {"name":"ALICE"}`, `bob {"name":"BOB"}`}
-	for _, c := range []*wsClient{alice, bob} {
+	for _, c := range []*client{alice, bob} {
 		if p := c.presence("room"); p.Users != 2 || p.Connections != 2 || !slices.Equal(p.keys(), want) {
 			t.Fatalf("presence frame %+v, want alice and bob", p)
 		}
@@ -76,11 +76,11 @@ func Run(t *testing.T, newTower func(t *testing.T, cfg firetower.Config) *fireto
 
 	// Alice reloads her page and comes back on the other node within the
 	// grace: no leave, no join.
-	alice.ws.Close()
+	alice.WS.Close()
 	alice = b.dial("alice")
 	alice.subscribe("room")
-	alice.quiet(3 * Grace)
-	bob.quiet(Grace)
+	alice.Quiet(3 * Grace)
+	bob.Quiet(Grace)
 	if p := bob.presence("room"); p.Users != 2 || p.Connections != 2 {
 		t.Fatalf("after the reload: %+v", p)
 	}
@@ -89,20 +89,20 @@ func Run(t *testing.T, newTower func(t *testing.T, cfg firetower.Config) *fireto
 	// one goes: still no event.
 	bob2 := a.dial("bob")
 	bob2.subscribe("room")
-	bob.ws.Close()
-	bob2.quiet(3 * Grace)
+	bob.WS.Close()
+	bob2.Quiet(3 * Grace)
 
 	// Alice goes for good: one leave, after the grace, on both nodes.
 	start := time.Now()
-	alice.ws.Close()
-	bob2.want(`{"type":"leave","topic":"room","user":"alice"}`)
+	alice.WS.Close()
+	bob2.Want(`{"type":"leave","topic":"room","user":"alice"}`)
 	if waited := time.Since(start); waited < Grace {
 		t.Fatalf("leave %v after the last connection went, before the grace of %v", waited, Grace)
 	}
 	if p := a.restPresence("room"); p.Users != 1 || p.Connections != 1 || !slices.Equal(p.keys(), []string{`bob {"name":"BOB"}`}) {
 		t.Fatalf("after alice left: %+v", p)
 	}
-	bob2.quiet(Grace)
+	bob2.Quiet(Grace)
 }
 
 type node struct {
@@ -111,16 +111,15 @@ type node struct {
 	url   string
 }
 
-func (n *node) dial(user string) *wsClient {
+func (n *node) dial(user string) *client {
 	n.t.Helper()
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(n.url, "http")+"/ws?user="+user, nil)
-	if err != nil {
-		n.t.Fatalf("dial as %q: %v", user, err)
-	}
-	c := &wsClient{t: n.t, ws: ws, frames: make(chan string, 64), done: make(chan struct{})}
-	go c.read()
-	n.t.Cleanup(func() { ws.Close(); <-c.done })
-	return c
+	return &client{Client: wstest.Dial(n.t, "ws"+strings.TrimPrefix(n.url, "http")+"/ws?user="+user), t: n.t}
+}
+
+// client is a connection with the frames this package sends.
+type client struct {
+	*wstest.Client
+	t *testing.T
 }
 
 func (n *node) restPresence(topic string) answer {
@@ -158,76 +157,18 @@ func (p answer) keys() []string {
 	return out
 }
 
-type wsClient struct {
-	t      *testing.T
-	ws     *websocket.Conn
-	frames chan string
-	done   chan struct{}
-}
-
-func (c *wsClient) read() {
-	defer close(c.done)
-	defer close(c.frames)
-	for {
-		_, b, err := c.ws.ReadMessage()
-		if err != nil {
-			return
-		}
-		c.frames <- string(b)
-	}
-}
-
-func (c *wsClient) next() string {
+func (c *client) subscribe(topic string) {
 	c.t.Helper()
-	select {
-	case f, ok := <-c.frames:
-		if !ok {
-			c.t.Fatal("connection closed")
-		}
-		return f
-	case <-time.After(10 * time.Second):
-		c.t.Fatal("no frame within 10 s")
-	}
-	return ""
-}
-
-func (c *wsClient) want(frame string) {
-	c.t.Helper()
-	if got := c.next(); got != frame {
-		c.t.Fatalf("got %s, want %s", got, frame)
-	}
-}
-
-func (c *wsClient) quiet(d time.Duration) {
-	c.t.Helper()
-	select {
-	case f, ok := <-c.frames:
-		if ok {
-			c.t.Fatalf("unexpected frame %s", f)
-		}
-	case <-time.After(d):
-	}
-}
-
-func (c *wsClient) send(frame string) {
-	c.t.Helper()
-	if err := c.ws.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-func (c *wsClient) subscribe(topic string) {
-	c.t.Helper()
-	c.send(fmt.Sprintf(`{"type":"subscribe","topic":%q}`, topic))
-	if got := c.next(); !strings.HasPrefix(got, `{"type":"subscribed"`) {
+	c.Send(fmt.Sprintf(`{"type":"subscribe","topic":%q}`, topic))
+	if got := c.Next(); !strings.HasPrefix(got, `{"type":"subscribed"`) {
 		c.t.Fatalf("got %s, want subscribed", got)
 	}
 }
 
-func (c *wsClient) presence(topic string) answer {
+func (c *client) presence(topic string) answer {
 	c.t.Helper()
-	c.send(fmt.Sprintf(`{"type":"presence","topic":%q,"id":"p"}`, topic))
-	got := c.next()
+	c.Send(fmt.Sprintf(`{"type":"presence","topic":%q,"id":"p"}`, topic))
+	got := c.Next()
 	if !strings.HasPrefix(got, fmt.Sprintf(`{"type":"presence","topic":%q,"id":"p",`, topic)) {
 		c.t.Fatalf("got %s, want a presence answer", got)
 	}

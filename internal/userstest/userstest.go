@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/OSMeteor/firetower"
+	"github.com/OSMeteor/firetower/internal/wstest"
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 )
@@ -63,8 +64,8 @@ func Run(t *testing.T, newTower func(t *testing.T, cfg firetower.Config) *fireto
 		t.Fatal(err)
 	}
 	want := `{"type":"message","data":"hi","id":"` + id + `"}`
-	for _, c := range []*wsClient{alice1, alice2} {
-		if got := c.next(); got != want {
+	for _, c := range []*wstest.Client{alice1, alice2} {
+		if got := c.Next(); got != want {
 			t.Fatalf("alice got %s, want %s", got, want)
 		}
 	}
@@ -77,8 +78,8 @@ func Run(t *testing.T, newTower func(t *testing.T, cfg firetower.Config) *fireto
 		t.Fatalf("REST publish to users answered %v, want 3 connections of alice and bob", answer)
 	}
 	want = `{"type":"message","data":{"n":1},"id":"` + answer["id"].(string) + `"}`
-	for _, c := range []*wsClient{alice1, alice2, bob} {
-		if got := c.next(); got != want {
+	for _, c := range []*wstest.Client{alice1, alice2, bob} {
+		if got := c.Next(); got != want {
 			t.Fatalf("got %s, want %s", got, want)
 		}
 	}
@@ -96,32 +97,32 @@ func Run(t *testing.T, newTower func(t *testing.T, cfg firetower.Config) *fireto
 	if status != http.StatusOK || answer["connections"] != float64(MaxConns) || answer["user"] != "alice" {
 		t.Fatalf("REST disconnect: %d %v", status, answer)
 	}
-	for _, c := range []*wsClient{alice1, alice2, alice3} {
-		err := c.closed()
+	for _, c := range []*wstest.Client{alice1, alice2, alice3} {
+		err := c.Closed()
 		var ce *websocket.CloseError
 		if !errors.As(err, &ce) || ce.Code != firetower.CloseUserDisconnected || ce.Text != "bye" {
 			t.Fatalf("alice's connection ended with %v, want close 4001 bye", err)
 		}
 	}
-	bob.ping()
-	anon.ping()
+	bob.Ping()
+	anon.Ping()
 	a.waitCount(ctx, "alice", 0)
 	// DisconnectUser on the Go API, for bob, from the first node.
 	if n, err := a.tower.DisconnectUser(ctx, "bob", "gone"); err != nil || n != 1 {
 		t.Fatalf("DisconnectUser: %d, %v", n, err)
 	}
 	var ce *websocket.CloseError
-	if err := bob.closed(); !errors.As(err, &ce) || ce.Code != firetower.CloseUserDisconnected {
+	if err := bob.Closed(); !errors.As(err, &ce) || ce.Code != firetower.CloseUserDisconnected {
 		t.Fatalf("bob's connection ended with %v, want 4001", err)
 	}
-	anon.ping()
+	anon.Ping()
 	// The user can come back.
 	again := b.dial("alice")
 	a.waitCount(ctx, "alice", 1)
 	if _, err := a.tower.PublishToUser(ctx, "alice", 2); err != nil {
 		t.Fatal(err)
 	}
-	if got := again.next(); !strings.HasPrefix(got, `{"type":"message","data":2,`) {
+	if got := again.Next(); !strings.HasPrefix(got, `{"type":"message","data":2,`) {
 		t.Fatalf("got %s", got)
 	}
 	// Internal topics are never listed.
@@ -152,16 +153,9 @@ func (n *node) wsURL(user string) string {
 	return u
 }
 
-func (n *node) dial(user string) *wsClient {
+func (n *node) dial(user string) *wstest.Client {
 	n.t.Helper()
-	ws, _, err := websocket.DefaultDialer.Dial(n.wsURL(user), nil)
-	if err != nil {
-		n.t.Fatalf("dial as %q: %v", user, err)
-	}
-	c := &wsClient{t: n.t, ws: ws, frames: make(chan string, 64), done: make(chan struct{})}
-	go c.read()
-	n.t.Cleanup(func() { ws.Close(); <-c.done })
-	return c
+	return wstest.Dial(n.t, n.wsURL(user))
 }
 
 // refusedDial dials a connection that must be refused, and returns the
@@ -226,68 +220,4 @@ func sameList(v any, want ...string) bool {
 		}
 	}
 	return true
-}
-
-type wsClient struct {
-	t      *testing.T
-	ws     *websocket.Conn
-	frames chan string
-	done   chan struct{}
-	err    error // the read loop's end, once done is closed
-}
-
-func (c *wsClient) read() {
-	defer close(c.done)
-	defer close(c.frames)
-	for {
-		_, b, err := c.ws.ReadMessage()
-		if err != nil {
-			c.err = err
-			return
-		}
-		c.frames <- string(b)
-	}
-}
-
-// next returns the next frame.
-func (c *wsClient) next() string {
-	c.t.Helper()
-	select {
-	case f, ok := <-c.frames:
-		if !ok {
-			c.t.Fatalf("connection closed: %v", c.err)
-		}
-		return f
-	case <-time.After(5 * time.Second):
-		c.t.Fatal("no frame within 5s")
-	}
-	return ""
-}
-
-// closed waits for the end of the connection, with no frame before it,
-// and returns its error.
-func (c *wsClient) closed() error {
-	c.t.Helper()
-	select {
-	case f, ok := <-c.frames:
-		if ok {
-			c.t.Fatalf("frame %s before the close", f)
-		}
-		<-c.done
-		return c.err
-	case <-time.After(5 * time.Second):
-		c.t.Fatal("not closed within 5s")
-	}
-	return nil
-}
-
-// ping checks the connection still answers, with nothing before it.
-func (c *wsClient) ping() {
-	c.t.Helper()
-	if err := c.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`)); err != nil {
-		c.t.Fatal(err)
-	}
-	if got := c.next(); got != `{"type":"pong"}` {
-		c.t.Fatalf("got %s, want a pong", got)
-	}
 }
