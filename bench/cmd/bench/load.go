@@ -202,28 +202,37 @@ func (lg *loadGen) dial(i int) (*benchConn, error) {
 		sub = `{"type":"subscribe","topic":"` + topic + `"}`
 		ack = `"subscribed"`
 	}
-	if err := ws.WriteMessage(websocket.TextMessage, []byte(sub)); err != nil {
-		ws.Close()
+	if err := sendAwait(ws, sub, ack, 10); err != nil {
 		return nil, err
 	}
+	return bc, nil
+}
+
+// sendAwait sends frame and reads, for at most 30 s and frames frames,
+// until one holds ack; an error frame, a read error or no ack closes ws.
+func sendAwait(ws *websocket.Conn, frame, ack string, frames int) error {
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+		ws.Close()
+		return err
+	}
 	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
-	for range 10 {
+	for range frames {
 		_, msg, err := ws.ReadMessage()
 		if err != nil {
 			ws.Close()
-			return nil, err
+			return err
 		}
 		if bytes.Contains(msg, []byte(`"error"`)) {
 			ws.Close()
-			return nil, fmt.Errorf("subscribe refused: %s", msg)
+			return fmt.Errorf("refused: %.200s", msg)
 		}
 		if bytes.Contains(msg, []byte(ack)) {
 			_ = ws.SetReadDeadline(time.Time{})
-			return bc, nil
+			return nil
 		}
 	}
 	ws.Close()
-	return nil, fmt.Errorf("no subscribe acknowledgement")
+	return fmt.Errorf("no acknowledgement of %.100s", frame)
 }
 
 func (lg *loadGen) run() (loadResult, error) {

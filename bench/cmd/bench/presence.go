@@ -135,28 +135,10 @@ func dialUser(c loadConfig, i int, user, topic string, sent *atomic.Int64) (*web
 	if sent != nil {
 		sent.Store(time.Now().UnixNano())
 	}
-	if err := ws.WriteMessage(websocket.TextMessage, []byte(sub)); err != nil {
-		ws.Close()
+	if err := sendAwait(ws, sub, ack, 10000); err != nil {
 		return nil, err
 	}
-	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
-	for range 10000 {
-		_, msg, err := ws.ReadMessage()
-		if err != nil {
-			ws.Close()
-			return nil, err
-		}
-		if bytes.Contains(msg, []byte(`"error"`)) {
-			ws.Close()
-			return nil, fmt.Errorf("refused: %.200s", msg)
-		}
-		if bytes.Contains(msg, []byte(ack)) {
-			_ = ws.SetReadDeadline(time.Time{})
-			return ws, nil
-		}
-	}
-	ws.Close()
-	return nil, fmt.Errorf("no acknowledgement")
+	return ws, nil
 }
 
 // dialMany dials n connections 64 at a time; nil where a dial failed.
