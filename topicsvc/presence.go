@@ -347,10 +347,12 @@ func (c *Core) fireLeave(topic, user string, p *pendingLeave) {
 		return
 	}
 	u.leave = nil
-	c.presence.pending.Add(-1)
 	delete(t.users, user)
 	c.publishEvent(topic, broker.LeaveID, leaveData(user))
 	c.presence.leaves.Add(1)
+	// Counted as pending until it has been handed to the listeners, so
+	// that a reader who sees Pending fall to 0 finds the leave delivered.
+	c.presence.pending.Add(-1)
 	ps.dropIfEmpty(c, topic, t)
 }
 
