@@ -7,8 +7,9 @@ export const SVC_TOKEN = 'e2e-topicsvc-token';
 export const XSS = '<img src=x onerror="window.__pwned=(window.__pwned||0)+1">';
 
 // startChat runs one chat node of the binary bin; broker is a
-// FIRETOWER_BROKER URL or '' for the embedded topic service.
-export async function startChat(bin, {port, broker = ''} = {}) {
+// FIRETOWER_BROKER URL or '' for the embedded topic service, presenceGrace
+// a FIRETOWER_PRESENCE_GRACE duration ('5s') or '' for the default.
+export async function startChat(bin, {port, broker = '', presenceGrace = ''} = {}) {
   port ??= await freePort();
   const base = `http://127.0.0.1:${port}`;
   const env = {
@@ -16,6 +17,7 @@ export async function startChat(bin, {port, broker = ''} = {}) {
     FIRETOWER_API_TOKEN: API_TOKEN,
     FIRETOWER_BROKER: broker,
     FIRETOWER_TOPICSVC_TOKEN: broker ? SVC_TOKEN : '',
+    FIRETOWER_PRESENCE_GRACE: presenceGrace,
   };
   const proc = await start(bin, env, httpReady(base + '/'), `chat node ${base}`);
   return {proc, port, base};

@@ -78,9 +78,18 @@ func main() {
 	svcToken := flag.String("topicsvc-token", env("FIRETOWER_TOPICSVC_TOKEN", ""), "shared secret with the topic service")
 	bare := flag.Bool("bare-data", env("FIRETOWER_BARE_DATA", "") == "1", "send bare data frames, as firetower v0.x did")
 	serveMetrics := flag.Bool("metrics", env("FIRETOWER_METRICS", "") == "1", "serve Prometheus metrics at /metrics")
+	graceFlag := flag.String("presence-grace", env("FIRETOWER_PRESENCE_GRACE", ""), "how long a leave waits for the user to come back, as 5s (empty: firetower's default, 3s)")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	var grace time.Duration
+	if *graceFlag != "" {
+		var err error
+		if grace, err = time.ParseDuration(*graceFlag); err != nil || grace <= 0 {
+			log.Error("the presence grace must be a positive duration, as 5s", "value", *graceFlag)
+			os.Exit(2)
+		}
+	}
 	dashboardURL := "http://" + localAddr(*addr) + "/dashboard"
 	if *apiToken == "" {
 		b := make([]byte, 16)
@@ -94,11 +103,12 @@ func main() {
 	}
 
 	tower, counts, err := newTower(chatConfig{
-		APIToken:    *apiToken,
-		BrokerURL:   *brokerURL,
-		BrokerToken: *svcToken,
-		BareData:    *bare,
-		Logger:      log,
+		APIToken:      *apiToken,
+		BrokerURL:     *brokerURL,
+		BrokerToken:   *svcToken,
+		BareData:      *bare,
+		PresenceGrace: grace,
+		Logger:        log,
 	})
 	if err != nil {
 		log.Error("starting firetower", "err", err)
