@@ -1,6 +1,7 @@
 // Shared parts of the browser tests: building and running the Go servers,
 // and launching the system's Chromium. Servers listen on 127.0.0.1 at ports
-// picked here; every process started is stopped by stopAll.
+// picked here; every process started is stopped, and every proxy closed,
+// by stopAll.
 import assert from 'node:assert/strict';
 import {spawn, execFileSync} from 'node:child_process';
 import {accessSync, constants, existsSync, mkdirSync} from 'node:fs';
@@ -91,8 +92,13 @@ export async function stop(proc) {
   clearTimeout(t);
 }
 
+// closers holds the close of every proxy still open: stopAll runs them, so
+// that a test failing before its own close does not leave a listening
+// server that keeps the test process from ever exiting.
+const closers = new Set();
+
 export async function stopAll() {
-  await Promise.all([...procs].map(stop));
+  await Promise.all([...[...procs].map(stop), ...[...closers].map((c) => c())]);
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -197,6 +203,17 @@ export async function proxy(target) {
     server.on('error', reject);
     server.listen(0, '127.0.0.1', resolve);
   });
+  let closed;
+  const close = () => {
+    closed ??= new Promise((resolve) => {
+      closers.delete(close);
+      refusing = true;
+      for (const s of sockets) s.destroy();
+      server.close(resolve);
+    });
+    return closed;
+  };
+  closers.add(close);
   return {
     port: server.address().port,
     cut() {
@@ -205,10 +222,6 @@ export async function proxy(target) {
       sockets.clear();
     },
     restore() { refusing = false; },
-    close() {
-      refusing = true;
-      for (const s of sockets) s.destroy();
-      return new Promise((resolve) => server.close(resolve));
-    },
+    close,
   };
 }

@@ -162,10 +162,13 @@ go test -run '^$' -fuzz '^FuzzAppend$' -fuzztime "${FUZZTIME_SMALL:-10s}" -fuzzm
 go test -run '^$' -fuzz '^FuzzBucket$' -fuzztime "${FUZZTIME_SMALL:-10s}" -fuzzminimizetime 2s ./internal/ratelimit
 go test -run '^$' -fuzz '^FuzzReadBatch$' -fuzztime "${FUZZTIME:-30s}" -fuzzminimizetime 2s ./topicsvc/internal/wire
 
+# A test that hangs fails with its name (--test-timeout, per test); a test
+# file whose process outlives its tests ends the step (timeout), instead of
+# the run waiting forever.
 step "firetower.js unit tests (node --test)"
-node --test js/
+timeout 5m node --test --test-timeout=60000 js/
 
 step "browser end-to-end tests (headless Chromium)"
-(cd e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund && npm test)
+(cd e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund && timeout 30m npm test -- --test-timeout=180000)
 
 step "all tests passed"
