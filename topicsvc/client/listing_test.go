@@ -18,7 +18,7 @@ import (
 // rawNode opens a session as a node would, subscribes to topics and sets
 // each one's count to count, in frames of 1,024 operations, and returns
 // once the service acked the last subscribe. The session lasts as long
-// as the test.
+// as the test, sending a heartbeat every second.
 func rawNode(t *testing.T, addr, id string, topics []string, count int64) {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -65,6 +65,23 @@ func rawNode(t *testing.T, addr, id string, topics []string, count int64) {
 	}
 	// A count query after the counts: its ack says they were applied.
 	must(t, stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_CountQuery{CountQuery: &pb.CountQuery{Seq: last, Topic: topics[0]}}}}}))
+	// From here on, heartbeats, as a node sends them: a session silent for
+	// the heartbeat timeout is forgotten, and the test outlasts it on a
+	// loaded machine. This goroutine is the stream's only sender now.
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if stream.Send(&pb.NodeFrame{Ops: []*pb.NodeOp{{Op: &pb.NodeOp_Heartbeat{Heartbeat: &pb.Heartbeat{}}}}}) != nil {
+					return
+				}
+			}
+		}
+	}()
 	select {
 	case msg := <-done:
 		if msg != "" {
